@@ -1,0 +1,23 @@
+//! Hand-written f32 SIMD kernels for vcortex.
+//!
+//! Every public function is safe: it checks shapes and slice lengths once and
+//! then runs an inner loop that may use `unsafe` (each block carries a
+//! `// SAFETY:` comment). Tensors are dense, row-major; image tensors are NCHW.
+//! Functions are single-threaded unless their name ends in `_parallel`: the
+//! trainer parallelises over the batch itself, one coarse chunk per core.
+//!
+//! `reference` holds plain, obviously-correct implementations of every kernel;
+//! the property tests compare each fast kernel against them.
+
+pub mod activation;
+pub mod conv;
+pub mod gemm;
+pub mod loss;
+pub mod noise;
+pub mod optim;
+pub mod pool;
+pub mod reference;
+pub mod rng;
+pub mod simd;
+
+pub use simd::SIMD_LEVEL;

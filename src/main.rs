@@ -1,0 +1,3 @@
+fn main() {
+    println!("vcortex (SIMD: {})", vcortex::kernels::SIMD_LEVEL);
+}

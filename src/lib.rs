@@ -1,3 +1,5 @@
 //! vcortex: fast CPU reproduction of six classic MNIST experiments.
 
+pub mod data;
+
 pub use vcortex_kernels as kernels;

@@ -3,3 +3,6 @@
 pub mod data;
 
 pub use vcortex_kernels as kernels;
+pub mod model;
+pub mod nn;
+pub mod train;

@@ -1,0 +1,393 @@
+//! The study's CNN: conv -> ReLU -> maxpool -> conv -> ReLU -> maxpool ->
+//! dense ReLU -> dense softmax, with any small shape for the tests.
+
+use super::Classifier;
+use crate::kernels::gemm::Activation;
+use crate::kernels::rng::Rng;
+use crate::nn::params::split_two;
+use crate::nn::{
+    count_correct, glorot_bound, init_uniform, softmax_cross_entropy, Conv2d, Dense, MaxPool2d,
+    ParamLayout,
+};
+
+/// Sizes of the CNN. [`CnnShape::STUDY`] is the study's network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CnnShape {
+    pub in_h: usize,
+    pub in_w: usize,
+    /// Filters and square kernel size of the first convolution.
+    pub c1: usize,
+    pub k1: usize,
+    /// Filters and square kernel size of the second convolution.
+    pub c2: usize,
+    pub k2: usize,
+    /// Units of the hidden dense layer.
+    pub hidden: usize,
+    pub classes: usize,
+}
+
+impl CnnShape {
+    /// 28x28 -> 15@9x9 -> pool -> 20@5x5 -> pool -> 180 -> 100 -> 10.
+    pub const STUDY: CnnShape = CnnShape {
+        in_h: 28,
+        in_w: 28,
+        c1: 15,
+        k1: 9,
+        c2: 20,
+        k2: 5,
+        hidden: 100,
+        classes: 10,
+    };
+
+    fn layers(&self) -> (Conv2d, MaxPool2d, Conv2d, MaxPool2d, Dense, Dense) {
+        let conv1 = Conv2d::new(1, self.in_h, self.in_w, self.c1, self.k1, Activation::Relu);
+        let (h1, w1) = (conv1.shape.out_h(), conv1.shape.out_w());
+        let pool1 = MaxPool2d {
+            channels: self.c1,
+            h: h1,
+            w: w1,
+        };
+        let conv2 = Conv2d::new(self.c1, h1 / 2, w1 / 2, self.c2, self.k2, Activation::Relu);
+        let (h2, w2) = (conv2.shape.out_h(), conv2.shape.out_w());
+        let pool2 = MaxPool2d {
+            channels: self.c2,
+            h: h2,
+            w: w2,
+        };
+        let fc1 = Dense::new(pool2.output_len(), self.hidden, Activation::Relu);
+        let fc2 = Dense::new(self.hidden, self.classes, Activation::Identity);
+        (conv1, pool1, conv2, pool2, fc1, fc2)
+    }
+
+    /// Whether every stage has a non-empty output.
+    pub fn is_valid(&self) -> bool {
+        if self.k1 == 0 || self.k2 == 0 || self.k1 > self.in_h || self.k1 > self.in_w {
+            return false;
+        }
+        let (h1, w1) = ((self.in_h + 1 - self.k1) / 2, (self.in_w + 1 - self.k1) / 2);
+        self.k2 <= h1
+            && self.k2 <= w1
+            && (h1 + 1 - self.k2) / 2 >= 1
+            && (w1 + 1 - self.k2) / 2 >= 1
+            && self.c1 * self.c2 * self.hidden * self.classes > 0
+    }
+}
+
+/// The CNN and its parameters.
+#[derive(Clone, Debug)]
+pub struct Cnn {
+    pub shape: CnnShape,
+    conv1: Conv2d,
+    pool1: MaxPool2d,
+    conv2: Conv2d,
+    pool2: MaxPool2d,
+    fc1: Dense,
+    fc2: Dense,
+    layout: ParamLayout,
+    params: Vec<f32>,
+}
+
+/// Feature maps of a few images, for figures (each `[n, channels, h, w]`).
+#[derive(Clone, Debug)]
+pub struct CnnFeatures {
+    pub conv1: Vec<f32>,
+    pub pool1: Vec<f32>,
+    pub conv2: Vec<f32>,
+    pub pool2: Vec<f32>,
+    pub hidden: Vec<f32>,
+    pub logits: Vec<f32>,
+}
+
+/// Per-chunk buffers of the CNN.
+#[derive(Clone, Debug)]
+pub struct CnnWorkspace {
+    max_rows: usize,
+    x: Vec<f32>,
+    c1: Vec<f32>,
+    p1: Vec<f32>,
+    a1: Vec<u32>,
+    c2: Vec<f32>,
+    p2: Vec<f32>,
+    a2: Vec<u32>,
+    h: Vec<f32>,
+    logits: Vec<f32>,
+    probs: Vec<f32>,
+    dlogits: Vec<f32>,
+    dh: Vec<f32>,
+    dp2: Vec<f32>,
+    dc2: Vec<f32>,
+    dp1: Vec<f32>,
+    dc1: Vec<f32>,
+}
+
+impl Cnn {
+    /// A network of `shape` with Glorot-uniform weights (conv fans
+    /// c_in*kh*kw and c_out*kh*kw) and zero biases, drawn from `seed`.
+    pub fn new(shape: CnnShape, seed: u64) -> Self {
+        assert!(shape.is_valid(), "invalid CNN shape {shape:?}");
+        let (conv1, pool1, conv2, pool2, fc1, fc2) = shape.layers();
+        let mut layout = ParamLayout::new();
+        let s1 = conv1.shape;
+        let s2 = conv2.shape;
+        layout.push("conv1.weight", &[s1.c_out, s1.c_in, s1.kh, s1.kw]);
+        layout.push("conv1.bias", &[s1.c_out]);
+        layout.push("conv2.weight", &[s2.c_out, s2.c_in, s2.kh, s2.kw]);
+        layout.push("conv2.bias", &[s2.c_out]);
+        layout.push("fc1.weight", &[fc1.n_out, fc1.n_in]);
+        layout.push("fc1.bias", &[fc1.n_out]);
+        layout.push("fc2.weight", &[fc2.n_out, fc2.n_in]);
+        layout.push("fc2.bias", &[fc2.n_out]);
+        let mut params = vec![0.0; layout.total()];
+        let mut rng = Rng::new(seed);
+        let (fi, fo) = conv1.fans();
+        init_uniform(
+            &mut rng,
+            &mut params[layout.range("conv1.weight")],
+            glorot_bound(fi, fo),
+        );
+        let (fi, fo) = conv2.fans();
+        init_uniform(
+            &mut rng,
+            &mut params[layout.range("conv2.weight")],
+            glorot_bound(fi, fo),
+        );
+        for (name, d) in [("fc1.weight", fc1), ("fc2.weight", fc2)] {
+            init_uniform(
+                &mut rng,
+                &mut params[layout.range(name)],
+                glorot_bound(d.n_in, d.n_out),
+            );
+        }
+        Cnn {
+            shape,
+            conv1,
+            pool1,
+            conv2,
+            pool2,
+            fc1,
+            fc2,
+            layout,
+            params,
+        }
+    }
+
+    /// The study's network.
+    pub fn study(seed: u64) -> Self {
+        Cnn::new(CnnShape::STUDY, seed)
+    }
+
+    fn p(&self, name: &str) -> &[f32] {
+        &self.params[self.layout.range(name)]
+    }
+
+    fn forward(&self, ws: &mut CnnWorkspace, rows: usize) {
+        assert!(
+            rows <= ws.max_rows,
+            "CNN workspace holds {} rows, got {rows}",
+            ws.max_rows
+        );
+        let (c1n, p1n) = (self.conv1.output_len(), self.pool1.output_len());
+        let (c2n, p2n) = (self.conv2.output_len(), self.pool2.output_len());
+        let x = &ws.x[..rows * self.conv1.input_len()];
+        self.conv1.forward(
+            self.p("conv1.weight"),
+            self.p("conv1.bias"),
+            x,
+            rows,
+            &mut ws.c1[..rows * c1n],
+        );
+        self.pool1
+            .forward(&ws.c1, rows, &mut ws.p1[..rows * p1n], &mut ws.a1);
+        self.conv2.forward(
+            self.p("conv2.weight"),
+            self.p("conv2.bias"),
+            &ws.p1[..rows * p1n],
+            rows,
+            &mut ws.c2[..rows * c2n],
+        );
+        self.pool2
+            .forward(&ws.c2, rows, &mut ws.p2[..rows * p2n], &mut ws.a2);
+        self.fc1.forward(
+            self.p("fc1.weight"),
+            self.p("fc1.bias"),
+            &ws.p2[..rows * p2n],
+            rows,
+            &mut ws.h[..rows * self.fc1.n_out],
+        );
+        self.fc2.forward(
+            self.p("fc2.weight"),
+            self.p("fc2.bias"),
+            &ws.h[..rows * self.fc1.n_out],
+            rows,
+            &mut ws.logits[..rows * self.fc2.n_out],
+        );
+    }
+
+    /// Feature maps and logits of `images` (n x in_h*in_w, values in [0, 1]).
+    pub fn features(&self, images: &[f32]) -> CnnFeatures {
+        let n = images.len() / self.input_len();
+        let mut ws = self.workspace(n.max(1));
+        ws.x[..images.len()].copy_from_slice(images);
+        self.forward(&mut ws, n);
+        CnnFeatures {
+            conv1: ws.c1[..n * self.conv1.output_len()].to_vec(),
+            pool1: ws.p1[..n * self.pool1.output_len()].to_vec(),
+            conv2: ws.c2[..n * self.conv2.output_len()].to_vec(),
+            pool2: ws.p2[..n * self.pool2.output_len()].to_vec(),
+            hidden: ws.h[..n * self.fc1.n_out].to_vec(),
+            logits: ws.logits[..n * self.fc2.n_out].to_vec(),
+        }
+    }
+}
+
+impl Classifier for Cnn {
+    type Workspace = CnnWorkspace;
+
+    fn kind(&self) -> &'static str {
+        "cnn"
+    }
+    fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+    fn params(&self) -> &[f32] {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut [f32] {
+        &mut self.params
+    }
+    fn input_len(&self) -> usize {
+        self.shape.in_h * self.shape.in_w
+    }
+    fn classes(&self) -> usize {
+        self.shape.classes
+    }
+
+    fn workspace(&self, max_rows: usize) -> CnnWorkspace {
+        let r = max_rows;
+        let z = |n: usize| vec![0.0f32; r * n];
+        CnnWorkspace {
+            max_rows: r,
+            x: z(self.conv1.input_len()),
+            c1: z(self.conv1.output_len()),
+            p1: z(self.pool1.output_len()),
+            a1: vec![0; r * self.pool1.output_len()],
+            c2: z(self.conv2.output_len()),
+            p2: z(self.pool2.output_len()),
+            a2: vec![0; r * self.pool2.output_len()],
+            h: z(self.fc1.n_out),
+            logits: z(self.fc2.n_out),
+            probs: z(self.fc2.n_out),
+            dlogits: z(self.fc2.n_out),
+            dh: z(self.fc1.n_out),
+            dp2: z(self.pool2.output_len()),
+            dc2: z(self.conv2.output_len()),
+            dp1: z(self.pool1.output_len()),
+            dc1: z(self.conv1.output_len()),
+        }
+    }
+
+    fn input_mut<'a>(&self, ws: &'a mut CnnWorkspace) -> &'a mut [f32] {
+        &mut ws.x
+    }
+
+    fn loss_and_gradient(
+        &self,
+        ws: &mut CnnWorkspace,
+        labels: &[u8],
+        grad_scale: f32,
+        grads: &mut [f32],
+    ) -> f64 {
+        let rows = labels.len();
+        self.forward(ws, rows);
+        let l = &self.layout;
+        let classes = self.fc2.n_out;
+        let loss = softmax_cross_entropy(
+            &ws.logits,
+            labels,
+            classes,
+            &mut ws.probs,
+            &mut ws.dlogits,
+            grad_scale,
+        );
+        let (p1n, p2n) = (self.pool1.output_len(), self.pool2.output_len());
+        let hn = self.fc1.n_out;
+        // fc2 (identity): dW, db, dh.
+        {
+            let (dw, db) = split_two(grads, l.range("fc2.weight"), l.range("fc2.bias"));
+            self.fc2.backward(
+                self.p("fc2.weight"),
+                &ws.h[..rows * hn],
+                &ws.logits,
+                &mut ws.dlogits,
+                rows,
+                dw,
+                db,
+                Some(&mut ws.dh[..rows * hn]),
+            );
+        }
+        // fc1 (ReLU applied inside from h): dW, db, d(pool2 output).
+        {
+            let (dw, db) = split_two(grads, l.range("fc1.weight"), l.range("fc1.bias"));
+            self.fc1.backward(
+                self.p("fc1.weight"),
+                &ws.p2[..rows * p2n],
+                &ws.h,
+                &mut ws.dh,
+                rows,
+                dw,
+                db,
+                Some(&mut ws.dp2[..rows * p2n]),
+            );
+        }
+        // pool2 with conv2's ReLU derivative folded in, then conv2.
+        self.pool2
+            .backward(&ws.p2, &mut ws.dp2, &ws.a2, true, rows, &mut ws.dc2);
+        {
+            let (dw, db) = split_two(grads, l.range("conv2.weight"), l.range("conv2.bias"));
+            self.conv2.backward(
+                self.p("conv2.weight"),
+                &ws.p1[..rows * p1n],
+                &ws.c2,
+                &mut ws.dc2,
+                true,
+                rows,
+                dw,
+                db,
+                Some(&mut ws.dp1[..rows * p1n]),
+            );
+        }
+        self.pool1
+            .backward(&ws.p1, &mut ws.dp1, &ws.a1, true, rows, &mut ws.dc1);
+        {
+            let (dw, db) = split_two(grads, l.range("conv1.weight"), l.range("conv1.bias"));
+            self.conv1.backward(
+                self.p("conv1.weight"),
+                &ws.x,
+                &ws.c1,
+                &mut ws.dc1,
+                true,
+                rows,
+                dw,
+                db,
+                None,
+            );
+        }
+        loss
+    }
+
+    fn evaluate(&self, ws: &mut CnnWorkspace, labels: &[u8]) -> (f64, usize) {
+        let rows = labels.len();
+        self.forward(ws, rows);
+        let classes = self.fc2.n_out;
+        let n = rows * classes;
+        let loss = softmax_cross_entropy(
+            &ws.logits[..n],
+            labels,
+            classes,
+            &mut ws.probs,
+            &mut ws.dlogits,
+            0.0,
+        );
+        (loss, count_correct(&ws.logits[..n], labels, classes))
+    }
+}

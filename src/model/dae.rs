@@ -1,0 +1,349 @@
+//! The stacked denoising autoencoder (784-900-625-400 in the study), tied
+//! weights, sigmoid on both sides, trained layer by layer in image space.
+//!
+//! Layers are numbered from 1. Layer k has tensors `dae{k}.weight`
+//! `[n_k, n_{k-1}]` (row j = hidden unit j's weights; the decoder uses the
+//! transpose), `dae{k}.bias` `[n_k]` and `dae{k}.visible_bias` `[n_{k-1}]`,
+//! stored contiguously in that order ([`DaeStack::layer_range`]).
+//!
+//! Image-space scheme (the study's): when layer k trains, the corrupted image
+//! goes up through encoders 1..k, the code h_k comes back down through
+//! decoders k..1 (sigmoid at every level), and the cost is the binary
+//! cross-entropy of that image against the clean image, summed over pixels.
+//! Only layer k's three tensors receive gradients.
+
+use std::ops::Range;
+
+use crate::kernels::activation::sigmoid_backward;
+use crate::kernels::gemm::Activation;
+use crate::kernels::rng::Rng;
+use crate::nn::{
+    column_sums, init_uniform, sigmoid_binary_cross_entropy, sigmoid_bound, ParamLayout, Sparsity,
+    TiedAutoencoder,
+};
+
+/// The stack and its parameters.
+#[derive(Clone, Debug)]
+pub struct DaeStack {
+    sizes: Vec<usize>,
+    layers: Vec<TiedAutoencoder>,
+    /// (weight, hidden bias, visible bias) ranges of each layer.
+    ranges: Vec<[Range<usize>; 3]>,
+    layout: ParamLayout,
+    params: Vec<f32>,
+}
+
+/// Per-chunk buffers for training or evaluating any layer of a stack.
+#[derive(Clone, Debug)]
+pub struct DaeWorkspace {
+    max_rows: usize,
+    /// Clean images (max_rows x n_0), filled by the caller.
+    pub clean: Vec<f32>,
+    /// Corrupted images, filled by the caller (e.g. with
+    /// `kernels::noise::mask_noise`) before a noisy [`DaeStack::encode`].
+    pub noisy: Vec<f32>,
+    input_noisy: bool,
+    /// enc[i] = h_{i+1}, the output of encoder i+1.
+    enc: Vec<Vec<f32>>,
+    /// dec[0] = reconstruction logits at image level; dec[i] (i >= 1) = the
+    /// decoded (sigmoid) values at level i.
+    dec: Vec<Vec<f32>>,
+    recon: Vec<f32>,
+    /// dlev[i] = gradient with respect to the logits at level i.
+    dlev: Vec<Vec<f32>>,
+    dh: Vec<f32>,
+    col_sums: Vec<f32>,
+}
+
+impl DaeWorkspace {
+    /// The column sums written by [`DaeStack::hidden_sums`].
+    pub fn col_sums(&self) -> &[f32] {
+        &self.col_sums
+    }
+}
+
+impl DaeStack {
+    /// A stack with `sizes` = [visible, hidden_1, ..., hidden_L]; weights
+    /// uniform in +-4*sqrt(6/(n_in+n_out)), biases zero, drawn in layer order
+    /// from `seed`.
+    pub fn new(sizes: &[usize], seed: u64) -> Self {
+        assert!(
+            sizes.len() >= 2 && sizes.iter().all(|&s| s > 0),
+            "DaeStack needs at least one layer and sizes > 0: {sizes:?}"
+        );
+        let layers: Vec<TiedAutoencoder> = sizes
+            .windows(2)
+            .map(|w| TiedAutoencoder {
+                n_visible: w[0],
+                n_hidden: w[1],
+            })
+            .collect();
+        let mut layout = ParamLayout::new();
+        let mut ranges = Vec::new();
+        for (i, ae) in layers.iter().enumerate() {
+            let k = i + 1;
+            ranges.push([
+                layout.push(&format!("dae{k}.weight"), &[ae.n_hidden, ae.n_visible]),
+                layout.push(&format!("dae{k}.bias"), &[ae.n_hidden]),
+                layout.push(&format!("dae{k}.visible_bias"), &[ae.n_visible]),
+            ]);
+        }
+        let mut params = vec![0.0; layout.total()];
+        let mut rng = Rng::new(seed);
+        for (ae, r) in layers.iter().zip(&ranges) {
+            init_uniform(
+                &mut rng,
+                &mut params[r[0].clone()],
+                sigmoid_bound(ae.n_visible, ae.n_hidden),
+            );
+        }
+        DaeStack {
+            sizes: sizes.to_vec(),
+            layers,
+            ranges,
+            layout,
+            params,
+        }
+    }
+
+    /// The study's 784-900-625-400 stack.
+    pub fn study(seed: u64) -> Self {
+        DaeStack::new(&[784, 900, 625, 400], seed)
+    }
+
+    pub fn sizes(&self) -> &[usize] {
+        &self.sizes
+    }
+    /// Number of autoencoder layers.
+    pub fn layers(&self) -> usize {
+        self.layers.len()
+    }
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+    pub fn params_mut(&mut self) -> &mut [f32] {
+        &mut self.params
+    }
+    /// The tensor called `name` (panics on an unknown name).
+    pub fn tensor(&self, name: &str) -> &[f32] {
+        &self.params[self.layout.range(name)]
+    }
+    /// Parameter tensors by name, with shapes.
+    pub fn named_params(&self) -> Vec<(&str, &[f32], &[usize])> {
+        self.layout
+            .entries()
+            .iter()
+            .map(|e| (e.name.as_str(), &self.params[e.range()], e.shape.as_slice()))
+            .collect()
+    }
+    /// The contiguous range of layer `layer`'s weight, hidden bias and
+    /// visible bias in [`DaeStack::params`].
+    pub fn layer_range(&self, layer: usize) -> Range<usize> {
+        self.check_layer(layer);
+        let r = &self.ranges[layer - 1];
+        r[0].start..r[2].end
+    }
+
+    fn check_layer(&self, layer: usize) {
+        assert!(
+            (1..=self.layers.len()).contains(&layer),
+            "DAE layer {layer} not in 1..={}",
+            self.layers.len()
+        );
+    }
+
+    fn w(&self, layer: usize) -> &[f32] {
+        &self.params[self.ranges[layer - 1][0].clone()]
+    }
+    fn b(&self, layer: usize) -> &[f32] {
+        &self.params[self.ranges[layer - 1][1].clone()]
+    }
+    fn bv(&self, layer: usize) -> &[f32] {
+        &self.params[self.ranges[layer - 1][2].clone()]
+    }
+
+    /// Buffers for up to `max_rows` images, for every layer.
+    pub fn workspace(&self, max_rows: usize) -> DaeWorkspace {
+        let z = |n: usize| vec![0.0f32; max_rows * n];
+        let max_hidden = *self.sizes[1..].iter().max().unwrap();
+        DaeWorkspace {
+            max_rows,
+            clean: z(self.sizes[0]),
+            noisy: z(self.sizes[0]),
+            input_noisy: false,
+            enc: self.sizes[1..].iter().map(|&n| z(n)).collect(),
+            dec: self.sizes[..self.sizes.len() - 1]
+                .iter()
+                .map(|&n| z(n))
+                .collect(),
+            recon: z(self.sizes[0]),
+            dlev: self.sizes[..self.sizes.len() - 1]
+                .iter()
+                .map(|&n| z(n))
+                .collect(),
+            dh: z(max_hidden),
+            col_sums: vec![0.0; max_hidden],
+        }
+    }
+
+    /// h_1..h_layer of the first `rows` images, from `ws.noisy` if `noisy`,
+    /// else from `ws.clean`.
+    pub fn encode(&self, layer: usize, ws: &mut DaeWorkspace, rows: usize, noisy: bool) {
+        self.check_layer(layer);
+        assert!(
+            rows <= ws.max_rows,
+            "DAE workspace holds {} rows, got {rows}",
+            ws.max_rows
+        );
+        ws.input_noisy = noisy;
+        for k in 1..=layer {
+            let ae = &self.layers[k - 1];
+            let (below, here) = ws.enc.split_at_mut(k - 1);
+            let x: &[f32] = match (k, noisy) {
+                (1, true) => &ws.noisy,
+                (1, false) => &ws.clean,
+                _ => &below[k - 2],
+            };
+            ae.encode(
+                self.w(k),
+                self.b(k),
+                &x[..rows * ae.n_visible],
+                rows,
+                &mut here[0][..rows * ae.n_hidden],
+            );
+        }
+    }
+
+    /// Sums over the first `rows` images of h_layer per unit (after
+    /// [`DaeStack::encode`]), into `ws.col_sums()[..n_layer]`. The trainer adds
+    /// the chunks' sums in chunk order and divides by the batch size to get
+    /// the minibatch mean activation for the KL penalty.
+    pub fn hidden_sums(&self, layer: usize, ws: &mut DaeWorkspace, rows: usize) {
+        let n = self.sizes[layer];
+        column_sums(&ws.enc[layer - 1][..rows * n], &mut ws.col_sums[..n], false);
+    }
+
+    /// Decodes h_layer down to image logits in `ws.dec[0]`.
+    fn decode_to_image(&self, layer: usize, ws: &mut DaeWorkspace, rows: usize) {
+        for k in (1..=layer).rev() {
+            let ae = &self.layers[k - 1];
+            let (lower, upper) = ws.dec.split_at_mut(k);
+            let h: &[f32] = if k == layer {
+                &ws.enc[layer - 1]
+            } else {
+                &upper[0]
+            };
+            let act = if k == 1 {
+                Activation::Identity
+            } else {
+                Activation::Sigmoid
+            };
+            ae.decode(
+                self.w(k),
+                self.bv(k),
+                &h[..rows * ae.n_hidden],
+                rows,
+                &mut lower[k - 1][..rows * ae.n_visible],
+                act,
+            );
+        }
+    }
+
+    /// After [`DaeStack::encode`]: decodes h_layer to image space, returns the
+    /// summed cross-entropy against `ws.clean` and writes into `grads`
+    /// (length `layer_range(layer).len()`, overwritten) the gradient of
+    /// `grad_scale * summed cross-entropy`, plus, with `sparsity` = (penalty,
+    /// minibatch mean activations, minibatch size), the gradient of the KL
+    /// penalty's share of this chunk's rows.
+    pub fn loss_and_gradient(
+        &self,
+        layer: usize,
+        ws: &mut DaeWorkspace,
+        rows: usize,
+        grad_scale: f32,
+        sparsity: Option<(Sparsity, &[f32], usize)>,
+        grads: &mut [f32],
+    ) -> f64 {
+        self.check_layer(layer);
+        let n0 = self.sizes[0];
+        self.decode_to_image(layer, ws, rows);
+        let loss = sigmoid_binary_cross_entropy(
+            &ws.dec[0][..rows * n0],
+            &ws.clean[..rows * n0],
+            &mut ws.recon,
+            &mut ws.dlev[0],
+            grad_scale,
+        );
+        // Back up through the fixed decoders 1..layer-1.
+        for k in 1..layer {
+            let ae = &self.layers[k - 1];
+            let (lower, upper) = ws.dlev.split_at_mut(k);
+            let dv = &mut upper[0][..rows * ae.n_hidden];
+            ae.decode_backward(self.w(k), &ws.dec[k], &lower[k - 1], rows, None, Some(dv));
+            sigmoid_backward(&ws.dec[k][..rows * ae.n_hidden], dv);
+        }
+        let ae = &self.layers[layer - 1];
+        let (nh, nv) = (ae.n_hidden, ae.n_visible);
+        assert_eq!(grads.len(), nh * nv + nh + nv, "DAE layer gradient length");
+        let (dw, rest) = grads.split_at_mut(nh * nv);
+        let (db, dbv) = rest.split_at_mut(nh);
+        let h = &ws.enc[layer - 1][..rows * nh];
+        let dh = &mut ws.dh[..rows * nh];
+        ae.decode_backward(
+            self.w(layer),
+            h,
+            &ws.dlev[layer - 1],
+            rows,
+            Some((&mut *dw, dbv, false)),
+            Some(&mut *dh),
+        );
+        if let Some((penalty, rho_hat, batch_rows)) = sparsity {
+            penalty.backward(dh, &rho_hat[..nh], batch_rows);
+        }
+        let x: &[f32] = match (layer, ws.input_noisy) {
+            (1, true) => &ws.noisy,
+            (1, false) => &ws.clean,
+            _ => &ws.enc[layer - 2],
+        };
+        db.fill(0.0);
+        ae.encode_backward(&x[..rows * nv], h, dh, rows, dw, db, true);
+        loss
+    }
+
+    /// Summed cross-entropy of the clean images in `ws.clean` reconstructed
+    /// through layers 1..layer and back (no noise, no penalty).
+    pub fn reconstruction_cost(&self, layer: usize, ws: &mut DaeWorkspace, rows: usize) -> f64 {
+        self.encode(layer, ws, rows, false);
+        self.decode_to_image(layer, ws, rows);
+        let n0 = self.sizes[0];
+        sigmoid_binary_cross_entropy(
+            &ws.dec[0][..rows * n0],
+            &ws.clean[..rows * n0],
+            &mut ws.recon,
+            &mut ws.dlev[0],
+            0.0,
+        )
+    }
+
+    /// h_layer of `images` (n x n_0, values in [0, 1]), for figures.
+    pub fn hidden(&self, layer: usize, images: &[f32]) -> Vec<f32> {
+        let n = images.len() / self.sizes[0];
+        let mut ws = self.workspace(n.max(1));
+        ws.clean[..images.len()].copy_from_slice(images);
+        self.encode(layer, &mut ws, n, false);
+        ws.enc[layer - 1][..n * self.sizes[layer]].to_vec()
+    }
+
+    /// Images reconstructed through layers 1..layer and back down (sigmoid
+    /// outputs, n x n_0), for figures.
+    pub fn reconstruct(&self, layer: usize, images: &[f32]) -> Vec<f32> {
+        let n = images.len() / self.sizes[0];
+        let mut ws = self.workspace(n.max(1));
+        ws.clean[..images.len()].copy_from_slice(images);
+        self.reconstruction_cost(layer, &mut ws, n);
+        ws.recon[..images.len()].to_vec()
+    }
+}

@@ -1,0 +1,63 @@
+//! The study's models: the CNN ([`Cnn`]), the stacked denoising autoencoder
+//! ([`DaeStack`]) and the five-layer sigmoid classifier ([`Mlp`]).
+//!
+//! Every model owns its parameters in one flat `Vec<f32>` described by a
+//! [`ParamLayout`] (named tensors, see [`Classifier::named_params`]). Training
+//! runs on per-chunk *workspaces*: all activations, argmax indices and deltas
+//! for up to `max_rows` samples, allocated once per run.
+
+mod cnn;
+mod dae;
+mod mlp;
+
+pub use cnn::{Cnn, CnnFeatures, CnnShape, CnnWorkspace};
+pub use dae::{DaeStack, DaeWorkspace};
+pub use mlp::{Mlp, MlpWorkspace};
+
+use crate::nn::ParamLayout;
+
+/// A model that maps images to class scores, trained with softmax
+/// cross-entropy by [`crate::train::train_classifier`].
+pub trait Classifier: Send + Sync {
+    /// Per-chunk buffers; one per rayon chunk, reused for every batch.
+    type Workspace: Send;
+
+    /// Short model name stored in checkpoints and `summary.json` ("cnn", "mlp").
+    fn kind(&self) -> &'static str;
+    fn layout(&self) -> &ParamLayout;
+    fn params(&self) -> &[f32];
+    fn params_mut(&mut self) -> &mut [f32];
+    /// Values per input image (rows * cols).
+    fn input_len(&self) -> usize;
+    fn classes(&self) -> usize;
+
+    /// Buffers for up to `max_rows` samples.
+    fn workspace(&self, max_rows: usize) -> Self::Workspace;
+    /// The input buffer (max_rows x input_len) the caller fills before
+    /// [`Classifier::loss_and_gradient`] or [`Classifier::evaluate`].
+    fn input_mut<'a>(&self, ws: &'a mut Self::Workspace) -> &'a mut [f32];
+
+    /// Forward and backward over the first `labels.len()` inputs of `ws`.
+    /// Writes (overwrites) the gradient of `grad_scale * summed loss` into
+    /// `grads` (layout-sized) and returns the summed (unscaled) loss.
+    fn loss_and_gradient(
+        &self,
+        ws: &mut Self::Workspace,
+        labels: &[u8],
+        grad_scale: f32,
+        grads: &mut [f32],
+    ) -> f64;
+
+    /// Forward only: (summed cross-entropy, number classified correctly).
+    fn evaluate(&self, ws: &mut Self::Workspace, labels: &[u8]) -> (f64, usize);
+
+    /// The parameter tensors by name, with their shapes.
+    fn named_params(&self) -> Vec<(&str, &[f32], &[usize])> {
+        let p = self.params();
+        self.layout()
+            .entries()
+            .iter()
+            .map(|e| (e.name.as_str(), &p[e.range()], e.shape.as_slice()))
+            .collect()
+    }
+}

@@ -1,0 +1,814 @@
+//! The epoch loop shared by classifiers and DAE layers, and the two tasks.
+
+use std::ops::{ControlFlow, Range};
+use std::path::Path;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use rayon::ThreadPool;
+use serde_json::{json, Map, Value};
+
+use super::checkpoint::Checkpoint;
+use super::progress::EpochProgress;
+use super::report;
+use super::{DaeConfig, EpochMetrics, Optimizer, TrainConfig, TrainError};
+use crate::data::Split;
+use crate::kernels::noise::mask_noise;
+use crate::kernels::optim::{momentum_update, rmsprop_update, sgd_update};
+use crate::kernels::rng::Rng;
+use crate::model::{Classifier, DaeStack, DaeWorkspace};
+use crate::nn::{u8_to_unit, ParamLayout};
+
+/// Full minibatches per epoch: the last partial batch is dropped
+/// (60000 / 128 -> 468, 12000 / 128 -> 93).
+pub fn batches_per_epoch(images: usize, batch_size: usize) -> usize {
+    images.checked_div(batch_size).unwrap_or(0)
+}
+
+/// What a finished (or stopped) run returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunReport {
+    /// Every epoch's metrics, including those restored from a checkpoint.
+    pub metrics: Vec<EpochMetrics>,
+    /// Epochs restored from the checkpoint (0 for a fresh run).
+    pub resumed_epochs: usize,
+    /// The observer asked to stop before `epochs`.
+    pub stopped_early: bool,
+}
+
+/// Rows of chunk `c` when `rows` are split into `chunks` contiguous parts.
+fn chunk_bounds(rows: usize, chunks: usize, c: usize) -> Range<usize> {
+    (c * rows / chunks)..((c + 1) * rows / chunks)
+}
+
+/// Elements per task of the parallel gradient reduction.
+const REDUCE_BLOCK: usize = 16 * 1024;
+
+/// out[i] <- sum over chunks, in chunk order, of grad_of(chunk)[i]. Every
+/// element is summed in the same order whatever thread handles its block, so
+/// the result depends only on the chunk count.
+fn reduce_in_order<T: Sync>(
+    pool: &ThreadPool,
+    chunks: &[T],
+    grad_of: impl Fn(&T) -> &[f32] + Sync,
+    out: &mut [f32],
+) {
+    pool.install(|| {
+        out.par_chunks_mut(REDUCE_BLOCK)
+            .enumerate()
+            .for_each(|(i, block)| {
+                let base = i * REDUCE_BLOCK;
+                let span = base..base + block.len();
+                block.copy_from_slice(&grad_of(&chunks[0])[span.clone()]);
+                for ch in &chunks[1..] {
+                    for (o, &g) in block.iter_mut().zip(&grad_of(ch)[span.clone()]) {
+                        *o += g;
+                    }
+                }
+            })
+    });
+}
+
+struct OptimizerState {
+    optimizer: Optimizer,
+    /// Velocity (momentum) or mean square (RMSProp); empty for SGD.
+    buf: Vec<f32>,
+}
+
+impl OptimizerState {
+    fn new(optimizer: Optimizer, n: usize) -> Self {
+        let len = if optimizer == Optimizer::Sgd { 0 } else { n };
+        OptimizerState {
+            optimizer,
+            buf: vec![0.0; len],
+        }
+    }
+
+    fn step(&mut self, p: &mut [f32], g: &[f32], lr: f32, decay: f32) {
+        match self.optimizer {
+            Optimizer::Sgd => sgd_update(p, g, lr, decay),
+            Optimizer::Momentum { gamma } => momentum_update(p, &mut self.buf, g, lr, decay, gamma),
+            Optimizer::RmsProp { rho, eps } => {
+                rmsprop_update(p, &mut self.buf, g, lr, decay, rho, eps)
+            }
+        }
+    }
+}
+
+/// A trainable thing the epoch loop drives.
+trait Task {
+    fn model_kind(&self) -> String;
+    fn layout(&self) -> &ParamLayout;
+    fn params(&self) -> &[f32];
+    fn params_mut(&mut self) -> &mut [f32];
+    /// The range of `params` this run updates.
+    fn trainable(&self) -> Range<usize>;
+    /// The layer named when the loss is non-finite but the parameters are not.
+    fn loss_layer(&self) -> String;
+    /// Computes the reduced gradient of the batch `images` into `grad`
+    /// (trainable-range sized) and returns the batch's mean cost.
+    fn batch(
+        &mut self,
+        pool: &ThreadPool,
+        images: &[u32],
+        epoch: usize,
+        batch: usize,
+        grad: &mut [f32],
+    ) -> f64;
+    /// (test cost, test accuracy).
+    fn evaluate(&mut self, pool: &ThreadPool) -> (Option<f64>, Option<f64>);
+    /// The `layer` column of metrics.csv, for DAE layers.
+    fn csv_layer(&self) -> Option<usize>;
+    fn settings(&self) -> Map<String, Value>;
+}
+
+fn config_error<T>(msg: String) -> Result<T, TrainError> {
+    Err(TrainError::Config(msg))
+}
+
+/// Checks the settings that do not depend on the model; returns the subsets.
+fn validate_common<'a>(
+    cfg: &TrainConfig,
+    train: Split<'a>,
+    test: Split<'a>,
+    input_len: usize,
+) -> Result<(Split<'a>, Split<'a>), TrainError> {
+    if cfg.epochs == 0 {
+        return config_error("epochs must be at least 1".into());
+    }
+    if cfg.batch_size == 0 {
+        return config_error("batch size must be at least 1".into());
+    }
+    if !cfg.lr.is_finite() || cfg.lr <= 0.0 {
+        return config_error(format!(
+            "learning rate must be a positive number, got {}",
+            cfg.lr
+        ));
+    }
+    if !cfg.decay.is_finite() || cfg.decay < 0.0 {
+        return config_error(format!(
+            "weight decay must be zero or positive, got {}",
+            cfg.decay
+        ));
+    }
+    match cfg.optimizer {
+        Optimizer::Sgd => {}
+        Optimizer::Momentum { gamma } => {
+            if !(0.0..1.0).contains(&gamma) {
+                return config_error(format!("momentum must be in [0, 1), got {gamma}"));
+            }
+        }
+        Optimizer::RmsProp { rho, eps } => {
+            if !(0.0..1.0).contains(&rho) {
+                return config_error(format!("RMSProp rho must be in [0, 1), got {rho}"));
+            }
+            if !eps.is_finite() || eps <= 0.0 {
+                return config_error(format!("RMSProp epsilon must be positive, got {eps}"));
+            }
+        }
+    }
+    let subset = |what: &str, want: Option<usize>, split: Split<'a>| {
+        let n = want.unwrap_or(split.count);
+        if n > split.count {
+            return config_error(format!(
+                "{what} subset of {n} images is larger than the {} available",
+                split.count
+            ));
+        }
+        Ok(split.take(n))
+    };
+    let train = subset("training", cfg.train_count, train)?;
+    let test = subset("test", cfg.test_count, test)?;
+    if cfg.batch_size > train.count {
+        return config_error(format!(
+            "batch size {} is larger than the {} training images: no full batch to train on",
+            cfg.batch_size, train.count
+        ));
+    }
+    for (what, s) in [("training", &train), ("test", &test)] {
+        if s.count > 0 && s.image_len() != input_len {
+            return config_error(format!(
+                "{what} images have {}x{} = {} pixels, the model takes {input_len}",
+                s.rows,
+                s.cols,
+                s.image_len()
+            ));
+        }
+        if s.images.len() < s.count * s.image_len() || s.labels.len() < s.count {
+            return config_error(format!(
+                "{what} split holds fewer bytes than its count says"
+            ));
+        }
+    }
+    Ok((train, test))
+}
+
+/// Creates the run folder and proves it writable.
+fn prepare_dir(dir: &Path) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok").map_err(|e| TrainError::io(&probe, e))?;
+    std::fs::remove_file(&probe).map_err(|e| TrainError::io(&probe, e))
+}
+
+fn resolve_threads(threads: usize) -> usize {
+    if threads > 0 {
+        threads
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+}
+
+fn build_pool(threads: usize) -> Result<ThreadPool, TrainError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| TrainError::Config(format!("cannot start {threads} threads: {e}")))
+}
+
+/// The epoch loop: resume, shuffle, batches, updates, evaluation, files.
+fn run<T: Task>(
+    task: &mut T,
+    cfg: &TrainConfig,
+    threads: usize,
+    train_count: usize,
+    pool: &ThreadPool,
+    on_epoch: &mut dyn FnMut(&EpochMetrics, &T) -> ControlFlow<()>,
+) -> Result<RunReport, TrainError> {
+    let dir = cfg.out_dir.as_path();
+    let ck_path = dir.join("checkpoint.bin");
+    let range = task.trainable();
+    let mut opt = OptimizerState::new(cfg.optimizer, range.len());
+    let signature = task.layout().signature();
+    let mut metrics: Vec<EpochMetrics> = Vec::new();
+    if cfg.resume {
+        if !ck_path.exists() {
+            return config_error(format!(
+                "cannot resume: no checkpoint.bin in {}",
+                dir.display()
+            ));
+        }
+        let ck = Checkpoint::load(&ck_path)?;
+        ck.check_compatible(
+            &ck_path,
+            &task.model_kind(),
+            &signature,
+            cfg.optimizer.name(),
+            task.params().len(),
+            opt.buf.len(),
+        )?;
+        if ck.seed != cfg.seed {
+            return Err(TrainError::Checkpoint {
+                path: ck_path,
+                reason: format!(
+                    "checkpoint has seed {}, this run seed {}",
+                    ck.seed, cfg.seed
+                ),
+            });
+        }
+        task.params_mut().copy_from_slice(&ck.params);
+        opt.buf = ck.optimizer_state;
+        metrics = ck.metrics;
+    }
+    let resumed_epochs = metrics.len();
+    let layer = task.csv_layer();
+    report::write_csv(dir, layer, &metrics)?;
+    let summary = |metrics: &[EpochMetrics], task: &T| {
+        let mut settings = Map::new();
+        settings.insert("epochs".into(), json!(cfg.epochs));
+        settings.insert("batch_size".into(), json!(cfg.batch_size));
+        settings.insert("lr".into(), json!(cfg.lr));
+        settings.insert("decay".into(), json!(cfg.decay));
+        settings.insert("optimizer".into(), json!(cfg.optimizer));
+        settings.insert("train_count".into(), json!(train_count));
+        settings.insert("test_count".into(), json!(cfg.test_count));
+        settings.extend(task.settings());
+        let mut s = Map::new();
+        s.insert("name".into(), json!(cfg.name));
+        s.insert("title".into(), json!(cfg.title));
+        s.insert("model".into(), json!(task.model_kind()));
+        s.insert("settings".into(), Value::Object(settings));
+        s.insert("seed".into(), json!(cfg.seed));
+        s.insert("threads".into(), json!(threads));
+        s.insert("simd".into(), json!(crate::kernels::SIMD_LEVEL));
+        s.extend(report::summary_fields(metrics));
+        s.extend(cfg.extra_summary.clone());
+        report::write_summary(dir, s)
+    };
+    summary(&metrics, task)?;
+
+    let batches = batches_per_epoch(train_count, cfg.batch_size);
+    let mut order: Vec<u32> = Vec::with_capacity(train_count);
+    let mut grad = vec![0.0f32; range.len()];
+    let mut stopped_early = false;
+    let non_finite = |task: &T, epoch: usize, batch: usize| TrainError::NonFinite {
+        epoch,
+        batch,
+        layer: task
+            .layout()
+            .first_non_finite(task.params())
+            .map(str::to_string)
+            .unwrap_or_else(|| task.loss_layer()),
+    };
+    for epoch in resumed_epochs + 1..=cfg.epochs {
+        let start = Instant::now();
+        order.clear();
+        order.extend(0..train_count as u32);
+        Rng::stream(cfg.seed, epoch as u64).shuffle(&mut order);
+        let progress = EpochProgress::new(cfg.progress, &cfg.name, epoch, cfg.epochs, batches);
+        let mut cost_sum = 0.0f64;
+        for b in 0..batches {
+            let images = &order[b * cfg.batch_size..(b + 1) * cfg.batch_size];
+            let cost = task.batch(pool, images, epoch, b, &mut grad);
+            if !cost.is_finite() {
+                return Err(non_finite(task, epoch, b + 1));
+            }
+            opt.step(
+                &mut task.params_mut()[range.clone()],
+                &grad,
+                cfg.lr,
+                cfg.decay,
+            );
+            cost_sum += cost;
+            progress.batch(b + 1, cost_sum / (b + 1) as f64);
+        }
+        if task.layout().first_non_finite(task.params()).is_some() {
+            return Err(non_finite(task, epoch, batches));
+        }
+        let (test_cost, test_accuracy) = task.evaluate(pool);
+        let m = EpochMetrics {
+            epoch,
+            train_cost: cost_sum / batches as f64,
+            test_cost,
+            test_accuracy,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        metrics.push(m.clone());
+        Checkpoint {
+            model: task.model_kind(),
+            signature: signature.clone(),
+            optimizer: cfg.optimizer.name().to_string(),
+            epochs_completed: epoch,
+            seed: cfg.seed,
+            metrics: metrics.clone(),
+            params: task.params().to_vec(),
+            optimizer_state: opt.buf.clone(),
+        }
+        .save(&ck_path)?;
+        report::append_csv(dir, layer, &m)?;
+        summary(&metrics, task)?;
+        progress.finish(&m);
+        if on_epoch(&m, task).is_break() {
+            stopped_early = epoch < cfg.epochs;
+            break;
+        }
+    }
+    Ok(RunReport {
+        metrics,
+        resumed_epochs,
+        stopped_early,
+    })
+}
+
+// ---------------------------------------------------------------- classifiers
+
+struct ClassifierChunk<W> {
+    ws: W,
+    grad: Vec<f32>,
+    labels: Vec<u8>,
+    loss: f64,
+    correct: usize,
+}
+
+struct ClassifierTask<'a, 'd, C: Classifier> {
+    model: &'a mut C,
+    chunks: Vec<ClassifierChunk<C::Workspace>>,
+    max_rows: usize,
+    train: Split<'d>,
+    test: Split<'d>,
+}
+
+/// Fills a chunk's input rows and labels from `images` of `split`.
+fn fill_classifier_chunk<C: Classifier>(
+    model: &C,
+    ch: &mut ClassifierChunk<C::Workspace>,
+    split: &Split,
+    images: impl Iterator<Item = usize>,
+) {
+    let len = model.input_len();
+    let input = model.input_mut(&mut ch.ws);
+    for (i, img) in images.enumerate() {
+        u8_to_unit(split.image(img), &mut input[i * len..(i + 1) * len]);
+        ch.labels[i] = split.labels[img];
+    }
+}
+
+impl<C: Classifier> Task for ClassifierTask<'_, '_, C>
+where
+    C::Workspace: Sync,
+{
+    fn model_kind(&self) -> String {
+        self.model.kind().to_string()
+    }
+    fn layout(&self) -> &ParamLayout {
+        self.model.layout()
+    }
+    fn params(&self) -> &[f32] {
+        self.model.params()
+    }
+    fn params_mut(&mut self) -> &mut [f32] {
+        self.model.params_mut()
+    }
+    fn trainable(&self) -> Range<usize> {
+        0..self.model.params().len()
+    }
+    fn loss_layer(&self) -> String {
+        let last = self.model.layout().entries().last().map(|e| e.name.clone());
+        format!(
+            "{} (softmax cross-entropy)",
+            last.unwrap_or_default().trim_end_matches(".bias")
+        )
+    }
+
+    fn batch(
+        &mut self,
+        pool: &ThreadPool,
+        images: &[u32],
+        _epoch: usize,
+        _batch: usize,
+        grad: &mut [f32],
+    ) -> f64 {
+        let model: &C = self.model;
+        let train = &self.train;
+        let rows = images.len();
+        let chunks = self.chunks.len();
+        let scale = 1.0 / rows as f32;
+        pool.install(|| {
+            self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
+                let r = chunk_bounds(rows, chunks, c);
+                let n = r.len();
+                if n == 0 {
+                    ch.grad.fill(0.0);
+                    ch.loss = 0.0;
+                    return;
+                }
+                fill_classifier_chunk(model, ch, train, images[r].iter().map(|&i| i as usize));
+                ch.loss = model.loss_and_gradient(&mut ch.ws, &ch.labels[..n], scale, &mut ch.grad);
+            })
+        });
+        reduce_in_order(pool, &self.chunks, |ch| &ch.grad, grad);
+        self.chunks.iter().map(|ch| ch.loss).sum::<f64>() / rows as f64
+    }
+
+    fn evaluate(&mut self, pool: &ThreadPool) -> (Option<f64>, Option<f64>) {
+        let count = self.test.count;
+        if count == 0 {
+            return (None, None);
+        }
+        let model: &C = self.model;
+        let test = &self.test;
+        let chunks = self.chunks.len();
+        let block = chunks * self.max_rows;
+        let (mut loss, mut correct) = (0.0f64, 0usize);
+        for start in (0..count).step_by(block) {
+            let rows = block.min(count - start);
+            pool.install(|| {
+                self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
+                    let r = chunk_bounds(rows, chunks, c);
+                    let n = r.len();
+                    (ch.loss, ch.correct) = (0.0, 0);
+                    if n > 0 {
+                        fill_classifier_chunk(model, ch, test, r.map(|i| start + i));
+                        (ch.loss, ch.correct) = model.evaluate(&mut ch.ws, &ch.labels[..n]);
+                    }
+                })
+            });
+            for ch in &self.chunks {
+                loss += ch.loss;
+                correct += ch.correct;
+            }
+        }
+        (
+            Some(loss / count as f64),
+            Some(correct as f64 / count as f64),
+        )
+    }
+
+    fn csv_layer(&self) -> Option<usize> {
+        None
+    }
+    fn settings(&self) -> Map<String, Value> {
+        Map::new()
+    }
+}
+
+/// Trains a classifier (the CNN or the MLP) with softmax cross-entropy.
+///
+/// `train` and `test` are the full splits; `cfg.train_count` /
+/// `cfg.test_count` take their first images. Every setting is checked, and
+/// the run folder created and probed, before any training. After each epoch
+/// the test set is evaluated, the checkpoint, metrics.csv and summary.json are
+/// written, and `observer` (if any) sees the metrics and the model; returning
+/// `ControlFlow::Break(())` stops the run there (it can be resumed later).
+pub fn train_classifier<C>(
+    model: &mut C,
+    train: Split,
+    test: Split,
+    cfg: &TrainConfig,
+    mut observer: Option<&mut dyn FnMut(&EpochMetrics, &C) -> ControlFlow<()>>,
+) -> Result<RunReport, TrainError>
+where
+    C: Classifier,
+    C::Workspace: Sync,
+{
+    let (train, test) = validate_common(cfg, train, test, model.input_len())?;
+    let classes = model.classes();
+    for (what, s) in [("training", &train), ("test", &test)] {
+        if let Some(&bad) = s.labels[..s.count].iter().find(|&&l| l as usize >= classes) {
+            return config_error(format!(
+                "{what} label {bad} is out of range for {classes} classes"
+            ));
+        }
+    }
+    prepare_dir(&cfg.out_dir)?;
+    let threads = resolve_threads(cfg.threads);
+    let pool = build_pool(threads)?;
+    let max_rows = cfg.batch_size.div_ceil(threads);
+    let n = model.params().len();
+    let chunks = (0..threads)
+        .map(|_| ClassifierChunk {
+            ws: model.workspace(max_rows),
+            grad: vec![0.0; n],
+            labels: vec![0; max_rows],
+            loss: 0.0,
+            correct: 0,
+        })
+        .collect();
+    let mut task = ClassifierTask {
+        model,
+        chunks,
+        max_rows,
+        train,
+        test,
+    };
+    let mut hook = |m: &EpochMetrics, t: &ClassifierTask<C>| match observer.as_mut() {
+        Some(f) => f(m, t.model),
+        None => ControlFlow::Continue(()),
+    };
+    run(&mut task, cfg, threads, train.count, &pool, &mut hook)
+}
+
+// ---------------------------------------------------------------- DAE layers
+
+struct DaeChunk {
+    ws: DaeWorkspace,
+    grad: Vec<f32>,
+    loss: f64,
+}
+
+struct DaeTask<'a, 'd> {
+    stack: &'a mut DaeStack,
+    dae: DaeConfig,
+    seed: u64,
+    chunks: Vec<DaeChunk>,
+    max_rows: usize,
+    rho_hat: Vec<f32>,
+    train: Split<'d>,
+    test: Split<'d>,
+}
+
+/// The key of batch `batch` of `epoch`: image `i` of the batch is corrupted
+/// with `Rng::stream(key, i)`, whatever chunk it falls in.
+fn noise_key(seed: u64, epoch: usize, batch: usize) -> u64 {
+    const NOISE: u64 = 0x6e6f_6973_6500_0000; // "noise"
+    let epoch_key = Rng::stream(seed ^ NOISE, epoch as u64).next_u64();
+    Rng::stream(epoch_key, batch as u64).next_u64()
+}
+
+fn fill_clean(ws: &mut DaeWorkspace, split: &Split, images: impl Iterator<Item = usize>) {
+    let len = split.image_len();
+    for (i, img) in images.enumerate() {
+        u8_to_unit(split.image(img), &mut ws.clean[i * len..(i + 1) * len]);
+    }
+}
+
+impl Task for DaeTask<'_, '_> {
+    fn model_kind(&self) -> String {
+        format!("dae-layer{}", self.dae.layer)
+    }
+    fn layout(&self) -> &ParamLayout {
+        self.stack.layout()
+    }
+    fn params(&self) -> &[f32] {
+        self.stack.params()
+    }
+    fn params_mut(&mut self) -> &mut [f32] {
+        self.stack.params_mut()
+    }
+    fn trainable(&self) -> Range<usize> {
+        self.stack.layer_range(self.dae.layer)
+    }
+    fn loss_layer(&self) -> String {
+        format!("dae{} (reconstruction cross-entropy)", self.dae.layer)
+    }
+
+    fn batch(
+        &mut self,
+        pool: &ThreadPool,
+        images: &[u32],
+        epoch: usize,
+        batch: usize,
+        grad: &mut [f32],
+    ) -> f64 {
+        let stack: &DaeStack = self.stack;
+        let (train, dae) = (&self.train, self.dae);
+        let layer = dae.layer;
+        let rows = images.len();
+        let chunks = self.chunks.len();
+        let scale = 1.0 / rows as f32;
+        let key = noise_key(self.seed, epoch, batch);
+        let len = train.image_len();
+        let encode = |c: usize, ch: &mut DaeChunk| {
+            let r = chunk_bounds(rows, chunks, c);
+            fill_clean(
+                &mut ch.ws,
+                train,
+                images[r.clone()].iter().map(|&i| i as usize),
+            );
+            for (i, row) in r.clone().enumerate() {
+                let mut rng = Rng::stream(key, row as u64);
+                let span = i * len..(i + 1) * len;
+                mask_noise(
+                    &ch.ws.clean[span.clone()],
+                    &mut ch.ws.noisy[span],
+                    dae.keep_prob,
+                    &mut rng,
+                );
+            }
+            stack.encode(layer, &mut ch.ws, r.len(), true);
+            r.len()
+        };
+        let mut penalty = 0.0;
+        match dae.sparsity {
+            None => pool.install(|| {
+                self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
+                    let n = encode(c, ch);
+                    ch.loss =
+                        stack.loss_and_gradient(layer, &mut ch.ws, n, scale, None, &mut ch.grad);
+                })
+            }),
+            Some(sp) => {
+                // Phase 1: encode and per-chunk activation sums.
+                pool.install(|| {
+                    self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
+                        let n = encode(c, ch);
+                        stack.hidden_sums(layer, &mut ch.ws, n);
+                    })
+                });
+                // The minibatch mean activation, summed in chunk order.
+                let units = self.rho_hat.len();
+                self.rho_hat.fill(0.0);
+                for ch in &self.chunks {
+                    for (q, &s) in self.rho_hat.iter_mut().zip(&ch.ws.col_sums()[..units]) {
+                        *q += s;
+                    }
+                }
+                for q in &mut self.rho_hat {
+                    *q /= rows as f32;
+                }
+                penalty = sp.cost(&self.rho_hat);
+                // Phase 2: decode, loss and backward with the KL term.
+                let rho_hat = &self.rho_hat;
+                pool.install(|| {
+                    self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
+                        let n = chunk_bounds(rows, chunks, c).len();
+                        ch.loss = stack.loss_and_gradient(
+                            layer,
+                            &mut ch.ws,
+                            n,
+                            scale,
+                            Some((sp, rho_hat, rows)),
+                            &mut ch.grad,
+                        );
+                    })
+                });
+            }
+        }
+        reduce_in_order(pool, &self.chunks, |ch| &ch.grad, grad);
+        self.chunks.iter().map(|ch| ch.loss).sum::<f64>() / rows as f64 + penalty
+    }
+
+    fn evaluate(&mut self, pool: &ThreadPool) -> (Option<f64>, Option<f64>) {
+        let count = self.test.count;
+        if count == 0 {
+            return (None, None);
+        }
+        let stack: &DaeStack = self.stack;
+        let test = &self.test;
+        let layer = self.dae.layer;
+        let chunks = self.chunks.len();
+        let block = chunks * self.max_rows;
+        let mut loss = 0.0f64;
+        for start in (0..count).step_by(block) {
+            let rows = block.min(count - start);
+            pool.install(|| {
+                self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
+                    let r = chunk_bounds(rows, chunks, c);
+                    let n = r.len();
+                    ch.loss = 0.0;
+                    if n > 0 {
+                        fill_clean(&mut ch.ws, test, r.map(|i| start + i));
+                        ch.loss = stack.reconstruction_cost(layer, &mut ch.ws, n);
+                    }
+                })
+            });
+            loss += self.chunks.iter().map(|ch| ch.loss).sum::<f64>();
+        }
+        (Some(loss / count as f64), None)
+    }
+
+    fn csv_layer(&self) -> Option<usize> {
+        Some(self.dae.layer)
+    }
+    fn settings(&self) -> Map<String, Value> {
+        let mut s = Map::new();
+        s.insert("layer".into(), json!(self.dae.layer));
+        s.insert("scheme".into(), json!("image-space"));
+        s.insert("keep_prob".into(), json!(self.dae.keep_prob));
+        s.insert(
+            "sparsity".into(),
+            match self.dae.sparsity {
+                Some(sp) => json!({"rho": sp.rho, "beta": sp.beta}),
+                None => Value::Null,
+            },
+        );
+        s.insert("sizes".into(), json!(self.stack.sizes()));
+        s
+    }
+}
+
+/// Trains layer `dae.layer` of `stack` in the image-space scheme (see
+/// [`crate::model::DaeStack`]), leaving every other layer unchanged. Same
+/// files, checks and observer as [`train_classifier`]; the test metric is the
+/// reconstruction cost of the clean test images (`test_accuracy` is None).
+pub fn pretrain_dae(
+    stack: &mut DaeStack,
+    dae: &DaeConfig,
+    train: Split,
+    test: Split,
+    cfg: &TrainConfig,
+    mut observer: Option<&mut dyn FnMut(&EpochMetrics, &DaeStack) -> ControlFlow<()>>,
+) -> Result<RunReport, TrainError> {
+    let (train, test) = validate_common(cfg, train, test, stack.sizes()[0])?;
+    if !(1..=stack.layers()).contains(&dae.layer) {
+        return config_error(format!(
+            "DAE layer {} does not exist: the stack has layers 1..={}",
+            dae.layer,
+            stack.layers()
+        ));
+    }
+    if !(dae.keep_prob > 0.0 && dae.keep_prob <= 1.0) {
+        return config_error(format!(
+            "keep probability must be in (0, 1], got {}",
+            dae.keep_prob
+        ));
+    }
+    if let Some(sp) = dae.sparsity {
+        if !(sp.rho > 0.0 && sp.rho < 1.0) || !sp.beta.is_finite() || sp.beta < 0.0 {
+            return config_error(format!(
+                "sparsity needs 0 < rho < 1 and beta >= 0, got rho {} beta {}",
+                sp.rho, sp.beta
+            ));
+        }
+    }
+    prepare_dir(&cfg.out_dir)?;
+    let threads = resolve_threads(cfg.threads);
+    let pool = build_pool(threads)?;
+    let max_rows = cfg.batch_size.div_ceil(threads);
+    let n = stack.layer_range(dae.layer).len();
+    let chunks = (0..threads)
+        .map(|_| DaeChunk {
+            ws: stack.workspace(max_rows),
+            grad: vec![0.0; n],
+            loss: 0.0,
+        })
+        .collect();
+    let units = stack.sizes()[dae.layer];
+    let mut task = DaeTask {
+        stack,
+        dae: *dae,
+        seed: cfg.seed,
+        chunks,
+        max_rows,
+        rho_hat: vec![0.0; units],
+        train,
+        test,
+    };
+    let mut hook = |m: &EpochMetrics, t: &DaeTask| match observer.as_mut() {
+        Some(f) => f(m, t.stack),
+        None => ControlFlow::Continue(()),
+    };
+    run(&mut task, cfg, threads, train.count, &pool, &mut hook)
+}

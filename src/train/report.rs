@@ -1,0 +1,117 @@
+//! metrics.csv and summary.json of a run folder.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use super::{EpochMetrics, TrainError};
+
+fn opt(v: Option<f64>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+fn csv_line(layer: Option<usize>, m: &EpochMetrics) -> String {
+    match layer {
+        Some(l) => format!(
+            "{l},{},{},{},{:.3}\n",
+            m.epoch,
+            m.train_cost,
+            opt(m.test_cost),
+            m.seconds
+        ),
+        None => format!(
+            "{},{},{},{},{:.3}\n",
+            m.epoch,
+            m.train_cost,
+            opt(m.test_cost),
+            opt(m.test_accuracy),
+            m.seconds
+        ),
+    }
+}
+
+/// Rewrites metrics.csv with a header and `metrics` (start or resume).
+pub fn write_csv(
+    dir: &Path,
+    layer: Option<usize>,
+    metrics: &[EpochMetrics],
+) -> Result<(), TrainError> {
+    let path = dir.join("metrics.csv");
+    let mut text = String::from(match layer {
+        Some(_) => "layer,epoch,train_cost,test_cost,seconds\n",
+        None => "epoch,train_cost,test_cost,test_accuracy,seconds\n",
+    });
+    for m in metrics {
+        text.push_str(&csv_line(layer, m));
+    }
+    fs::write(&path, text).map_err(|e| TrainError::io(&path, e))
+}
+
+/// Appends one epoch to metrics.csv.
+pub fn append_csv(dir: &Path, layer: Option<usize>, m: &EpochMetrics) -> Result<(), TrainError> {
+    let path = dir.join("metrics.csv");
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| TrainError::io(&path, e))?;
+    f.write_all(csv_line(layer, m).as_bytes())
+        .map_err(|e| TrainError::io(&path, e))
+}
+
+/// The engine's summary keys for `metrics`.
+pub fn summary_fields(metrics: &[EpochMetrics]) -> Map<String, Value> {
+    let last = metrics.last();
+    let best = metrics
+        .iter()
+        .filter_map(|m| m.test_accuracy.map(|a| (a, m.epoch)))
+        .fold(None, |best: Option<(f64, usize)>, (a, e)| match best {
+            Some((b, _)) if b >= a => best,
+            _ => Some((a, e)),
+        });
+    let first_097 = metrics
+        .iter()
+        .find(|m| m.test_accuracy.is_some_and(|a| a >= 0.97))
+        .map(|m| m.epoch);
+    let mut s = Map::new();
+    s.insert("epochs_completed".into(), json!(metrics.len()));
+    s.insert(
+        "final_test_accuracy".into(),
+        json!(last.and_then(|m| m.test_accuracy)),
+    );
+    s.insert("best_test_accuracy".into(), json!(best.map(|b| b.0)));
+    s.insert("best_epoch".into(), json!(best.map(|b| b.1)));
+    s.insert("first_epoch_reaching_0_97".into(), json!(first_097));
+    s.insert("final_train_cost".into(), json!(last.map(|m| m.train_cost)));
+    s.insert(
+        "final_test_cost".into(),
+        json!(last.and_then(|m| m.test_cost)),
+    );
+    s.insert(
+        "wall_seconds".into(),
+        json!(metrics.iter().map(|m| m.seconds).sum::<f64>()),
+    );
+    s
+}
+
+/// Rewrites summary.json: the existing file's keys are kept unless `fields`
+/// sets them.
+pub fn write_summary(dir: &Path, fields: Map<String, Value>) -> Result<(), TrainError> {
+    let path = dir.join("summary.json");
+    let mut merged = fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| match v {
+            Value::Object(m) => Some(m),
+            _ => None,
+        })
+        .unwrap_or_default();
+    for (k, v) in fields {
+        merged.insert(k, v);
+    }
+    let text = serde_json::to_string_pretty(&Value::Object(merged)).expect("summary serialises");
+    let tmp = dir.join("summary.json.tmp");
+    fs::write(&tmp, text + "\n").map_err(|e| TrainError::io(&tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| TrainError::io(&path, e))
+}

@@ -1,0 +1,151 @@
+//! Central finite-difference gradient checker shared by the gradient tests.
+//!
+//! The code under test computes in f32 (the kernels have no f64 path), so the
+//! check is done in f32 with the loss accumulated in f64:
+//! * step h = 1e-2 on inputs and parameters of order 1. Rounding: each f32
+//!   output carries a relative error ~1e-7, so a loss of size L has an error
+//!   ~1e-7 * L * sqrt(outputs), divided by 2h = 2e-2 that is < 1e-4 for the
+//!   small shapes used here. Truncation: the central difference is off by
+//!   h^2/6 * f''' ~ 2e-5 * f''', a fraction of a percent of the slope for the
+//!   sigmoid / softmax compositions tested.
+//! * tolerance |g_fd - g| <= 1e-3 + 2e-2 * |g|: well above both error terms
+//!   and far below any real mistake (a dropped term, a wrong scale or a
+//!   transposed index is off by O(|g|)).
+//!
+//! Piecewise-smooth functions (ReLU, max-pool) are checked only where the
+//! function is smooth along the step: `loss` returns a discrete "pattern" (the
+//! ReLU on/off masks and pool winners); coordinates whose +-h evaluation
+//! changes the pattern are retried with h / 10 (the rounding term then grows
+//! to < 1e-3 for these shapes, still inside the tolerance) and skipped and
+//! counted if the pattern still changes, so a kink or a near tie cannot
+//! produce a false alarm; the callers assert that most coordinates were
+//! actually checked.
+
+#![allow(dead_code)]
+
+use vcortex::kernels::rng::Rng;
+
+pub const H: f32 = 1e-2;
+pub const ABS_TOL: f64 = 1e-3;
+pub const REL_TOL: f64 = 2e-2;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub checked: usize,
+    pub skipped: usize,
+}
+
+/// Compares `analytic[i]` with the central difference of `loss` at `x` for
+/// every `i` in `coords`. `loss` returns (value, pattern); see the module doc.
+pub fn check<F>(x: &mut [f32], analytic: &[f32], coords: &[usize], mut loss: F) -> Result<Stats, String>
+where
+    F: FnMut(&[f32]) -> (f64, Vec<u8>),
+{
+    assert_eq!(x.len(), analytic.len(), "checker: gradient length");
+    let (_, base) = loss(x);
+    let mut stats = Stats::default();
+    'coords: for &i in coords {
+        let orig = x[i];
+        let mut fd = f64::NAN;
+        for h in [H, H / 10.0] {
+            let (up, down) = (orig + h, orig - h);
+            x[i] = up;
+            let (lp, pp) = loss(x);
+            x[i] = down;
+            let (lm, pm) = loss(x);
+            x[i] = orig;
+            if pp == base && pm == base {
+                // The exact f32 step actually taken.
+                fd = (lp - lm) / (up as f64 - down as f64);
+                break;
+            }
+        }
+        if fd.is_nan() {
+            stats.skipped += 1;
+            continue 'coords;
+        }
+        let g = analytic[i] as f64;
+        if !((fd - g).abs() <= ABS_TOL + REL_TOL * g.abs()) {
+            return Err(format!(
+                "coordinate {i}: analytic {g:.6e}, finite difference {fd:.6e}"
+            ));
+        }
+        stats.checked += 1;
+    }
+    Ok(stats)
+}
+
+/// Smooth functions: no pattern.
+pub fn check_smooth<F>(x: &mut [f32], analytic: &[f32], coords: &[usize], mut loss: F) -> Result<Stats, String>
+where
+    F: FnMut(&[f32]) -> f64,
+{
+    check(x, analytic, coords, |x| (loss(x), Vec::new()))
+}
+
+/// Every index, or `max` distinct random ones if there are more.
+pub fn coords(len: usize, max: usize, rng: &mut Rng) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..len).collect();
+    if len > max {
+        rng.shuffle(&mut all);
+        all.truncate(max);
+    }
+    all
+}
+
+pub fn uniform(rng: &mut Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    let mut v = vec![0.0; n];
+    rng.fill_uniform(&mut v, lo, hi);
+    v
+}
+
+/// sum_i c_i y_i in f64.
+pub fn weighted_sum(c: &[f32], y: &[f32]) -> f64 {
+    c.iter().zip(y).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+/// 1 where v > 0, else 0: a ReLU's on/off pattern.
+pub fn positive_mask(v: &[f32]) -> Vec<u8> {
+    v.iter().map(|&x| (x > 0.0) as u8).collect()
+}
+
+/// The winner of each 2x2 window of `planes` planes h x w, among windows with
+/// a positive maximum (all-zero windows after a ReLU pass no gradient, so
+/// their tie-breaking is irrelevant).
+pub fn pool_winners(v: &[f32], planes: usize, h: usize, w: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in 0..planes {
+        let plane = &v[p * h * w..(p + 1) * h * w];
+        for y in 0..h / 2 {
+            for x in 0..w / 2 {
+                let idx = [
+                    2 * y * w + 2 * x,
+                    2 * y * w + 2 * x + 1,
+                    (2 * y + 1) * w + 2 * x,
+                    (2 * y + 1) * w + 2 * x + 1,
+                ];
+                let mut best = 0;
+                for k in 1..4 {
+                    if plane[idx[k]] > plane[idx[best]] {
+                        best = k;
+                    }
+                }
+                out.push(if plane[idx[best]] > 0.0 { best as u8 + 1 } else { 0 });
+            }
+        }
+    }
+    out
+}
+
+/// Asserts the check passed and compared at least half the coordinates.
+pub fn assert_mostly_checked(result: Result<Stats, String>, what: &str) {
+    match result {
+        Ok(s) => assert!(
+            s.checked >= 1 && s.checked >= s.skipped,
+            "{what}: only {} coordinates checked, {} skipped at kinks",
+            s.checked,
+            s.skipped
+        ),
+        Err(e) => panic!("{what}: {e}"),
+    }
+}

@@ -204,7 +204,12 @@ proptest! {
         let mut g = vec![0.0; h.len()];
         sp.backward(&mut g, &means(&h), rows);
         let cx = coords(h.len(), MAX_COORDS, &mut rng);
-        assert_mostly_checked(check_smooth(&mut h, &g, &cx, |h| sp.cost(&means(h))), "KL sparsity");
+        // The penalty's third derivative reaches 2 beta rho / q^3 ~ 400 at
+        // q = 0.15, so h = 1e-2 would carry a truncation error h^2/6 * 400 ~
+        // 7e-3; h = 2e-3 brings it to 3e-4, and the rounding term (means in
+        // f32, slope <= 10) stays ~1e-6 / 4e-3 < 1e-3.
+        let r = check_with_step(&mut h, &g, &cx, 2e-3, |h| (sp.cost(&means(h)), Vec::new()));
+        assert_mostly_checked(r, "KL sparsity");
     }
 
     /// Tied autoencoder: logits = sigmoid(x W^T + b) W + b_vis; gradients of

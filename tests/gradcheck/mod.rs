@@ -37,7 +37,22 @@ pub struct Stats {
 
 /// Compares `analytic[i]` with the central difference of `loss` at `x` for
 /// every `i` in `coords`. `loss` returns (value, pattern); see the module doc.
-pub fn check<F>(x: &mut [f32], analytic: &[f32], coords: &[usize], mut loss: F) -> Result<Stats, String>
+pub fn check<F>(x: &mut [f32], analytic: &[f32], coords: &[usize], loss: F) -> Result<Stats, String>
+where
+    F: FnMut(&[f32]) -> (f64, Vec<u8>),
+{
+    check_with_step(x, analytic, coords, H, loss)
+}
+
+/// [`check`] with another step, for functions whose third derivative is
+/// large (the caller justifies the step).
+pub fn check_with_step<F>(
+    x: &mut [f32],
+    analytic: &[f32],
+    coords: &[usize],
+    step: f32,
+    mut loss: F,
+) -> Result<Stats, String>
 where
     F: FnMut(&[f32]) -> (f64, Vec<u8>),
 {
@@ -47,7 +62,7 @@ where
     'coords: for &i in coords {
         let orig = x[i];
         let mut fd = f64::NAN;
-        for h in [H, H / 10.0] {
+        for h in [step, step / 10.0] {
             let (up, down) = (orig + h, orig - h);
             x[i] = up;
             let (lp, pp) = loss(x);
@@ -76,7 +91,12 @@ where
 }
 
 /// Smooth functions: no pattern.
-pub fn check_smooth<F>(x: &mut [f32], analytic: &[f32], coords: &[usize], mut loss: F) -> Result<Stats, String>
+pub fn check_smooth<F>(
+    x: &mut [f32],
+    analytic: &[f32],
+    coords: &[usize],
+    mut loss: F,
+) -> Result<Stats, String>
 where
     F: FnMut(&[f32]) -> f64,
 {
@@ -130,7 +150,11 @@ pub fn pool_winners(v: &[f32], planes: usize, h: usize, w: usize) -> Vec<u8> {
                         best = k;
                     }
                 }
-                out.push(if plane[idx[best]] > 0.0 { best as u8 + 1 } else { 0 });
+                out.push(if plane[idx[best]] > 0.0 {
+                    best as u8 + 1
+                } else {
+                    0
+                });
             }
         }
     }

@@ -31,6 +31,7 @@ pub struct Checkpoint {
     pub optimizer: String,
     pub epochs_completed: usize,
     pub seed: u64,
+    #[serde(skip)]
     pub metrics: Vec<EpochMetrics>,
     #[serde(skip)]
     pub params: Vec<f32>,
@@ -42,8 +43,44 @@ pub struct Checkpoint {
 struct Header {
     #[serde(flatten)]
     meta: Checkpoint,
+    /// Metrics with every f64 stored as its bit pattern: JSON text does not
+    /// round-trip every f64 exactly, and a resumed curve must be identical.
+    metrics: Vec<StoredMetrics>,
     params_len: usize,
     optimizer_state_len: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredMetrics {
+    epoch: usize,
+    train_cost: u64,
+    test_cost: Option<u64>,
+    test_accuracy: Option<u64>,
+    seconds: u64,
+}
+
+impl From<&EpochMetrics> for StoredMetrics {
+    fn from(m: &EpochMetrics) -> Self {
+        StoredMetrics {
+            epoch: m.epoch,
+            train_cost: m.train_cost.to_bits(),
+            test_cost: m.test_cost.map(f64::to_bits),
+            test_accuracy: m.test_accuracy.map(f64::to_bits),
+            seconds: m.seconds.to_bits(),
+        }
+    }
+}
+
+impl From<&StoredMetrics> for EpochMetrics {
+    fn from(m: &StoredMetrics) -> Self {
+        EpochMetrics {
+            epoch: m.epoch,
+            train_cost: f64::from_bits(m.train_cost),
+            test_cost: m.test_cost.map(f64::from_bits),
+            test_accuracy: m.test_accuracy.map(f64::from_bits),
+            seconds: f64::from_bits(m.seconds),
+        }
+    }
 }
 
 fn f32_bytes(out: &mut Vec<u8>, values: &[f32]) {
@@ -61,6 +98,7 @@ impl Checkpoint {
     pub fn to_bytes(&self) -> Vec<u8> {
         let header = Header {
             meta: self.clone_meta(),
+            metrics: self.metrics.iter().map(StoredMetrics::from).collect(),
             params_len: self.params.len(),
             optimizer_state_len: self.optimizer_state.len(),
         };
@@ -83,7 +121,7 @@ impl Checkpoint {
         Checkpoint {
             params: Vec::new(),
             optimizer_state: Vec::new(),
-            metrics: self.metrics.clone(),
+            metrics: Vec::new(),
             model: self.model.clone(),
             signature: self.signature.clone(),
             optimizer: self.optimizer.clone(),
@@ -138,6 +176,7 @@ impl Checkpoint {
             .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
             .collect();
         let mut meta = header.meta;
+        meta.metrics = header.metrics.iter().map(EpochMetrics::from).collect();
         meta.optimizer_state = floats[header.params_len..].to_vec();
         meta.params = floats;
         meta.params.truncate(header.params_len);

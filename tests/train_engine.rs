@@ -1,0 +1,490 @@
+//! The training engine on small synthetic data: batch arithmetic,
+//! determinism, exact resume, checkpoint refusal, settings validation, NaN
+//! detection, learning, layer-wise DAE training and the run-folder files.
+//! Run: `cargo test --test train_engine`.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use vcortex::data::Split;
+use vcortex::kernels::rng::Rng;
+use vcortex::model::{Classifier, Cnn, CnnShape, DaeStack, Mlp};
+use vcortex::nn::Sparsity;
+use vcortex::train::{
+    batches_per_epoch, pretrain_dae, train_classifier, DaeConfig, EpochMetrics, Optimizer,
+    TrainConfig, TrainError,
+};
+
+const SIDE: usize = 8;
+const CLASSES: usize = 4;
+
+/// 8x8 images; class c is a bright horizontal band on rows 2c and 2c+1 over
+/// dim noise, so the classes are linearly separable.
+fn synthetic(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = Rng::new(seed);
+    let mut images = vec![0u8; n * SIDE * SIDE];
+    let mut labels = vec![0u8; n];
+    for i in 0..n {
+        let c = rng.below(CLASSES as u64) as usize;
+        labels[i] = c as u8;
+        for y in 0..SIDE {
+            for x in 0..SIDE {
+                let bright = y / 2 == c;
+                let v = if bright {
+                    150 + rng.below(100)
+                } else {
+                    rng.below(60)
+                };
+                images[(i * SIDE + y) * SIDE + x] = v as u8;
+            }
+        }
+    }
+    (images, labels)
+}
+
+fn split<'a>(images: &'a [u8], labels: &'a [u8]) -> Split<'a> {
+    Split {
+        images,
+        labels,
+        count: labels.len(),
+        rows: SIDE,
+        cols: SIDE,
+    }
+}
+
+const TINY_CNN: CnnShape = CnnShape {
+    in_h: SIDE,
+    in_w: SIDE,
+    c1: 4,
+    k1: 3,
+    c2: 6,
+    k2: 2,
+    hidden: 8,
+    classes: CLASSES,
+};
+
+fn config(dir: &Path, epochs: usize) -> TrainConfig {
+    let mut cfg = TrainConfig::new("test", dir);
+    cfg.epochs = epochs;
+    cfg.batch_size = 16;
+    cfg.lr = 0.1;
+    cfg.decay = 1e-4;
+    cfg.seed = 7;
+    cfg.threads = 2;
+    cfg
+}
+
+/// Metrics without the wall-clock field.
+fn curve(m: &[EpochMetrics]) -> Vec<(usize, u64, Option<u64>, Option<u64>)> {
+    m.iter()
+        .map(|m| {
+            (
+                m.epoch,
+                m.train_cost.to_bits(),
+                m.test_cost.map(f64::to_bits),
+                m.test_accuracy.map(f64::to_bits),
+            )
+        })
+        .collect()
+}
+
+fn bits(p: &[f32]) -> Vec<u32> {
+    p.iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn batches_per_epoch_drops_the_partial_batch() {
+    assert_eq!(batches_per_epoch(60000, 128), 468);
+    assert_eq!(batches_per_epoch(12000, 128), 93);
+    assert_eq!(batches_per_epoch(127, 128), 0);
+    assert_eq!(batches_per_epoch(256, 128), 2);
+}
+
+#[test]
+fn same_seed_and_threads_give_identical_runs() {
+    let (imgs, labs) = synthetic(100, 1);
+    let (timgs, tlabs) = synthetic(40, 2);
+    let run = || {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = Cnn::new(TINY_CNN, 3);
+        let mut cfg = config(dir.path(), 2);
+        cfg.optimizer = Optimizer::Momentum { gamma: 0.9 };
+        let r = train_classifier(
+            &mut model,
+            split(&imgs, &labs),
+            split(&timgs, &tlabs),
+            &cfg,
+            None,
+        )
+        .unwrap();
+        (curve(&r.metrics), bits(model.params()))
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a, b);
+    // 100 images in batches of 16 -> 6 batches; the model did move.
+    assert_ne!(bits(Cnn::new(TINY_CNN, 3).params()), a.1);
+}
+
+/// Stop after epoch 2 (as a killed run would: the checkpoint of epoch 2 is
+/// the last thing written), resume, and compare with an uninterrupted run.
+#[test]
+fn resume_reproduces_the_uninterrupted_run() {
+    let (imgs, labs) = synthetic(100, 1);
+    let (timgs, tlabs) = synthetic(40, 2);
+    let (train, test) = (split(&imgs, &labs), split(&timgs, &tlabs));
+    for optimizer in [
+        Optimizer::Momentum { gamma: 0.5 },
+        Optimizer::RmsProp {
+            rho: 0.9,
+            eps: 1e-6,
+        },
+    ] {
+        let full_dir = tempfile::tempdir().unwrap();
+        let mut full = Cnn::new(TINY_CNN, 5);
+        let mut cfg = config(full_dir.path(), 4);
+        cfg.optimizer = optimizer;
+        if let Optimizer::RmsProp { .. } = optimizer {
+            cfg.lr = 0.01;
+        }
+        let whole = train_classifier(&mut full, train, test, &cfg, None).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        cfg.out_dir = dir.path().to_path_buf();
+        let mut first = Cnn::new(TINY_CNN, 5);
+        let mut stop = |m: &EpochMetrics, _: &Cnn| {
+            if m.epoch == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        let part = train_classifier(&mut first, train, test, &cfg, Some(&mut stop)).unwrap();
+        assert!(part.stopped_early);
+        assert_eq!(part.metrics.len(), 2);
+
+        let mut resumed = Cnn::new(TINY_CNN, 5);
+        cfg.resume = true;
+        let rest = train_classifier(&mut resumed, train, test, &cfg, None).unwrap();
+        assert_eq!(rest.resumed_epochs, 2);
+        assert_eq!(curve(&rest.metrics), curve(&whole.metrics), "{optimizer:?}");
+        assert_eq!(bits(resumed.params()), bits(full.params()), "{optimizer:?}");
+        let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 5, "{csv}");
+    }
+}
+
+/// A DAE layer with sparsity and momentum: the two-phase batch, the noise
+/// streams and the optimizer state all survive a resume bit for bit; only the
+/// trained layer changes.
+#[test]
+fn dae_layer_resume_is_exact_and_touches_only_its_layer() {
+    let (imgs, labs) = synthetic(64, 3);
+    let (timgs, tlabs) = synthetic(20, 4);
+    let (train, test) = (split(&imgs, &labs), split(&timgs, &tlabs));
+    let sizes = [64, 20, 12, 8];
+    let dae = DaeConfig {
+        layer: 2,
+        keep_prob: 0.9,
+        sparsity: Some(Sparsity::STUDY),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 3);
+    cfg.optimizer = Optimizer::Momentum { gamma: 0.1 };
+    let start = DaeStack::new(&sizes, 9);
+    let mut whole = start.clone();
+    let r = pretrain_dae(&mut whole, &dae, train, test, &cfg, None).unwrap();
+    assert_eq!(r.metrics.len(), 3);
+    assert!(r
+        .metrics
+        .iter()
+        .all(|m| m.test_accuracy.is_none() && m.test_cost.is_some()));
+    for layer in [1, 3] {
+        let range = start.layer_range(layer);
+        assert_eq!(
+            bits(&start.params()[range.clone()]),
+            bits(&whole.params()[range])
+        );
+    }
+    let l2 = start.layer_range(2);
+    assert_ne!(bits(&start.params()[l2.clone()]), bits(&whole.params()[l2]));
+
+    let dir2 = tempfile::tempdir().unwrap();
+    cfg.out_dir = dir2.path().to_path_buf();
+    cfg.epochs = 1;
+    let mut part = start.clone();
+    pretrain_dae(&mut part, &dae, train, test, &cfg, None).unwrap();
+    cfg.epochs = 3;
+    cfg.resume = true;
+    let mut resumed = start.clone();
+    let r2 = pretrain_dae(&mut resumed, &dae, train, test, &cfg, None).unwrap();
+    assert_eq!(curve(&r2.metrics), curve(&r.metrics));
+    assert_eq!(bits(resumed.params()), bits(whole.params()));
+    let csv = std::fs::read_to_string(dir2.path().join("metrics.csv")).unwrap();
+    assert!(
+        csv.starts_with("layer,epoch,train_cost,test_cost,seconds\n2,1,"),
+        "{csv}"
+    );
+}
+
+#[test]
+fn dae_pretraining_lowers_the_reconstruction_cost() {
+    let (imgs, labs) = synthetic(256, 5);
+    let (timgs, tlabs) = synthetic(64, 6);
+    let mut stack = DaeStack::new(&[64, 24], 2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 6);
+    cfg.lr = 0.1;
+    let dae = DaeConfig {
+        layer: 1,
+        keep_prob: 0.9,
+        sparsity: None,
+    };
+    let r = pretrain_dae(
+        &mut stack,
+        &dae,
+        split(&imgs, &labs),
+        split(&timgs, &tlabs),
+        &cfg,
+        None,
+    )
+    .unwrap();
+    let first = r.metrics[0].test_cost.unwrap();
+    let last = r.metrics.last().unwrap().test_cost.unwrap();
+    assert!(last < 0.9 * first, "test cost {first} -> {last}");
+    assert!(r.metrics.last().unwrap().train_cost < r.metrics[0].train_cost);
+}
+
+#[test]
+fn classifiers_learn_a_separable_problem() {
+    let (imgs, labs) = synthetic(512, 7);
+    let (timgs, tlabs) = synthetic(128, 8);
+    let (train, test) = (split(&imgs, &labs), split(&timgs, &tlabs));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 5);
+    cfg.optimizer = Optimizer::Momentum { gamma: 0.9 };
+    cfg.lr = 0.05;
+    let mut cnn = Cnn::new(TINY_CNN, 1);
+    let r = train_classifier(&mut cnn, train, test, &cfg, None).unwrap();
+    let last = r.metrics.last().unwrap();
+    assert!(last.train_cost < 0.5 * r.metrics[0].train_cost || last.train_cost < 0.05);
+    assert!(last.test_accuracy.unwrap() > 0.9, "{:?}", r.metrics);
+
+    // The five-layer classifier, from a (briefly) pre-trained stack.
+    let mut stack = DaeStack::new(&[64, 20, 16, 12], 4);
+    let mlp_from_stack = Mlp::from_dae_stack(&stack, CLASSES, 4);
+    for name in ["fc1.weight", "fc2.bias", "fc3.weight"] {
+        let dae_name = name.replace("fc", "dae");
+        let range = mlp_from_stack.layout().range(name);
+        assert_eq!(&mlp_from_stack.params()[range], stack.tensor(&dae_name));
+    }
+    let dae = DaeConfig {
+        layer: 1,
+        keep_prob: 0.9,
+        sparsity: None,
+    };
+    let dae_dir = tempfile::tempdir().unwrap();
+    pretrain_dae(
+        &mut stack,
+        &dae,
+        train,
+        test,
+        &config(dae_dir.path(), 1),
+        None,
+    )
+    .unwrap();
+    let mut mlp = Mlp::from_dae_stack(&stack, CLASSES, 4);
+    cfg.epochs = 8;
+    cfg.lr = 0.5;
+    let r = train_classifier(&mut mlp, train, test, &cfg, None).unwrap();
+    assert!(
+        r.metrics.last().unwrap().test_accuracy.unwrap() > 0.9,
+        "{:?}",
+        r.metrics
+    );
+}
+
+#[test]
+fn huge_learning_rate_stops_with_epoch_and_layer() {
+    let (imgs, labs) = synthetic(64, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 3);
+    cfg.lr = 1e30;
+    let mut model = Cnn::new(TINY_CNN, 1);
+    let err = train_classifier(
+        &mut model,
+        split(&imgs, &labs),
+        split(&imgs, &labs),
+        &cfg,
+        None,
+    )
+    .unwrap_err();
+    match &err {
+        TrainError::NonFinite { epoch, layer, .. } => {
+            assert_eq!(*epoch, 1);
+            assert!(
+                layer.starts_with("conv") || layer.starts_with("fc"),
+                "{layer}"
+            );
+        }
+        other => panic!("expected NonFinite, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("epoch 1") && msg.contains("layer"), "{msg}");
+}
+
+#[test]
+fn bad_settings_are_reported_before_training() {
+    let (imgs, labs) = synthetic(64, 1);
+    let (train, test) = (split(&imgs, &labs), split(&imgs, &labs));
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let expect_config = |cfg: &TrainConfig, needle: &str| {
+        let mut model = Mlp::new(&[64, 8, CLASSES], 1);
+        match train_classifier(&mut model, train, test, cfg, None) {
+            Err(TrainError::Config(msg)) => assert!(msg.contains(needle), "{msg}"),
+            other => panic!("expected a settings error about {needle}, got {other:?}"),
+        }
+        assert!(!run_dir.exists(), "run folder created before validation");
+    };
+    let base = config(&run_dir, 1);
+    let mut c = base.clone();
+    c.batch_size = 0;
+    expect_config(&c, "batch size");
+    let mut c = base.clone();
+    c.lr = -0.1;
+    expect_config(&c, "learning rate");
+    let mut c = base.clone();
+    c.train_count = Some(65);
+    expect_config(&c, "larger than the 64 available");
+    let mut c = base.clone();
+    c.batch_size = 65;
+    expect_config(&c, "no full batch");
+    let mut c = base.clone();
+    c.optimizer = Optimizer::Momentum { gamma: 1.5 };
+    expect_config(&c, "momentum");
+    let mut model = Cnn::new(CnnShape::STUDY, 1); // 28x28 model, 8x8 data
+    assert!(matches!(
+        train_classifier(&mut model, train, test, &base, None),
+        Err(TrainError::Config(m)) if m.contains("pixels")
+    ));
+    let mut stack = DaeStack::new(&[64, 8], 1);
+    let dae = DaeConfig {
+        layer: 2,
+        keep_prob: 0.9,
+        sparsity: None,
+    };
+    assert!(matches!(
+        pretrain_dae(&mut stack, &dae, train, test, &base, None),
+        Err(TrainError::Config(m)) if m.contains("layer 2")
+    ));
+
+    // An output folder that cannot be created (a file is in the way).
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let c = config(&file.join("run"), 1);
+    let mut model = Mlp::new(&[64, 8, CLASSES], 1);
+    let err = train_classifier(&mut model, train, test, &c, None).unwrap_err();
+    assert!(matches!(err, TrainError::Io { .. }), "{err}");
+}
+
+#[test]
+fn bad_checkpoints_are_refused() {
+    let (imgs, labs) = synthetic(64, 1);
+    let (train, test) = (split(&imgs, &labs), split(&imgs, &labs));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1);
+    let mut mlp = Mlp::new(&[64, 8, CLASSES], 1);
+    train_classifier(&mut mlp, train, test, &cfg, None).unwrap();
+    let path = dir.path().join("checkpoint.bin");
+    let good = std::fs::read(&path).unwrap();
+    cfg.resume = true;
+    cfg.epochs = 2;
+
+    let refused = |bytes: &[u8], cfg: &TrainConfig, needle: &str| {
+        std::fs::write(&path, bytes).unwrap();
+        let mut m = Mlp::new(&[64, 8, CLASSES], 1);
+        match train_classifier(&mut m, train, test, cfg, None) {
+            Err(e @ TrainError::Checkpoint { .. }) => {
+                assert!(e.to_string().contains(needle), "{e}")
+            }
+            other => panic!("expected refusal ({needle}), got {other:?}"),
+        }
+    };
+    refused(&good[..good.len() - 7], &cfg, "truncated");
+    refused(&good[..40], &cfg, "truncated");
+    let mut other_version = good.clone();
+    other_version[8] = 99;
+    refused(&other_version, &cfg, "version 99");
+    let mut flipped = good.clone();
+    let n = flipped.len();
+    flipped[n - 40] ^= 1;
+    refused(&flipped, &cfg, "corrupt");
+    refused(b"not a checkpoint at all", &cfg, "not a vcortex checkpoint");
+    // Another architecture, another model kind, another optimizer.
+    std::fs::write(&path, &good).unwrap();
+    let mut wider = Mlp::new(&[64, 9, CLASSES], 1);
+    let err = train_classifier(&mut wider, train, test, &cfg, None).unwrap_err();
+    assert!(err.to_string().contains("architecture"), "{err}");
+    let mut cnn = Cnn::new(TINY_CNN, 1);
+    let err = train_classifier(&mut cnn, train, test, &cfg, None).unwrap_err();
+    assert!(err.to_string().contains("model 'mlp'"), "{err}");
+    let mut c = cfg.clone();
+    c.optimizer = Optimizer::Momentum { gamma: 0.1 };
+    let err =
+        train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &c, None).unwrap_err();
+    assert!(err.to_string().contains("optimizer"), "{err}");
+    // The good one still resumes.
+    let r = train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &cfg, None).unwrap();
+    assert_eq!(r.resumed_epochs, 1);
+    assert_eq!(r.metrics.len(), 2);
+}
+
+#[test]
+fn run_folder_files() {
+    let (imgs, labs) = synthetic(64, 1);
+    let (train, test) = (split(&imgs, &labs), split(&imgs, &labs));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("summary.json"),
+        r#"{"reference": "kept", "name": "overwritten"}"#,
+    )
+    .unwrap();
+    let mut cfg = config(dir.path(), 2);
+    cfg.name = "a1".into();
+    cfg.extra_summary
+        .insert("command".into(), "vcortex run a1".into());
+    let mut model = Mlp::new(&[64, 8, CLASSES], 1);
+    train_classifier(&mut model, train, test, &cfg, None).unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "epoch,train_cost,test_cost,test_accuracy,seconds");
+    assert_eq!(lines.len(), 3);
+    assert!(lines[2].starts_with("2,"));
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    for key in [
+        "name",
+        "title",
+        "model",
+        "settings",
+        "seed",
+        "threads",
+        "simd",
+        "epochs_completed",
+        "final_test_accuracy",
+        "best_test_accuracy",
+        "best_epoch",
+        "first_epoch_reaching_0_97",
+        "final_train_cost",
+        "wall_seconds",
+    ] {
+        assert!(s.get(key).is_some(), "summary.json lacks {key}: {s}");
+    }
+    assert_eq!(s["name"], "a1");
+    assert_eq!(s["reference"], "kept");
+    assert_eq!(s["command"], "vcortex run a1");
+    assert_eq!(s["epochs_completed"], 2);
+    assert_eq!(s["model"], "mlp");
+    assert_eq!(s["settings"]["batch_size"], 16);
+    assert!(dir.path().join("checkpoint.bin").exists());
+}

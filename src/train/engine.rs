@@ -25,6 +25,10 @@ pub fn batches_per_epoch(images: usize, batch_size: usize) -> usize {
     images.checked_div(batch_size).unwrap_or(0)
 }
 
+/// A hook called after every epoch (after the files are written) with the
+/// epoch's metrics and the model, e.g. to draw figures; `Break` stops the run.
+pub type Observer<'o, M> = &'o mut dyn FnMut(&EpochMetrics, &M) -> ControlFlow<()>;
+
 /// What a finished (or stopped) run returns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunReport {
@@ -517,7 +521,7 @@ pub fn train_classifier<C>(
     train: Split,
     test: Split,
     cfg: &TrainConfig,
-    mut observer: Option<&mut dyn FnMut(&EpochMetrics, &C) -> ControlFlow<()>>,
+    mut observer: Option<Observer<'_, C>>,
 ) -> Result<RunReport, TrainError>
 where
     C: Classifier,
@@ -759,7 +763,7 @@ pub fn pretrain_dae(
     train: Split,
     test: Split,
     cfg: &TrainConfig,
-    mut observer: Option<&mut dyn FnMut(&EpochMetrics, &DaeStack) -> ControlFlow<()>>,
+    mut observer: Option<Observer<'_, DaeStack>>,
 ) -> Result<RunReport, TrainError> {
     let (train, test) = validate_common(cfg, train, test, stack.sizes()[0])?;
     if !(1..=stack.layers()).contains(&dae.layer) {
@@ -776,7 +780,7 @@ pub fn pretrain_dae(
         ));
     }
     if let Some(sp) = dae.sparsity {
-        if !(sp.rho > 0.0 && sp.rho < 1.0) || !sp.beta.is_finite() || sp.beta < 0.0 {
+        if !(sp.rho > 0.0 && sp.rho < 1.0 && sp.beta.is_finite() && sp.beta >= 0.0) {
             return config_error(format!(
                 "sparsity needs 0 < rho < 1 and beta >= 0, got rho {} beta {}",
                 sp.rho, sp.beta

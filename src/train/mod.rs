@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use checkpoint::{Checkpoint, CHECKPOINT_VERSION};
-pub use engine::{batches_per_epoch, pretrain_dae, train_classifier, RunReport};
+pub use engine::{batches_per_epoch, pretrain_dae, train_classifier, Observer, RunReport};
 
 use crate::nn::Sparsity;
 

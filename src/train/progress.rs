@@ -41,7 +41,7 @@ impl EpochProgress {
         if let Some(bar) = &self.bar {
             // Redrawing is rate-limited by indicatif; formatting every few
             // batches keeps the per-batch cost negligible.
-            if done % 8 == 0 {
+            if done.is_multiple_of(8) {
                 bar.set_message(format!("{running_loss:.4}"));
             }
             bar.set_position(done as u64);

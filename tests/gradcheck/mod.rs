@@ -80,7 +80,9 @@ where
             continue 'coords;
         }
         let g = analytic[i] as f64;
-        if !((fd - g).abs() <= ABS_TOL + REL_TOL * g.abs()) {
+        // Written so that a NaN on either side fails too.
+        let within = (fd - g).abs() <= ABS_TOL + REL_TOL * g.abs();
+        if !within {
             return Err(format!(
                 "coordinate {i}: analytic {g:.6e}, finite difference {fd:.6e}"
             ));

@@ -115,6 +115,49 @@ fn dae_check(
     sparsity: Option<Sparsity>,
     seed: u64,
 ) -> bool {
+    dae_check_scheme(sizes, layer, rows, sparsity, seed, false)
+}
+
+/// The layer-local cost of layer `layer`: clean h_{layer-1} masked by `keep`
+/// (one 0/1 value per unit of level layer-1 per row), reconstructed one
+/// level down, cross-entropy against the clean h_{layer-1}.
+fn dae_cost_local(
+    stack: &DaeStack,
+    layer: usize,
+    clean: &[f32],
+    keep: &[f32],
+    rows: usize,
+    sparsity: Option<Sparsity>,
+) -> (f64, Vec<f32>) {
+    let mut ws = stack.workspace(rows);
+    ws.clean[..clean.len()].copy_from_slice(clean);
+    let nv = stack.sizes()[layer - 1];
+    stack.encode_local(layer, &mut ws, rows, |r, src, dst| {
+        for j in 0..nv {
+            dst[j] = src[j] * keep[r * nv + j];
+        }
+    });
+    let units = stack.sizes()[layer];
+    stack.hidden_sums(layer, &mut ws, rows);
+    let rho_hat: Vec<f32> = ws.col_sums()[..units]
+        .iter()
+        .map(|s| s / rows as f32)
+        .collect();
+    let mut grad = vec![0.0; stack.layer_range(layer).len()];
+    let sp = sparsity.map(|s| (s, rho_hat.as_slice(), rows));
+    let bce = stack.loss_and_gradient(layer, &mut ws, rows, 1.0 / rows as f32, sp, &mut grad);
+    let penalty = sparsity.map_or(0.0, |s| s.cost(&rho_hat));
+    (bce / rows as f64 + penalty, grad)
+}
+
+fn dae_check_scheme(
+    sizes: &[usize],
+    layer: usize,
+    rows: usize,
+    sparsity: Option<Sparsity>,
+    seed: u64,
+    local: bool,
+) -> bool {
     let mut rng = Rng::new(seed);
     let mut stack = DaeStack::new(sizes, seed);
     let layout = stack.layout().clone();
@@ -125,11 +168,31 @@ fn dae_check(
         .iter()
         .map(|&x| if rng.next_f32() < 0.8 { x } else { 0.0 })
         .collect();
-    let (_, grad) = dae_cost(&stack, layer, &clean, &noisy, rows, sparsity);
+    let keep: Vec<f32> = (0..rows * sizes[layer - 1])
+        .map(|_| (rng.next_f32() < 0.8) as u8 as f32)
+        .collect();
+    let cost = |stack: &DaeStack| {
+        if local {
+            dae_cost_local(stack, layer, &clean, &keep, rows, sparsity)
+        } else {
+            dae_cost(stack, layer, &clean, &noisy, rows, sparsity)
+        }
+    };
+    let (_, grad) = cost(&stack);
     if sparsity.is_some() {
         let mut ws = stack.workspace(rows);
+        ws.clean[..clean.len()].copy_from_slice(&clean);
         ws.noisy[..noisy.len()].copy_from_slice(&noisy);
-        stack.encode(layer, &mut ws, rows, true);
+        if local {
+            let nv = sizes[layer - 1];
+            stack.encode_local(layer, &mut ws, rows, |r, src, dst| {
+                for j in 0..nv {
+                    dst[j] = src[j] * keep[r * nv + j];
+                }
+            });
+        } else {
+            stack.encode(layer, &mut ws, rows, true);
+        }
         stack.hidden_sums(layer, &mut ws, rows);
         let units = sizes[layer];
         if ws.col_sums()[..units]
@@ -144,7 +207,7 @@ fn dae_check(
     let cs = coords(p.len(), 60, &mut rng);
     let r = check_smooth(&mut p, &grad, &cs, |p| {
         stack.params_mut()[range.clone()].copy_from_slice(p);
-        dae_cost(&stack, layer, &clean, &noisy, rows, sparsity).0
+        cost(&stack).0
     });
     assert_mostly_checked(
         r,
@@ -194,6 +257,13 @@ proptest! {
                              layer in 2usize..4, rows in 1usize..4, sparse: bool, seed: u64) {
         let sp = sparse.then_some(Sparsity { rho: 0.05, beta: 0.5 });
         prop_assume!(dae_check(&[nv, n1, n2, n3], layer, rows, sp, seed));
+    }
+
+    #[test]
+    fn dae_stack_layer_local(nv in 2usize..12, n1 in 2usize..9, n2 in 2usize..8, n3 in 1usize..7,
+                             layer in 1usize..4, rows in 1usize..4, sparse: bool, seed: u64) {
+        let sp = sparse.then_some(Sparsity { rho: 0.05, beta: 0.5 });
+        prop_assume!(dae_check_scheme(&[nv, n1, n2, n3], layer, rows, sp, seed, true));
     }
 }
 
@@ -279,6 +349,29 @@ fn dae_cost_is_the_image_space_cost() {
             "layer {layer}: {cost} vs {want}"
         );
     }
+}
+
+/// At layer 1 the two schemes are the same computation.
+#[test]
+fn schemes_agree_at_layer_one() {
+    let mut rng = Rng::new(4);
+    let stack = DaeStack::new(&[10, 6, 4], 2);
+    let rows = 3;
+    let clean = uniform(&mut rng, rows * 10, 0.0, 1.0);
+    let keep: Vec<f32> = (0..rows * 10)
+        .map(|_| (rng.next_f32() < 0.8) as u8 as f32)
+        .collect();
+    let noisy: Vec<f32> = clean.iter().zip(&keep).map(|(c, k)| c * k).collect();
+    let sp = Some(Sparsity::STUDY);
+    let (a, ga) = dae_cost(&stack, 1, &clean, &noisy, rows, sp);
+    let (b, gb) = dae_cost_local(&stack, 1, &clean, &keep, rows, sp);
+    assert_eq!(a.to_bits(), b.to_bits());
+    assert_eq!(ga, gb);
+    // ...and differ above it.
+    let (a2, _) = dae_cost(&stack, 2, &clean, &noisy, rows, None);
+    let keep2 = vec![1.0; rows * 6];
+    let (b2, _) = dae_cost_local(&stack, 2, &clean, &keep2, rows, None);
+    assert_ne!(a2, b2);
 }
 
 /// The CNN's loss equals a plain f64 forward pass written from the study's

@@ -9,7 +9,7 @@ use vcortex::data::Split;
 use vcortex::kernels::rng::Rng;
 use vcortex::model::{Cnn, CnnShape, DaeStack, Mlp};
 use vcortex::nn::Sparsity;
-use vcortex::train::{pretrain_dae, train_classifier, DaeConfig, TrainConfig};
+use vcortex::train::{pretrain_dae, train_classifier, DaeConfig, DaeScheme, TrainConfig};
 
 struct Counting;
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
@@ -69,6 +69,7 @@ fn allocations(n: usize, model: &str) -> usize {
     } else if model == "dae" {
         let mut stack = DaeStack::new(&[64, 16, 8], 1);
         let dc = DaeConfig {
+            scheme: DaeScheme::ImageSpace,
             layer: 2,
             keep_prob: 0.9,
             sparsity: Some(Sparsity::STUDY),

@@ -11,8 +11,8 @@ use vcortex::kernels::rng::Rng;
 use vcortex::model::{Classifier, Cnn, CnnShape, DaeStack, Mlp};
 use vcortex::nn::Sparsity;
 use vcortex::train::{
-    batches_per_epoch, pretrain_dae, train_classifier, DaeConfig, EpochMetrics, Optimizer,
-    TrainConfig, TrainError,
+    batches_per_epoch, pretrain_dae, train_classifier, DaeConfig, DaeScheme, EpochMetrics,
+    Optimizer, TrainConfig, TrainError,
 };
 
 const SIDE: usize = 8;
@@ -183,6 +183,7 @@ fn dae_layer_resume_is_exact_and_touches_only_its_layer() {
     let (train, test) = (split(&imgs, &labs), split(&timgs, &tlabs));
     let sizes = [64, 20, 12, 8];
     let dae = DaeConfig {
+        scheme: DaeScheme::ImageSpace,
         layer: 2,
         keep_prob: 0.9,
         sparsity: Some(Sparsity::STUDY),
@@ -235,6 +236,7 @@ fn dae_pretraining_lowers_the_reconstruction_cost() {
     let mut cfg = config(dir.path(), 6);
     cfg.lr = 0.1;
     let dae = DaeConfig {
+        scheme: DaeScheme::ImageSpace,
         layer: 1,
         keep_prob: 0.9,
         sparsity: None,
@@ -252,6 +254,36 @@ fn dae_pretraining_lowers_the_reconstruction_cost() {
     let last = r.metrics.last().unwrap().test_cost.unwrap();
     assert!(last < 0.9 * first, "test cost {first} -> {last}");
     assert!(r.metrics.last().unwrap().train_cost < r.metrics[0].train_cost);
+}
+
+#[test]
+fn layer_local_scheme_trains_layer_two() {
+    let (imgs, labs) = synthetic(128, 5);
+    let (timgs, tlabs) = synthetic(32, 6);
+    let start = DaeStack::new(&[64, 24, 16], 2);
+    let mut stack = start.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 4);
+    let dae = DaeConfig {
+        scheme: DaeScheme::LayerLocal,
+        ..DaeConfig::study(2)
+    };
+    let r = pretrain_dae(
+        &mut stack,
+        &dae,
+        split(&imgs, &labs),
+        split(&timgs, &tlabs),
+        &cfg,
+        None,
+    )
+    .unwrap();
+    assert!(r.metrics.last().unwrap().train_cost < r.metrics[0].train_cost);
+    let l1 = start.layer_range(1);
+    assert_eq!(bits(&start.params()[l1.clone()]), bits(&stack.params()[l1]));
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["settings"]["scheme"], "layer-local");
+    assert_eq!(s["model"], "dae-layer2-local");
 }
 
 #[test]
@@ -278,6 +310,7 @@ fn classifiers_learn_a_separable_problem() {
         assert_eq!(&mlp_from_stack.params()[range], stack.tensor(&dae_name));
     }
     let dae = DaeConfig {
+        scheme: DaeScheme::ImageSpace,
         layer: 1,
         keep_prob: 0.9,
         sparsity: None,
@@ -369,6 +402,7 @@ fn bad_settings_are_reported_before_training() {
     ));
     let mut stack = DaeStack::new(&[64, 8], 1);
     let dae = DaeConfig {
+        scheme: DaeScheme::ImageSpace,
         layer: 2,
         keep_prob: 0.9,
         sparsity: None,

@@ -11,6 +11,20 @@
 //! decoders k..1 (sigmoid at every level), and the cost is the binary
 //! cross-entropy of that image against the clean image, summed over pixels.
 //! Only layer k's three tensors receive gradients.
+//!
+//! Layer-local scheme (the classic alternative, for comparison): layer k
+//! takes h_{k-1} of the *clean* image, corrupted, and reconstructs that clean
+//! h_{k-1} (one decoder, cost at level k-1). Layer 1 is the same in both.
+
+/// How one layer of the stack is trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DaeScheme {
+    /// The study's scheme: noisy image up to layer k, back down to image
+    /// space, cross-entropy against the clean image.
+    ImageSpace,
+    /// Each layer denoises its own clean input h_{k-1}.
+    LayerLocal,
+}
 
 use std::ops::Range;
 
@@ -43,6 +57,10 @@ pub struct DaeWorkspace {
     /// `kernels::noise::mask_noise`) before a noisy [`DaeStack::encode`].
     pub noisy: Vec<f32>,
     input_noisy: bool,
+    /// Set by `encode_local`: the layer-local scheme's forward was run.
+    local: bool,
+    /// The corrupted h_{k-1} of the layer-local scheme.
+    local_noisy: Vec<f32>,
     /// enc[i] = h_{i+1}, the output of encoder i+1.
     enc: Vec<Vec<f32>>,
     /// dec[0] = reconstruction logits at image level; dec[i] (i >= 1) = the
@@ -169,17 +187,20 @@ impl DaeStack {
     pub fn workspace(&self, max_rows: usize) -> DaeWorkspace {
         let z = |n: usize| vec![0.0f32; max_rows * n];
         let max_hidden = *self.sizes[1..].iter().max().unwrap();
+        let max_visible = *self.sizes[..self.sizes.len() - 1].iter().max().unwrap();
         DaeWorkspace {
             max_rows,
             clean: z(self.sizes[0]),
             noisy: z(self.sizes[0]),
             input_noisy: false,
+            local: false,
+            local_noisy: z(max_visible),
             enc: self.sizes[1..].iter().map(|&n| z(n)).collect(),
             dec: self.sizes[..self.sizes.len() - 1]
                 .iter()
                 .map(|&n| z(n))
                 .collect(),
-            recon: z(self.sizes[0]),
+            recon: z(max_visible),
             dlev: self.sizes[..self.sizes.len() - 1]
                 .iter()
                 .map(|&n| z(n))
@@ -199,6 +220,7 @@ impl DaeStack {
             ws.max_rows
         );
         ws.input_noisy = noisy;
+        ws.local = false;
         for k in 1..=layer {
             let ae = &self.layers[k - 1];
             let (below, here) = ws.enc.split_at_mut(k - 1);
@@ -215,6 +237,45 @@ impl DaeStack {
                 &mut here[0][..rows * ae.n_hidden],
             );
         }
+    }
+
+    /// Layer-local forward: h_1..h_{layer-1} of `ws.clean`, then
+    /// `corrupt(row, clean h_{layer-1} row, noisy row)` for each row, then
+    /// h_layer of the corrupted rows. Follow with
+    /// [`DaeStack::loss_and_gradient`], which then uses the layer-local cost.
+    pub fn encode_local(
+        &self,
+        layer: usize,
+        ws: &mut DaeWorkspace,
+        rows: usize,
+        mut corrupt: impl FnMut(usize, &[f32], &mut [f32]),
+    ) {
+        self.check_layer(layer);
+        if layer > 1 {
+            self.encode(layer - 1, ws, rows, false);
+        }
+        let ae = &self.layers[layer - 1];
+        let nv = ae.n_visible;
+        let src: &[f32] = if layer == 1 {
+            &ws.clean
+        } else {
+            &ws.enc[layer - 2]
+        };
+        for r in 0..rows {
+            corrupt(
+                r,
+                &src[r * nv..(r + 1) * nv],
+                &mut ws.local_noisy[r * nv..(r + 1) * nv],
+            );
+        }
+        ae.encode(
+            self.w(layer),
+            self.b(layer),
+            &ws.local_noisy[..rows * nv],
+            rows,
+            &mut ws.enc[layer - 1][..rows * ae.n_hidden],
+        );
+        ws.local = true;
     }
 
     /// Sums over the first `rows` images of h_layer per unit (after
@@ -268,6 +329,9 @@ impl DaeStack {
         grads: &mut [f32],
     ) -> f64 {
         self.check_layer(layer);
+        if ws.local {
+            return self.local_loss_and_gradient(layer, ws, rows, grad_scale, sparsity, grads);
+        }
         let n0 = self.sizes[0];
         self.decode_to_image(layer, ws, rows);
         let loss = sigmoid_binary_cross_entropy(
@@ -311,6 +375,87 @@ impl DaeStack {
         db.fill(0.0);
         ae.encode_backward(&x[..rows * nv], h, dh, rows, dw, db, true);
         loss
+    }
+
+    /// The layer-local counterpart of [`DaeStack::loss_and_gradient`] (after
+    /// [`DaeStack::encode_local`]): one decoder, cross-entropy against the
+    /// clean h_{layer-1} summed over its units.
+    fn local_loss_and_gradient(
+        &self,
+        layer: usize,
+        ws: &mut DaeWorkspace,
+        rows: usize,
+        grad_scale: f32,
+        sparsity: Option<(Sparsity, &[f32], usize)>,
+        grads: &mut [f32],
+    ) -> f64 {
+        let ae = &self.layers[layer - 1];
+        let (nh, nv) = (ae.n_hidden, ae.n_visible);
+        let loss = self.local_decode_cost(layer, ws, rows, grad_scale);
+        assert_eq!(grads.len(), nh * nv + nh + nv, "DAE layer gradient length");
+        let (dw, rest) = grads.split_at_mut(nh * nv);
+        let (db, dbv) = rest.split_at_mut(nh);
+        let h = &ws.enc[layer - 1][..rows * nh];
+        let dh = &mut ws.dh[..rows * nh];
+        ae.decode_backward(
+            self.w(layer),
+            h,
+            &ws.dlev[layer - 1],
+            rows,
+            Some((&mut *dw, dbv, false)),
+            Some(&mut *dh),
+        );
+        if let Some((penalty, rho_hat, batch_rows)) = sparsity {
+            penalty.backward(dh, &rho_hat[..nh], batch_rows);
+        }
+        db.fill(0.0);
+        ae.encode_backward(&ws.local_noisy[..rows * nv], h, dh, rows, dw, db, true);
+        loss
+    }
+
+    /// Decodes h_layer one level and returns the summed cross-entropy
+    /// against the clean h_{layer-1} (or image), gradient into dlev[layer-1].
+    fn local_decode_cost(
+        &self,
+        layer: usize,
+        ws: &mut DaeWorkspace,
+        rows: usize,
+        grad_scale: f32,
+    ) -> f64 {
+        let ae = &self.layers[layer - 1];
+        let (nh, nv) = (ae.n_hidden, ae.n_visible);
+        ae.decode(
+            self.w(layer),
+            self.bv(layer),
+            &ws.enc[layer - 1][..rows * nh],
+            rows,
+            &mut ws.dec[layer - 1][..rows * nv],
+            Activation::Identity,
+        );
+        let target: &[f32] = if layer == 1 {
+            &ws.clean
+        } else {
+            &ws.enc[layer - 2]
+        };
+        sigmoid_binary_cross_entropy(
+            &ws.dec[layer - 1][..rows * nv],
+            &target[..rows * nv],
+            &mut ws.recon,
+            &mut ws.dlev[layer - 1],
+            grad_scale,
+        )
+    }
+
+    /// Layer-local test cost: clean h_{layer-1} through layer `layer` and
+    /// back one level, summed cross-entropy against itself (no noise).
+    pub fn local_reconstruction_cost(
+        &self,
+        layer: usize,
+        ws: &mut DaeWorkspace,
+        rows: usize,
+    ) -> f64 {
+        self.encode(layer, ws, rows, false);
+        self.local_decode_cost(layer, ws, rows, 0.0)
     }
 
     /// Summed cross-entropy of the clean images in `ws.clean` reconstructed

@@ -11,7 +11,7 @@ mod dae;
 mod mlp;
 
 pub use cnn::{Cnn, CnnFeatures, CnnShape, CnnWorkspace};
-pub use dae::{DaeStack, DaeWorkspace};
+pub use dae::{DaeScheme, DaeStack, DaeWorkspace};
 pub use mlp::{Mlp, MlpWorkspace};
 
 use crate::nn::ParamLayout;

@@ -16,7 +16,7 @@ use crate::data::Split;
 use crate::kernels::noise::mask_noise;
 use crate::kernels::optim::{momentum_update, rmsprop_update, sgd_update};
 use crate::kernels::rng::Rng;
-use crate::model::{Classifier, DaeStack, DaeWorkspace};
+use crate::model::{Classifier, DaeScheme, DaeStack, DaeWorkspace};
 use crate::nn::{u8_to_unit, ParamLayout};
 
 /// Full minibatches per epoch: the last partial batch is dropped
@@ -600,7 +600,10 @@ fn fill_clean(ws: &mut DaeWorkspace, split: &Split, images: impl Iterator<Item =
 
 impl Task for DaeTask<'_, '_> {
     fn model_kind(&self) -> String {
-        format!("dae-layer{}", self.dae.layer)
+        match self.dae.scheme {
+            DaeScheme::ImageSpace => format!("dae-layer{}", self.dae.layer),
+            DaeScheme::LayerLocal => format!("dae-layer{}-local", self.dae.layer),
+        }
     }
     fn layout(&self) -> &ParamLayout {
         self.stack.layout()
@@ -641,17 +644,27 @@ impl Task for DaeTask<'_, '_> {
                 train,
                 images[r.clone()].iter().map(|&i| i as usize),
             );
-            for (i, row) in r.clone().enumerate() {
-                let mut rng = Rng::stream(key, row as u64);
-                let span = i * len..(i + 1) * len;
-                mask_noise(
-                    &ch.ws.clean[span.clone()],
-                    &mut ch.ws.noisy[span],
-                    dae.keep_prob,
-                    &mut rng,
-                );
+            match dae.scheme {
+                DaeScheme::ImageSpace => {
+                    for (i, row) in r.clone().enumerate() {
+                        let mut rng = Rng::stream(key, row as u64);
+                        let span = i * len..(i + 1) * len;
+                        mask_noise(
+                            &ch.ws.clean[span.clone()],
+                            &mut ch.ws.noisy[span],
+                            dae.keep_prob,
+                            &mut rng,
+                        );
+                    }
+                    stack.encode(layer, &mut ch.ws, r.len(), true);
+                }
+                DaeScheme::LayerLocal => {
+                    stack.encode_local(layer, &mut ch.ws, r.len(), |i, clean, noisy| {
+                        let mut rng = Rng::stream(key, (r.start + i) as u64);
+                        mask_noise(clean, noisy, dae.keep_prob, &mut rng);
+                    });
+                }
             }
-            stack.encode(layer, &mut ch.ws, r.len(), true);
             r.len()
         };
         let mut penalty = 0.0;
@@ -711,7 +724,7 @@ impl Task for DaeTask<'_, '_> {
         }
         let stack: &DaeStack = self.stack;
         let test = &self.test;
-        let layer = self.dae.layer;
+        let (layer, scheme) = (self.dae.layer, self.dae.scheme);
         let chunks = self.chunks.len();
         let block = chunks * self.max_rows;
         let mut loss = 0.0f64;
@@ -724,7 +737,14 @@ impl Task for DaeTask<'_, '_> {
                     ch.loss = 0.0;
                     if n > 0 {
                         fill_clean(&mut ch.ws, test, r.map(|i| start + i));
-                        ch.loss = stack.reconstruction_cost(layer, &mut ch.ws, n);
+                        ch.loss = match scheme {
+                            DaeScheme::ImageSpace => {
+                                stack.reconstruction_cost(layer, &mut ch.ws, n)
+                            }
+                            DaeScheme::LayerLocal => {
+                                stack.local_reconstruction_cost(layer, &mut ch.ws, n)
+                            }
+                        };
                     }
                 })
             });
@@ -739,7 +759,11 @@ impl Task for DaeTask<'_, '_> {
     fn settings(&self) -> Map<String, Value> {
         let mut s = Map::new();
         s.insert("layer".into(), json!(self.dae.layer));
-        s.insert("scheme".into(), json!("image-space"));
+        let scheme = match self.dae.scheme {
+            DaeScheme::ImageSpace => "image-space",
+            DaeScheme::LayerLocal => "layer-local",
+        };
+        s.insert("scheme".into(), json!(scheme));
         s.insert("keep_prob".into(), json!(self.dae.keep_prob));
         s.insert(
             "sparsity".into(),
@@ -753,7 +777,7 @@ impl Task for DaeTask<'_, '_> {
     }
 }
 
-/// Trains layer `dae.layer` of `stack` in the image-space scheme (see
+/// Trains layer `dae.layer` of `stack` in `dae.scheme` (see
 /// [`crate::model::DaeStack`]), leaving every other layer unchanged. Same
 /// files, checks and observer as [`train_classifier`]; the test metric is the
 /// reconstruction cost of the clean test images (`test_accuracy` is None).

@@ -29,7 +29,8 @@
 //! over pixels averaged over the batch, plus the KL penalty when sparsity is
 //! on), computed during training. `test_cost` is the same loss on the test
 //! set after the epoch (for a DAE: clean images through layers 1..k and back,
-//! without noise or penalty).
+//! without noise or penalty; in the layer-local scheme, the clean h_{k-1}
+//! through layer k and back one level).
 
 mod checkpoint;
 mod engine;
@@ -44,6 +45,7 @@ use serde::{Deserialize, Serialize};
 pub use checkpoint::{Checkpoint, CHECKPOINT_VERSION};
 pub use engine::{batches_per_epoch, pretrain_dae, train_classifier, Observer, RunReport};
 
+pub use crate::model::DaeScheme;
 use crate::nn::Sparsity;
 
 /// Optimizers, all with L2 decay inside the update on every parameter.
@@ -121,15 +123,29 @@ impl TrainConfig {
     }
 }
 
-/// How a DAE layer is trained (only the study's image-space scheme exists).
+/// How a DAE layer is trained.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DaeConfig {
     /// Layer to train, from 1.
     pub layer: usize,
+    /// The study's image-space scheme or the layer-local one.
+    pub scheme: DaeScheme,
     /// Probability that a pixel survives the masking noise (the study: 0.9).
     pub keep_prob: f32,
     /// KL sparsity penalty on the trained layer's mean activation.
     pub sparsity: Option<Sparsity>,
+}
+
+impl DaeConfig {
+    /// The study's B1 setting for `layer`: image space, keep 0.9, no sparsity.
+    pub fn study(layer: usize) -> Self {
+        DaeConfig {
+            layer,
+            scheme: DaeScheme::ImageSpace,
+            keep_prob: 0.9,
+            sparsity: None,
+        }
+    }
 }
 
 /// Metrics of one epoch.

@@ -121,6 +121,8 @@ trait Task {
     ) -> f64;
     /// (test cost, test accuracy).
     fn evaluate(&mut self, pool: &ThreadPool) -> (Option<f64>, Option<f64>);
+    /// Images in the (subset) test split.
+    fn test_count(&self) -> usize;
     /// The `layer` column of metrics.csv, for DAE layers.
     fn csv_layer(&self) -> Option<usize>;
     fn settings(&self) -> Map<String, Value>;
@@ -287,7 +289,7 @@ fn run<T: Task>(
         settings.insert("decay".into(), json!(cfg.decay));
         settings.insert("optimizer".into(), json!(cfg.optimizer));
         settings.insert("train_count".into(), json!(train_count));
-        settings.insert("test_count".into(), json!(cfg.test_count));
+        settings.insert("test_count".into(), json!(task.test_count()));
         settings.extend(task.settings());
         let mut s = Map::new();
         s.insert("name".into(), json!(cfg.name));
@@ -502,6 +504,9 @@ where
 
     fn csv_layer(&self) -> Option<usize> {
         None
+    }
+    fn test_count(&self) -> usize {
+        self.test.count
     }
     fn settings(&self) -> Map<String, Value> {
         Map::new()
@@ -755,6 +760,9 @@ impl Task for DaeTask<'_, '_> {
 
     fn csv_layer(&self) -> Option<usize> {
         Some(self.dae.layer)
+    }
+    fn test_count(&self) -> usize {
+        self.test.count
     }
     fn settings(&self) -> Map<String, Value> {
         let mut s = Map::new();

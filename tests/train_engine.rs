@@ -522,3 +522,61 @@ fn run_folder_files() {
     assert_eq!(s["settings"]["batch_size"], 16);
     assert!(dir.path().join("checkpoint.bin").exists());
 }
+
+/// Chunking changes rounding only: 1 thread and 3 threads (uneven chunks of
+/// a 16-image batch) give the same run to f32 rounding, for the CNN (loss
+/// scaled by the full batch, gradients summed over chunks) and for a sparse
+/// DAE layer (batch-wide mean activation, per-image noise streams). A
+/// mistake in any of these changes the results at the 1e-2 level.
+#[test]
+fn thread_count_changes_rounding_only() {
+    let (imgs, labs) = synthetic(96, 1);
+    let (timgs, tlabs) = synthetic(40, 2);
+    let (train, test) = (split(&imgs, &labs), split(&timgs, &tlabs));
+    let close = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let mut params = Vec::new();
+    let mut costs = Vec::new();
+    for threads in [1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), 2);
+        cfg.threads = threads;
+        let mut model = Cnn::new(TINY_CNN, 3);
+        let r = train_classifier(&mut model, train, test, &cfg, None).unwrap();
+        costs.push(r.metrics[1].train_cost);
+        params.push(model.params().to_vec());
+    }
+    // 12 SGD steps from identical weights; rounding differences stay ~1e-6.
+    assert!(
+        close(&params[0], &params[1]) < 1e-4,
+        "{}",
+        close(&params[0], &params[1])
+    );
+    assert!((costs[0] - costs[1]).abs() < 1e-5 * costs[0], "{costs:?}");
+
+    let mut params = Vec::new();
+    let mut costs = Vec::new();
+    for threads in [1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), 2);
+        cfg.threads = threads;
+        let mut stack = DaeStack::new(&[64, 20, 12], 4);
+        let dae = DaeConfig {
+            sparsity: Some(Sparsity::STUDY),
+            ..DaeConfig::study(2)
+        };
+        let r = pretrain_dae(&mut stack, &dae, train, test, &cfg, None).unwrap();
+        costs.push(r.metrics[1].train_cost);
+        params.push(stack.params().to_vec());
+    }
+    assert!(
+        close(&params[0], &params[1]) < 1e-4,
+        "{}",
+        close(&params[0], &params[1])
+    );
+    assert!((costs[0] - costs[1]).abs() < 1e-5 * costs[0], "{costs:?}");
+}

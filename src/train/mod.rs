@@ -32,6 +32,48 @@
 //! without noise or penalty; in the layer-local scheme, the clean h_{k-1}
 //! through layer k and back one level).
 
+//! # Example
+//! ```no_run
+//! use std::ops::ControlFlow;
+//! use vcortex::data::Split;
+//! use vcortex::model::{Cnn, DaeStack, Mlp};
+//! use vcortex::train::{pretrain_dae, train_classifier, DaeConfig, Optimizer, TrainConfig};
+//!
+//! # fn demo(train: Split, test: Split) -> Result<(), vcortex::train::TrainError> {
+//! // A2 on the 12000/2000 subset.
+//! let mut cfg = TrainConfig::new("a2", "runs/a2");
+//! cfg.epochs = 100;
+//! cfg.lr = 0.05;
+//! cfg.decay = 1e-4;
+//! cfg.optimizer = Optimizer::Momentum { gamma: 0.1 };
+//! cfg.train_count = Some(12000);
+//! cfg.test_count = Some(2000);
+//! cfg.progress = true;
+//! let mut cnn = Cnn::study(cfg.seed);
+//! let mut figures = |m: &vcortex::train::EpochMetrics, model: &Cnn| {
+//!     let _maps = model.features(&[0.0; 2 * 784]); // conv1, pool1, conv2, pool2
+//!     let _ = m.test_accuracy;
+//!     ControlFlow::Continue(())
+//! };
+//! let report = train_classifier(&mut cnn, train, test, &cfg, Some(&mut figures))?;
+//! println!("{:?}", report.metrics.last());
+//!
+//! // B1/B2: three DAE layers, each in its own folder, then fine-tuning.
+//! let mut stack = DaeStack::study(cfg.seed);
+//! let mut dae_cfg = TrainConfig::new("b1", "runs/b1");
+//! dae_cfg.epochs = 25;
+//! dae_cfg.lr = 0.1;
+//! for layer in 1..=3 {
+//!     dae_cfg.out_dir = format!("runs/b1/layer{layer}").into();
+//!     pretrain_dae(&mut stack, &DaeConfig::study(layer), train, test, &dae_cfg, None)?;
+//! }
+//! let mut mlp = Mlp::from_dae_stack(&stack, 10, cfg.seed);
+//! dae_cfg.out_dir = "runs/b2".into();
+//! train_classifier(&mut mlp, train, test, &dae_cfg, None)?;
+//! # Ok(())
+//! # }
+//! ```
+
 mod checkpoint;
 mod engine;
 mod progress;

@@ -25,7 +25,7 @@ pub fn activation_backward(act: Activation, y: &[f32], grad: &mut [f32]) {
     }
 }
 
-/// out[j] (+)= sum over rows of g[row, j], summed in row order.
+/// `out[j] (+)= sum over rows of g[row, j]`, summed in row order.
 pub fn column_sums(g: &[f32], out: &mut [f32], accumulate: bool) {
     if !accumulate {
         out.fill(0.0);
@@ -329,9 +329,10 @@ impl TiedAutoencoder {
         );
     }
 
-    /// Decoder backward from da = dL/d(logits): dW += h^T da... as W is
-    /// `[n_hidden, n_visible]`, dW[n_hidden, n_visible] (+)= h^T da; db_vis
-    /// (+)= column sums of da; dh (if given) <- da W^T.
+    /// Decoder backward from `da` = dL/d(logits). With `grads` =
+    /// `(dW, db_vis, accumulate)`: dW `[n_hidden, n_visible]` gets h^T da and
+    /// db_vis the column sums of da (added if `accumulate`, else written);
+    /// dh (if given) <- da W^T.
     #[allow(clippy::too_many_arguments)]
     pub fn decode_backward(
         &self,

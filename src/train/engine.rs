@@ -173,6 +173,13 @@ fn validate_common<'a>(
             }
         }
     }
+    for (what, s) in [("training", &train), ("test", &test)] {
+        if s.images.len() < s.count * s.image_len() || s.labels.len() < s.count {
+            return config_error(format!(
+                "{what} split holds fewer bytes than its count says"
+            ));
+        }
+    }
     let subset = |what: &str, want: Option<usize>, split: Split<'a>| {
         let n = want.unwrap_or(split.count);
         if n > split.count {
@@ -198,11 +205,6 @@ fn validate_common<'a>(
                 s.rows,
                 s.cols,
                 s.image_len()
-            ));
-        }
-        if s.images.len() < s.count * s.image_len() || s.labels.len() < s.count {
-            return config_error(format!(
-                "{what} split holds fewer bytes than its count says"
             ));
         }
     }

@@ -363,6 +363,24 @@ fn huge_learning_rate_stops_with_epoch_and_layer() {
     }
     let msg = err.to_string();
     assert!(msg.contains("epoch 1") && msg.contains("layer"), "{msg}");
+
+    let mut stack = DaeStack::new(&[64, 12, 8], 1);
+    let err = pretrain_dae(
+        &mut stack,
+        &DaeConfig::study(2),
+        split(&imgs, &labs),
+        split(&imgs, &labs),
+        &cfg,
+        None,
+    )
+    .unwrap_err();
+    match &err {
+        TrainError::NonFinite { epoch, layer, .. } => {
+            assert_eq!(*epoch, 1);
+            assert!(layer.starts_with("dae2"), "{layer}");
+        }
+        other => panic!("expected NonFinite, got {other}"),
+    }
 }
 
 #[test]

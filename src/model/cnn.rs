@@ -375,6 +375,21 @@ impl Classifier for Cnn {
         loss
     }
 
+    fn first_non_finite_layer(&self, ws: &CnnWorkspace, rows: usize) -> Option<String> {
+        let stages: [(&str, &[f32], usize); 6] = [
+            ("conv1", &ws.c1, self.conv1.output_len()),
+            ("pool1", &ws.p1, self.pool1.output_len()),
+            ("conv2", &ws.c2, self.conv2.output_len()),
+            ("pool2", &ws.p2, self.pool2.output_len()),
+            ("fc1", &ws.h, self.fc1.n_out),
+            ("fc2", &ws.logits, self.fc2.n_out),
+        ];
+        stages
+            .iter()
+            .find(|(_, v, n)| v[..rows * n].iter().any(|x| !x.is_finite()))
+            .map(|(name, _, _)| name.to_string())
+    }
+
     fn evaluate(&self, ws: &mut CnnWorkspace, labels: &[u8]) -> (f64, usize) {
         let rows = labels.len();
         self.forward(ws, rows);

@@ -473,6 +473,23 @@ impl DaeStack {
         )
     }
 
+    /// After a training pass on `ws`: the first encoder output h_1..h_layer
+    /// holding a NaN or infinity, as `dae{k}`.
+    pub fn first_non_finite_layer(
+        &self,
+        layer: usize,
+        ws: &DaeWorkspace,
+        rows: usize,
+    ) -> Option<String> {
+        (1..=layer)
+            .find(|&k| {
+                ws.enc[k - 1][..rows * self.sizes[k]]
+                    .iter()
+                    .any(|x| !x.is_finite())
+            })
+            .map(|k| format!("dae{k}"))
+    }
+
     /// h_layer of `images` (n x n_0, values in [0, 1]), for figures.
     pub fn hidden(&self, layer: usize, images: &[f32]) -> Vec<f32> {
         let n = images.len() / self.sizes[0];

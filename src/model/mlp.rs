@@ -221,6 +221,16 @@ impl Classifier for Mlp {
         loss
     }
 
+    fn first_non_finite_layer(&self, ws: &MlpWorkspace, rows: usize) -> Option<String> {
+        (0..self.layers.len())
+            .find(|&i| {
+                ws.acts[i][..rows * self.layers[i].n_out]
+                    .iter()
+                    .any(|x| !x.is_finite())
+            })
+            .map(|i| format!("fc{}", i + 1))
+    }
+
     fn evaluate(&self, ws: &mut MlpWorkspace, labels: &[u8]) -> (f64, usize) {
         let rows = labels.len();
         self.forward(ws, rows);

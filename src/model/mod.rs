@@ -51,6 +51,11 @@ pub trait Classifier: Send + Sync {
     /// Forward only: (summed cross-entropy, number classified correctly).
     fn evaluate(&self, ws: &mut Self::Workspace, labels: &[u8]) -> (f64, usize);
 
+    /// After a forward pass on `ws` (the first `rows` samples): the first
+    /// layer, in forward order, whose output holds a NaN or infinity. Used to
+    /// name the layer when training diverges.
+    fn first_non_finite_layer(&self, ws: &Self::Workspace, rows: usize) -> Option<String>;
+
     /// The parameter tensors by name, with their shapes.
     fn named_params(&self) -> Vec<(&str, &[f32], &[usize])> {
         let p = self.params();

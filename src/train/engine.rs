@@ -109,6 +109,8 @@ trait Task {
     fn trainable(&self) -> Range<usize>;
     /// The layer named when the loss is non-finite but the parameters are not.
     fn loss_layer(&self) -> String;
+    /// The first layer whose output in the last batch was non-finite.
+    fn diverged_layer(&self) -> Option<String>;
     /// Computes the reduced gradient of the batch `images` into `grad`
     /// (trainable-range sized) and returns the batch's mean cost.
     fn batch(
@@ -311,13 +313,16 @@ fn run<T: Task>(
     let mut order: Vec<u32> = Vec::with_capacity(train_count);
     let mut grad = vec![0.0f32; range.len()];
     let mut stopped_early = false;
+    // Name the first parameter tensor that is not finite; if all are, the
+    // first layer whose output overflowed; else the loss itself.
     let non_finite = |task: &T, epoch: usize, batch: usize| TrainError::NonFinite {
         epoch,
         batch,
         layer: task
             .layout()
             .first_non_finite(task.params())
-            .map(str::to_string)
+            .map(|t| format!("{t} (parameters)"))
+            .or_else(|| task.diverged_layer().map(|l| format!("{l} (output)")))
             .unwrap_or_else(|| task.loss_layer()),
     };
     for epoch in resumed_epochs + 1..=cfg.epochs {
@@ -384,6 +389,8 @@ fn run<T: Task>(
 
 struct ClassifierChunk<W> {
     ws: W,
+    /// Rows of the last batch in this chunk.
+    rows: usize,
     grad: Vec<f32>,
     labels: Vec<u8>,
     loss: f64,
@@ -440,6 +447,13 @@ where
         )
     }
 
+    fn diverged_layer(&self) -> Option<String> {
+        self.chunks
+            .iter()
+            .filter_map(|ch| self.model.first_non_finite_layer(&ch.ws, ch.rows))
+            .next()
+    }
+
     fn batch(
         &mut self,
         pool: &ThreadPool,
@@ -457,6 +471,7 @@ where
             self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
                 let r = chunk_bounds(rows, chunks, c);
                 let n = r.len();
+                ch.rows = n;
                 if n == 0 {
                     ch.grad.fill(0.0);
                     ch.loss = 0.0;
@@ -553,6 +568,7 @@ where
             ws: model.workspace(max_rows),
             grad: vec![0.0; n],
             labels: vec![0; max_rows],
+            rows: 0,
             loss: 0.0,
             correct: 0,
         })
@@ -575,6 +591,8 @@ where
 
 struct DaeChunk {
     ws: DaeWorkspace,
+    /// Rows of the last batch in this chunk.
+    rows: usize,
     grad: Vec<f32>,
     loss: f64,
 }
@@ -625,7 +643,22 @@ impl Task for DaeTask<'_, '_> {
         self.stack.layer_range(self.dae.layer)
     }
     fn loss_layer(&self) -> String {
-        format!("dae{} (reconstruction cross-entropy)", self.dae.layer)
+        let what = if self.dae.sparsity.is_some() {
+            "reconstruction cross-entropy + KL sparsity penalty"
+        } else {
+            "reconstruction cross-entropy"
+        };
+        format!("dae{} ({what})", self.dae.layer)
+    }
+
+    fn diverged_layer(&self) -> Option<String> {
+        self.chunks
+            .iter()
+            .filter_map(|ch| {
+                self.stack
+                    .first_non_finite_layer(self.dae.layer, &ch.ws, ch.rows)
+            })
+            .next()
     }
 
     fn batch(
@@ -646,6 +679,7 @@ impl Task for DaeTask<'_, '_> {
         let len = train.image_len();
         let encode = |c: usize, ch: &mut DaeChunk| {
             let r = chunk_bounds(rows, chunks, c);
+            ch.rows = r.len();
             fill_clean(
                 &mut ch.ws,
                 train,
@@ -829,6 +863,7 @@ pub fn pretrain_dae(
     let chunks = (0..threads)
         .map(|_| DaeChunk {
             ws: stack.workspace(max_rows),
+            rows: 0,
             grad: vec![0.0; n],
             loss: 0.0,
         })

@@ -3,3 +3,5 @@
 pub mod data;
 
 pub use vcortex_kernels as kernels;
+pub mod cli;
+pub mod error;

@@ -1,5 +1,7 @@
 //! vcortex: fast CPU reproduction of six classic MNIST experiments.
 
 pub mod data;
+pub mod plot;
+pub mod report;
 
 pub use vcortex_kernels as kernels;

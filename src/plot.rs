@@ -126,7 +126,10 @@ pub fn line_chart_panels(
     root.fill(&WHITE).map_err(|e| draw_error(path, e))?;
     let body = match title {
         Some(title) => root
-            .titled(title, (FONT, TITLE_FONT_PX + 4).into_font().color(&TEXT_COLOUR))
+            .titled(
+                title,
+                (FONT, TITLE_FONT_PX + 4).into_font().color(&TEXT_COLOUR),
+            )
             .map_err(|e| draw_error(path, e))?,
         None => root.clone(),
     };
@@ -138,7 +141,11 @@ pub fn line_chart_panels(
 
 /// Pixel size of the PNG that [`line_chart_panels`] writes.
 pub fn line_chart_panels_size(title: Option<&str>, panel_count: usize) -> (u32, u32) {
-    let title_band = if title.is_some() { TITLE_FONT_PX + 20 } else { 0 };
+    let title_band = if title.is_some() {
+        TITLE_FONT_PX + 20
+    } else {
+        0
+    };
     (
         LINE_CHART_SIZE.0 * panel_count.max(1) as u32,
         LINE_CHART_SIZE.1 + title_band,
@@ -167,7 +174,10 @@ fn padded(lo: f64, hi: f64, pad: f64) -> (f64, f64) {
     (lo - pad * span, hi + pad * span)
 }
 
-fn draw_line_chart(area: &DrawingArea<BitMapBackend<'_>, Shift>, chart: &LineChart) -> Result<(), String> {
+fn draw_line_chart(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    chart: &LineChart,
+) -> Result<(), String> {
     let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for (x, y) in finite_points(chart) {
         x_lo = x_lo.min(x);
@@ -181,7 +191,11 @@ fn draw_line_chart(area: &DrawingArea<BitMapBackend<'_>, Shift>, chart: &LineCha
         (0.0, 1.0)
     };
     let (y_lo, y_hi) = match chart.y_range {
-        Some((lo, hi)) if lo.is_finite() && hi.is_finite() && lo < hi && (!chart.log_y || lo > 0.0) => (lo, hi),
+        Some((lo, hi))
+            if lo.is_finite() && hi.is_finite() && lo < hi && (!chart.log_y || lo > 0.0) =>
+        {
+            (lo, hi)
+        }
         _ if y_lo > y_hi => {
             if chart.log_y {
                 (0.1, 10.0)
@@ -189,14 +203,21 @@ fn draw_line_chart(area: &DrawingArea<BitMapBackend<'_>, Shift>, chart: &LineCha
                 (0.0, 1.0)
             }
         }
-        _ if chart.log_y => (y_lo / 1.25, y_hi * 1.25),
+        // Whole decades, so a log axis always shows at least two labelled ticks.
+        _ if chart.log_y => (
+            10f64.powf(y_lo.log10().floor()),
+            10f64.powf((y_hi.log10().ceil()).max(y_lo.log10().floor() + 1.0)),
+        ),
         _ => padded(y_lo, y_hi, 0.05),
     };
     let legend_at = legend_position(chart, (x_lo, x_hi), (y_lo, y_hi));
 
     let mut builder = ChartBuilder::on(area);
     builder
-        .caption(&chart.title, (FONT, TITLE_FONT_PX).into_font().color(&TEXT_COLOUR))
+        .caption(
+            &chart.title,
+            (FONT, TITLE_FONT_PX).into_font().color(&TEXT_COLOUR),
+        )
         .margin(18)
         .x_label_area_size(58)
         .y_label_area_size(86);
@@ -230,6 +251,8 @@ where
         .bold_line_style(RGBColor(205, 205, 205))
         .x_labels(10)
         .y_labels(10)
+        .x_label_formatter(&|v| tick_label(*v))
+        .y_label_formatter(&|v| tick_label(*v))
         .draw()
         .map_err(|e| e.to_string())?;
     let mut any_labelled = false;
@@ -242,14 +265,26 @@ where
             .copied()
             .filter(|&(x, y)| x.is_finite() && y.is_finite() && (!log_y || y > 0.0))
             .collect();
+        // Short series (a few epochs) get point markers, so single points and sparse data stay visible.
+        let markers = if points.len() <= 30 {
+            points.clone()
+        } else {
+            Vec::new()
+        };
+        ctx.draw_series(
+            markers
+                .into_iter()
+                .map(|p| Circle::new(p, 3, colour.filled())),
+        )
+        .map_err(|e| e.to_string())?;
         let drawn = ctx
             .draw_series(LineSeries::new(points, colour.stroke_width(2)))
             .map_err(|e| e.to_string())?;
         if !series.label.is_empty() {
             any_labelled = true;
-            drawn
-                .label(series.label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(3)));
+            drawn.label(series.label.as_str()).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(3))
+            });
         }
     }
     if any_labelled {
@@ -263,6 +298,20 @@ where
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Axis tick text without float noise: "10" rather than "10.0", "0.98" rather than "0.9800000000000001".
+fn tick_label(v: f64) -> String {
+    if v != 0.0 && (v.abs() >= 1e6 || v.abs() < 1e-4) {
+        return format!("{v:.1e}");
+    }
+    let text = format!("{v:.6}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.into()
+    }
 }
 
 /// The legend goes into the plot corner with the fewest data points: lower right for rising accuracy curves, upper
@@ -315,7 +364,12 @@ impl Tile {
         }
     }
 
-    pub fn labelled(label: impl Into<String>, width: usize, height: usize, pixels: Vec<f32>) -> Self {
+    pub fn labelled(
+        label: impl Into<String>,
+        width: usize,
+        height: usize,
+        pixels: Vec<f32>,
+    ) -> Self {
         Tile {
             label: Some(label.into()),
             width,
@@ -407,7 +461,9 @@ impl Band<'_> {
     }
     fn height(&self) -> u32 {
         let rows = self.rows();
-        self.label_h() + rows * (self.cell_h + self.tile_label_h) + rows.saturating_sub(1) * TILE_GAP
+        self.label_h()
+            + rows * (self.cell_h + self.tile_label_h)
+            + rows.saturating_sub(1) * TILE_GAP
     }
 }
 
@@ -436,7 +492,13 @@ fn check_tiles(path: &Path, tiles: &[Tile], what: &str) -> Result<(), PlotError>
     }
     for (index, tile) in tiles.iter().enumerate() {
         if tile.width == 0 || tile.height == 0 {
-            return Err(invalid(path, format!("{what}: tile {index} is empty ({}x{})", tile.width, tile.height)));
+            return Err(invalid(
+                path,
+                format!(
+                    "{what}: tile {index} is empty ({}x{})",
+                    tile.width, tile.height
+                ),
+            ));
         }
         if tile.pixels.len() != tile.width * tile.height {
             return Err(invalid(
@@ -451,7 +513,10 @@ fn check_tiles(path: &Path, tiles: &[Tile], what: &str) -> Result<(), PlotError>
             ));
         }
         if tile.width > 4096 || tile.height > 4096 {
-            return Err(invalid(path, format!("{what}: tile {index} is larger than 4096 pixels")));
+            return Err(invalid(
+                path,
+                format!("{what}: tile {index} is larger than 4096 pixels"),
+            ));
         }
     }
     Ok(())
@@ -489,7 +554,12 @@ fn grid_band<'a>(path: &Path, grid: &'a ImageGrid) -> Result<Band<'a>, PlotError
     if grid.columns == 0 {
         return Err(invalid(path, "image grid has 0 columns"));
     }
-    Ok(band(None, &grid.tiles, grid.columns, checked_scale(path, grid.scale)?))
+    Ok(band(
+        None,
+        &grid.tiles,
+        grid.columns,
+        checked_scale(path, grid.scale)?,
+    ))
 }
 
 /// Pixel size of the PNG that [`image_grid`] writes for `grid`: margins, title band, and per tile the largest
@@ -510,7 +580,8 @@ fn canvas_size(title: &str, bands: &[Band<'_>]) -> (u32, u32) {
         .unwrap_or(0);
     let width = 2 * MARGIN + content_w.max(title_width(title)).max(label_w);
     let gaps = bands.len().saturating_sub(1) as u32 * (2 * TILE_GAP);
-    let height = 2 * MARGIN + title_band(title) + bands.iter().map(Band::height).sum::<u32>() + gaps;
+    let height =
+        2 * MARGIN + title_band(title) + bands.iter().map(Band::height).sum::<u32>() + gaps;
     (width, height)
 }
 
@@ -519,7 +590,14 @@ pub fn image_grid(path: &Path, grid: &ImageGrid) -> Result<(), PlotError> {
     check_png_path(path)?;
     let band = grid_band(path, grid)?;
     let range = global_range(&grid.tiles, grid.normalise, grid.colormap);
-    draw_bands(path, &grid.title, &[band], grid.normalise, grid.colormap, range)
+    draw_bands(
+        path,
+        &grid.title,
+        &[band],
+        grid.normalise,
+        grid.colormap,
+        range,
+    )
 }
 
 fn rows_bands<'a>(path: &Path, rows: &'a ImageRows) -> Result<Vec<Band<'a>>, PlotError> {
@@ -527,7 +605,10 @@ fn rows_bands<'a>(path: &Path, rows: &'a ImageRows) -> Result<Vec<Band<'a>>, Plo
         return Err(invalid(path, "image rows figure has no rows"));
     }
     if rows.tile_px == 0 || rows.tile_px > 1024 {
-        return Err(invalid(path, format!("tile_px {} is outside 1..=1024", rows.tile_px)));
+        return Err(invalid(
+            path,
+            format!("tile_px {} is outside 1..=1024", rows.tile_px),
+        ));
     }
     rows.rows
         .iter()
@@ -551,9 +632,20 @@ pub fn image_rows_size(rows: &ImageRows) -> Result<(u32, u32), PlotError> {
 pub fn image_rows(path: &Path, rows: &ImageRows) -> Result<(), PlotError> {
     check_png_path(path)?;
     let bands = rows_bands(path, rows)?;
-    let all: Vec<Tile> = rows.rows.iter().flat_map(|r| r.tiles.iter().cloned()).collect();
+    let all: Vec<Tile> = rows
+        .rows
+        .iter()
+        .flat_map(|r| r.tiles.iter().cloned())
+        .collect();
     let range = global_range(&all, rows.normalise, rows.colormap);
-    draw_bands(path, &rows.title, &bands, rows.normalise, rows.colormap, range)
+    draw_bands(
+        path,
+        &rows.title,
+        &bands,
+        rows.normalise,
+        rows.colormap,
+        range,
+    )
 }
 
 fn check_png_path(path: &Path) -> Result<(), PlotError> {
@@ -565,9 +657,10 @@ fn check_png_path(path: &Path) -> Result<(), PlotError> {
         return Err(invalid(path, "the file name must end in .png"));
     }
     match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
-            Err(draw_error(path, format!("folder {} does not exist", dir.display())))
-        }
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(draw_error(
+            path,
+            format!("folder {} does not exist", dir.display()),
+        )),
         _ => Ok(()),
     }
 }
@@ -577,7 +670,10 @@ fn global_range(tiles: &[Tile], normalise: Normalise, colormap: Colormap) -> Opt
     match normalise {
         Normalise::PerTile => None,
         Normalise::Fixed(lo, hi) => Some((lo, hi)),
-        Normalise::Global => Some(value_range(tiles.iter().flat_map(|t| t.pixels.iter().copied()), colormap)),
+        Normalise::Global => Some(value_range(
+            tiles.iter().flat_map(|t| t.pixels.iter().copied()),
+            colormap,
+        )),
     }
 }
 
@@ -605,7 +701,11 @@ fn colour(v: f32, (lo, hi): (f32, f32), colormap: Colormap) -> [u8; 3] {
     if !v.is_finite() {
         return [255, 0, 255];
     }
-    let t = if hi > lo { ((v - lo) / (hi - lo)).clamp(0.0, 1.0) } else { 0.5 };
+    let t = if hi > lo {
+        ((v - lo) / (hi - lo)).clamp(0.0, 1.0)
+    } else {
+        0.5
+    };
     match colormap {
         Colormap::Gray => {
             let g = (t * 255.0).round() as u8;
@@ -673,13 +773,15 @@ fn draw_bands(
             .into_font()
             .color(&TEXT_COLOUR)
             .pos(Pos::new(HPos::Center, VPos::Top));
-        root.draw(&Text::new(title, (size.0 as i32 / 2, y), style)).map_err(err)?;
+        root.draw(&Text::new(title, (size.0 as i32 / 2, y), style))
+            .map_err(err)?;
         y += title_band(title) as i32;
     }
     for band in bands {
         if let Some(label) = band.label {
             let style = (FONT, ROW_LABEL_FONT_PX).into_font().color(&TEXT_COLOUR);
-            root.draw(&Text::new(label, (MARGIN as i32, y + 2), style)).map_err(err)?;
+            root.draw(&Text::new(label, (MARGIN as i32, y + 2), style))
+                .map_err(err)?;
             y += band.label_h() as i32;
         }
         for (index, tile) in band.tiles.iter().enumerate() {
@@ -687,7 +789,10 @@ fn draw_bands(
             let cell_x = (MARGIN + col * (band.cell_w + TILE_GAP)) as i32;
             let cell_y = y + (row * (band.cell_h + band.tile_label_h + TILE_GAP)) as i32;
             // Smaller tiles sit centred in the cell of the largest one.
-            let (tw, th) = (tile.width as u32 * band.scale, tile.height as u32 * band.scale);
+            let (tw, th) = (
+                tile.width as u32 * band.scale,
+                tile.height as u32 * band.scale,
+            );
             let x0 = cell_x + ((band.cell_w - 2 * BORDER - tw) / 2) as i32;
             let y0 = cell_y + ((band.cell_h - 2 * BORDER - th) / 2) as i32;
             let range = match normalise {
@@ -713,7 +818,10 @@ fn draw_bands(
                     .into_font()
                     .color(&TEXT_COLOUR)
                     .pos(Pos::new(HPos::Center, VPos::Top));
-                let at = (cell_x + band.cell_w as i32 / 2, cell_y + band.cell_h as i32 + 3);
+                let at = (
+                    cell_x + band.cell_w as i32 / 2,
+                    cell_y + band.cell_h as i32 + 3,
+                );
                 root.draw(&Text::new(text, at, style)).map_err(err)?;
             }
         }
@@ -742,7 +850,13 @@ mod tests {
 
     #[test]
     fn diverging_range_is_symmetric() {
-        assert_eq!(value_range([-1.0, 3.0].into_iter(), Colormap::Diverging), (-3.0, 3.0));
-        assert_eq!(value_range([f32::NAN].into_iter(), Colormap::Gray), (0.0, 1.0));
+        assert_eq!(
+            value_range([-1.0, 3.0].into_iter(), Colormap::Diverging),
+            (-3.0, 3.0)
+        );
+        assert_eq!(
+            value_range([f32::NAN].into_iter(), Colormap::Gray),
+            (0.0, 1.0)
+        );
     }
 }

@@ -6,14 +6,19 @@ use std::path::{Path, PathBuf};
 
 use vcortex::plot::{
     image_grid, image_grid_size, image_rows, image_rows_size, line_chart, line_chart_panels,
-    line_chart_panels_size, Colormap, ImageGrid, ImageRows, LineChart, Normalise, PlotError, Series, Tile,
-    TileRow, LINE_CHART_SIZE,
+    line_chart_panels_size, Colormap, ImageGrid, ImageRows, LineChart, Normalise, PlotError,
+    Series, Tile, TileRow, LINE_CHART_SIZE,
 };
 
 /// Width and height from a PNG's IHDR chunk, after checking the signature.
 fn png_size(path: &Path) -> (u32, u32) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
+    assert_eq!(
+        &bytes[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is not a PNG",
+        path.display()
+    );
     assert_eq!(&bytes[12..16], b"IHDR");
     let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     (be(&bytes[16..20]), be(&bytes[20..24]))
@@ -59,10 +64,22 @@ fn accuracy_chart() -> LineChart {
         x_label: "epoch".into(),
         y_label: "test accuracy (fraction)".into(),
         series: vec![
-            Series { label: "A1 SGD".into(), points: curve(20.0, 0.975) },
-            Series { label: "A2 momentum 0.1".into(), points: curve(12.0, 0.976) },
-            Series { label: "A2 momentum 0.9".into(), points: curve(4.0, 0.978) },
-            Series { label: "A3 RMSProp".into(), points: curve(2.0, 0.98) },
+            Series {
+                label: "A1 SGD".into(),
+                points: curve(20.0, 0.975),
+            },
+            Series {
+                label: "A2 momentum 0.1".into(),
+                points: curve(12.0, 0.976),
+            },
+            Series {
+                label: "A2 momentum 0.9".into(),
+                points: curve(4.0, 0.978),
+            },
+            Series {
+                label: "A3 RMSProp".into(),
+                points: curve(2.0, 0.98),
+            },
         ],
         y_range: None,
         log_y: false,
@@ -77,7 +94,9 @@ fn cost_chart(log_y: bool) -> LineChart {
         series: vec![
             Series {
                 label: "A1 SGD".into(),
-                points: (1..=100).map(|e| (e as f64, 0.6 / (e as f64).sqrt())).collect(),
+                points: (1..=100)
+                    .map(|e| (e as f64, 0.6 / (e as f64).sqrt()))
+                    .collect(),
             },
             Series {
                 label: "A3 RMSProp".into(),
@@ -108,9 +127,18 @@ fn line_chart_tolerates_degenerate_data() {
     let chart = LineChart {
         title: "Degenerate".into(),
         series: vec![
-            Series { label: "empty".into(), points: vec![] },
-            Series { label: "one point".into(), points: vec![(1.0, 0.5)] },
-            Series { label: "non-finite".into(), points: vec![(f64::NAN, 1.0), (2.0, f64::INFINITY)] },
+            Series {
+                label: "empty".into(),
+                points: vec![],
+            },
+            Series {
+                label: "one point".into(),
+                points: vec![(1.0, 0.5)],
+            },
+            Series {
+                label: "non-finite".into(),
+                points: vec![(f64::NAN, 1.0), (2.0, f64::INFINITY)],
+            },
         ],
         log_y: true,
         ..LineChart::default()
@@ -142,7 +170,9 @@ fn image_grids_of_filters_weights_and_reconstructions() {
     };
     let weights = ImageGrid {
         title: "DAE layer 1: weights of 100 units".into(),
-        tiles: (0..100).map(|i| Tile::new(28, 28, blob(28, 28, i))).collect(),
+        tiles: (0..100)
+            .map(|i| Tile::new(28, 28, blob(28, 28, i)))
+            .collect(),
         columns: 10,
         scale: 2,
         normalise: Normalise::PerTile,
@@ -152,8 +182,20 @@ fn image_grids_of_filters_weights_and_reconstructions() {
         title: "Reconstructions".into(),
         tiles: (0..16)
             .map(|i| {
-                let label = if i % 2 == 0 { format!("digit {} input", i / 2) } else { "reconstruction".into() };
-                Tile::labelled(label, 28, 28, blob(28, 28, i / 2).iter().map(|v| v.clamp(0.0, 1.0)).collect())
+                let label = if i % 2 == 0 {
+                    format!("digit {} input", i / 2)
+                } else {
+                    "reconstruction".into()
+                };
+                Tile::labelled(
+                    label,
+                    28,
+                    28,
+                    blob(28, 28, i / 2)
+                        .iter()
+                        .map(|v| v.clamp(0.0, 1.0))
+                        .collect(),
+                )
             })
             .collect(),
         columns: 8,
@@ -161,7 +203,11 @@ fn image_grids_of_filters_weights_and_reconstructions() {
         normalise: Normalise::Fixed(0.0, 1.0),
         colormap: Colormap::Gray,
     };
-    for (name, grid) in [("filters.png", filters), ("weights.png", weights), ("recon.png", reconstructions)] {
+    for (name, grid) in [
+        ("filters.png", filters),
+        ("weights.png", weights),
+        ("recon.png", reconstructions),
+    ] {
         let path = dir.join(name);
         image_grid(&path, &grid).unwrap();
         assert_eq!(png_size(&path), image_grid_size(&grid).unwrap(), "{name}");
@@ -173,11 +219,18 @@ fn image_rows_of_feature_maps_at_four_stages() {
     let (_keep, dir) = out_dir();
     let stage = |name: &str, count: usize, side: usize| TileRow {
         label: format!("digit 7, {name}: {count} maps of {side}x{side}"),
-        tiles: (0..count).map(|i| Tile::new(side, side, blob(side, side, i))).collect(),
+        tiles: (0..count)
+            .map(|i| Tile::new(side, side, blob(side, side, i)))
+            .collect(),
     };
     let rows = ImageRows {
         title: "Feature maps".into(),
-        rows: vec![stage("conv1", 15, 20), stage("pool1", 15, 10), stage("conv2", 20, 6), stage("pool2", 20, 3)],
+        rows: vec![
+            stage("conv1", 15, 20),
+            stage("pool1", 15, 10),
+            stage("conv2", 20, 6),
+            stage("pool2", 20, 3),
+        ],
         tile_px: 40,
         normalise: Normalise::PerTile,
         colormap: Colormap::Gray,
@@ -193,7 +246,10 @@ fn unwritable_path_is_an_error_naming_the_path() {
     let missing = tmp.path().join("no-such-folder").join("figure.png");
     let err = line_chart(&missing, &accuracy_chart()).unwrap_err();
     assert!(matches!(err, PlotError::Draw { .. }), "{err:?}");
-    assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
 
     let grid = ImageGrid {
         title: String::new(),
@@ -204,7 +260,10 @@ fn unwritable_path_is_an_error_naming_the_path() {
         colormap: Colormap::Gray,
     };
     let err = image_grid(&missing, &grid).unwrap_err();
-    assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
 
     // A folder where the file should be: the write itself fails.
     let dir_as_file = tmp.path().join("taken.png");
@@ -230,7 +289,10 @@ fn bad_input_is_a_typed_error() {
     assert!(wrong_len.to_string().contains("8 values"), "{wrong_len}");
     assert!(image_grid(&path, &grid(vec![], 1)).is_err());
     assert!(image_grid(&path, &grid(vec![Tile::new(1, 1, vec![0.0])], 0)).is_err());
-    let not_png = image_grid(&tmp.path().join("figure.jpg"), &grid(vec![Tile::new(1, 1, vec![0.0])], 1));
+    let not_png = image_grid(
+        &tmp.path().join("figure.jpg"),
+        &grid(vec![Tile::new(1, 1, vec![0.0])], 1),
+    );
     assert!(not_png.unwrap_err().to_string().contains("figure.jpg"));
     assert!(!path.exists());
 }

@@ -72,9 +72,15 @@ fn invalid(path: &Path, message: impl Into<String>) -> PlotError {
 }
 
 fn draw_error(path: &Path, message: impl fmt::Display) -> PlotError {
+    let mut message = message.to_string();
+    if message.to_ascii_lowercase().contains("font") {
+        message.push_str(
+            " (install a sans-serif font for fontconfig, e.g. Debian's fonts-dejavu-core)",
+        );
+    }
     PlotError::Draw {
         path: path.to_path_buf(),
-        message: message.to_string(),
+        message,
     }
 }
 
@@ -522,16 +528,21 @@ fn check_tiles(path: &Path, tiles: &[Tile], what: &str) -> Result<(), PlotError>
     Ok(())
 }
 
+fn text_width(text: &str, font_px: u32) -> u32 {
+    // If fonts are missing, drawing fails later with a clear error; here an estimate is enough.
+    (FONT, font_px)
+        .into_font()
+        .box_size(text)
+        .map(|(w, _)| w)
+        .unwrap_or(text.chars().count() as u32 * font_px * 6 / 10)
+}
+
 fn title_width(title: &str) -> u32 {
     if title.is_empty() {
-        return 0;
+        0
+    } else {
+        text_width(title, TITLE_FONT_PX)
     }
-    // If fonts are missing, drawing fails later with a clear error; here a generous estimate is enough.
-    (FONT, TITLE_FONT_PX)
-        .into_font()
-        .box_size(title)
-        .map(|(w, _)| w)
-        .unwrap_or(title.chars().count() as u32 * TITLE_FONT_PX * 6 / 10)
 }
 
 fn title_band(title: &str) -> u32 {
@@ -575,7 +586,7 @@ fn canvas_size(title: &str, bands: &[Band<'_>]) -> (u32, u32) {
     let label_w = bands
         .iter()
         .filter_map(|b| b.label)
-        .map(|l| l.chars().count() as u32 * ROW_LABEL_FONT_PX * 6 / 10)
+        .map(|l| text_width(l, ROW_LABEL_FONT_PX))
         .max()
         .unwrap_or(0);
     let width = 2 * MARGIN + content_w.max(title_width(title)).max(label_w);

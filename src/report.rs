@@ -847,12 +847,16 @@ fn render_html(study: &Study, runs: &[Run]) -> String {
         };
         let results: Vec<Vec<String>> =
             results.into_iter().map(|(a, b, c)| vec![a, b, c]).collect();
-        html_table(
-            &mut out,
-            Some(&caption),
-            &["", "vcortex", "seed report"],
-            &results,
-        );
+        if results.is_empty() {
+            out.push_str("<p class=\"muted\">No results recorded.</p>\n");
+        } else {
+            html_table(
+                &mut out,
+                Some(&caption),
+                &["", "vcortex", "seed report"],
+                &results,
+            );
+        }
         out.push_str("</div>\n</div>\n");
         let command = run.text("command");
         if command != "-" {
@@ -1000,7 +1004,11 @@ fn render_markdown(study: &Study, runs: &[Run]) -> String {
         }
         let results: Vec<Vec<String>> =
             results.into_iter().map(|(a, b, c)| vec![a, b, c]).collect();
-        md_table(&mut out, &["Result", "vcortex", "seed report"], &results);
+        if results.is_empty() {
+            out.push_str("No results recorded.\n\n");
+        } else {
+            md_table(&mut out, &["Result", "vcortex", "seed report"], &results);
+        }
         let command = run.text("command");
         if command != "-" {
             let _ = writeln!(

@@ -230,6 +230,7 @@ fn html_has_contents_tables_and_escaped_text() {
         "1 h 02 min",
         "Comparison figures",
         "All runs, test accuracy",
+        "No results recorded.",
     ] {
         assert!(html.contains(expected), "report.html lacks {expected:?}");
     }

@@ -87,7 +87,7 @@ fn pack_group(
     dst: &mut [V],
 ) {
     let (ph, pw) = (h + 2 * pad_y, w + 2 * pad_x);
-    assert!(g >= 1 && g <= L && dst.len() == planes * ph * pw);
+    assert!((1..=L).contains(&g) && dst.len() == planes * ph * pw);
     let img = planes * h * w;
     assert!(src.len() >= (n0 + g) * img);
     if g < L || pad_y > 0 || pad_x > 0 {
@@ -171,9 +171,9 @@ impl PackedConv<'_> {
             self.c_out * self.c_in * self.kh * self.kw
         );
         assert!(self.bias.is_none_or(|b| b.len() == self.c_out));
-        assert!(g >= 1 && g <= L && out.len() == g * self.c_out * self.oh() * self.ow());
+        assert!((1..=L).contains(&g) && out.len() == g * self.c_out * self.oh() * self.ow());
         let ow = self.ow();
-        let prefer_a = ow % FWD_A[1] == 0 && ow % FWD_B[1] != 0;
+        let prefer_a = ow.is_multiple_of(FWD_A[1]) && !ow.is_multiple_of(FWD_B[1]);
         match (self.kw, prefer_a) {
             (9, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 9>(out, g),
             (9, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 9>(out, g),
@@ -219,6 +219,7 @@ impl PackedConv<'_> {
     /// co0 + C <= c_out, y < oh, x0 + X <= ow, and the buffers match the shape
     /// (checked in `run`).
     #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // acc[c][j] indexed by two loop counters
     unsafe fn tile<const C: usize, const X: usize, const KW: usize>(
         &self,
         out: &mut [f32],
@@ -370,7 +371,7 @@ fn backward_input_rows<const OW: usize, const KW: usize>(
     assert!(wn <= MAXW && s.w == wn && s.kw == KW && s.out_w() == OW);
     assert!(gp.len() == c_out * oh * OW && weight.len() == s.weight_len());
     let in_img = c_in * s.h * wn;
-    assert!(g >= 1 && g <= L && out.len() == g * in_img);
+    assert!((1..=L).contains(&g) && out.len() == g * in_img);
     let gptr = gp.as_ptr();
     let wptr = weight.as_ptr();
     for ci in 0..c_in {
@@ -421,7 +422,7 @@ pub fn backward_filter(
     // Per-lane partial sums; lane l sums images l, l + L, ... in batch order.
     let mut wacc = vec![V::ZERO; s.weight_len()];
     let mut bacc = vec![V::ZERO; s.c_out];
-    let use_b = s.kw % BWF_B[1] == 0 || s.kw % BWF_A[1] != 0;
+    let use_b = s.kw.is_multiple_of(BWF_B[1]) || !s.kw.is_multiple_of(BWF_A[1]);
     for n0 in (0..s.batch).step_by(L) {
         let g = L.min(s.batch - n0);
         pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, &mut xin);
@@ -495,6 +496,7 @@ fn filter_tiles<const CM: usize, const XM: usize>(
 /// the lengths `filter_tiles` checks.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // acc[c][j] indexed by two loop counters
 unsafe fn filter_tile<const C: usize, const X: usize>(
     s: &ConvShape,
     xin: &[V],

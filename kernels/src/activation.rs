@@ -35,7 +35,10 @@ pub fn relu_backward_into(y: &[f32], grad_out: &[f32], grad_in: &mut [f32]) {
     }
     let d = gi.into_remainder();
     if !d.is_empty() {
-        let (y, g) = (load_partial(yc.remainder(), 0.0), load_partial(go.remainder(), 0.0));
+        let (y, g) = (
+            load_partial(yc.remainder(), 0.0),
+            load_partial(go.remainder(), 0.0),
+        );
         store_partial(y.simd_le(F32s::ZERO).select(F32s::ZERO, g), d);
     }
 }
@@ -54,7 +57,7 @@ pub fn sigmoid_backward(y: &[f32], grad: &mut [f32]) {
 /// Adds bias[j] to column j of every row of x (rows x bias.len()).
 pub fn add_bias_rows(x: &mut [f32], bias: &[f32]) {
     assert!(
-        !bias.is_empty() && x.len() % bias.len() == 0,
+        !bias.is_empty() && x.len().is_multiple_of(bias.len()),
         "add_bias_rows: shape"
     );
     for row in x.chunks_exact_mut(bias.len()) {
@@ -66,7 +69,7 @@ pub fn add_bias_rows(x: &mut [f32], bias: &[f32]) {
 /// order, in f32, as the reference does.
 pub fn bias_grad_rows(grad: &[f32], out: &mut [f32]) {
     assert!(
-        !out.is_empty() && grad.len() % out.len() == 0,
+        !out.is_empty() && grad.len().is_multiple_of(out.len()),
         "bias_grad_rows: shape"
     );
     out.fill(0.0);
@@ -88,7 +91,8 @@ pub fn u8_to_unit_f32(src: &[u8], dst: &mut [f32]) {
     }
     let d = dc.into_remainder();
     if !d.is_empty() {
-        let v: [f32; LANES] = std::array::from_fn(|i| sc.remainder().get(i).map_or(0.0, |&b| b as f32));
+        let v: [f32; LANES] =
+            std::array::from_fn(|i| sc.remainder().get(i).map_or(0.0, |&b| b as f32));
         store_partial(F32s::new(v) / scale, d);
     }
 }

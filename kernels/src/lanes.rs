@@ -113,5 +113,7 @@ pub fn sum_f64(v: F32s) -> f64 {
 /// Largest lane (NaN-ignoring like `f32::max`).
 #[inline(always)]
 pub fn max_lane(v: F32s) -> f32 {
-    v.as_array().iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+    v.as_array()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x))
 }

@@ -160,7 +160,10 @@ pub fn sigmoid_binary_cross_entropy(
 /// Rows are summed in order in f32, then divided by the row count.
 pub fn column_means(h: &[f32], rho_hat: &mut [f32]) {
     let units = rho_hat.len();
-    assert!(units > 0 && h.len() % units == 0, "column_means: shape");
+    assert!(
+        units > 0 && h.len().is_multiple_of(units),
+        "column_means: shape"
+    );
     let rows = h.len() / units;
     rho_hat.fill(0.0);
     for row in h.chunks_exact(units) {
@@ -185,7 +188,7 @@ pub fn kl_sparsity_cost(rho_hat: &[f32], rho: f32, beta: f32) -> f64 {
 pub fn kl_sparsity_backward(grad_h: &mut [f32], rho_hat: &[f32], rho: f32, beta: f32, scale: f32) {
     let units = rho_hat.len();
     assert!(
-        units > 0 && grad_h.len() % units == 0,
+        units > 0 && grad_h.len().is_multiple_of(units),
         "kl_sparsity_backward: shape"
     );
     // Per-unit terms for a block of columns, computed once (same f32

@@ -29,10 +29,18 @@ fn fill_masks(keep: &mut [u32], threshold: u64, rng: &mut Rng) {
     for pair in &mut pairs {
         let d = rng.next_u64();
         pair[0] = if d >> 32 < threshold { u32::MAX } else { 0 };
-        pair[1] = if d & 0xFFFF_FFFF < threshold { u32::MAX } else { 0 };
+        pair[1] = if d & 0xFFFF_FFFF < threshold {
+            u32::MAX
+        } else {
+            0
+        };
     }
     if let [last] = pairs.into_remainder() {
-        *last = if rng.next_u64() >> 32 < threshold { u32::MAX } else { 0 };
+        *last = if rng.next_u64() >> 32 < threshold {
+            u32::MAX
+        } else {
+            0
+        };
     }
 }
 

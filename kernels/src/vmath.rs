@@ -3,6 +3,10 @@
 //! bits for the power of two. Accuracy (measured in `tests/elementwise.rs`):
 //! about 1 ulp for `exp` and `ln_1p_unit`.
 
+// Polynomial constants keep the digits Cephes publishes (some round to the
+// same f32 as shorter literals).
+#![allow(clippy::excessive_precision)]
+
 use crate::lanes::{F32s, I32s};
 
 /// ln(f32::MIN_POSITIVE): below this e^x is subnormal; `exp` returns 0 there.
@@ -15,7 +19,9 @@ const EXP_HI: f32 = 88.0;
 /// 1.65e38); NaN propagates. Every caller in this crate passes x <= 0.
 #[inline(always)]
 pub fn exp(x: F32s) -> F32s {
-    let xc = x.fast_max(F32s::splat(EXP_LO)).fast_min(F32s::splat(EXP_HI));
+    let xc = x
+        .fast_max(F32s::splat(EXP_LO))
+        .fast_min(F32s::splat(EXP_HI));
     // Adding 1.5 * 2^23 rounds to an integer (ties to even) in one step.
     let magic = F32s::splat(12_582_912.0);
     let n = xc.mul_add(F32s::splat(std::f32::consts::LOG2_E), magic) - magic;

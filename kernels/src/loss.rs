@@ -29,6 +29,20 @@ pub fn softmax_cross_entropy(
     if classes == 0 {
         return 0.0;
     }
+    // Rows are short (10 classes), so the row-wise steps are scalar and the
+    // exp, the expensive part, runs vectorised over the whole batch at once
+    // (per-row vectors would spend their time on ragged-tail handling).
+    let max_of = |row: &[f32]| row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for (row, p_row) in logits
+        .chunks_exact(classes)
+        .zip(probs.chunks_exact_mut(classes))
+    {
+        let max = max_of(row);
+        for (p, &x) in p_row.iter_mut().zip(row) {
+            *p = x - max;
+        }
+    }
+    lanes::map_inplace(probs, vmath::exp);
     let mut total = 0.0f64;
     let rows = logits
         .chunks_exact(classes)
@@ -36,58 +50,16 @@ pub fn softmax_cross_entropy(
         .zip(grad.chunks_exact_mut(classes))
         .zip(labels);
     for (((row, p_row), g_row), &label) in rows {
-        // Pass 1: row maximum (padding lanes are -inf so they never win).
-        let mut vmax = F32s::splat(f32::NEG_INFINITY);
-        let mut chunks = row.chunks_exact(LANES);
-        for c in &mut chunks {
-            vmax = vmax.fast_max(load(c));
-        }
-        if !chunks.remainder().is_empty() {
-            vmax = vmax.fast_max(load_partial(chunks.remainder(), f32::NEG_INFINITY));
-        }
-        let max = lanes::max_lane(vmax);
-        let vmax = F32s::splat(max);
-        // Pass 2: e = exp(x - max) into probs, summed. Padding lanes are
-        // -inf, whose exp is 0, so they add nothing.
-        let mut vsum = F32s::ZERO;
-        let mut pc = p_row.chunks_exact_mut(LANES);
-        let mut xc = row.chunks_exact(LANES);
-        for (p, x) in (&mut pc).zip(&mut xc) {
-            let e = vmath::exp(load(x) - vmax);
-            vsum += e;
-            store(e, p);
-        }
-        let p_tail = pc.into_remainder();
-        if !p_tail.is_empty() {
-            let e = vmath::exp(load_partial(xc.remainder(), f32::NEG_INFINITY) - vmax);
-            vsum += e;
-            store_partial(e, p_tail);
-        }
-        let sum = vsum.reduce_add();
-        // Pass 3: p = e / sum, grad = (p - y) * scale.
-        let vs = F32s::splat(sum);
-        let scale = F32s::splat(grad_scale);
-        let finish = |e: F32s| {
-            let p = e / vs;
-            (p, p * scale)
-        };
-        let mut pc = p_row.chunks_exact_mut(LANES);
-        let mut gc = g_row.chunks_exact_mut(LANES);
-        for (p, g) in (&mut pc).zip(&mut gc) {
-            let (pv, gv) = finish(load(p));
-            store(pv, p);
-            store(gv, g);
-        }
-        let (p_tail, g_tail) = (pc.into_remainder(), gc.into_remainder());
-        if !p_tail.is_empty() {
-            let (pv, gv) = finish(load_partial(p_tail, 0.0));
-            store_partial(pv, p_tail);
-            store_partial(gv, g_tail);
+        // Every exp is <= 1 and the maximum's is 1, so 1 <= sum <= classes.
+        let sum: f32 = p_row.iter().sum();
+        for (p, g) in p_row.iter_mut().zip(g_row.iter_mut()) {
+            *p /= sum;
+            *g = *p * grad_scale;
         }
         // The one-hot term, (p - 1) * scale, exactly as the reference.
         let l = label as usize;
         g_row[l] = (p_row[l] - 1.0) * grad_scale;
-        total += (sum as f64).ln() - (row[l] as f64 - max as f64);
+        total += (sum as f64).ln() - (row[l] as f64 - max_of(row) as f64);
     }
     total
 }

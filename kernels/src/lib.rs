@@ -15,6 +15,7 @@ pub mod gemm;
 pub mod loss;
 pub mod noise;
 pub mod optim;
+pub mod peak;
 pub mod pool;
 pub mod reference;
 pub mod rng;

@@ -44,6 +44,7 @@ pub(crate) trait Path {
         ldc: usize,
         cols: usize,
         ep: &TileEpilogue,
+        prefetch_b: bool,
     );
 }
 
@@ -60,13 +61,30 @@ pub(crate) struct TileEpilogue {
 /// The largest NR of any path (stack buffers for ragged tiles).
 const MAX_NR: usize = 32;
 
+/// How many k steps ahead the micro-kernel prefetches an in-place B strip:
+/// about one memory latency (~100 ns) of k steps at ~3 ns per 12 x 32 step
+/// would be ~30, but the first row tile of a strip is the only one that
+/// misses, and 16 rows already hide most of the latency without evicting.
+const PREFETCH_ROWS: usize = 16;
+
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(p as *const i8, core::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// The generic micro-kernel: ROWS x (NV vectors) accumulators.
 ///
 /// # Safety
 /// As [`Path::tile`], with ROWS rows and `a_stride` floats per step of A.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_generic<V: Lanes, const ROWS: usize, const NV: usize>(
+unsafe fn tile_generic<V: Lanes, const ROWS: usize, const NV: usize, const PREFETCH: bool>(
     kc: usize,
     a: *const f32,
     a_stride: usize,
@@ -89,6 +107,13 @@ unsafe fn tile_generic<V: Lanes, const ROWS: usize, const NV: usize>(
                 for v in 0..NV {
                     acc_row[v] = av.mul_add(bv[v], acc_row[v]);
                 }
+            }
+            if PREFETCH {
+                // B read in place from a strided matrix: its rows are more
+                // than 2 KiB apart, past the hardware stride prefetcher, so
+                // fetch PREFETCH_ROWS rows ahead (prefetch never faults).
+                prefetch(bp.wrapping_add(PREFETCH_ROWS * b_stride));
+                prefetch(bp.wrapping_add(PREFETCH_ROWS * b_stride + NV * V::LANES - 1));
             }
             ap = ap.add(a_stride);
             bp = bp.add(b_stride);
@@ -180,13 +205,29 @@ macro_rules! declare_path {
                 ldc: usize,
                 cols: usize,
                 ep: &TileEpilogue,
+                prefetch_b: bool,
             ) {
                 // SAFETY: forwarded contract; `rows` selects an instance with
                 // exactly that many rows.
                 unsafe {
-                    match rows {
-                        $($r => tile_generic::<$v, $r, $nv>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
-                        _ => unreachable!("tile rows {rows} > MR"),
+                    if $nv > 1 && cols <= <$v as Lanes>::LANES {
+                        // A narrow ragged strip (n = 10, or the last 4 of
+                        // n = 900) needs one vector per row, not NV. It is
+                        // always packed, so it never needs prefetching.
+                        match rows {
+                            $($r => tile_generic::<$v, $r, 1, false>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            _ => unreachable!("tile rows {rows} > MR"),
+                        }
+                    } else if prefetch_b {
+                        match rows {
+                            $($r => tile_generic::<$v, $r, $nv, true>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            _ => unreachable!("tile rows {rows} > MR"),
+                        }
+                    } else {
+                        match rows {
+                            $($r => tile_generic::<$v, $r, $nv, false>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            _ => unreachable!("tile rows {rows} > MR"),
+                        }
                     }
                 }
             }

@@ -285,8 +285,11 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     // With B stored k x n, full NR-wide strips of B are already laid out as a
     // packed panel with row stride ldb; the micro-kernel reads them in place
     // and only the ragged last strip is packed. This saves a full pass over
-    // B, which dominates for the trainer's small-m products.
-    let direct_b = op.tb == Trans::N;
+    // B, which dominates for the trainer's small-m products. Only when M is
+    // one MC block (so each strip is fetched from memory once either way)
+    // and ldb is not a multiple of 64 floats: a 256-byte-multiple stride puts
+    // a strip's kc rows into a few L1 sets (ldb = 1024 puts them all in one).
+    let direct_b = op.tb == Trans::N && m <= mc_size && op.ldb % 64 != 0;
     let b_floats = if direct_b { nr * kc_size } else { nc_size.div_ceil(nr) * nr * kc_size };
     let a_floats = mc_size.div_ceil(mr) * mr * kc_size;
 
@@ -353,6 +356,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                                     op.ldc,
                                     cols,
                                     &tile_ep,
+                                    direct_b && cols == nr,
                                 );
                             }
                         }

@@ -4,9 +4,15 @@
 //! the tile the micro-kernel broadcasts from). Packed B: for each group of NR
 //! columns, `kc` rows of NR floats. Padding rows / columns are zero so a
 //! micro-kernel may read a full panel.
+//!
+//! Where the source is read along its rows (A^T, B), the shared index is the
+//! outer loop, so each source row is streamed once, start to end, which the
+//! hardware prefetcher follows; strided walks down a column of panels would
+//! jump more than 2 KiB per step. Where a panel is a transpose of the source
+//! (A, B^T), 8 x 8 and 4 x 4 blocks go through in-register transposes.
 
 use super::Trans;
-use wide::f32x8;
+use wide::{f32x4, f32x8};
 
 /// Packs rows `i0..i0 + mc`, shared indices `p0..p0 + kc` of op(A).
 ///
@@ -25,39 +31,26 @@ pub(crate) unsafe fn pack_a(
     mr: usize,
     dst: *mut f32,
 ) {
-    let mut out = dst;
-    for ip in (0..mc).step_by(mr) {
-        let rows = mr.min(mc - ip);
-        // SAFETY: indices stay inside op(A)'s block and dst's panel.
-        unsafe {
-            match ta {
-                Trans::N => {
-                    // A(i, p) = a[i * lda + p]: read each row contiguously.
-                    for r in 0..rows {
-                        let src = a.add((i0 + ip + r) * lda + p0);
-                        for p in 0..kc {
-                            *out.add(p * mr + r) = *src.add(p);
-                        }
-                    }
-                    for r in rows..mr {
-                        for p in 0..kc {
-                            *out.add(p * mr + r) = 0.0;
-                        }
-                    }
-                }
-                Trans::T => {
-                    // A(i, p) = a[p * lda + i]: a step is `rows` contiguous floats.
-                    for p in 0..kc {
-                        let src = a.add((p0 + p) * lda + i0 + ip);
-                        let o = out.add(p * mr);
-                        core::ptr::copy_nonoverlapping(src, o, rows);
-                        for r in rows..mr {
-                            *o.add(r) = 0.0;
-                        }
-                    }
+    // SAFETY: every source index is inside op(A)'s block, every destination
+    // inside the ceil(mc / mr) panels of mr * kc floats.
+    unsafe {
+        match ta {
+            // A(i, p) = a[i * lda + p]: each panel is a transpose.
+            Trans::N => {
+                for (panel, ip) in (0..mc).step_by(mr).enumerate() {
+                    let rows = mr.min(mc - ip);
+                    let out = dst.add(panel * mr * kc);
+                    transpose_into(a.add((i0 + ip) * lda + p0), lda, rows, kc, out, mr);
+                    zero_columns(out, mr, rows, kc);
                 }
             }
-            out = out.add(mr * kc);
+            // A(i, p) = a[p * lda + i]: a packed step is a contiguous copy.
+            Trans::T => {
+                for p in 0..kc {
+                    let src = a.add((p0 + p) * lda + i0);
+                    copy_row_into_panels(src, mc, mr, kc, p, dst);
+                }
+            }
         }
     }
 }
@@ -66,7 +59,7 @@ pub(crate) unsafe fn pack_a(
 ///
 /// # Safety
 /// op(B) must be readable at every packed index through `b`/`ldb`; `dst` must
-/// hold `ceil(nc / nr) * nr * kc` floats; `nr` is a multiple of 8.
+/// hold `ceil(nc / nr) * nr * kc` floats.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn pack_b(
     tb: Trans,
@@ -79,72 +72,131 @@ pub(crate) unsafe fn pack_b(
     nr: usize,
     dst: *mut f32,
 ) {
-    let mut out = dst;
-    for jp in (0..nc).step_by(nr) {
-        let cols = nr.min(nc - jp);
-        // SAFETY: indices stay inside op(B)'s block and dst's panel.
-        unsafe {
-            match tb {
-                Trans::N => {
-                    // B(p, j) = b[p * ldb + j]: a packed row is a contiguous copy.
-                    for p in 0..kc {
-                        let src = b.add((p0 + p) * ldb + j0 + jp);
-                        let o = out.add(p * nr);
-                        core::ptr::copy_nonoverlapping(src, o, cols);
-                        core::ptr::write_bytes(o.add(cols), 0, nr - cols);
-                    }
+    // SAFETY: as in pack_a, for op(B) and ceil(nc / nr) panels of nr * kc.
+    unsafe {
+        match tb {
+            // B(p, j) = b[p * ldb + j]: a packed row is a contiguous copy.
+            Trans::N => {
+                for p in 0..kc {
+                    let src = b.add((p0 + p) * ldb + j0);
+                    copy_row_into_panels(src, nc, nr, kc, p, dst);
                 }
-                Trans::T => pack_b_transposed(b, ldb, p0, kc, j0 + jp, cols, nr, out),
             }
-            out = out.add(nr * kc);
+            // B(p, j) = b[j * ldb + p]: each panel is a transpose.
+            Trans::T => {
+                for (panel, jp) in (0..nc).step_by(nr).enumerate() {
+                    let cols = nr.min(nc - jp);
+                    let out = dst.add(panel * nr * kc);
+                    transpose_into(b.add((j0 + jp) * ldb + p0), ldb, cols, kc, out, nr);
+                    zero_columns(out, nr, cols, kc);
+                }
+            }
         }
     }
 }
 
-/// One NR-column panel of B^T: B(p, j) = b[j * ldb + p]. Full 8 x 8 blocks go
-/// through an in-register transpose; the ragged rim is copied one by one.
+/// Scatters one source row of `len` floats into step `p` of consecutive
+/// `width`-wide panels (each `width * kc` floats), zero-padding the last.
 ///
 /// # Safety
-/// As [`pack_b`] for one panel of `cols <= nr` columns.
-#[allow(clippy::too_many_arguments)]
-unsafe fn pack_b_transposed(
-    b: *const f32,
-    ldb: usize,
-    p0: usize,
+/// `src` readable for `len` floats; `dst` holds `ceil(len / width)` panels.
+unsafe fn copy_row_into_panels(
+    src: *const f32,
+    len: usize,
+    width: usize,
     kc: usize,
-    j0: usize,
-    cols: usize,
-    nr: usize,
-    out: *mut f32,
+    p: usize,
+    dst: *mut f32,
 ) {
-    let full_j = cols / 8 * 8;
-    let full_p = kc / 8 * 8;
-    // SAFETY: every read is b[(j0 + j) * ldb + p0 + p] with j < cols, p < kc;
-    // every write is out[p * nr + j] with j < nr, p < kc.
-    unsafe {
-        for j in (0..full_j).step_by(8) {
-            for p in (0..full_p).step_by(8) {
-                let rows: [f32x8; 8] = core::array::from_fn(|r| {
-                    core::ptr::read_unaligned(b.add((j0 + j + r) * ldb + p0 + p) as *const f32x8)
-                });
-                let t = f32x8::transpose(rows);
-                for (q, v) in t.iter().enumerate() {
-                    core::ptr::write_unaligned(out.add((p + q) * nr + j) as *mut f32x8, *v);
-                }
-            }
-            for p in full_p..kc {
-                for r in 0..8 {
-                    *out.add(p * nr + j + r) = *b.add((j0 + j + r) * ldb + p0 + p);
-                }
-            }
+    for (panel, j) in (0..len).step_by(width).enumerate() {
+        let count = width.min(len - j);
+        // SAFETY: src[j..j + count] is inside the row; the destination row
+        // of `width` floats is inside panel `panel`.
+        unsafe {
+            let o = dst.add(panel * width * kc + p * width);
+            core::ptr::copy_nonoverlapping(src.add(j), o, count);
+            core::ptr::write_bytes(o.add(count), 0, width - count);
         }
+    }
+}
+
+/// Zeroes columns `from..width` of a `kc` x `width` panel.
+///
+/// # Safety
+/// `out` holds `kc * width` floats.
+unsafe fn zero_columns(out: *mut f32, width: usize, from: usize, kc: usize) {
+    if from < width {
         for p in 0..kc {
-            for j in full_j..cols {
-                *out.add(p * nr + j) = *b.add((j0 + j) * ldb + p0 + p);
+            // SAFETY: row p, columns from..width, inside the panel.
+            unsafe { core::ptr::write_bytes(out.add(p * width + from), 0, width - from) };
+        }
+    }
+}
+
+/// out[p * out_stride + r] = src[r * ld + p] for r < rows, p < kc.
+///
+/// # Safety
+/// `src` readable at those indices, `out` writable at those indices.
+unsafe fn transpose_into(
+    src: *const f32,
+    ld: usize,
+    rows: usize,
+    kc: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let mut r = 0;
+    // SAFETY: every access is src[(r + q) * ld + p + s] with r + q < rows and
+    // p + s < kc, or out[(p + s) * out_stride + r + q] likewise.
+    unsafe {
+        while r + 8 <= rows {
+            let mut p = 0;
+            while p + 8 <= kc {
+                let block: [f32x8; 8] = core::array::from_fn(|q| {
+                    core::ptr::read_unaligned(src.add((r + q) * ld + p) as *const f32x8)
+                });
+                for (s, v) in f32x8::transpose(block).iter().enumerate() {
+                    core::ptr::write_unaligned(out.add((p + s) * out_stride + r) as *mut f32x8, *v);
+                }
+                p += 8;
             }
-            for j in cols..nr {
-                *out.add(p * nr + j) = 0.0;
+            transpose_scalar(src, ld, r..r + 8, p..kc, out, out_stride);
+            r += 8;
+        }
+        while r + 4 <= rows {
+            let mut p = 0;
+            while p + 4 <= kc {
+                let block: [f32x4; 4] = core::array::from_fn(|q| {
+                    core::ptr::read_unaligned(src.add((r + q) * ld + p) as *const f32x4)
+                });
+                for (s, v) in f32x4::transpose(block).iter().enumerate() {
+                    core::ptr::write_unaligned(out.add((p + s) * out_stride + r) as *mut f32x4, *v);
+                }
+                p += 4;
             }
+            transpose_scalar(src, ld, r..r + 4, p..kc, out, out_stride);
+            r += 4;
+        }
+        transpose_scalar(src, ld, r..rows, 0..kc, out, out_stride);
+    }
+}
+
+/// The ragged rim of [`transpose_into`], one float at a time.
+///
+/// # Safety
+/// As [`transpose_into`] for the given ranges.
+unsafe fn transpose_scalar(
+    src: *const f32,
+    ld: usize,
+    rows: core::ops::Range<usize>,
+    steps: core::ops::Range<usize>,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    for r in rows {
+        for p in steps.clone() {
+            // SAFETY: inside the ranges the caller vouched for.
+            unsafe { *out.add(p * out_stride + r) = *src.add(r * ld + p) };
         }
     }
 }

@@ -52,9 +52,16 @@ impl Operands {
     fn new(shape: Shape) -> Self {
         let (m, k, n, _, _) = shape;
         let fill = |len: usize, seed: usize| -> Vec<f32> {
-            (0..len).map(|i| ((i * 7 + seed) % 13) as f32 * 0.1 - 0.6).collect()
+            (0..len)
+                .map(|i| ((i * 7 + seed) % 13) as f32 * 0.1 - 0.6)
+                .collect()
         };
-        Operands { shape, a: fill(m * k, 1), b: fill(k * n, 2), c: vec![0.0; m * n] }
+        Operands {
+            shape,
+            a: fill(m * k, 1),
+            b: fill(k * n, 2),
+            c: vec![0.0; m * n],
+        }
     }
 
     fn ours(&mut self, threads: usize) {
@@ -62,10 +69,36 @@ impl Operands {
         let lda = if ta == N { k } else { m };
         let ldb = if tb == N { n } else { k };
         if threads == 1 {
-            sgemm(ta, tb, m, n, k, 1.0, &self.a, lda, &self.b, ldb, 0.0, &mut self.c, n);
+            sgemm(
+                ta,
+                tb,
+                m,
+                n,
+                k,
+                1.0,
+                &self.a,
+                lda,
+                &self.b,
+                ldb,
+                0.0,
+                &mut self.c,
+                n,
+            );
         } else {
             sgemm_parallel(
-                ta, tb, m, n, k, 1.0, &self.a, lda, &self.b, ldb, 0.0, &mut self.c, n,
+                ta,
+                tb,
+                m,
+                n,
+                k,
+                1.0,
+                &self.a,
+                lda,
+                &self.b,
+                ldb,
+                0.0,
+                &mut self.c,
+                n,
                 Epilogue::NONE,
             );
         }
@@ -74,8 +107,16 @@ impl Operands {
     fn gemm_crate(&mut self, threads: usize) {
         let (m, k, n, ta, tb) = self.shape;
         // gemm takes (column stride, row stride) per operand.
-        let (a_cs, a_rs) = if ta == N { (1, k as isize) } else { (m as isize, 1) };
-        let (b_cs, b_rs) = if tb == N { (1, n as isize) } else { (k as isize, 1) };
+        let (a_cs, a_rs) = if ta == N {
+            (1, k as isize)
+        } else {
+            (m as isize, 1)
+        };
+        let (b_cs, b_rs) = if tb == N {
+            (1, n as isize)
+        } else {
+            (k as isize, 1)
+        };
         let par = if threads == 1 {
             gemm::Parallelism::None
         } else {
@@ -169,7 +210,9 @@ fn bench_gemm(c: &mut Criterion) {
         .measurement_time(Duration::from_millis(600));
     for shape in SHAPES {
         let (dims, form) = label(&shape);
-        group.throughput(criterion::Throughput::Elements((2 * shape.0 * shape.1 * shape.2) as u64));
+        group.throughput(criterion::Throughput::Elements(
+            (2 * shape.0 * shape.1 * shape.2) as u64,
+        ));
         let mut ops = Operands::new(shape);
         for threads in [1usize, 2] {
             let id = format!("{dims} {form} t{threads}");

@@ -36,7 +36,10 @@ struct Case {
 struct Lcg(u64);
 impl Lcg {
     fn next_f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
     fn value(&mut self, integers: bool) -> f32 {
@@ -117,7 +120,16 @@ enum Entry {
 }
 
 fn check(case: &Case, entry: Entry) -> Result<(), TestCaseError> {
-    let Case { ta, tb, m, n, k, alpha, beta, .. } = *case;
+    let Case {
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        alpha,
+        beta,
+        ..
+    } = *case;
     let mut rng = Lcg(case.seed);
     let (ar, ac) = if ta == Trans::N { (m, k) } else { (k, m) };
     let (br, bc) = if tb == Trans::N { (k, n) } else { (n, k) };
@@ -139,11 +151,28 @@ fn check(case: &Case, entry: Entry) -> Result<(), TestCaseError> {
         1 => Bias::Row(&bias_values[..m]),
         _ => Bias::Col(&bias_values[..n]),
     };
-    let epilogue = Epilogue { bias, activation: case.activation };
+    let epilogue = Epilogue {
+        bias,
+        activation: case.activation,
+    };
 
     let mut want = c.clone();
     reference::sgemm(
-        ta, tb, m, n, k, alpha, &a, lda, &b, ldb, beta, &mut want, ldc, bias, case.activation,
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        alpha,
+        &a,
+        lda,
+        &b,
+        ldb,
+        beta,
+        &mut want,
+        ldc,
+        bias,
+        case.activation,
     );
     let mut got = c.clone();
     match entry {
@@ -153,7 +182,9 @@ fn check(case: &Case, entry: Entry) -> Result<(), TestCaseError> {
         ),
         Entry::Public => {
             if case.bias == 0 && case.activation == Activation::Identity {
-                sgemm(ta, tb, m, n, k, alpha, &a, lda, &b, ldb, beta, &mut got, ldc)
+                sgemm(
+                    ta, tb, m, n, k, alpha, &a, lda, &b, ldb, beta, &mut got, ldc,
+                )
             } else {
                 sgemm_with_epilogue(
                     ta, tb, m, n, k, alpha, &a, lda, &b, ldb, beta, &mut got, ldc, epilogue,
@@ -174,7 +205,13 @@ fn check(case: &Case, entry: Entry) -> Result<(), TestCaseError> {
             let col = j - ldc * i;
             let (g, w) = (got[j], want[j]);
             if col >= n {
-                prop_assert_eq!(g.to_bits(), PAD_SENTINEL.to_bits(), "padding overwritten at ({}, {})", i, col);
+                prop_assert_eq!(
+                    g.to_bits(),
+                    PAD_SENTINEL.to_bits(),
+                    "padding overwritten at ({}, {})",
+                    i,
+                    col
+                );
                 continue;
             }
             if case.integers {
@@ -213,7 +250,13 @@ fn check(case: &Case, entry: Entry) -> Result<(), TestCaseError> {
             prop_assert!(
                 err <= atol + rtol * s,
                 "({}, {}): got {} want {} err {} > tol {} in {:?}",
-                i, col, g, w, err, atol + rtol * s, case
+                i,
+                col,
+                g,
+                w,
+                err,
+                atol + rtol * s,
+                case
             );
         }
     }
@@ -322,9 +365,20 @@ fn parallel_inside_rayon_pool() {
     use rayon::prelude::*;
     (0..4usize).into_par_iter().for_each(|t| {
         let c = Case {
-            ta: Trans::N, tb: Trans::T, m: 64, n: 96, k: 700, alpha: 1.0, beta: 2.0,
-            lda_pad: 0, ldb_pad: 0, ldc_pad: 0, bias: 1, activation: Activation::Identity,
-            integers: true, seed: t as u64,
+            ta: Trans::N,
+            tb: Trans::T,
+            m: 64,
+            n: 96,
+            k: 700,
+            alpha: 1.0,
+            beta: 2.0,
+            lda_pad: 0,
+            ldb_pad: 0,
+            ldc_pad: 0,
+            bias: 1,
+            activation: Activation::Identity,
+            integers: true,
+            seed: t as u64,
         };
         check(&c, Entry::PublicParallel).unwrap();
     });
@@ -334,9 +388,51 @@ fn parallel_inside_rayon_pool() {
 fn empty_products() {
     let mut c = vec![1.0f32; 6];
     // k == 0: C <- beta * C (+ bias), A and B never read.
-    sgemm(Trans::N, Trans::N, 2, 3, 0, 1.0, &[], 0, &[], 3, 2.0, &mut c, 3);
+    sgemm(
+        Trans::N,
+        Trans::N,
+        2,
+        3,
+        0,
+        1.0,
+        &[],
+        0,
+        &[],
+        3,
+        2.0,
+        &mut c,
+        3,
+    );
     assert_eq!(c, vec![2.0; 6]);
     // m == 0 and n == 0 touch nothing.
-    sgemm(Trans::N, Trans::N, 0, 3, 4, 1.0, &[], 4, &[0.0; 12], 3, 0.0, &mut [], 3);
-    sgemm(Trans::N, Trans::N, 2, 0, 4, 1.0, &[0.0; 8], 4, &[], 0, 0.0, &mut [], 0);
+    sgemm(
+        Trans::N,
+        Trans::N,
+        0,
+        3,
+        4,
+        1.0,
+        &[],
+        4,
+        &[0.0; 12],
+        3,
+        0.0,
+        &mut [],
+        3,
+    );
+    sgemm(
+        Trans::N,
+        Trans::N,
+        2,
+        0,
+        4,
+        1.0,
+        &[0.0; 8],
+        4,
+        &[],
+        0,
+        0.0,
+        &mut [],
+        0,
+    );
 }

@@ -182,7 +182,7 @@ unsafe fn tile_generic<V: Lanes, const ROWS: usize, const NV: usize, const PREFE
 macro_rules! declare_path {
     (
         $(#[$meta:meta])*
-        $name:ident, $v:ty, mr = $mr:literal, nv = $nv:literal,
+        $name:ident, $v:ty, narrow = $narrow:ty, mr = $mr:literal, nv = $nv:literal,
         kc = $kc:expr, mc = $mc:expr, nc = $nc:expr, rows = [$($r:literal)+]
     ) => {
         $(#[$meta])*
@@ -210,7 +210,16 @@ macro_rules! declare_path {
                 // SAFETY: forwarded contract; `rows` selects an instance with
                 // exactly that many rows.
                 unsafe {
-                    if $nv > 1 && cols <= <$v as Lanes>::LANES {
+                    if <$narrow as Lanes>::LANES < <$v as Lanes>::LANES
+                        && cols <= <$narrow as Lanes>::LANES
+                    {
+                        // The last few columns (n = 100 leaves 4) on half-width
+                        // vectors: half the wasted lanes of a full vector.
+                        match rows {
+                            $($r => tile_generic::<$narrow, $r, 1, false>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            _ => unreachable!("tile rows {rows} > MR"),
+                        }
+                    } else if $nv > 1 && cols <= <$v as Lanes>::LANES {
                         // A narrow ragged strip (n = 10, or the last 4 of
                         // n = 900) needs one vector per row, not NV. It is
                         // always packed, so it never needs prefetching.
@@ -244,11 +253,13 @@ declare_path!(
     /// Cache blocks for this machine (Xeon, 48 KiB L1d, 2 MiB L2 per core):
     /// KC = 192: the B micro-panel the ir loop re-reads (KC x 32 x 4 B =
     /// 24 KiB) plus the streamed A micro-panel (9 KiB) stay in half-to-
-    /// two-thirds of L1d. MC = 384: the packed A block (384 x 192 x 4 B =
-    /// 288 KiB), re-read for every NR column tile, sits in L2. NC = 1024: the
-    /// packed B panel (192 x 1024 x 4 B = 768 KiB), re-read for every MC
-    /// block, also fits L2 beside the A block (together about 1 MiB of 2).
-    Avx512Fma12x32, f32x16, mr = 12, nv = 2, kc = 192, mc = 384, nc = 1024,
+    /// two-thirds of L1d. MC = 192: the packed A block (192 x 192 x 4 B =
+    /// 144 KiB), re-read for every NR column tile, sits in L2 with room for
+    /// C's write-allocate traffic (MC = 384 measured ~7% slower on the
+    /// 784 x 128 x 900 A^T B product; a batch of 128 is still one block).
+    /// NC = 1024: the packed B panel (192 x 1024 x 4 B = 768 KiB), re-read
+    /// for every MC block, also fits L2 beside the A block (about 1 MiB of 2).
+    Avx512Fma12x32, f32x16, narrow = f32x8, mr = 12, nv = 2, kc = 192, mc = 192, nc = 1024,
     rows = [1 2 3 4 5 6 7 8 9 10 11 12]
 );
 
@@ -256,7 +267,7 @@ declare_path!(
     /// AVX2 + FMA, f32, 6 x 16 tile (`avx2_fma_sgemm_f32_6x16`): 12 ymm
     /// accumulators + 2 B + 1 broadcast of 16 registers. KC = 256 keeps the
     /// B micro-panel at 16 KiB in L1d; MC and NC as for AVX-512 (L2-sized).
-    Avx2Fma6x16, f32x8, mr = 6, nv = 2, kc = 256, mc = 384, nc = 1024,
+    Avx2Fma6x16, f32x8, narrow = f32x4, mr = 6, nv = 2, kc = 256, mc = 192, nc = 1024,
     rows = [1 2 3 4 5 6]
 );
 
@@ -264,6 +275,6 @@ declare_path!(
     /// Portable (SSE2 / NEON / scalar via `wide`), f32, 4 x 8 tile
     /// (`portable_sgemm_f32_4x8`): 8 accumulators of 4 lanes fit the 16
     /// SSE registers. Blocks as for AVX2.
-    Portable4x8, f32x4, mr = 4, nv = 2, kc = 256, mc = 384, nc = 1024,
+    Portable4x8, f32x4, narrow = f32x4, mr = 4, nv = 2, kc = 256, mc = 192, nc = 1024,
     rows = [1 2 3 4]
 );

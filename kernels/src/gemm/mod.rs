@@ -112,7 +112,8 @@ pub enum KernelPath {
 
 impl KernelPath {
     /// The path this build uses, chosen from its target features.
-    pub const NATIVE: KernelPath = if cfg!(all(target_arch = "x86_64", target_feature = "avx512f")) {
+    pub const NATIVE: KernelPath = if cfg!(all(target_arch = "x86_64", target_feature = "avx512f"))
+    {
         KernelPath::Avx512
     } else if cfg!(all(
         target_arch = "x86_64",
@@ -137,7 +138,11 @@ impl KernelPath {
     /// The path's default cache blocks.
     pub fn blocking(self) -> Blocking {
         fn of<P: Path>() -> Blocking {
-            Blocking { kc: P::KC, mc: P::MC, nc: P::NC }
+            Blocking {
+                kc: P::KC,
+                mc: P::MC,
+                nc: P::NC,
+            }
         }
         match self {
             KernelPath::Avx512 => of::<Avx512Fma12x32>(),
@@ -240,7 +245,11 @@ fn grow(buf: &mut Vec<Line>, floats: usize) -> *mut f32 {
 }
 
 /// Runs `f` with packing buffers of at least `a_floats` and `b_floats`.
-fn with_pack_buffers<R>(a_floats: usize, b_floats: usize, f: impl FnOnce(*mut f32, *mut f32) -> R) -> R {
+fn with_pack_buffers<R>(
+    a_floats: usize,
+    b_floats: usize,
+    f: impl FnOnce(*mut f32, *mut f32) -> R,
+) -> R {
     PACK_BUFFERS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut bufs) => {
             let (a, b) = &mut *bufs;
@@ -290,7 +299,11 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     // and ldb is not a multiple of 64 floats: a 256-byte-multiple stride puts
     // a strip's kc rows into a few L1 sets (ldb = 1024 puts them all in one).
     let direct_b = op.tb == Trans::N && m <= mc_size && op.ldb % 64 != 0;
-    let b_floats = if direct_b { nr * kc_size } else { nc_size.div_ceil(nr) * nr * kc_size };
+    let b_floats = if direct_b {
+        nr * kc_size
+    } else {
+        nc_size.div_ceil(nr) * nr * kc_size
+    };
     let a_floats = mc_size.div_ceil(mr) * mr * kc_size;
 
     with_pack_buffers(a_floats, b_floats, |pa, pb| {
@@ -307,14 +320,28 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                     beta: if kb == 0 { op.beta } else { 1.0 },
                     bias_row: if last { op.bias_row } else { core::ptr::null() },
                     bias_col: if last { op.bias_col } else { core::ptr::null() },
-                    activation: if last { op.activation } else { Activation::Identity },
+                    activation: if last {
+                        op.activation
+                    } else {
+                        Activation::Identity
+                    },
                 };
                 // SAFETY: the block lies inside op(B); pb holds b_floats.
                 unsafe {
                     if !direct_b {
                         pack::pack_b(op.tb, op.b, op.ldb, p0, kc, jc, nc, nr, pb);
                     } else if full_nc < nc {
-                        pack::pack_b(op.tb, op.b, op.ldb, p0, kc, jc + full_nc, nc - full_nc, nr, pb);
+                        pack::pack_b(
+                            op.tb,
+                            op.b,
+                            op.ldb,
+                            p0,
+                            kc,
+                            jc + full_nc,
+                            nc - full_nc,
+                            nr,
+                            pb,
+                        );
                     }
                 }
                 for ic in (0..m).step_by(mc_size) {
@@ -383,12 +410,20 @@ unsafe fn gemm_parallel<P: Path>(op: &Operands, blk: Blocking) {
         return unsafe { gemm_serial::<P>(op, blk) };
     }
     let by_columns = op.n >= op.m;
-    let (len, unit) = if by_columns { (op.n, P::NR) } else { (op.m, P::MR) };
+    let (len, unit) = if by_columns {
+        (op.n, P::NR)
+    } else {
+        (op.m, P::MR)
+    };
     let chunk = split_even(len, threads, unit);
     let parts = len.div_ceil(chunk);
     (0..parts).into_par_iter().for_each(|t| {
         let (lo, hi) = (t * chunk, ((t + 1) * chunk).min(len));
-        let sub = if by_columns { op.columns(lo, hi) } else { op.rows(lo, hi) };
+        let sub = if by_columns {
+            op.columns(lo, hi)
+        } else {
+            op.rows(lo, hi)
+        };
         // SAFETY: each part covers disjoint rows or columns of C.
         unsafe { gemm_serial::<P>(&sub, blk) };
     });

@@ -298,7 +298,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     // one MC block (so each strip is fetched from memory once either way)
     // and ldb is not a multiple of 64 floats: a 256-byte-multiple stride puts
     // a strip's kc rows into a few L1 sets (ldb = 1024 puts them all in one).
-    let direct_b = op.tb == Trans::N && m <= mc_size && op.ldb % 64 != 0;
+    let direct_b = op.tb == Trans::N && m <= mc_size && !op.ldb.is_multiple_of(64);
     let b_floats = if direct_b {
         nr * kc_size
     } else {

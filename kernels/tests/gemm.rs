@@ -325,8 +325,11 @@ macro_rules! path_tests {
                 for (m, n, k) in [(40, 150, 400), (300, 33, 300), (64, 64, 600)] {
                     for (ta, tb) in [(Trans::N, Trans::N), (Trans::T, Trans::N), (Trans::N, Trans::T), (Trans::T, Trans::T)] {
                         let c = Case {
-                            ta, tb, m, n, k, alpha: 0.75, beta: 0.0, lda_pad: 1, ldb_pad: 2, ldc_pad: 3,
-                            bias: 2, activation: Activation::Relu, integers: true, seed: (m * n + k) as u64,
+                            ta, tb, m, n, k, alpha: 0.75, beta: if k == 600 { 2.0 } else { 0.0 },
+                            lda_pad: 1, ldb_pad: 2, ldc_pad: 3,
+                            // Row bias on the M split, column bias on the N splits.
+                            bias: if m > n { 1 } else { 2 },
+                            activation: Activation::Relu, integers: true, seed: (m * n + k) as u64,
                         };
                         check(&c, Entry::Path(PATH, None, true)).unwrap();
                     }

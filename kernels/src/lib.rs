@@ -16,6 +16,7 @@ pub mod lanes;
 pub mod loss;
 pub mod noise;
 pub mod optim;
+pub mod peak;
 pub mod pool;
 pub mod reference;
 pub mod rng;

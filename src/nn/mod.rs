@@ -9,11 +9,5 @@ pub use layers::{activation_backward, column_sums, Conv2d, Dense, MaxPool2d, Tie
 pub use loss::{count_correct, sigmoid_binary_cross_entropy, softmax_cross_entropy, Sparsity};
 pub use params::{glorot_bound, init_uniform, sigmoid_bound, ParamEntry, ParamLayout};
 
-/// Converts u8 pixels to f32 in [0, 1] (x / 255).
-// LOCAL LOOP: replace with kernels::activation::u8_to_unit_f32 once it lands.
-pub fn u8_to_unit(src: &[u8], dst: &mut [f32]) {
-    assert_eq!(src.len(), dst.len(), "u8_to_unit: lengths differ");
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = s as f32 * (1.0 / 255.0);
-    }
-}
+/// Converts u8 pixels to f32 in [0, 1] (x / 255), with the SIMD kernel.
+pub use crate::kernels::activation::u8_to_unit_f32 as u8_to_unit;

@@ -45,31 +45,62 @@ fn chunk_bounds(rows: usize, chunks: usize, c: usize) -> Range<usize> {
     (c * rows / chunks)..((c + 1) * rows / chunks)
 }
 
-/// Elements per task of the parallel gradient reduction.
+/// Elements per task of the parallel reduction and update (a multiple of
+/// every SIMD width, so blocking does not move any element between a
+/// kernel's vector body and its scalar tail).
 const REDUCE_BLOCK: usize = 16 * 1024;
 
-/// out[i] <- sum over chunks, in chunk order, of grad_of(chunk)[i]. Every
-/// element is summed in the same order whatever thread handles its block, so
-/// the result depends only on the chunk count.
-fn reduce_in_order<T: Sync>(
+/// grad[i] <- sum over chunks, in chunk order, of grad_of(chunk)[i]; then the
+/// optimizer step on `params` with that gradient. One parallel pass over
+/// fixed blocks: every element is summed in the same order and updated by an
+/// elementwise rule whatever thread handles its block, so the result depends
+/// only on the chunk count.
+#[allow(clippy::too_many_arguments)]
+fn reduce_and_step<T: Sync>(
     pool: &ThreadPool,
     chunks: &[T],
     grad_of: impl Fn(&T) -> &[f32] + Sync,
-    out: &mut [f32],
+    grad: &mut [f32],
+    params: &mut [f32],
+    opt: &mut OptimizerState,
+    lr: f32,
+    decay: f32,
 ) {
+    let sum_block = |i: usize, block: &mut [f32]| {
+        let base = i * REDUCE_BLOCK;
+        let span = base..base + block.len();
+        block.copy_from_slice(&grad_of(&chunks[0])[span.clone()]);
+        for ch in &chunks[1..] {
+            for (o, &g) in block.iter_mut().zip(&grad_of(ch)[span.clone()]) {
+                *o += g;
+            }
+        }
+    };
+    let optimizer = opt.optimizer;
+    let state = &mut opt.buf;
     pool.install(|| {
-        out.par_chunks_mut(REDUCE_BLOCK)
-            .enumerate()
-            .for_each(|(i, block)| {
-                let base = i * REDUCE_BLOCK;
-                let span = base..base + block.len();
-                block.copy_from_slice(&grad_of(&chunks[0])[span.clone()]);
-                for ch in &chunks[1..] {
-                    for (o, &g) in block.iter_mut().zip(&grad_of(ch)[span.clone()]) {
-                        *o += g;
-                    }
-                }
-            })
+        let blocks = grad
+            .par_chunks_mut(REDUCE_BLOCK)
+            .zip(params.par_chunks_mut(REDUCE_BLOCK))
+            .enumerate();
+        match optimizer {
+            Optimizer::Sgd => blocks.for_each(|(i, (g, p))| {
+                sum_block(i, g);
+                sgd_update(p, g, lr, decay);
+            }),
+            Optimizer::Momentum { gamma } => blocks
+                .zip(state.par_chunks_mut(REDUCE_BLOCK))
+                .for_each(|((i, (g, p)), v)| {
+                    sum_block(i, g);
+                    momentum_update(p, v, g, lr, decay, gamma);
+                }),
+            Optimizer::RmsProp { rho, eps } => blocks
+                .zip(state.par_chunks_mut(REDUCE_BLOCK))
+                .for_each(|((i, (g, p)), r)| {
+                    sum_block(i, g);
+                    rmsprop_update(p, r, g, lr, decay, rho, eps);
+                }),
+        }
     });
 }
 
@@ -87,16 +118,6 @@ impl OptimizerState {
             buf: vec![0.0; len],
         }
     }
-
-    fn step(&mut self, p: &mut [f32], g: &[f32], lr: f32, decay: f32) {
-        match self.optimizer {
-            Optimizer::Sgd => sgd_update(p, g, lr, decay),
-            Optimizer::Momentum { gamma } => momentum_update(p, &mut self.buf, g, lr, decay, gamma),
-            Optimizer::RmsProp { rho, eps } => {
-                rmsprop_update(p, &mut self.buf, g, lr, decay, rho, eps)
-            }
-        }
-    }
 }
 
 /// A trainable thing the epoch loop drives.
@@ -111,16 +132,19 @@ trait Task {
     fn loss_layer(&self) -> String;
     /// The first layer whose output in the last batch was non-finite.
     fn diverged_layer(&self) -> Option<String>;
-    /// Computes the reduced gradient of the batch `images` into `grad`
-    /// (trainable-range sized) and returns the batch's mean cost.
-    fn batch(
+    /// Runs forward and backward on the batch `images` (each chunk keeps its
+    /// gradient) and returns the batch's mean cost.
+    fn batch(&mut self, pool: &ThreadPool, images: &[u32], epoch: usize, batch: usize) -> f64;
+    /// Sums the chunk gradients of the last batch into `grad` and applies
+    /// the optimizer to the trainable parameters.
+    fn step(
         &mut self,
         pool: &ThreadPool,
-        images: &[u32],
-        epoch: usize,
-        batch: usize,
         grad: &mut [f32],
-    ) -> f64;
+        opt: &mut OptimizerState,
+        lr: f32,
+        decay: f32,
+    );
     /// (test cost, test accuracy).
     fn evaluate(&mut self, pool: &ThreadPool) -> (Option<f64>, Option<f64>);
     /// Images in the (subset) test split.
@@ -334,16 +358,11 @@ fn run<T: Task>(
         let mut cost_sum = 0.0f64;
         for b in 0..batches {
             let images = &order[b * cfg.batch_size..(b + 1) * cfg.batch_size];
-            let cost = task.batch(pool, images, epoch, b, &mut grad);
+            let cost = task.batch(pool, images, epoch, b);
             if !cost.is_finite() {
                 return Err(non_finite(task, epoch, b + 1));
             }
-            opt.step(
-                &mut task.params_mut()[range.clone()],
-                &grad,
-                cfg.lr,
-                cfg.decay,
-            );
+            task.step(pool, &mut grad, &mut opt, cfg.lr, cfg.decay);
             cost_sum += cost;
             progress.batch(b + 1, cost_sum / (b + 1) as f64);
         }
@@ -454,14 +473,7 @@ where
             .next()
     }
 
-    fn batch(
-        &mut self,
-        pool: &ThreadPool,
-        images: &[u32],
-        _epoch: usize,
-        _batch: usize,
-        grad: &mut [f32],
-    ) -> f64 {
+    fn batch(&mut self, pool: &ThreadPool, images: &[u32], _epoch: usize, _batch: usize) -> f64 {
         let model: &C = self.model;
         let train = &self.train;
         let rows = images.len();
@@ -481,8 +493,28 @@ where
                 ch.loss = model.loss_and_gradient(&mut ch.ws, &ch.labels[..n], scale, &mut ch.grad);
             })
         });
-        reduce_in_order(pool, &self.chunks, |ch| &ch.grad, grad);
         self.chunks.iter().map(|ch| ch.loss).sum::<f64>() / rows as f64
+    }
+
+    fn step(
+        &mut self,
+        pool: &ThreadPool,
+        grad: &mut [f32],
+        opt: &mut OptimizerState,
+        lr: f32,
+        decay: f32,
+    ) {
+        let params = self.model.params_mut();
+        reduce_and_step(
+            pool,
+            &self.chunks,
+            |ch| &ch.grad,
+            grad,
+            params,
+            opt,
+            lr,
+            decay,
+        );
     }
 
     fn evaluate(&mut self, pool: &ThreadPool) -> (Option<f64>, Option<f64>) {
@@ -661,14 +693,7 @@ impl Task for DaeTask<'_, '_> {
             .next()
     }
 
-    fn batch(
-        &mut self,
-        pool: &ThreadPool,
-        images: &[u32],
-        epoch: usize,
-        batch: usize,
-        grad: &mut [f32],
-    ) -> f64 {
+    fn batch(&mut self, pool: &ThreadPool, images: &[u32], epoch: usize, batch: usize) -> f64 {
         let stack: &DaeStack = self.stack;
         let (train, dae) = (&self.train, self.dae);
         let layer = dae.layer;
@@ -754,8 +779,29 @@ impl Task for DaeTask<'_, '_> {
                 });
             }
         }
-        reduce_in_order(pool, &self.chunks, |ch| &ch.grad, grad);
         self.chunks.iter().map(|ch| ch.loss).sum::<f64>() / rows as f64 + penalty
+    }
+
+    fn step(
+        &mut self,
+        pool: &ThreadPool,
+        grad: &mut [f32],
+        opt: &mut OptimizerState,
+        lr: f32,
+        decay: f32,
+    ) {
+        let range = self.stack.layer_range(self.dae.layer);
+        let params = &mut self.stack.params_mut()[range];
+        reduce_and_step(
+            pool,
+            &self.chunks,
+            |ch| &ch.grad,
+            grad,
+            params,
+            opt,
+            lr,
+            decay,
+        );
     }
 
     fn evaluate(&mut self, pool: &ThreadPool) -> (Option<f64>, Option<f64>) {

@@ -485,6 +485,16 @@ fn bad_checkpoints_are_refused() {
     let err =
         train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &c, None).unwrap_err();
     assert!(err.to_string().contains("optimizer"), "{err}");
+    let mut c = cfg.clone();
+    c.batch_size = 8;
+    let err =
+        train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &c, None).unwrap_err();
+    assert!(err.to_string().contains("batch size 16"), "{err}");
+    let mut c = cfg.clone();
+    c.seed = 8;
+    let err =
+        train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &c, None).unwrap_err();
+    assert!(err.to_string().contains("seed"), "{err}");
     // The good one still resumes.
     let r = train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &cfg, None).unwrap();
     assert_eq!(r.resumed_epochs, 1);

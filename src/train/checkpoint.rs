@@ -31,6 +31,10 @@ pub struct Checkpoint {
     pub optimizer: String,
     pub epochs_completed: usize,
     pub seed: u64,
+    /// Minibatch size and training images: a resumed run must use the same
+    /// ones to continue the same curve.
+    pub batch_size: usize,
+    pub train_count: usize,
     #[serde(skip)]
     pub metrics: Vec<EpochMetrics>,
     #[serde(skip)]

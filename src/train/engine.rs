@@ -293,13 +293,23 @@ fn run<T: Task>(
             task.params().len(),
             opt.buf.len(),
         )?;
-        if ck.seed != cfg.seed {
+        let mismatch = if ck.seed != cfg.seed {
+            Some(format!(
+                "checkpoint has seed {}, this run seed {}",
+                ck.seed, cfg.seed
+            ))
+        } else if (ck.batch_size, ck.train_count) != (cfg.batch_size, train_count) {
+            Some(format!(
+                "checkpoint was trained with batch size {} on {} images, this run uses {} on {}",
+                ck.batch_size, ck.train_count, cfg.batch_size, train_count
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = mismatch {
             return Err(TrainError::Checkpoint {
                 path: ck_path,
-                reason: format!(
-                    "checkpoint has seed {}, this run seed {}",
-                    ck.seed, cfg.seed
-                ),
+                reason,
             });
         }
         task.params_mut().copy_from_slice(&ck.params);
@@ -384,6 +394,8 @@ fn run<T: Task>(
             optimizer: cfg.optimizer.name().to_string(),
             epochs_completed: epoch,
             seed: cfg.seed,
+            batch_size: cfg.batch_size,
+            train_count,
             metrics: metrics.clone(),
             params: task.params().to_vec(),
             optimizer_state: opt.buf.clone(),

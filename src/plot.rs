@@ -1,0 +1,862 @@
+//! Figures for the run folders and the report: learning curves and image grids, drawn with plotters.
+//!
+//! Every function takes plain data and writes one PNG. Text is rendered with the system's sans-serif font through
+//! fontconfig (Debian: `fonts-dejavu-core`); without any font the drawing fails with a [`PlotError`] instead of
+//! producing a figure without labels.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+/// Size in pixels of a [`line_chart`]; [`line_chart_panels`] places panels of this size side by side.
+pub const LINE_CHART_SIZE: (u32, u32) = (960, 600);
+
+const FONT: &str = "sans-serif";
+const TITLE_FONT_PX: u32 = 24;
+const ROW_LABEL_FONT_PX: u32 = 16;
+const TILE_LABEL_FONT_PX: u32 = 13;
+const MARGIN: u32 = 12;
+const TILE_GAP: u32 = 6;
+const BORDER: u32 = 1;
+const BORDER_COLOUR: RGBColor = RGBColor(110, 110, 110);
+const TEXT_COLOUR: RGBColor = RGBColor(20, 20, 20);
+
+/// Tableau 10: distinguishable colours, also in print and for the common colour-vision deficiencies.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// Why a figure could not be written. The message always names the output file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlotError {
+    /// The data cannot be drawn (wrong pixel count, no tiles, zero columns, ...).
+    InvalidInput { path: PathBuf, message: String },
+    /// Drawing or writing the PNG failed (unwritable folder, missing fonts, ...).
+    Draw { path: PathBuf, message: String },
+}
+
+impl fmt::Display for PlotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlotError::InvalidInput { path, message } => {
+                write!(f, "cannot draw figure {}: {message}", path.display())
+            }
+            PlotError::Draw { path, message } => {
+                write!(f, "cannot write figure {}: {message}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for PlotError {}
+
+fn invalid(path: &Path, message: impl Into<String>) -> PlotError {
+    PlotError::InvalidInput {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+fn draw_error(path: &Path, message: impl fmt::Display) -> PlotError {
+    PlotError::Draw {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// One curve of a [`LineChart`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Legend entry.
+    pub label: String,
+    /// (x, y) points in drawing order; non-finite points (and non-positive y on a log axis) are skipped.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A chart of one or more curves sharing axes, e.g. test accuracy against epoch for several runs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LineChart {
+    pub title: String,
+    /// Axis descriptions; include the unit, e.g. "epoch" or "cost (nats per image)".
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    /// Fixed y range; `None` fits the data with a small margin.
+    pub y_range: Option<(f64, f64)>,
+    /// Logarithmic y axis (for costs spanning decades).
+    pub log_y: bool,
+}
+
+/// Draws `chart` into a PNG of [`LINE_CHART_SIZE`] at `path`.
+pub fn line_chart(path: &Path, chart: &LineChart) -> Result<(), PlotError> {
+    check_png_path(path)?;
+    let root = BitMapBackend::new(path, LINE_CHART_SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw_error(path, e))?;
+    draw_line_chart(&root, chart).map_err(|e| draw_error(path, e))?;
+    root.present().map_err(|e| draw_error(path, e))
+}
+
+/// Draws several charts side by side (e.g. test accuracy and training cost) under one optional title, each panel
+/// [`LINE_CHART_SIZE`] (the title adds a band on top).
+pub fn line_chart_panels(
+    path: &Path,
+    title: Option<&str>,
+    panels: &[LineChart],
+) -> Result<(), PlotError> {
+    check_png_path(path)?;
+    if panels.is_empty() {
+        return Err(invalid(path, "no panels to draw"));
+    }
+    let size = line_chart_panels_size(title, panels.len());
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw_error(path, e))?;
+    let body = match title {
+        Some(title) => root
+            .titled(
+                title,
+                (FONT, TITLE_FONT_PX + 4).into_font().color(&TEXT_COLOUR),
+            )
+            .map_err(|e| draw_error(path, e))?,
+        None => root.clone(),
+    };
+    for (area, chart) in body.split_evenly((1, panels.len())).iter().zip(panels) {
+        draw_line_chart(area, chart).map_err(|e| draw_error(path, e))?;
+    }
+    root.present().map_err(|e| draw_error(path, e))
+}
+
+/// Pixel size of the PNG that [`line_chart_panels`] writes.
+pub fn line_chart_panels_size(title: Option<&str>, panel_count: usize) -> (u32, u32) {
+    let title_band = if title.is_some() {
+        TITLE_FONT_PX + 20
+    } else {
+        0
+    };
+    (
+        LINE_CHART_SIZE.0 * panel_count.max(1) as u32,
+        LINE_CHART_SIZE.1 + title_band,
+    )
+}
+
+fn finite_points(chart: &LineChart) -> impl Iterator<Item = (f64, f64)> + '_ {
+    let log_y = chart.log_y;
+    chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(move |&(x, y)| x.is_finite() && y.is_finite() && (!log_y || y > 0.0))
+}
+
+/// A non-empty range containing `lo..hi`, padded by `pad` of its span.
+fn padded(lo: f64, hi: f64, pad: f64) -> (f64, f64) {
+    if !lo.is_finite() || !hi.is_finite() {
+        return (0.0, 1.0);
+    }
+    if hi - lo <= f64::EPSILON * lo.abs().max(1.0) {
+        let half = (lo.abs() * 0.05).max(0.5);
+        return (lo - half, hi + half);
+    }
+    let span = hi - lo;
+    (lo - pad * span, hi + pad * span)
+}
+
+fn draw_line_chart(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    chart: &LineChart,
+) -> Result<(), String> {
+    let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for (x, y) in finite_points(chart) {
+        x_lo = x_lo.min(x);
+        x_hi = x_hi.max(x);
+        y_lo = y_lo.min(y);
+        y_hi = y_hi.max(y);
+    }
+    let (x_lo, x_hi) = if x_lo <= x_hi {
+        padded(x_lo, x_hi, 0.0)
+    } else {
+        (0.0, 1.0)
+    };
+    let (y_lo, y_hi) = match chart.y_range {
+        Some((lo, hi))
+            if lo.is_finite() && hi.is_finite() && lo < hi && (!chart.log_y || lo > 0.0) =>
+        {
+            (lo, hi)
+        }
+        _ if y_lo > y_hi => {
+            if chart.log_y {
+                (0.1, 10.0)
+            } else {
+                (0.0, 1.0)
+            }
+        }
+        // Whole decades, so a log axis always shows at least two labelled ticks.
+        _ if chart.log_y => (
+            10f64.powf(y_lo.log10().floor()),
+            10f64.powf((y_hi.log10().ceil()).max(y_lo.log10().floor() + 1.0)),
+        ),
+        _ => padded(y_lo, y_hi, 0.05),
+    };
+    let legend_at = legend_position(chart, (x_lo, x_hi), (y_lo, y_hi));
+
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(
+            &chart.title,
+            (FONT, TITLE_FONT_PX).into_font().color(&TEXT_COLOUR),
+        )
+        .margin(18)
+        .x_label_area_size(58)
+        .y_label_area_size(86);
+    if chart.log_y {
+        let mut ctx = builder
+            .build_cartesian_2d(x_lo..x_hi, (y_lo..y_hi).log_scale())
+            .map_err(|e| e.to_string())?;
+        draw_mesh_and_series(&mut ctx, chart, legend_at)
+    } else {
+        let mut ctx = builder
+            .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
+            .map_err(|e| e.to_string())?;
+        draw_mesh_and_series(&mut ctx, chart, legend_at)
+    }
+}
+
+fn draw_mesh_and_series<'a, Y>(
+    ctx: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
+    chart: &LineChart,
+    legend_at: SeriesLabelPosition,
+) -> Result<(), String>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    ctx.configure_mesh()
+        .x_desc(&chart.x_label)
+        .y_desc(&chart.y_label)
+        .axis_desc_style((FONT, 18).into_font().color(&TEXT_COLOUR))
+        .label_style((FONT, 15).into_font().color(&TEXT_COLOUR))
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(205, 205, 205))
+        .x_labels(10)
+        .y_labels(10)
+        .x_label_formatter(&|v| tick_label(*v))
+        .y_label_formatter(&|v| tick_label(*v))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let mut any_labelled = false;
+    for (index, series) in chart.series.iter().enumerate() {
+        let colour = PALETTE[index % PALETTE.len()];
+        let log_y = chart.log_y;
+        let points: Vec<(f64, f64)> = series
+            .points
+            .iter()
+            .copied()
+            .filter(|&(x, y)| x.is_finite() && y.is_finite() && (!log_y || y > 0.0))
+            .collect();
+        // Short series (a few epochs) get point markers, so single points and sparse data stay visible.
+        let markers = if points.len() <= 30 {
+            points.clone()
+        } else {
+            Vec::new()
+        };
+        ctx.draw_series(
+            markers
+                .into_iter()
+                .map(|p| Circle::new(p, 3, colour.filled())),
+        )
+        .map_err(|e| e.to_string())?;
+        let drawn = ctx
+            .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+            .map_err(|e| e.to_string())?;
+        if !series.label.is_empty() {
+            any_labelled = true;
+            drawn.label(series.label.as_str()).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(3))
+            });
+        }
+    }
+    if any_labelled {
+        ctx.configure_series_labels()
+            .position(legend_at)
+            .margin(14)
+            .label_font((FONT, 16).into_font().color(&TEXT_COLOUR))
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(160, 160, 160))
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Axis tick text without float noise: "10" rather than "10.0", "0.98" rather than "0.9800000000000001".
+fn tick_label(v: f64) -> String {
+    if v != 0.0 && (v.abs() >= 1e6 || v.abs() < 1e-4) {
+        return format!("{v:.1e}");
+    }
+    let text = format!("{v:.6}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.into()
+    }
+}
+
+/// The legend goes into the plot corner with the fewest data points: lower right for rising accuracy curves, upper
+/// right for falling costs.
+fn legend_position(chart: &LineChart, x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
+    let to_unit = |v: f64, (lo, hi): (f64, f64), log: bool| {
+        if log {
+            (v.ln() - lo.ln()) / (hi.ln() - lo.ln())
+        } else {
+            (v - lo) / (hi - lo)
+        }
+    };
+    // Corner boxes roughly the size of a legend: 40% of the width, 35% of the height.
+    let corners = [
+        (SeriesLabelPosition::LowerRight, (0.6, 1.0), (0.0, 0.35)),
+        (SeriesLabelPosition::UpperRight, (0.6, 1.0), (0.65, 1.0)),
+        (SeriesLabelPosition::LowerLeft, (0.0, 0.4), (0.0, 0.35)),
+        (SeriesLabelPosition::UpperLeft, (0.0, 0.4), (0.65, 1.0)),
+    ];
+    let mut counts = [0usize; 4];
+    for (px, py) in finite_points(chart) {
+        let (ux, uy) = (to_unit(px, x, false), to_unit(py, y, chart.log_y));
+        for (count, (_, cx, cy)) in counts.iter_mut().zip(&corners) {
+            if ux >= cx.0 && ux <= cx.1 && uy >= cy.0 && uy <= cy.1 {
+                *count += 1;
+            }
+        }
+    }
+    let best = (0..corners.len()).min_by_key(|&i| counts[i]).unwrap_or(0);
+    corners[best].0.clone()
+}
+
+/// One image of an [`ImageGrid`]: a row-major `height x width` array of values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tile {
+    /// Drawn under the tile (shortened to the tile's width).
+    pub label: Option<String>,
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Vec<f32>,
+}
+
+impl Tile {
+    pub fn new(width: usize, height: usize, pixels: Vec<f32>) -> Self {
+        Tile {
+            label: None,
+            width,
+            height,
+            pixels,
+        }
+    }
+
+    pub fn labelled(
+        label: impl Into<String>,
+        width: usize,
+        height: usize,
+        pixels: Vec<f32>,
+    ) -> Self {
+        Tile {
+            label: Some(label.into()),
+            width,
+            height,
+            pixels,
+        }
+    }
+}
+
+/// How tile values map to colours.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Normalise {
+    /// Each tile stretched over the whole colour scale on its own (filters, weights, feature maps).
+    #[default]
+    PerTile,
+    /// One scale for all tiles, so brightness compares across tiles.
+    Global,
+    /// A fixed value range, e.g. `Fixed(0.0, 1.0)` for images and sigmoid activations.
+    Fixed(f32, f32),
+}
+
+/// Colour scale of an image grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Colormap {
+    /// Low values black, high values white.
+    #[default]
+    Gray,
+    /// Blue for negative, white for zero, red for positive; the range is made symmetric around zero unless it is
+    /// [`Normalise::Fixed`].
+    Diverging,
+}
+
+/// A grid of tiles, e.g. the 15 conv1 filters or the weights of 100 DAE units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageGrid {
+    pub title: String,
+    pub tiles: Vec<Tile>,
+    /// Tiles per row.
+    pub columns: usize,
+    /// Screen pixels per tile pixel (nearest-neighbour upscaling).
+    pub scale: u32,
+    pub normalise: Normalise,
+    pub colormap: Colormap,
+}
+
+/// Several labelled rows of tiles, each row with its own tile size, e.g. the feature maps of one digit at conv1,
+/// pool1, conv2 and pool2. Each row is upscaled so its tiles are about `tile_px` pixels tall.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRows {
+    pub title: String,
+    pub rows: Vec<TileRow>,
+    pub tile_px: u32,
+    pub normalise: Normalise,
+    pub colormap: Colormap,
+}
+
+/// One labelled row of an [`ImageRows`] figure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileRow {
+    pub label: String,
+    pub tiles: Vec<Tile>,
+}
+
+/// Layout of one band of tiles (a grid, or one row of an [`ImageRows`]).
+struct Band<'a> {
+    label: Option<&'a str>,
+    tiles: &'a [Tile],
+    columns: usize,
+    scale: u32,
+    cell_w: u32,
+    cell_h: u32,
+    tile_label_h: u32,
+}
+
+impl Band<'_> {
+    fn rows(&self) -> u32 {
+        self.tiles.len().div_ceil(self.columns) as u32
+    }
+    fn label_h(&self) -> u32 {
+        if self.label.is_some() {
+            ROW_LABEL_FONT_PX + 10
+        } else {
+            0
+        }
+    }
+    fn width(&self) -> u32 {
+        let cols = self.columns.min(self.tiles.len()).max(1) as u32;
+        cols * self.cell_w + (cols - 1) * TILE_GAP
+    }
+    fn height(&self) -> u32 {
+        let rows = self.rows();
+        self.label_h()
+            + rows * (self.cell_h + self.tile_label_h)
+            + rows.saturating_sub(1) * TILE_GAP
+    }
+}
+
+fn band<'a>(label: Option<&'a str>, tiles: &'a [Tile], columns: usize, scale: u32) -> Band<'a> {
+    let max_w = tiles.iter().map(|t| t.width).max().unwrap_or(1) as u32;
+    let max_h = tiles.iter().map(|t| t.height).max().unwrap_or(1) as u32;
+    let tile_label_h = if tiles.iter().any(|t| t.label.is_some()) {
+        TILE_LABEL_FONT_PX + 6
+    } else {
+        0
+    };
+    Band {
+        label,
+        tiles,
+        columns,
+        scale,
+        cell_w: max_w * scale + 2 * BORDER,
+        cell_h: max_h * scale + 2 * BORDER,
+        tile_label_h,
+    }
+}
+
+fn check_tiles(path: &Path, tiles: &[Tile], what: &str) -> Result<(), PlotError> {
+    if tiles.is_empty() {
+        return Err(invalid(path, format!("{what} has no tiles")));
+    }
+    for (index, tile) in tiles.iter().enumerate() {
+        if tile.width == 0 || tile.height == 0 {
+            return Err(invalid(
+                path,
+                format!(
+                    "{what}: tile {index} is empty ({}x{})",
+                    tile.width, tile.height
+                ),
+            ));
+        }
+        if tile.pixels.len() != tile.width * tile.height {
+            return Err(invalid(
+                path,
+                format!(
+                    "{what}: tile {index} has {} values but is {}x{} = {}",
+                    tile.pixels.len(),
+                    tile.width,
+                    tile.height,
+                    tile.width * tile.height
+                ),
+            ));
+        }
+        if tile.width > 4096 || tile.height > 4096 {
+            return Err(invalid(
+                path,
+                format!("{what}: tile {index} is larger than 4096 pixels"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn title_width(title: &str) -> u32 {
+    if title.is_empty() {
+        return 0;
+    }
+    // If fonts are missing, drawing fails later with a clear error; here a generous estimate is enough.
+    (FONT, TITLE_FONT_PX)
+        .into_font()
+        .box_size(title)
+        .map(|(w, _)| w)
+        .unwrap_or(title.chars().count() as u32 * TITLE_FONT_PX * 6 / 10)
+}
+
+fn title_band(title: &str) -> u32 {
+    if title.is_empty() {
+        0
+    } else {
+        TITLE_FONT_PX + 16
+    }
+}
+
+fn checked_scale(path: &Path, scale: u32) -> Result<u32, PlotError> {
+    if scale == 0 || scale > 64 {
+        return Err(invalid(path, format!("scale {scale} is outside 1..=64")));
+    }
+    Ok(scale)
+}
+
+fn grid_band<'a>(path: &Path, grid: &'a ImageGrid) -> Result<Band<'a>, PlotError> {
+    check_tiles(path, &grid.tiles, "image grid")?;
+    if grid.columns == 0 {
+        return Err(invalid(path, "image grid has 0 columns"));
+    }
+    Ok(band(
+        None,
+        &grid.tiles,
+        grid.columns,
+        checked_scale(path, grid.scale)?,
+    ))
+}
+
+/// Pixel size of the PNG that [`image_grid`] writes for `grid`: margins, title band, and per tile the largest
+/// tile's size times `scale` plus a 1-pixel border, gaps of 6 pixels, and a label line when any tile has a label.
+pub fn image_grid_size(grid: &ImageGrid) -> Result<(u32, u32), PlotError> {
+    let path = Path::new("<image grid>");
+    let band = grid_band(path, grid)?;
+    Ok(canvas_size(&grid.title, std::slice::from_ref(&band)))
+}
+
+fn canvas_size(title: &str, bands: &[Band<'_>]) -> (u32, u32) {
+    let content_w = bands.iter().map(Band::width).max().unwrap_or(0);
+    let label_w = bands
+        .iter()
+        .filter_map(|b| b.label)
+        .map(|l| l.chars().count() as u32 * ROW_LABEL_FONT_PX * 6 / 10)
+        .max()
+        .unwrap_or(0);
+    let width = 2 * MARGIN + content_w.max(title_width(title)).max(label_w);
+    let gaps = bands.len().saturating_sub(1) as u32 * (2 * TILE_GAP);
+    let height =
+        2 * MARGIN + title_band(title) + bands.iter().map(Band::height).sum::<u32>() + gaps;
+    (width, height)
+}
+
+/// Draws `grid` into a PNG at `path`; its size is [`image_grid_size`].
+pub fn image_grid(path: &Path, grid: &ImageGrid) -> Result<(), PlotError> {
+    check_png_path(path)?;
+    let band = grid_band(path, grid)?;
+    let range = global_range(&grid.tiles, grid.normalise, grid.colormap);
+    draw_bands(
+        path,
+        &grid.title,
+        &[band],
+        grid.normalise,
+        grid.colormap,
+        range,
+    )
+}
+
+fn rows_bands<'a>(path: &Path, rows: &'a ImageRows) -> Result<Vec<Band<'a>>, PlotError> {
+    if rows.rows.is_empty() {
+        return Err(invalid(path, "image rows figure has no rows"));
+    }
+    if rows.tile_px == 0 || rows.tile_px > 1024 {
+        return Err(invalid(
+            path,
+            format!("tile_px {} is outside 1..=1024", rows.tile_px),
+        ));
+    }
+    rows.rows
+        .iter()
+        .map(|row| {
+            check_tiles(path, &row.tiles, &format!("row \"{}\"", row.label))?;
+            let tallest = row.tiles.iter().map(|t| t.height).max().unwrap_or(1) as u32;
+            let scale = (rows.tile_px as f32 / tallest as f32).round().max(1.0) as u32;
+            Ok(band(Some(&row.label), &row.tiles, row.tiles.len(), scale))
+        })
+        .collect()
+}
+
+/// Pixel size of the PNG that [`image_rows`] writes for `rows`.
+pub fn image_rows_size(rows: &ImageRows) -> Result<(u32, u32), PlotError> {
+    let bands = rows_bands(Path::new("<image rows>"), rows)?;
+    Ok(canvas_size(&rows.title, &bands))
+}
+
+/// Draws labelled rows of tiles into a PNG at `path`; its size is [`image_rows_size`]. With
+/// [`Normalise::Global`] the scale is shared by all rows.
+pub fn image_rows(path: &Path, rows: &ImageRows) -> Result<(), PlotError> {
+    check_png_path(path)?;
+    let bands = rows_bands(path, rows)?;
+    let all: Vec<Tile> = rows
+        .rows
+        .iter()
+        .flat_map(|r| r.tiles.iter().cloned())
+        .collect();
+    let range = global_range(&all, rows.normalise, rows.colormap);
+    draw_bands(
+        path,
+        &rows.title,
+        &bands,
+        rows.normalise,
+        rows.colormap,
+        range,
+    )
+}
+
+fn check_png_path(path: &Path) -> Result<(), PlotError> {
+    let is_png = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !is_png {
+        return Err(invalid(path, "the file name must end in .png"));
+    }
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(draw_error(
+            path,
+            format!("folder {} does not exist", dir.display()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The value range for `Global`/`Fixed`; `None` for per-tile normalisation.
+fn global_range(tiles: &[Tile], normalise: Normalise, colormap: Colormap) -> Option<(f32, f32)> {
+    match normalise {
+        Normalise::PerTile => None,
+        Normalise::Fixed(lo, hi) => Some((lo, hi)),
+        Normalise::Global => Some(value_range(
+            tiles.iter().flat_map(|t| t.pixels.iter().copied()),
+            colormap,
+        )),
+    }
+}
+
+fn value_range(values: impl Iterator<Item = f32>, colormap: Colormap) -> (f32, f32) {
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if lo > hi {
+        return (0.0, 1.0);
+    }
+    match colormap {
+        Colormap::Gray => (lo, hi),
+        Colormap::Diverging => {
+            let m = lo.abs().max(hi.abs());
+            (-m, m)
+        }
+    }
+}
+
+/// Maps `v` in `lo..hi` to a colour; constant tiles (lo == hi) show the middle of the scale, non-finite values
+/// show magenta so they cannot pass unnoticed.
+fn colour(v: f32, (lo, hi): (f32, f32), colormap: Colormap) -> [u8; 3] {
+    if !v.is_finite() {
+        return [255, 0, 255];
+    }
+    let t = if hi > lo {
+        ((v - lo) / (hi - lo)).clamp(0.0, 1.0)
+    } else {
+        0.5
+    };
+    match colormap {
+        Colormap::Gray => {
+            let g = (t * 255.0).round() as u8;
+            [g, g, g]
+        }
+        Colormap::Diverging => {
+            // Blue (33,102,172) -> white -> red (178,24,43), as ColorBrewer's RdBu ends.
+            let (end, s) = if t < 0.5 {
+                ([33.0, 102.0, 172.0], 1.0 - 2.0 * t)
+            } else {
+                ([178.0, 24.0, 43.0], 2.0 * t - 1.0)
+            };
+            let mix = |e: f32| (255.0 + (e - 255.0) * s).round() as u8;
+            [mix(end[0]), mix(end[1]), mix(end[2])]
+        }
+    }
+}
+
+fn tile_bitmap(tile: &Tile, scale: u32, range: (f32, f32), colormap: Colormap) -> Vec<u8> {
+    let (w, h, s) = (tile.width, tile.height, scale as usize);
+    let mut rgb = vec![0u8; w * s * h * s * 3];
+    for y in 0..h * s {
+        for x in 0..w * s {
+            let c = colour(tile.pixels[(y / s) * w + x / s], range, colormap);
+            let at = (y * w * s + x) * 3;
+            rgb[at..at + 3].copy_from_slice(&c);
+        }
+    }
+    rgb
+}
+
+/// Shortens `text` so it fits `width` pixels at `font_px`.
+fn fit_label(text: &str, width: u32, font_px: u32) -> String {
+    let font = (FONT, font_px).into_font();
+    let fits = |s: &str| font.box_size(s).map(|(w, _)| w <= width).unwrap_or(true);
+    if fits(text) {
+        return text.to_string();
+    }
+    let mut chars: Vec<char> = text.chars().collect();
+    while !chars.is_empty() {
+        chars.pop();
+        let candidate: String = chars.iter().collect::<String>() + "…";
+        if fits(&candidate) {
+            return candidate;
+        }
+    }
+    String::new()
+}
+
+fn draw_bands(
+    path: &Path,
+    title: &str,
+    bands: &[Band<'_>],
+    normalise: Normalise,
+    colormap: Colormap,
+    shared_range: Option<(f32, f32)>,
+) -> Result<(), PlotError> {
+    let size = canvas_size(title, bands);
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    let err = |e: DrawingAreaErrorKind<_>| draw_error(path, e);
+    root.fill(&WHITE).map_err(err)?;
+    let mut y = MARGIN as i32;
+    if !title.is_empty() {
+        let style = (FONT, TITLE_FONT_PX)
+            .into_font()
+            .color(&TEXT_COLOUR)
+            .pos(Pos::new(HPos::Center, VPos::Top));
+        root.draw(&Text::new(title, (size.0 as i32 / 2, y), style))
+            .map_err(err)?;
+        y += title_band(title) as i32;
+    }
+    for band in bands {
+        if let Some(label) = band.label {
+            let style = (FONT, ROW_LABEL_FONT_PX).into_font().color(&TEXT_COLOUR);
+            root.draw(&Text::new(label, (MARGIN as i32, y + 2), style))
+                .map_err(err)?;
+            y += band.label_h() as i32;
+        }
+        for (index, tile) in band.tiles.iter().enumerate() {
+            let (col, row) = ((index % band.columns) as u32, (index / band.columns) as u32);
+            let cell_x = (MARGIN + col * (band.cell_w + TILE_GAP)) as i32;
+            let cell_y = y + (row * (band.cell_h + band.tile_label_h + TILE_GAP)) as i32;
+            // Smaller tiles sit centred in the cell of the largest one.
+            let (tw, th) = (
+                tile.width as u32 * band.scale,
+                tile.height as u32 * band.scale,
+            );
+            let x0 = cell_x + ((band.cell_w - 2 * BORDER - tw) / 2) as i32;
+            let y0 = cell_y + ((band.cell_h - 2 * BORDER - th) / 2) as i32;
+            let range = match normalise {
+                Normalise::PerTile => value_range(tile.pixels.iter().copied(), colormap),
+                _ => shared_range.unwrap_or((0.0, 1.0)),
+            };
+            let bitmap = tile_bitmap(tile, band.scale, range, colormap);
+            let element = BitMapElement::<_>::with_owned_buffer(
+                (x0 + BORDER as i32, y0 + BORDER as i32),
+                (tw, th),
+                bitmap,
+            )
+            .ok_or_else(|| draw_error(path, "internal error: tile bitmap has the wrong size"))?;
+            root.draw(&element).map_err(err)?;
+            root.draw(&Rectangle::new(
+                [(x0, y0), (x0 + tw as i32 + 1, y0 + th as i32 + 1)],
+                BORDER_COLOUR.stroke_width(BORDER),
+            ))
+            .map_err(err)?;
+            if let Some(label) = &tile.label {
+                let text = fit_label(label, band.cell_w, TILE_LABEL_FONT_PX);
+                let style = (FONT, TILE_LABEL_FONT_PX)
+                    .into_font()
+                    .color(&TEXT_COLOUR)
+                    .pos(Pos::new(HPos::Center, VPos::Top));
+                let at = (
+                    cell_x + band.cell_w as i32 / 2,
+                    cell_y + band.cell_h as i32 + 3,
+                );
+                root.draw(&Text::new(text, at, style)).map_err(err)?;
+            }
+        }
+        y += (band.height() - band.label_h() + 2 * TILE_GAP) as i32;
+    }
+    root.present().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diverging_maps_zero_to_white_and_ends_to_blue_and_red() {
+        let range = (-2.0, 2.0);
+        assert_eq!(colour(0.0, range, Colormap::Diverging), [255, 255, 255]);
+        assert_eq!(colour(-2.0, range, Colormap::Diverging), [33, 102, 172]);
+        assert_eq!(colour(2.0, range, Colormap::Diverging), [178, 24, 43]);
+    }
+
+    #[test]
+    fn gray_constant_tile_is_mid_gray_and_nan_is_magenta() {
+        assert_eq!(colour(3.0, (3.0, 3.0), Colormap::Gray), [128, 128, 128]);
+        assert_eq!(colour(f32::NAN, (0.0, 1.0), Colormap::Gray), [255, 0, 255]);
+    }
+
+    #[test]
+    fn diverging_range_is_symmetric() {
+        assert_eq!(
+            value_range([-1.0, 3.0].into_iter(), Colormap::Diverging),
+            (-3.0, 3.0)
+        );
+        assert_eq!(
+            value_range([f32::NAN].into_iter(), Colormap::Gray),
+            (0.0, 1.0)
+        );
+    }
+}

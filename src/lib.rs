@@ -1,10 +1,12 @@
 //! vcortex: fast CPU reproduction of six classic MNIST experiments.
 
+pub mod cli;
 pub mod data;
-pub mod plot;
-pub mod report;
-
-pub use vcortex_kernels as kernels;
+pub mod error;
 pub mod model;
 pub mod nn;
+pub mod plot;
+pub mod report;
 pub mod train;
+
+pub use vcortex_kernels as kernels;

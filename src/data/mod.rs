@@ -1,7 +1,24 @@
 //! Datasets: IDX files (MNIST and any dataset of the same form), memory-mapped.
 //!
-//! PLACEHOLDER for issue 2: only the `Split` view below is fixed; the loader
-//! (`Dataset::load`) that produces it lands with the foundation work.
+//! [`Dataset::load`] opens a directory holding the four standard files, raw or
+//! gzipped; gzipped ones are decompressed once into a cache (see [`cache`]) and
+//! every raw file is memory-mapped, so [`Split`] borrows pixels with no copy.
+
+pub mod cache;
+mod dataset;
+mod error;
+pub mod idx;
+
+pub use cache::{CacheLocation, LoadOptions};
+pub use dataset::{
+    open_dataset_file, Dataset, DEFAULT_DATA_DIR, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES,
+    TRAIN_LABELS,
+};
+pub use error::DataError;
+pub use idx::{parse_idx, parse_idx_header, IdxError, IdxFile, IdxHeader, IdxRole};
+
+/// Number of classes; loaded labels are checked to lie in `0..NUM_CLASSES`.
+pub const NUM_CLASSES: usize = 10;
 
 /// A borrowed view of images and labels: `count` images of `rows x cols`
 /// bytes each, stored contiguously, and one label byte per image.
@@ -38,5 +55,29 @@ impl<'a> Split<'a> {
     pub fn image(&self, i: usize) -> &'a [u8] {
         let len = self.image_len();
         &self.images[i * len..(i + 1) * len]
+    }
+}
+
+impl Split<'_> {
+    /// How many examples of each class. [`Dataset::load`] guarantees every
+    /// label is below `NUM_CLASSES`; others (in a hand-made split) are not counted.
+    pub fn label_counts(&self) -> [usize; NUM_CLASSES] {
+        let mut counts = [0; NUM_CLASSES];
+        for &label in self.labels {
+            if let Some(count) = counts.get_mut(usize::from(label)) {
+                *count += 1;
+            }
+        }
+        counts
+    }
+
+    /// Mean pixel value scaled to [0, 1] (0 for an empty split).
+    pub fn pixel_mean(&self) -> f64 {
+        if self.images.is_empty() {
+            return 0.0;
+        }
+        // u64 cannot overflow: at most 255 per byte of an addressable slice.
+        let sum: u64 = self.images.iter().map(|&p| u64::from(p)).sum();
+        sum as f64 / (255.0 * self.images.len() as f64)
     }
 }

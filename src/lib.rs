@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod experiments;
 pub mod model;
 pub mod nn;
 pub mod plot;

@@ -72,9 +72,15 @@ fn invalid(path: &Path, message: impl Into<String>) -> PlotError {
 }
 
 fn draw_error(path: &Path, message: impl fmt::Display) -> PlotError {
+    let mut message = message.to_string();
+    if message.to_ascii_lowercase().contains("font") {
+        message.push_str(
+            " (install a sans-serif font for fontconfig, e.g. Debian's fonts-dejavu-core)",
+        );
+    }
     PlotError::Draw {
         path: path.to_path_buf(),
-        message: message.to_string(),
+        message,
     }
 }
 
@@ -409,7 +415,8 @@ pub struct ImageGrid {
     pub tiles: Vec<Tile>,
     /// Tiles per row.
     pub columns: usize,
-    /// Screen pixels per tile pixel (nearest-neighbour upscaling).
+    /// Screen pixels per tile pixel (nearest-neighbour upscaling). Tiles read well at 50-80 pixels: e.g. 8 for
+    /// 9x9 filters, 3 for 20x20 maps, 2 for 28x28 weights of 100 units. The report shows figures at their size.
     pub scale: u32,
     pub normalise: Normalise,
     pub colormap: Colormap,
@@ -522,16 +529,21 @@ fn check_tiles(path: &Path, tiles: &[Tile], what: &str) -> Result<(), PlotError>
     Ok(())
 }
 
+fn text_width(text: &str, font_px: u32) -> u32 {
+    // If fonts are missing, drawing fails later with a clear error; here an estimate is enough.
+    (FONT, font_px)
+        .into_font()
+        .box_size(text)
+        .map(|(w, _)| w)
+        .unwrap_or(text.chars().count() as u32 * font_px * 6 / 10)
+}
+
 fn title_width(title: &str) -> u32 {
     if title.is_empty() {
-        return 0;
+        0
+    } else {
+        text_width(title, TITLE_FONT_PX)
     }
-    // If fonts are missing, drawing fails later with a clear error; here a generous estimate is enough.
-    (FONT, TITLE_FONT_PX)
-        .into_font()
-        .box_size(title)
-        .map(|(w, _)| w)
-        .unwrap_or(title.chars().count() as u32 * TITLE_FONT_PX * 6 / 10)
 }
 
 fn title_band(title: &str) -> u32 {
@@ -575,7 +587,7 @@ fn canvas_size(title: &str, bands: &[Band<'_>]) -> (u32, u32) {
     let label_w = bands
         .iter()
         .filter_map(|b| b.label)
-        .map(|l| l.chars().count() as u32 * ROW_LABEL_FONT_PX * 6 / 10)
+        .map(|l| text_width(l, ROW_LABEL_FONT_PX))
         .max()
         .unwrap_or(0);
     let width = 2 * MARGIN + content_w.max(title_width(title)).max(label_w);

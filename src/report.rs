@@ -103,7 +103,7 @@ const HEADLINE_RESULTS: &[(&str, &str)] = &[
     ("first_epoch_reaching_0_97", "First epoch reaching 0.97"),
     ("final_train_cost", "Final training cost"),
     ("epochs_completed", "Epochs completed"),
-    ("wall_seconds", "Wall time (s)"),
+    ("wall_seconds", "Wall time"),
 ];
 
 /// A figure found for a run or for the study.
@@ -710,9 +710,9 @@ fn html_figure(out: &mut String, figure: &Figure) {
         Ok(bytes) => {
             let mime = image_mime(&figure.relative).unwrap_or("image/png");
             let data = base64::engine::general_purpose::STANDARD.encode(bytes);
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                "<figure><img src=\"data:{mime};base64,{data}\" alt=\"{alt}\"><figcaption>{caption}</figcaption></figure>\n",
+                "<figure><img src=\"data:{mime};base64,{data}\" alt=\"{alt}\"><figcaption>{caption}</figcaption></figure>",
                 alt = escape_html(&figure.caption),
                 caption = escape_html(&figure.caption),
             );
@@ -756,7 +756,7 @@ fn render_html(study: &Study, runs: &[Run]) -> String {
         .into_iter()
         .map(|(k, v)| vec![k, v])
         .collect();
-    html_table(&mut out, Some("Machine"), &["", ""], &env);
+    html_table(&mut out, Some("Machine"), &["Property", "Value"], &env);
     if runs.is_empty() {
         out.push_str("<p class=\"missing\">No run folders (with a summary.json) were found.</p>\n");
     } else {
@@ -842,17 +842,21 @@ fn render_html(study: &Study, runs: &[Run]) -> String {
         out.push_str("</div>\n<div>\n");
         let (reference_label, results) = results_rows(run);
         let caption = match reference_label {
-            Some(label) => format!("Results (seed report: {label})"),
+            Some(label) => format!("Results (seed report column: {label})"),
             None => "Results".to_string(),
         };
         let results: Vec<Vec<String>> =
             results.into_iter().map(|(a, b, c)| vec![a, b, c]).collect();
-        html_table(
-            &mut out,
-            Some(&caption),
-            &["", "vcortex", "seed report"],
-            &results,
-        );
+        if results.is_empty() {
+            out.push_str("<p class=\"muted\">No results recorded.</p>\n");
+        } else {
+            html_table(
+                &mut out,
+                Some(&caption),
+                &["", "vcortex", "seed report"],
+                &results,
+            );
+        }
         out.push_str("</div>\n</div>\n");
         let command = run.text("command");
         if command != "-" {
@@ -927,7 +931,7 @@ fn render_markdown(study: &Study, runs: &[Run]) -> String {
         .into_iter()
         .map(|(k, v)| vec![k, v])
         .collect();
-    md_table(&mut out, &["Machine", ""], &env);
+    md_table(&mut out, &["Machine", "Value"], &env);
     if runs.is_empty() {
         out.push_str("No run folders (with a summary.json) were found.\n\n");
     } else {
@@ -1000,7 +1004,11 @@ fn render_markdown(study: &Study, runs: &[Run]) -> String {
         }
         let results: Vec<Vec<String>> =
             results.into_iter().map(|(a, b, c)| vec![a, b, c]).collect();
-        md_table(&mut out, &["Result", "vcortex", "seed report"], &results);
+        if results.is_empty() {
+            out.push_str("No results recorded.\n\n");
+        } else {
+            md_table(&mut out, &["Result", "vcortex", "seed report"], &results);
+        }
         let command = run.text("command");
         if command != "-" {
             let _ = writeln!(

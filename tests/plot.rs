@@ -43,7 +43,7 @@ fn out_dir() -> (Option<tempfile::TempDir>, PathBuf) {
 fn blob(width: usize, height: usize, seed: usize) -> Vec<f32> {
     let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
     let radius = 0.2 + 0.05 * (seed % 5) as f32;
-    let sign = if seed % 2 == 0 { 1.0 } else { -1.0 };
+    let sign = if seed.is_multiple_of(2) { 1.0 } else { -1.0 };
     (0..width * height)
         .map(|i| {
             let (x, y) = ((i % width) as f32 - cx, (i / width) as f32 - cy);

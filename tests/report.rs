@@ -230,6 +230,7 @@ fn html_has_contents_tables_and_escaped_text() {
         "1 h 02 min",
         "Comparison figures",
         "All runs, test accuracy",
+        "No results recorded.",
     ] {
         assert!(html.contains(expected), "report.html lacks {expected:?}");
     }
@@ -404,4 +405,43 @@ fn page_loads_in_headless_chromium() {
             .collect::<String>()
     );
     println!("chromium {} rendered the report", chromium.display());
+}
+
+#[test]
+fn without_study_json_stages_come_from_the_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, seconds) in [("b2", 125.0), ("b1", 30.5)] {
+        let run = tmp.path().join(name);
+        std::fs::create_dir(&run).unwrap();
+        let summary = serde_json::json!({
+            "name": name, "wall_seconds": seconds, "command": format!("vcortex run {name}"),
+            "simd": "avx512f", "threads": 2, "machine": "box"
+        });
+        std::fs::write(run.join("summary.json"), summary.to_string()).unwrap();
+    }
+    let md = std::fs::read_to_string(build(tmp.path()).unwrap().markdown).unwrap();
+    assert!(md.contains("| b1 | b1 | 30.5 s | vcortex run b1 |"), "{md}");
+    assert!(
+        md.contains("| b2 | b2 | 2 min 05 s | vcortex run b2 |"),
+        "{md}"
+    );
+    assert!(md.contains("total 2 min 36 s"), "{md}");
+    assert!(md.contains("| simd | avx512f |"), "{md}");
+    assert!(md.find("## b1").unwrap() < md.find("## b2").unwrap());
+}
+
+proptest::proptest! {
+    /// Escaped text has no markup characters left and unescapes to the original.
+    #[test]
+    fn escape_html_removes_markup(text in "\\PC{0,40}") {
+        let escaped = vcortex::report::escape_html(&text);
+        proptest::prop_assert!(!escaped.contains(['<', '>', '"', '\'']));
+        let unescaped = escaped
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&amp;", "&");
+        proptest::prop_assert_eq!(unescaped, text);
+    }
 }

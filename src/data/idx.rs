@@ -237,13 +237,18 @@ pub fn parse_idx_header(bytes: &[u8]) -> Result<IdxHeader, IdxError> {
     let overflow = || IdxError::SizeOverflow {
         dims: raw_dims.clone(),
     };
-    let mut data_len: usize = 1;
     let mut dims = Vec::with_capacity(raw_dims.len());
     for &d in &raw_dims {
-        let d = usize::try_from(d).map_err(|_| overflow())?;
-        data_len = data_len.checked_mul(d).ok_or_else(overflow)?;
-        dims.push(d);
+        dims.push(usize::try_from(d).map_err(|_| overflow())?);
     }
+    // A zero anywhere makes the product zero, even if a prefix would overflow.
+    let data_len = if dims.contains(&0) {
+        0
+    } else {
+        dims.iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(overflow)?
+    };
     if data_len.checked_add(header_len).is_none() {
         return Err(overflow());
     }

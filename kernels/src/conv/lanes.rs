@@ -1,0 +1,549 @@
+//! The batch-on-lanes direct convolution kernels.
+//!
+//! Layout: a group of `L` images (the SIMD width) is packed so that one vector
+//! holds the same pixel of every image in the group: `packed[(c * h + y) * w + x]`
+//! is a `V` whose lane `l` is image `n0 + l`. Every multiply-add then uses all
+//! lanes whatever the channel counts or image width (conv2's 20 channels and
+//! 6-wide rows waste nothing), the kernel offsets are plain address offsets, and
+//! the three passes share one register-tile scheme:
+//!
+//! * forward: a tile of `C` output channels x `X` output columns of one row is
+//!   held in `C * X` accumulators; each (ci, ky, kx) step loads `X` input
+//!   vectors and broadcasts `C` weights for `C * X` FMAs.
+//! * backward to the input: conv2's shape (6-wide output, 5-wide kernel) keeps a
+//!   whole 10-wide input-gradient row in registers and does exactly the useful
+//!   multiply-adds; other shapes run the forward tile over the zero-padded output
+//!   gradient with flipped, transposed filters.
+//! * backward to the filters: a tile of `C` output channels x `X` kernel columns
+//!   for one (ci, ky) accumulates over all output positions; lanes hold per-image
+//!   partial sums, reduced across lanes once at the end in a fixed order.
+//!
+//! Ragged groups (batch not a multiple of `L`) are zero-padded; padded lanes are
+//! never stored.
+
+use crate::conv::ConvShape;
+use crate::gemm::Activation;
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+mod width {
+    pub type V = wide::f32x16;
+    pub const L: usize = 16;
+    // 32 vector registers: up to ~24 accumulators plus operands.
+    pub const FWD_A: [usize; 2] = [5, 4]; // conv1: 15 = 3 * 5 channels, 20 = 5 * 4 columns
+    pub const FWD_B: [usize; 2] = [4, 6]; // conv2: 20 = 5 * 4 channels, 6 columns
+    pub const BWF_A: [usize; 2] = [5, 3]; // conv1: 15 channels, 9 = 3 * 3 kernel columns
+    pub const BWF_B: [usize; 2] = [4, 5]; // conv2: 20 channels, 5 kernel columns
+}
+
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma",
+    not(target_feature = "avx512f")
+))]
+mod width {
+    pub type V = wide::f32x8;
+    pub const L: usize = 8;
+    // 16 vector registers: at most 12 accumulators.
+    pub const FWD_A: [usize; 2] = [3, 4];
+    pub const FWD_B: [usize; 2] = [2, 6];
+    pub const BWF_A: [usize; 2] = [3, 3];
+    pub const BWF_B: [usize; 2] = [2, 5];
+}
+
+#[cfg(not(any(
+    all(target_arch = "x86_64", target_feature = "avx512f"),
+    all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )
+)))]
+mod width {
+    pub type V = wide::f32x4;
+    pub const L: usize = 4;
+    pub const FWD_A: [usize; 2] = [3, 4];
+    pub const FWD_B: [usize; 2] = [2, 6];
+    pub const BWF_A: [usize; 2] = [3, 3];
+    pub const BWF_B: [usize; 2] = [2, 5];
+}
+
+use width::{BWF_A, BWF_B, FWD_A, FWD_B};
+pub use width::{L, V};
+
+/// Packs images `n0 .. n0 + g` of `src` (each `planes x h x w`, NCHW) into
+/// `dst` (`planes x (h + 2 pad_y) x (w + 2 pad_x)` vectors), with zero borders
+/// and zero lanes from `g` on.
+#[allow(clippy::too_many_arguments)]
+fn pack_group(
+    src: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    pad_y: usize,
+    pad_x: usize,
+    n0: usize,
+    g: usize,
+    dst: &mut [V],
+) {
+    let (ph, pw) = (h + 2 * pad_y, w + 2 * pad_x);
+    assert!((1..=L).contains(&g) && dst.len() == planes * ph * pw);
+    let img = planes * h * w;
+    assert!(src.len() >= (n0 + g) * img);
+    if g < L || pad_y > 0 || pad_x > 0 {
+        dst.fill(V::ZERO);
+    }
+    let d: &mut [f32] = bytemuck::cast_slice_mut(dst);
+    // Row by row: the destination row (w vectors) stays in L1 while the g
+    // source rows are read contiguously.
+    for c in 0..planes {
+        for y in 0..h {
+            let row_start = ((c * ph + y + pad_y) * pw + pad_x) * L;
+            let drow = &mut d[row_start..row_start + w * L];
+            for l in 0..g {
+                let s = (n0 + l) * img + (c * h + y) * w;
+                for (cell, &v) in drow.chunks_exact_mut(L).zip(&src[s..s + w]) {
+                    cell[l] = v;
+                }
+            }
+        }
+    }
+}
+
+/// Writes lane `l < g` of `v` to `dst[l * stride]`.
+///
+/// # Safety
+/// `dst + l * stride` must be valid for writes for every `l < g`, and `g <= L`.
+#[inline(always)]
+unsafe fn scatter(v: V, dst: *mut f32, stride: usize, g: usize) {
+    let a = v.to_array();
+    for (l, &x) in a.iter().enumerate().take(g) {
+        // SAFETY: the caller guarantees lanes below g map to valid slots.
+        unsafe { *dst.add(l * stride) = x };
+    }
+}
+
+#[inline(always)]
+fn activate(v: V, act: Activation) -> V {
+    match act {
+        Activation::Identity => v,
+        Activation::Relu => v.max(V::ZERO),
+        Activation::Sigmoid => {
+            let mut a = v.to_array();
+            for x in &mut a {
+                *x = crate::reference::sigmoid(*x);
+            }
+            V::new(a)
+        }
+    }
+}
+
+/// A valid convolution of one packed group into g NCHW output images.
+struct PackedConv<'a> {
+    /// Packed input, `c_in x h x w` vectors.
+    xin: &'a [V],
+    c_in: usize,
+    h: usize,
+    w: usize,
+    /// `[c_out][c_in][kh][kw]`.
+    weight: &'a [f32],
+    c_out: usize,
+    kh: usize,
+    kw: usize,
+    bias: Option<&'a [f32]>,
+    act: Activation,
+}
+
+impl PackedConv<'_> {
+    fn oh(&self) -> usize {
+        self.h + 1 - self.kh
+    }
+    fn ow(&self) -> usize {
+        self.w + 1 - self.kw
+    }
+
+    /// Runs the whole convolution into `out` (g images of `c_out x oh x ow`).
+    fn run(&self, out: &mut [f32], g: usize) {
+        assert!(self.kh >= 1 && self.kw >= 1 && self.kh <= self.h && self.kw <= self.w);
+        assert_eq!(self.xin.len(), self.c_in * self.h * self.w);
+        assert_eq!(
+            self.weight.len(),
+            self.c_out * self.c_in * self.kh * self.kw
+        );
+        assert!(self.bias.is_none_or(|b| b.len() == self.c_out));
+        assert!((1..=L).contains(&g) && out.len() == g * self.c_out * self.oh() * self.ow());
+        let ow = self.ow();
+        let prefer_a = ow.is_multiple_of(FWD_A[1]) && !ow.is_multiple_of(FWD_B[1]);
+        match (self.kw, prefer_a) {
+            (9, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 9>(out, g),
+            (9, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 9>(out, g),
+            (5, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 5>(out, g),
+            (5, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 5>(out, g),
+            (_, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 0>(out, g),
+            (_, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 0>(out, g),
+        }
+    }
+
+    /// Covers the output with CM x XM tiles; leftover channels and columns get
+    /// 1-wide tiles. KW = 0 means "kernel width known only at run time".
+    fn tiles<const CM: usize, const XM: usize, const KW: usize>(&self, out: &mut [f32], g: usize) {
+        let (oh, ow, c_out) = (self.oh(), self.ow(), self.c_out);
+        let mut co0 = 0;
+        while co0 < c_out {
+            let full_c = c_out - co0 >= CM;
+            for y in 0..oh {
+                let mut x0 = 0;
+                while x0 < ow {
+                    let full_x = ow - x0 >= XM;
+                    // SAFETY: co0 + C <= c_out, x0 + X <= ow and y < oh hold by
+                    // the loop bounds, which is what `tile` requires; `run`
+                    // checked every buffer length against the shape.
+                    unsafe {
+                        match (full_c, full_x) {
+                            (true, true) => self.tile::<CM, XM, KW>(out, g, co0, y, x0),
+                            (true, false) => self.tile::<CM, 1, KW>(out, g, co0, y, x0),
+                            (false, true) => self.tile::<1, XM, KW>(out, g, co0, y, x0),
+                            (false, false) => self.tile::<1, 1, KW>(out, g, co0, y, x0),
+                        }
+                    }
+                    x0 += if full_x { XM } else { 1 };
+                }
+            }
+            co0 += if full_c { CM } else { 1 };
+        }
+    }
+
+    /// Output channels co0..co0+C, row y, columns x0..x0+X.
+    ///
+    /// # Safety
+    /// co0 + C <= c_out, y < oh, x0 + X <= ow, and the buffers match the shape
+    /// (checked in `run`).
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // acc[c][j] indexed by two loop counters
+    unsafe fn tile<const C: usize, const X: usize, const KW: usize>(
+        &self,
+        out: &mut [f32],
+        g: usize,
+        co0: usize,
+        y: usize,
+        x0: usize,
+    ) {
+        let kw = if KW == 0 { self.kw } else { KW };
+        debug_assert_eq!(kw, self.kw);
+        let (c_in, h, w, kh) = (self.c_in, self.h, self.w, self.kh);
+        let wstride = c_in * kh * kw;
+        let mut acc = [[V::ZERO; X]; C];
+        if let Some(b) = self.bias {
+            for (c, row) in acc.iter_mut().enumerate() {
+                *row = [V::splat(b[co0 + c]); X];
+            }
+        }
+        let xin = self.xin.as_ptr();
+        let wgt = self.weight.as_ptr().add(co0 * wstride);
+        for ci in 0..c_in {
+            for ky in 0..kh {
+                // SAFETY: the furthest input read is
+                // (ci, y + ky, x0 + X - 1 + kw - 1) with y + ky < h and
+                // x0 + X - 1 + kw - 1 < ow + kw - 1 = w; the furthest weight is
+                // (co0 + C - 1, ci, ky, kw - 1) < c_out * c_in * kh * kw.
+                let row = xin.add((ci * h + y + ky) * w + x0);
+                let wrow = wgt.add((ci * kh + ky) * kw);
+                for kx in 0..kw {
+                    let mut wv = [V::ZERO; C];
+                    for (c, v) in wv.iter_mut().enumerate() {
+                        *v = V::splat(*wrow.add(c * wstride + kx));
+                    }
+                    for j in 0..X {
+                        let xv = *row.add(kx + j);
+                        for c in 0..C {
+                            acc[c][j] = xv.mul_add(wv[c], acc[c][j]);
+                        }
+                    }
+                }
+            }
+        }
+        let (oh, ow) = (self.oh(), self.ow());
+        let img = self.c_out * oh * ow;
+        let base = out.as_mut_ptr().add(co0 * oh * ow + y * ow + x0);
+        for (c, row) in acc.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                // SAFETY: lane l < g goes to image l, channel co0 + c < c_out,
+                // row y < oh, column x0 + j < ow: inside out (g images).
+                scatter(activate(v, self.act), base.add(c * oh * ow + j), img, g);
+            }
+        }
+    }
+}
+
+/// Forward pass over the whole batch (single-threaded).
+pub fn forward(
+    s: &ConvShape,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    output: &mut [f32],
+    act: Activation,
+) {
+    let out_img = s.c_out * s.out_h() * s.out_w();
+    let mut xin = vec![V::ZERO; s.c_in * s.h * s.w];
+    for n0 in (0..s.batch).step_by(L) {
+        let g = L.min(s.batch - n0);
+        pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, &mut xin);
+        let job = PackedConv {
+            xin: &xin,
+            c_in: s.c_in,
+            h: s.h,
+            w: s.w,
+            weight,
+            c_out: s.c_out,
+            kh: s.kh,
+            kw: s.kw,
+            bias: Some(bias),
+            act,
+        };
+        job.run(&mut output[n0 * out_img..(n0 + g) * out_img], g);
+    }
+}
+
+/// Backward pass to the input over the whole batch (single-threaded, overwrites).
+pub fn backward_input(s: &ConvShape, grad_output: &[f32], weight: &[f32], grad_input: &mut [f32]) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let in_img = s.c_in * s.h * s.w;
+    if ow == 6 && s.kw == 5 {
+        // conv2's shape: whole input-gradient rows in registers, no wasted MACs.
+        let mut gp = vec![V::ZERO; s.c_out * oh * ow];
+        for n0 in (0..s.batch).step_by(L) {
+            let g = L.min(s.batch - n0);
+            pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, &mut gp);
+            let out = &mut grad_input[n0 * in_img..(n0 + g) * in_img];
+            backward_input_rows::<6, 5>(s, &gp, weight, out, g);
+        }
+        return;
+    }
+    // General shapes: a valid convolution of the zero-padded output gradient
+    // with the filters flipped in both axes and c_in <-> c_out swapped.
+    let (kh, kw) = (s.kh, s.kw);
+    let mut flipped = vec![0.0f32; s.weight_len()];
+    for co in 0..s.c_out {
+        for ci in 0..s.c_in {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    flipped[((ci * s.c_out + co) * kh + ky) * kw + kx] =
+                        weight[((co * s.c_in + ci) * kh + kh - 1 - ky) * kw + kw - 1 - kx];
+                }
+            }
+        }
+    }
+    let (ph, pw) = (oh + 2 * (kh - 1), ow + 2 * (kw - 1));
+    let mut gp = vec![V::ZERO; s.c_out * ph * pw];
+    for n0 in (0..s.batch).step_by(L) {
+        let g = L.min(s.batch - n0);
+        pack_group(grad_output, s.c_out, oh, ow, kh - 1, kw - 1, n0, g, &mut gp);
+        let job = PackedConv {
+            xin: &gp,
+            c_in: s.c_out,
+            h: ph,
+            w: pw,
+            weight: &flipped,
+            c_out: s.c_in,
+            kh,
+            kw,
+            bias: None,
+            act: Activation::Identity,
+        };
+        job.run(&mut grad_input[n0 * in_img..(n0 + g) * in_img], g);
+    }
+}
+
+/// Input-gradient rows computed as 1-D full correlations held in registers:
+/// row iy of channel ci sums, over co and the valid ky, the OW-wide output
+/// gradient row iy - ky spread by the KW filter taps.
+fn backward_input_rows<const OW: usize, const KW: usize>(
+    s: &ConvShape,
+    gp: &[V],
+    weight: &[f32],
+    out: &mut [f32],
+    g: usize,
+) {
+    const MAXW: usize = 16;
+    let wn = OW + KW - 1;
+    let (oh, kh, c_in, c_out) = (s.out_h(), s.kh, s.c_in, s.c_out);
+    assert!(wn <= MAXW && s.w == wn && s.kw == KW && s.out_w() == OW);
+    assert!(gp.len() == c_out * oh * OW && weight.len() == s.weight_len());
+    let in_img = c_in * s.h * wn;
+    assert!((1..=L).contains(&g) && out.len() == g * in_img);
+    let gptr = gp.as_ptr();
+    let wptr = weight.as_ptr();
+    for ci in 0..c_in {
+        for iy in 0..s.h {
+            // Output rows y = iy - ky must lie in 0..oh.
+            let ky_lo = (iy + 1).saturating_sub(oh);
+            let ky_hi = iy.min(kh - 1);
+            let mut acc = [V::ZERO; MAXW];
+            for co in 0..c_out {
+                for ky in ky_lo..=ky_hi {
+                    // SAFETY: co < c_out, iy - ky < oh (ky >= ky_lo) and
+                    // x < OW index gp (c_out * oh * OW); the weight index
+                    // (co, ci, ky, kx) with ky < kh, kx < KW is in range.
+                    unsafe {
+                        let grow = gptr.add((co * oh + iy - ky) * OW);
+                        let gv: [V; OW] = core::array::from_fn(|x| *grow.add(x));
+                        let wrow = wptr.add(((co * c_in + ci) * kh + ky) * KW);
+                        for kx in 0..KW {
+                            let wb = V::splat(*wrow.add(kx));
+                            for x in 0..OW {
+                                acc[x + kx] = gv[x].mul_add(wb, acc[x + kx]);
+                            }
+                        }
+                    }
+                }
+            }
+            let base = (ci * s.h + iy) * wn;
+            for (x, &v) in acc.iter().enumerate().take(wn) {
+                // SAFETY: lane l < g writes image l, channel ci < c_in, row
+                // iy < h, column x < w: inside out (g images of in_img).
+                unsafe { scatter(v, out.as_mut_ptr().add(base + x), in_img, g) };
+            }
+        }
+    }
+}
+
+/// Filter and bias gradients over the whole batch (single-threaded, overwrites).
+pub fn backward_filter(
+    s: &ConvShape,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+    grad_bias: &mut [f32],
+) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let mut xin = vec![V::ZERO; s.c_in * s.h * s.w];
+    let mut gp = vec![V::ZERO; s.c_out * oh * ow];
+    // Per-lane partial sums; lane l sums images l, l + L, ... in batch order.
+    let mut wacc = vec![V::ZERO; s.weight_len()];
+    let mut bacc = vec![V::ZERO; s.c_out];
+    let use_b = s.kw.is_multiple_of(BWF_B[1]) || !s.kw.is_multiple_of(BWF_A[1]);
+    for n0 in (0..s.batch).step_by(L) {
+        let g = L.min(s.batch - n0);
+        pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, &mut xin);
+        pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, &mut gp);
+        for (co, b) in bacc.iter_mut().enumerate() {
+            for &v in &gp[co * oh * ow..(co + 1) * oh * ow] {
+                *b += v;
+            }
+        }
+        if use_b {
+            filter_tiles::<{ BWF_B[0] }, { BWF_B[1] }>(s, &xin, &gp, &mut wacc);
+        } else {
+            filter_tiles::<{ BWF_A[0] }, { BWF_A[1] }>(s, &xin, &gp, &mut wacc);
+        }
+    }
+    for (d, v) in grad_weight.iter_mut().zip(&wacc) {
+        *d = v.reduce_add();
+    }
+    for (d, v) in grad_bias.iter_mut().zip(&bacc) {
+        *d = v.reduce_add();
+    }
+}
+
+/// Covers the filter gradient with CM (channels) x XM (kernel columns) tiles.
+fn filter_tiles<const CM: usize, const XM: usize>(
+    s: &ConvShape,
+    xin: &[V],
+    gp: &[V],
+    wacc: &mut [V],
+) {
+    assert!(xin.len() == s.input_len() / s.batch && gp.len() == s.output_len() / s.batch);
+    assert_eq!(wacc.len(), s.weight_len());
+    let mut co0 = 0;
+    while co0 < s.c_out {
+        let full_c = s.c_out - co0 >= CM;
+        for ci in 0..s.c_in {
+            for ky in 0..s.kh {
+                let mut kx0 = 0;
+                while kx0 < s.kw {
+                    let full_x = s.kw - kx0 >= XM;
+                    // SAFETY: co0 + C <= c_out, kx0 + X <= kw, ci < c_in and
+                    // ky < kh by the loop bounds; lengths checked above.
+                    unsafe {
+                        match (full_c, full_x) {
+                            (true, true) => {
+                                filter_tile::<CM, XM>(s, xin, gp, wacc, co0, ci, ky, kx0)
+                            }
+                            (true, false) => {
+                                filter_tile::<CM, 1>(s, xin, gp, wacc, co0, ci, ky, kx0)
+                            }
+                            (false, true) => {
+                                filter_tile::<1, XM>(s, xin, gp, wacc, co0, ci, ky, kx0)
+                            }
+                            (false, false) => {
+                                filter_tile::<1, 1>(s, xin, gp, wacc, co0, ci, ky, kx0)
+                            }
+                        }
+                    }
+                    kx0 += if full_x { XM } else { 1 };
+                }
+            }
+        }
+        co0 += if full_c { CM } else { 1 };
+    }
+}
+
+/// dW[co0..co0+C][ci][ky][kx0..kx0+X] += sum over output positions.
+///
+/// # Safety
+/// co0 + C <= c_out, ci < c_in, ky < kh, kx0 + X <= kw, and the buffers have
+/// the lengths `filter_tiles` checks.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // acc[c][j] indexed by two loop counters
+unsafe fn filter_tile<const C: usize, const X: usize>(
+    s: &ConvShape,
+    xin: &[V],
+    gp: &[V],
+    wacc: &mut [V],
+    co0: usize,
+    ci: usize,
+    ky: usize,
+    kx0: usize,
+) {
+    let (oh, ow, w) = (s.out_h(), s.out_w(), s.w);
+    let plane = oh * ow;
+    let wstride = s.c_in * s.kh * s.kw;
+    let wbase = ((co0 * s.c_in + ci) * s.kh + ky) * s.kw + kx0;
+    let wp = wacc.as_mut_ptr().add(wbase);
+    let mut acc = [[V::ZERO; X]; C];
+    for (c, row) in acc.iter_mut().enumerate() {
+        for (j, a) in row.iter_mut().enumerate() {
+            // SAFETY: (co0 + c, ci, ky, kx0 + j) is a valid filter index.
+            *a = *wp.add(c * wstride + j);
+        }
+    }
+    let gbase = gp.as_ptr().add(co0 * plane);
+    let xbase = xin.as_ptr().add((ci * s.h + ky) * w + kx0);
+    for y in 0..oh {
+        // SAFETY: gradient reads (co0 + c, y, x) with c < C, y < oh, x < ow;
+        // input reads (ci, y + ky, x + kx0 + j) with y + ky < h and
+        // x + kx0 + j < ow + kw - 1 = w.
+        let grow = gbase.add(y * ow);
+        let xrow = xbase.add(y * w);
+        for x in 0..ow {
+            let mut gv = [V::ZERO; C];
+            for (c, v) in gv.iter_mut().enumerate() {
+                *v = *grow.add(c * plane + x);
+            }
+            for j in 0..X {
+                let xv = *xrow.add(x + j);
+                for c in 0..C {
+                    acc[c][j] = gv[c].mul_add(xv, acc[c][j]);
+                }
+            }
+        }
+    }
+    for (c, row) in acc.iter().enumerate() {
+        for (j, &a) in row.iter().enumerate() {
+            // SAFETY: as for the loads above.
+            *wp.add(c * wstride + j) = a;
+        }
+    }
+}

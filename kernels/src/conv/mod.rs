@@ -1,0 +1,288 @@
+//! Valid, stride-1 2-D convolution (cross-correlation) on NCHW tensors.
+//!
+//! Direct SIMD kernels (see `lanes` for the layout: a group of images packed
+//! one per SIMD lane). The plain functions are single-threaded; the trainer runs
+//! one coarse batch chunk per core. The `_parallel` variants split the batch
+//! into fixed chunks of `PAR_CHUNK` images with rayon; the filter gradient sums
+//! per-chunk results in chunk order, so it is bit-identical for the same inputs
+//! whatever the thread count.
+//!
+//! The first layer of a network needs no gradient to its input: simply do not
+//! call `conv2d_backward_input` for it (the filter gradient is a separate call).
+//!
+//! Layouts: input [batch, c_in, h, w]; weight [c_out, c_in, kh, kw];
+//! bias [c_out]; output [batch, c_out, h - kh + 1, w - kw + 1].
+
+use crate::gemm::Activation;
+use rayon::prelude::*;
+
+mod lanes;
+
+/// SIMD lanes (images per packed group) in this build: 16, 8 or 4.
+pub const LANES: usize = lanes::L;
+
+/// Images per chunk in the `_parallel` functions. Fixed (not derived from the
+/// thread count) so that the filter gradient's summation order never changes.
+pub const PAR_CHUNK: usize = 32;
+
+/// The shape of one convolution over a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+}
+
+impl ConvShape {
+    pub fn out_h(&self) -> usize {
+        self.h + 1 - self.kh
+    }
+    pub fn out_w(&self) -> usize {
+        self.w + 1 - self.kw
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.c_in * self.h * self.w
+    }
+    pub fn output_len(&self) -> usize {
+        self.batch * self.c_out * self.out_h() * self.out_w()
+    }
+    pub fn weight_len(&self) -> usize {
+        self.c_out * self.c_in * self.kh * self.kw
+    }
+    /// Multiply-adds of one forward pass (each backward pass does as many).
+    pub fn macs(&self) -> usize {
+        self.output_len() * self.c_in * self.kh * self.kw
+    }
+    /// The same shape for a different batch size.
+    pub fn with_batch(&self, batch: usize) -> Self {
+        ConvShape { batch, ..*self }
+    }
+    fn check(&self) {
+        assert!(
+            self.kh >= 1 && self.kw >= 1 && self.kh <= self.h && self.kw <= self.w,
+            "conv: kernel {}x{} does not fit image {}x{}",
+            self.kh,
+            self.kw,
+            self.h,
+            self.w
+        );
+    }
+}
+
+/// output <- act(conv(input, weight) + bias).
+pub fn conv2d_forward(
+    s: &ConvShape,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    output: &mut [f32],
+    act: Activation,
+) {
+    s.check();
+    assert_eq!(input.len(), s.input_len(), "conv2d_forward: input length");
+    assert_eq!(
+        weight.len(),
+        s.weight_len(),
+        "conv2d_forward: weight length"
+    );
+    assert_eq!(bias.len(), s.c_out, "conv2d_forward: bias length");
+    assert_eq!(
+        output.len(),
+        s.output_len(),
+        "conv2d_forward: output length"
+    );
+    lanes::forward(s, input, weight, bias, output, act);
+}
+
+/// grad_input <- dL/d(input) given dL/d(output) (overwrites).
+pub fn conv2d_backward_input(
+    s: &ConvShape,
+    grad_output: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+) {
+    s.check();
+    assert_eq!(
+        grad_output.len(),
+        s.output_len(),
+        "conv2d_backward_input: grad_output length"
+    );
+    assert_eq!(
+        weight.len(),
+        s.weight_len(),
+        "conv2d_backward_input: weight length"
+    );
+    assert_eq!(
+        grad_input.len(),
+        s.input_len(),
+        "conv2d_backward_input: grad_input length"
+    );
+    lanes::backward_input(s, grad_output, weight, grad_input);
+}
+
+/// grad_weight, grad_bias <- sums over the batch of dL/dW, dL/db (overwrites).
+pub fn conv2d_backward_filter(
+    s: &ConvShape,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+    grad_bias: &mut [f32],
+) {
+    s.check();
+    assert_eq!(
+        input.len(),
+        s.input_len(),
+        "conv2d_backward_filter: input length"
+    );
+    assert_eq!(
+        grad_output.len(),
+        s.output_len(),
+        "conv2d_backward_filter: grad_output length"
+    );
+    assert_eq!(
+        grad_weight.len(),
+        s.weight_len(),
+        "conv2d_backward_filter: grad_weight length"
+    );
+    assert_eq!(
+        grad_bias.len(),
+        s.c_out,
+        "conv2d_backward_filter: grad_bias length"
+    );
+    lanes::backward_filter(s, input, grad_output, grad_weight, grad_bias);
+}
+
+/// `conv2d_forward` with rayon over fixed chunks of `PAR_CHUNK` images.
+pub fn conv2d_forward_parallel(
+    s: &ConvShape,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    output: &mut [f32],
+    act: Activation,
+) {
+    s.check();
+    assert_eq!(
+        input.len(),
+        s.input_len(),
+        "conv2d_forward_parallel: input length"
+    );
+    assert_eq!(
+        output.len(),
+        s.output_len(),
+        "conv2d_forward_parallel: output length"
+    );
+    let (in_img, out_img) = (
+        s.input_len() / s.batch.max(1),
+        s.output_len() / s.batch.max(1),
+    );
+    if in_img == 0 || out_img == 0 {
+        return conv2d_forward(s, input, weight, bias, output, act);
+    }
+    output
+        .par_chunks_mut(PAR_CHUNK * out_img.max(1))
+        .zip(input.par_chunks(PAR_CHUNK * in_img.max(1)))
+        .for_each(|(out, inp)| {
+            let cs = s.with_batch(inp.len() / in_img);
+            conv2d_forward(&cs, inp, weight, bias, out, act);
+        });
+}
+
+/// `conv2d_backward_input` with rayon over fixed chunks of `PAR_CHUNK` images.
+pub fn conv2d_backward_input_parallel(
+    s: &ConvShape,
+    grad_output: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+) {
+    s.check();
+    assert_eq!(
+        grad_output.len(),
+        s.output_len(),
+        "conv2d_backward_input_parallel: grad_output length"
+    );
+    assert_eq!(
+        grad_input.len(),
+        s.input_len(),
+        "conv2d_backward_input_parallel: grad_input length"
+    );
+    let (in_img, out_img) = (
+        s.input_len() / s.batch.max(1),
+        s.output_len() / s.batch.max(1),
+    );
+    if in_img == 0 || out_img == 0 {
+        return conv2d_backward_input(s, grad_output, weight, grad_input);
+    }
+    grad_input
+        .par_chunks_mut(PAR_CHUNK * in_img.max(1))
+        .zip(grad_output.par_chunks(PAR_CHUNK * out_img.max(1)))
+        .for_each(|(gi, go)| {
+            let cs = s.with_batch(gi.len() / in_img);
+            conv2d_backward_input(&cs, go, weight, gi);
+        });
+}
+
+/// `conv2d_backward_filter` with rayon: each chunk of `PAR_CHUNK` images
+/// computes its own gradients, which are then summed in chunk order
+/// (bit-identical whatever the number of threads).
+pub fn conv2d_backward_filter_parallel(
+    s: &ConvShape,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+    grad_bias: &mut [f32],
+) {
+    s.check();
+    assert_eq!(
+        input.len(),
+        s.input_len(),
+        "conv2d_backward_filter_parallel: input length"
+    );
+    assert_eq!(
+        grad_output.len(),
+        s.output_len(),
+        "conv2d_backward_filter_parallel: grad_output length"
+    );
+    assert_eq!(
+        grad_weight.len(),
+        s.weight_len(),
+        "conv2d_backward_filter_parallel: grad_weight length"
+    );
+    assert_eq!(
+        grad_bias.len(),
+        s.c_out,
+        "conv2d_backward_filter_parallel: grad_bias length"
+    );
+    let (in_img, out_img) = (
+        s.input_len() / s.batch.max(1),
+        s.output_len() / s.batch.max(1),
+    );
+    if in_img == 0 || out_img == 0 {
+        return conv2d_backward_filter(s, input, grad_output, grad_weight, grad_bias);
+    }
+    let parts: Vec<(Vec<f32>, Vec<f32>)> = input
+        .par_chunks(PAR_CHUNK * in_img)
+        .zip(grad_output.par_chunks(PAR_CHUNK * out_img))
+        .map(|(inp, go)| {
+            let cs = s.with_batch(inp.len() / in_img);
+            let mut gw = vec![0.0f32; s.weight_len()];
+            let mut gb = vec![0.0f32; s.c_out];
+            conv2d_backward_filter(&cs, inp, go, &mut gw, &mut gb);
+            (gw, gb)
+        })
+        .collect();
+    grad_weight.fill(0.0);
+    grad_bias.fill(0.0);
+    for (gw, gb) in &parts {
+        for (d, v) in grad_weight.iter_mut().zip(gw) {
+            *d += v;
+        }
+        for (d, v) in grad_bias.iter_mut().zip(gb) {
+            *d += v;
+        }
+    }
+}

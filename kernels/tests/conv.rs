@@ -1,0 +1,260 @@
+//! Direct convolution kernels against the f64 reference loops.
+//!
+//! Tolerance: every output is a sum of n products (plus a bias). Any f32
+//! summation order, with or without FMA, is within gamma_n = n * eps / (1 - n * eps)
+//! of the exact sum relative to sum |terms|, so we allow
+//! |fast - reference| <= 2 * n * eps * sum|terms| + 1e-6, with sum|terms| from the
+//! reference run on |input|, |weight|, |bias|. ReLU is 1-Lipschitz and the
+//! sigmoid 1/4-Lipschitz, so the bound survives the fused activation; the
+//! 1e-6 covers the sigmoid's own rounding. A wrong index or a missed term is
+//! off by a whole term, far above this bound at these sizes (n * eps < 1e-3).
+
+use proptest::prelude::*;
+use vcortex_kernels::conv::{self, ConvShape};
+use vcortex_kernels::gemm::Activation;
+use vcortex_kernels::reference;
+
+fn random(len: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn abs(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+fn assert_close(what: &str, fast: &[f32], exact: &[f32], sum_abs: &[f32], n_terms: usize) {
+    assert_eq!(fast.len(), exact.len());
+    for i in 0..fast.len() {
+        let tol = 2.0 * n_terms as f32 * f32::EPSILON * sum_abs[i] + 1e-6;
+        let err = (fast[i] - exact[i]).abs();
+        assert!(
+            err <= tol,
+            "{what}[{i}]: fast {} reference {} |err| {err} > tol {tol}",
+            fast[i],
+            exact[i]
+        );
+    }
+}
+
+fn check_forward(s: &ConvShape, act: Activation, seed: u64) {
+    let x = random(s.input_len(), seed);
+    let w = random(s.weight_len(), seed + 1);
+    let b = random(s.c_out, seed + 2);
+    let mut fast = vec![f32::NAN; s.output_len()];
+    conv::conv2d_forward(s, &x, &w, &b, &mut fast, act);
+    let mut exact = vec![0.0; s.output_len()];
+    reference::conv2d_forward(s, &x, &w, &b, &mut exact, act);
+    let mut sum_abs = vec![0.0; s.output_len()];
+    reference::conv2d_forward(
+        s,
+        &abs(&x),
+        &abs(&w),
+        &abs(&b),
+        &mut sum_abs,
+        Activation::Identity,
+    );
+    assert_close("forward", &fast, &exact, &sum_abs, s.c_in * s.kh * s.kw + 1);
+    let mut par = vec![f32::NAN; s.output_len()];
+    conv::conv2d_forward_parallel(s, &x, &w, &b, &mut par, act);
+    // Each image's result depends on that image only: chunking changes nothing.
+    assert!(par
+        .iter()
+        .zip(&fast)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+fn check_backward_input(s: &ConvShape, seed: u64) {
+    let go = random(s.output_len(), seed);
+    let w = random(s.weight_len(), seed + 1);
+    let mut fast = vec![f32::NAN; s.input_len()];
+    conv::conv2d_backward_input(s, &go, &w, &mut fast);
+    let mut exact = vec![0.0; s.input_len()];
+    reference::conv2d_backward_input(s, &go, &w, &mut exact);
+    let mut sum_abs = vec![0.0; s.input_len()];
+    reference::conv2d_backward_input(s, &abs(&go), &abs(&w), &mut sum_abs);
+    assert_close(
+        "backward_input",
+        &fast,
+        &exact,
+        &sum_abs,
+        s.c_out * s.kh * s.kw,
+    );
+    let mut par = vec![f32::NAN; s.input_len()];
+    conv::conv2d_backward_input_parallel(s, &go, &w, &mut par);
+    assert!(par
+        .iter()
+        .zip(&fast)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+fn check_backward_filter(s: &ConvShape, seed: u64) {
+    let x = random(s.input_len(), seed);
+    let go = random(s.output_len(), seed + 1);
+    let mut gw = vec![f32::NAN; s.weight_len()];
+    let mut gb = vec![f32::NAN; s.c_out];
+    conv::conv2d_backward_filter(s, &x, &go, &mut gw, &mut gb);
+    let mut ew = vec![0.0; s.weight_len()];
+    let mut eb = vec![0.0; s.c_out];
+    reference::conv2d_backward_filter(s, &x, &go, &mut ew, &mut eb);
+    let mut aw = vec![0.0; s.weight_len()];
+    let mut ab = vec![0.0; s.c_out];
+    reference::conv2d_backward_filter(s, &abs(&x), &abs(&go), &mut aw, &mut ab);
+    let n = s.batch * s.out_h() * s.out_w();
+    assert_close("grad_weight", &gw, &ew, &aw, n);
+    assert_close("grad_bias", &gb, &eb, &ab, n);
+    let mut pw = vec![f32::NAN; s.weight_len()];
+    let mut pb = vec![f32::NAN; s.c_out];
+    conv::conv2d_backward_filter_parallel(s, &x, &go, &mut pw, &mut pb);
+    assert_close("grad_weight (parallel)", &pw, &ew, &aw, n);
+    assert_close("grad_bias (parallel)", &pb, &eb, &ab, n);
+}
+
+fn act_strategy() -> impl Strategy<Value = Activation> {
+    prop_oneof![
+        Just(Activation::Identity),
+        Just(Activation::Relu),
+        Just(Activation::Sigmoid)
+    ]
+}
+
+/// Shapes straddling the lane count (batch), the register tiles (channels,
+/// columns, kernel widths) and ragged edges.
+fn shape_strategy() -> impl Strategy<Value = ConvShape> {
+    (
+        1usize..=19,
+        1usize..=4,
+        1usize..=7,
+        1usize..=7,
+        1usize..=21,
+        0usize..=5,
+        0usize..=8,
+    )
+        .prop_map(|(batch, c_in, kh, kw, c_out, dh, dw)| ConvShape {
+            batch,
+            c_in,
+            h: kh + dh,
+            w: kw + dw,
+            c_out,
+            kh,
+            kw,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn forward_matches_reference(s in shape_strategy(), act in act_strategy(), seed in any::<u64>()) {
+        check_forward(&s, act, seed);
+    }
+
+    #[test]
+    fn backward_input_matches_reference(s in shape_strategy(), seed in any::<u64>()) {
+        check_backward_input(&s, seed);
+    }
+
+    /// The row-in-registers path (6-wide output, 5-wide kernel) at other heights
+    /// and channel counts.
+    #[test]
+    fn backward_input_row_path_matches_reference(
+        batch in 1usize..=18, c_in in 1usize..=16, c_out in 1usize..=21, kh in 1usize..=6,
+        dh in 0usize..=4, seed in any::<u64>(),
+    ) {
+        let s = ConvShape { batch, c_in, h: kh + dh, w: 10, c_out, kh, kw: 5 };
+        check_backward_input(&s, seed);
+    }
+
+    #[test]
+    fn backward_filter_matches_reference(s in shape_strategy(), seed in any::<u64>()) {
+        check_backward_filter(&s, seed);
+    }
+}
+
+const CONV1: ConvShape = ConvShape {
+    batch: 17,
+    c_in: 1,
+    h: 28,
+    w: 28,
+    c_out: 15,
+    kh: 9,
+    kw: 9,
+};
+const CONV2: ConvShape = ConvShape {
+    batch: 17,
+    c_in: 15,
+    h: 10,
+    w: 10,
+    c_out: 20,
+    kh: 5,
+    kw: 5,
+};
+
+#[test]
+fn model_layers_match_reference() {
+    for s in [CONV1, CONV2, CONV1.with_batch(1), CONV2.with_batch(1)] {
+        check_forward(&s, Activation::Relu, 7);
+        check_backward_input(&s, 8);
+        check_backward_filter(&s, 9);
+    }
+}
+
+/// The parallel filter gradient sums fixed chunks in a fixed order: repeated
+/// runs, and runs on 1 and 2 threads, give the same bits.
+#[test]
+fn parallel_filter_gradient_is_deterministic() {
+    let s = CONV2.with_batch(2 * conv::PAR_CHUNK + 5);
+    let x = random(s.input_len(), 1);
+    let go = random(s.output_len(), 2);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut gw = vec![0.0; s.weight_len()];
+            let mut gb = vec![0.0; s.c_out];
+            conv::conv2d_backward_filter_parallel(&s, &x, &go, &mut gw, &mut gb);
+            (gw, gb)
+        })
+    };
+    let bits = |v: &(Vec<f32>, Vec<f32>)| {
+        v.0.iter()
+            .chain(&v.1)
+            .map(|x| x.to_bits())
+            .collect::<Vec<u32>>()
+    };
+    let one = bits(&run(1));
+    assert_eq!(one, bits(&run(1)));
+    assert_eq!(one, bits(&run(2)));
+    assert_eq!(one, bits(&run(3)));
+}
+
+#[test]
+#[should_panic(expected = "does not fit")]
+fn kernel_larger_than_image_is_rejected() {
+    let s = ConvShape {
+        batch: 1,
+        c_in: 1,
+        h: 4,
+        w: 4,
+        c_out: 1,
+        kh: 5,
+        kw: 3,
+    };
+    conv::conv2d_forward(
+        &s,
+        &[0.0; 16],
+        &[0.0; 15],
+        &[0.0],
+        &mut [],
+        Activation::Identity,
+    );
+}

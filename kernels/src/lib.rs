@@ -12,12 +12,15 @@
 pub mod activation;
 pub mod conv;
 pub mod gemm;
+pub mod lanes;
 pub mod loss;
 pub mod noise;
 pub mod optim;
+pub mod peak;
 pub mod pool;
 pub mod reference;
 pub mod rng;
 pub mod simd;
+pub mod vmath;
 
 pub use simd::SIMD_LEVEL;

@@ -334,3 +334,70 @@ pub fn rmsprop_update(
         *p -= lr * (g / (*r + eps).sqrt() + decay * *p);
     }
 }
+
+/// x <- max(x, 0).
+pub fn relu_inplace(x: &mut [f32]) {
+    for v in x {
+        *v = v.max(0.0);
+    }
+}
+
+/// rho_hat[j] <- mean over rows of h[row, j], rows summed in order in f32.
+pub fn column_means(h: &[f32], rho_hat: &mut [f32]) {
+    let units = rho_hat.len();
+    let rows = h.len() / units;
+    rho_hat.fill(0.0);
+    for row in h.chunks_exact(units) {
+        for (q, &v) in rho_hat.iter_mut().zip(row) {
+            *q += v;
+        }
+    }
+    for q in rho_hat {
+        *q /= rows as f32;
+    }
+}
+
+/// dst = src / 255.
+pub fn u8_to_unit_f32(src: &[u8], dst: &mut [f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = s as f32 / 255.0;
+    }
+}
+
+/// Masking noise, one element at a time, with the draw scheme documented in
+/// `noise`: draw k's high 32 bits decide element 2k, its low 32 bits element
+/// 2k+1; keep iff the 32-bit draw < round(keep_prob * 2^32).
+pub fn mask_noise(input: &[f32], output: &mut [f32], keep_prob: f32, rng: &mut crate::rng::Rng) {
+    let threshold = (keep_prob as f64 * 4_294_967_296.0).round() as u64;
+    let mut draw = 0u64;
+    for (i, (o, &x)) in output.iter_mut().zip(input).enumerate() {
+        let bits = if i % 2 == 0 {
+            draw = rng.next_u64();
+            draw >> 32
+        } else {
+            draw & 0xFFFF_FFFF
+        };
+        *o = if bits < threshold { x } else { 0.0 };
+    }
+}
+
+/// Scaling then masking, the definition `noise::mask_noise_u8` must match.
+pub fn mask_noise_u8(src: &[u8], dst: &mut [f32], keep_prob: f32, rng: &mut crate::rng::Rng) {
+    let mut scaled = vec![0.0f32; src.len()];
+    u8_to_unit_f32(src, &mut scaled);
+    mask_noise(&scaled, dst, keep_prob, rng);
+}
+
+/// dst += src.
+pub fn add_assign(dst: &mut [f32], src: &[f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
+}
+
+/// dst *= s.
+pub fn scale(dst: &mut [f32], s: f32) {
+    for d in dst {
+        *d *= s;
+    }
+}

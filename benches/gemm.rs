@@ -1,0 +1,238 @@
+//! GEMM throughput on the model's shapes: our packed kernel against the `gemm`
+//! crate (AVX-512 enabled through its `x86-v4` feature) in the same run, on 1
+//! and 2 threads, as GFLOP/s (2mnk / t), fraction of the measured FMA peak and
+//! ratio to `gemm`. Criterion reports each benchmark; the summary table after
+//! it uses medians of a separate short timing loop so it can be printed in one
+//! place. Run with `cargo bench --bench gemm`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use vcortex_kernels::gemm::{sgemm, sgemm_parallel, Epilogue, Trans};
+use vcortex_kernels::peak::measure_fma_peak_gflops;
+
+/// (m, k, n, op(A), op(B)): C is m x n, the shared dimension k.
+type Shape = (usize, usize, usize, Trans, Trans);
+
+const N: Trans = Trans::N;
+const T: Trans = Trans::T;
+
+/// The shapes: forward layers at batch 128, the two backward forms,
+/// and 1024^3.
+const SHAPES: [Shape; 8] = [
+    (128, 784, 900, N, N),
+    (128, 900, 625, N, N),
+    (128, 625, 400, N, N),
+    (128, 400, 10, N, N),
+    (128, 180, 100, N, N),
+    (784, 128, 900, T, N),
+    (128, 900, 784, N, T),
+    (1024, 1024, 1024, N, N),
+];
+
+/// The trainer's per-core chunks (half of a 128 batch), single-threaded.
+const SMALL_M_SHAPES: [Shape; 7] = [
+    (64, 784, 900, N, N),
+    (64, 900, 625, N, N),
+    (64, 625, 400, N, N),
+    (64, 400, 10, N, N),
+    (64, 180, 100, N, N),
+    (784, 64, 900, T, N),
+    (64, 900, 784, N, T),
+];
+
+struct Operands {
+    shape: Shape,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl Operands {
+    fn new(shape: Shape) -> Self {
+        let (m, k, n, _, _) = shape;
+        let fill = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i * 7 + seed) % 13) as f32 * 0.1 - 0.6)
+                .collect()
+        };
+        Operands {
+            shape,
+            a: fill(m * k, 1),
+            b: fill(k * n, 2),
+            c: vec![0.0; m * n],
+        }
+    }
+
+    fn ours(&mut self, threads: usize) {
+        let (m, k, n, ta, tb) = self.shape;
+        let lda = if ta == N { k } else { m };
+        let ldb = if tb == N { n } else { k };
+        if threads == 1 {
+            sgemm(
+                ta,
+                tb,
+                m,
+                n,
+                k,
+                1.0,
+                &self.a,
+                lda,
+                &self.b,
+                ldb,
+                0.0,
+                &mut self.c,
+                n,
+            );
+        } else {
+            sgemm_parallel(
+                ta,
+                tb,
+                m,
+                n,
+                k,
+                1.0,
+                &self.a,
+                lda,
+                &self.b,
+                ldb,
+                0.0,
+                &mut self.c,
+                n,
+                Epilogue::NONE,
+            );
+        }
+    }
+
+    fn gemm_crate(&mut self, threads: usize) {
+        let (m, k, n, ta, tb) = self.shape;
+        // gemm takes (column stride, row stride) per operand.
+        let (a_cs, a_rs) = if ta == N {
+            (1, k as isize)
+        } else {
+            (m as isize, 1)
+        };
+        let (b_cs, b_rs) = if tb == N {
+            (1, n as isize)
+        } else {
+            (k as isize, 1)
+        };
+        let par = if threads == 1 {
+            gemm::Parallelism::None
+        } else {
+            gemm::Parallelism::Rayon(threads)
+        };
+        // SAFETY: the strides describe the owned buffers exactly.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                self.c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                self.a.as_ptr(),
+                a_cs,
+                a_rs,
+                self.b.as_ptr(),
+                b_cs,
+                b_rs,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    }
+}
+
+fn label(s: &Shape) -> (String, &'static str) {
+    let form = match (s.3, s.4) {
+        (N, N) => "A B",
+        (T, N) => "A^T B",
+        (N, T) => "A B^T",
+        _ => "A^T B^T",
+    };
+    (format!("{}x{}x{}", s.0, s.1, s.2), form)
+}
+
+/// Median seconds per call over a short loop (after one warm-up call).
+fn median_secs(mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 7 || (times.len() < 41 && start.elapsed() < Duration::from_millis(400)) {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn summary_table() {
+    let peak1 = measure_fma_peak_gflops();
+    let (pa, pb) = rayon::join(measure_fma_peak_gflops, measure_fma_peak_gflops);
+    let peak2 = pa + pb;
+    println!("\nFMA peak: {peak1:.1} GFLOP/s on 1 thread, {peak2:.1} on 2 (measured)");
+    println!(
+        "{:<16} {:<8} {:>3} {:>9} {:>7} {:>9} {:>7} {:>6}",
+        "m x k x n", "form", "thr", "ours", "%peak", "gemm", "%peak", "ratio"
+    );
+    let rows = SHAPES
+        .iter()
+        .flat_map(|s| [(*s, 1usize), (*s, 2)])
+        .chain(SMALL_M_SHAPES.iter().map(|s| (*s, 1usize)));
+    for (shape, threads) in rows {
+        let mut ops = Operands::new(shape);
+        let flops = 2.0 * (shape.0 * shape.1 * shape.2) as f64;
+        let ours = flops / median_secs(|| ops.ours(threads)) / 1e9;
+        let theirs = flops / median_secs(|| ops.gemm_crate(threads)) / 1e9;
+        let peak = if threads == 1 { peak1 } else { peak2 };
+        let (dims, form) = label(&shape);
+        println!(
+            "{dims:<16} {form:<8} {threads:>3} {ours:>9.1} {:>6.1}% {theirs:>9.1} {:>6.1}% {:>6.2}",
+            100.0 * ours / peak,
+            100.0 * theirs / peak,
+            ours / theirs
+        );
+    }
+}
+
+fn bench_gemm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sgemm");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_millis(600));
+    for shape in SHAPES {
+        let (dims, form) = label(&shape);
+        group.throughput(criterion::Throughput::Elements(
+            (2 * shape.0 * shape.1 * shape.2) as u64,
+        ));
+        let mut ops = Operands::new(shape);
+        for threads in [1usize, 2] {
+            let id = format!("{dims} {form} t{threads}");
+            group.bench_function(BenchmarkId::new("vcortex", &id), |b| {
+                b.iter(|| {
+                    ops.ours(threads);
+                    black_box(&ops.c);
+                })
+            });
+            group.bench_function(BenchmarkId::new("gemm-crate", &id), |b| {
+                b.iter(|| {
+                    ops.gemm_crate(threads);
+                    black_box(&ops.c);
+                })
+            });
+        }
+    }
+    group.finish();
+    summary_table();
+}
+
+criterion_group!(benches, bench_gemm);
+criterion_main!(benches);

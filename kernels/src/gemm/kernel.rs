@@ -1,0 +1,280 @@
+//! Register-blocked micro-kernels and the cache-block sizes of each path.
+//!
+//! A micro-kernel computes one MR x NR tile of op(A) op(B) over a `kc` slice of
+//! the shared dimension, holding the MR x NR accumulators in SIMD registers
+//! (N on the lanes, because C is row-major: a tile row is NR contiguous
+//! floats). It then applies the epilogue (alpha, beta, bias, activation) while
+//! the tile is still in registers and stores it once.
+
+use super::lanes::Lanes;
+use super::Activation;
+use wide::{f32x16, f32x4, f32x8};
+
+/// One instruction-set path: vector type, register tile and cache blocks.
+pub(crate) trait Path {
+    type V: Lanes;
+    /// Rows of C per micro-tile (broadcast A values).
+    const MR: usize;
+    /// Vectors per tile row; NR = NV * LANES columns of C per micro-tile.
+    const NV: usize;
+    const NR: usize = Self::NV * <Self::V as Lanes>::LANES;
+    /// Cuts the shared dimension (the pc loop).
+    const KC: usize;
+    /// Cuts M (the ic loop).
+    const MC: usize;
+    /// Cuts N (the jc loop).
+    const NC: usize;
+
+    /// Computes a `rows` x NR tile (rows <= MR) and writes its first `cols`
+    /// columns through the epilogue.
+    ///
+    /// # Safety
+    /// `a` holds `kc` steps of MR floats; `b` holds `kc` rows of NR readable
+    /// floats, `b_stride` apart; `c` is valid for `rows` rows of `cols`
+    /// floats, `ldc` apart (read only when `ep.beta != 0`); the bias pointers
+    /// cover the tile's rows / `cols` columns.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        rows: usize,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        b_stride: usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        ep: &TileEpilogue,
+        prefetch_b: bool,
+    );
+}
+
+/// The epilogue of one tile. Bias pointers are already offset to the tile.
+#[derive(Clone, Copy)]
+pub(crate) struct TileEpilogue {
+    pub alpha: f32,
+    pub beta: f32,
+    pub bias_row: *const f32,
+    pub bias_col: *const f32,
+    pub activation: Activation,
+}
+
+/// The largest NR of any path (stack buffers for ragged tiles).
+const MAX_NR: usize = 32;
+
+/// How many k steps ahead the micro-kernel prefetches an in-place B strip:
+/// about one memory latency (~100 ns) of k steps at ~3 ns per 12 x 32 step
+/// would be ~30, but the first row tile of a strip is the only one that
+/// misses, and 16 rows already hide most of the latency without evicting.
+const PREFETCH_ROWS: usize = 16;
+
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(p as *const i8, core::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// The generic micro-kernel: ROWS x (NV vectors) accumulators.
+///
+/// # Safety
+/// As [`Path::tile`], with ROWS rows and `a_stride` floats per step of A.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_generic<V: Lanes, const ROWS: usize, const NV: usize, const PREFETCH: bool>(
+    kc: usize,
+    a: *const f32,
+    a_stride: usize,
+    b: *const f32,
+    b_stride: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    ep: &TileEpilogue,
+) {
+    let mut acc = [[V::zero(); NV]; ROWS];
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..kc {
+        // SAFETY: the caller guarantees kc steps of A (a_stride apart, ROWS
+        // readable) and of B (b_stride apart, NV * LANES readable).
+        unsafe {
+            let bv: [V; NV] = core::array::from_fn(|v| V::load(bp.add(v * V::LANES)));
+            for (r, acc_row) in acc.iter_mut().enumerate() {
+                let av = V::splat(*ap.add(r));
+                for v in 0..NV {
+                    acc_row[v] = av.mul_add(bv[v], acc_row[v]);
+                }
+            }
+            if PREFETCH {
+                // B read in place from a strided matrix: its rows are more
+                // than 2 KiB apart, past the hardware stride prefetcher, so
+                // fetch PREFETCH_ROWS rows ahead (prefetch never faults).
+                prefetch(bp.wrapping_add(PREFETCH_ROWS * b_stride));
+                prefetch(bp.wrapping_add(PREFETCH_ROWS * b_stride + NV * V::LANES - 1));
+            }
+            ap = ap.add(a_stride);
+            bp = bp.add(b_stride);
+        }
+    }
+
+    let nr = NV * V::LANES;
+    let alpha = V::splat(ep.alpha);
+    let beta = V::splat(ep.beta);
+    let read_c = ep.beta != 0.0;
+    // Ragged tiles go through a row buffer so the vector code is unchanged.
+    let full = cols == nr;
+    let mut bias_col = [V::zero(); NV];
+    if !ep.bias_col.is_null() {
+        let mut buf = [0.0f32; MAX_NR];
+        // SAFETY: the bias covers the tile's `cols` columns.
+        unsafe { core::ptr::copy_nonoverlapping(ep.bias_col, buf.as_mut_ptr(), cols) };
+        for (v, bc) in bias_col.iter_mut().enumerate() {
+            // SAFETY: buf holds MAX_NR >= nr floats.
+            *bc = unsafe { V::load(buf.as_ptr().add(v * V::LANES)) };
+        }
+    }
+    for (r, acc_row) in acc.iter().enumerate() {
+        // SAFETY: row r < rows of C is valid for `cols` floats.
+        let c_row = unsafe { c.add(r * ldc) };
+        let mut buf = [0.0f32; MAX_NR];
+        let (src, dst): (*const f32, *mut f32) = if full {
+            (c_row, c_row)
+        } else {
+            if read_c {
+                // SAFETY: `cols` floats of this row are readable; buf is larger.
+                unsafe { core::ptr::copy_nonoverlapping(c_row, buf.as_mut_ptr(), cols) };
+            }
+            (buf.as_ptr(), buf.as_mut_ptr())
+        };
+        let bias_r = if ep.bias_row.is_null() {
+            V::zero()
+        } else {
+            // SAFETY: the row bias covers the tile's rows.
+            V::splat(unsafe { *ep.bias_row.add(r) })
+        };
+        for v in 0..NV {
+            let mut x = acc_row[v].mul(alpha);
+            if read_c {
+                // SAFETY: src has nr readable floats (C row when full, else buf).
+                x = unsafe { V::load(src.add(v * V::LANES)) }.mul_add(beta, x);
+            }
+            x = x.add(bias_r).add(bias_col[v]);
+            x = match ep.activation {
+                Activation::Identity => x,
+                Activation::Relu => x.relu(),
+                Activation::Sigmoid => x.sigmoid(),
+            };
+            // SAFETY: dst has nr writable floats.
+            unsafe { x.store(dst.add(v * V::LANES)) };
+        }
+        if !full {
+            // SAFETY: copy the valid columns back into C's row.
+            unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), c_row, cols) };
+        }
+    }
+}
+
+/// Declares a path whose micro-kernels are the generic one instantiated for
+/// every row count 1..=MR (so ragged row tiles do no wasted work).
+macro_rules! declare_path {
+    (
+        $(#[$meta:meta])*
+        $name:ident, $v:ty, narrow = $narrow:ty, mr = $mr:literal, nv = $nv:literal,
+        kc = $kc:expr, mc = $mc:expr, nc = $nc:expr, rows = [$($r:literal)+]
+    ) => {
+        $(#[$meta])*
+        pub(crate) struct $name;
+        impl Path for $name {
+            type V = $v;
+            const MR: usize = $mr;
+            const NV: usize = $nv;
+            const KC: usize = $kc;
+            const MC: usize = $mc;
+            const NC: usize = $nc;
+            #[inline]
+            unsafe fn tile(
+                rows: usize,
+                kc: usize,
+                a: *const f32,
+                b: *const f32,
+                b_stride: usize,
+                c: *mut f32,
+                ldc: usize,
+                cols: usize,
+                ep: &TileEpilogue,
+                prefetch_b: bool,
+            ) {
+                // SAFETY: forwarded contract; `rows` selects an instance with
+                // exactly that many rows.
+                unsafe {
+                    if <$narrow as Lanes>::LANES < <$v as Lanes>::LANES
+                        && cols <= <$narrow as Lanes>::LANES
+                    {
+                        // The last few columns (n = 100 leaves 4) on half-width
+                        // vectors: half the wasted lanes of a full vector.
+                        match rows {
+                            $($r => tile_generic::<$narrow, $r, 1, false>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            _ => unreachable!("tile rows {rows} > MR"),
+                        }
+                    } else if $nv > 1 && cols <= <$v as Lanes>::LANES {
+                        // A narrow ragged strip (n = 10, or the last 4 of
+                        // n = 900) needs one vector per row, not NV. It is
+                        // always packed, so it never needs prefetching.
+                        match rows {
+                            $($r => tile_generic::<$v, $r, 1, false>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            _ => unreachable!("tile rows {rows} > MR"),
+                        }
+                    } else if prefetch_b {
+                        match rows {
+                            $($r => tile_generic::<$v, $r, $nv, true>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            _ => unreachable!("tile rows {rows} > MR"),
+                        }
+                    } else {
+                        match rows {
+                            $($r => tile_generic::<$v, $r, $nv, false>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            _ => unreachable!("tile rows {rows} > MR"),
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+declare_path!(
+    /// AVX-512 FMA, f32, 12 x 32 tile (`avx512_fma_sgemm_f32_12x32`): 24 zmm
+    /// accumulators + 2 B vectors + 1 broadcast of the 32 registers; per k
+    /// step 2 loads + 12 broadcast-FMAs feed 24 FMAs, so the two FMA ports,
+    /// not the load ports, are the limit.
+    ///
+    /// Cache blocks for this machine (Xeon, 48 KiB L1d, 2 MiB L2 per core):
+    /// KC = 192: the B micro-panel the ir loop re-reads (KC x 32 x 4 B =
+    /// 24 KiB) plus the streamed A micro-panel (9 KiB) stay in half-to-
+    /// two-thirds of L1d. MC = 192: the packed A block (192 x 192 x 4 B =
+    /// 144 KiB), re-read for every NR column tile, sits in L2 with room for
+    /// C's write-allocate traffic (MC = 384 measured ~7% slower on the
+    /// 784 x 128 x 900 A^T B product; a batch of 128 is still one block).
+    /// NC = 1024: the packed B panel (192 x 1024 x 4 B = 768 KiB), re-read
+    /// for every MC block, also fits L2 beside the A block (about 1 MiB of 2).
+    Avx512Fma12x32, f32x16, narrow = f32x8, mr = 12, nv = 2, kc = 192, mc = 192, nc = 1024,
+    rows = [1 2 3 4 5 6 7 8 9 10 11 12]
+);
+
+declare_path!(
+    /// AVX2 + FMA, f32, 6 x 16 tile (`avx2_fma_sgemm_f32_6x16`): 12 ymm
+    /// accumulators + 2 B + 1 broadcast of 16 registers. KC = 256 keeps the
+    /// B micro-panel at 16 KiB in L1d; MC and NC as for AVX-512 (L2-sized).
+    Avx2Fma6x16, f32x8, narrow = f32x4, mr = 6, nv = 2, kc = 256, mc = 192, nc = 1024,
+    rows = [1 2 3 4 5 6]
+);
+
+declare_path!(
+    /// Portable (SSE2 / NEON / scalar via `wide`), f32, 4 x 8 tile
+    /// (`portable_sgemm_f32_4x8`): 8 accumulators of 4 lanes fit the 16
+    /// SSE registers. Blocks as for AVX2.
+    Portable4x8, f32x4, narrow = f32x4, mr = 4, nv = 2, kc = 256, mc = 192, nc = 1024,
+    rows = [1 2 3 4]
+);

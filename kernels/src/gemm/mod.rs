@@ -1,0 +1,633 @@
+//! Single-precision GEMM: C <- act(alpha * op(A) op(B) + beta * C + bias).
+//!
+//! A BLIS-style packed GEMM (issue 3): the jc / pc / ic loops cut N, K and M
+//! into cache blocks (sizes in [`kernel`]), A and B blocks are packed into
+//! zero-padded micro-panels in thread-local buffers ([`pack`]), and a
+//! register-blocked micro-kernel computes each MR x NR tile of C and applies
+//! the epilogue while the tile is in registers. The instruction set is chosen
+//! at compile time (AVX-512, AVX2 + FMA, or portable); every path is compiled
+//! in every build and reachable through the doc-hidden [`sgemm_on_path`] so
+//! the tests cover all of them.
+//!
+//! Storage is row-major with leading dimensions. op(A) is m x k: with
+//! `Trans::N` A is stored m x k (lda >= k); with `Trans::T` A is stored k x m
+//! (lda >= m). Likewise op(B) is k x n. C is m x n with ldc >= n.
+//! When beta == 0, C is never read (it may hold garbage or NaN).
+
+/// Whether an operand is used as stored or transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trans {
+    N,
+    T,
+}
+
+/// A bias added in the epilogue.
+#[derive(Clone, Copy, Debug)]
+pub enum Bias<'a> {
+    None,
+    /// One value per row of C (length m).
+    Row(&'a [f32]),
+    /// One value per column of C (length n).
+    Col(&'a [f32]),
+}
+
+/// An activation applied in the epilogue, after the bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    Relu,
+    Sigmoid,
+}
+
+/// What the GEMM does to each result before storing it.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    pub bias: Bias<'a>,
+    pub activation: Activation,
+}
+
+impl Epilogue<'_> {
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: Bias::None,
+        activation: Activation::Identity,
+    };
+}
+
+fn required_len(rows: usize, cols: usize, ld: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * ld + cols
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_shapes(
+    ta: Trans,
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &[f32],
+    ldc: usize,
+    epilogue: &Epilogue,
+) {
+    let (ar, ac) = if ta == Trans::N { (m, k) } else { (k, m) };
+    let (br, bc) = if tb == Trans::N { (k, n) } else { (n, k) };
+    assert!(ar == 0 || ac <= lda, "sgemm: lda {lda} < {ac} columns of A");
+    assert!(br == 0 || bc <= ldb, "sgemm: ldb {ldb} < {bc} columns of B");
+    assert!(m == 0 || n <= ldc, "sgemm: ldc {ldc} < n {n}");
+    assert!(a.len() >= required_len(ar, ac, lda), "sgemm: A too short");
+    assert!(b.len() >= required_len(br, bc, ldb), "sgemm: B too short");
+    assert!(c.len() >= required_len(m, n, ldc), "sgemm: C too short");
+    match epilogue.bias {
+        Bias::None => {}
+        Bias::Row(r) => assert!(r.len() >= m, "sgemm: row bias shorter than m"),
+        Bias::Col(cb) => assert!(cb.len() >= n, "sgemm: column bias shorter than n"),
+    }
+}
+
+mod kernel;
+mod lanes;
+mod pack;
+
+use kernel::{Avx2Fma6x16, Avx512Fma12x32, Path, Portable4x8, TileEpilogue};
+use std::cell::RefCell;
+
+/// Which compiled micro-kernel family runs a product.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelPath {
+    /// f32x16, 12 x 32 tile.
+    Avx512,
+    /// f32x8, 6 x 16 tile.
+    Avx2,
+    /// f32x4, 4 x 8 tile.
+    Portable,
+}
+
+impl KernelPath {
+    /// The path this build uses, chosen from its target features.
+    pub const NATIVE: KernelPath = if cfg!(all(target_arch = "x86_64", target_feature = "avx512f"))
+    {
+        KernelPath::Avx512
+    } else if cfg!(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )) {
+        KernelPath::Avx2
+    } else {
+        KernelPath::Portable
+    };
+    pub const ALL: [KernelPath; 3] = [KernelPath::Avx512, KernelPath::Avx2, KernelPath::Portable];
+
+    /// (MR, NR) of the register tile.
+    pub fn tile(self) -> (usize, usize) {
+        match self {
+            KernelPath::Avx512 => (Avx512Fma12x32::MR, Avx512Fma12x32::NR),
+            KernelPath::Avx2 => (Avx2Fma6x16::MR, Avx2Fma6x16::NR),
+            KernelPath::Portable => (Portable4x8::MR, Portable4x8::NR),
+        }
+    }
+
+    /// The path's default cache blocks.
+    pub fn blocking(self) -> Blocking {
+        fn of<P: Path>() -> Blocking {
+            Blocking {
+                kc: P::KC,
+                mc: P::MC,
+                nc: P::NC,
+            }
+        }
+        match self {
+            KernelPath::Avx512 => of::<Avx512Fma12x32>(),
+            KernelPath::Avx2 => of::<Avx2Fma6x16>(),
+            KernelPath::Portable => of::<Portable4x8>(),
+        }
+    }
+}
+
+/// Cache-block sizes (KC cuts K, MC cuts M, NC cuts N). Tests shrink them to
+/// exercise every loop on small matrices.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocking {
+    pub kc: usize,
+    pub mc: usize,
+    pub nc: usize,
+}
+
+/// Below this many flops (2mnk) the parallel entry stays on one thread: the
+/// fork-join costs a few microseconds, as much as such a product takes.
+const PARALLEL_MIN_FLOPS: usize = 1 << 22;
+
+/// Everything the unsafe core needs, after the safe entry checked it.
+#[derive(Clone, Copy)]
+struct Operands {
+    ta: Trans,
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    bias_row: *const f32,
+    bias_col: *const f32,
+    activation: Activation,
+}
+
+// SAFETY: the pointers come from slices borrowed for the whole call; parallel
+// workers write disjoint blocks of C and only read A, B and the bias.
+unsafe impl Send for Operands {}
+// SAFETY: as above.
+unsafe impl Sync for Operands {}
+
+impl Operands {
+    /// The sub-product on columns j0..j1 of C.
+    fn columns(&self, j0: usize, j1: usize) -> Operands {
+        let mut s = *self;
+        s.n = j1 - j0;
+        s.b = match self.tb {
+            Trans::N => self.b.wrapping_add(j0),
+            Trans::T => self.b.wrapping_add(j0 * self.ldb),
+        };
+        s.c = self.c.wrapping_add(j0);
+        if !s.bias_col.is_null() {
+            s.bias_col = self.bias_col.wrapping_add(j0);
+        }
+        s
+    }
+
+    /// The sub-product on rows i0..i1 of C.
+    fn rows(&self, i0: usize, i1: usize) -> Operands {
+        let mut s = *self;
+        s.m = i1 - i0;
+        s.a = match self.ta {
+            Trans::N => self.a.wrapping_add(i0 * self.lda),
+            Trans::T => self.a.wrapping_add(i0),
+        };
+        s.c = self.c.wrapping_add(i0 * self.ldc);
+        if !s.bias_row.is_null() {
+            s.bias_row = self.bias_row.wrapping_add(i0);
+        }
+        s
+    }
+}
+
+/// A cache-line-aligned chunk of a packing buffer.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([f32; 16]);
+
+thread_local! {
+    /// Packed A block and packed B panel of this thread, grown on demand and
+    /// reused by every later call on the thread.
+    static PACK_BUFFERS: RefCell<(Vec<Line>, Vec<Line>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+fn grow(buf: &mut Vec<Line>, floats: usize) -> *mut f32 {
+    let lines = floats.div_ceil(16).max(1);
+    if buf.len() < lines {
+        buf.resize(lines, Line([0.0; 16]));
+    }
+    buf.as_mut_ptr() as *mut f32
+}
+
+/// Runs `f` with packing buffers of at least `a_floats` and `b_floats`.
+fn with_pack_buffers<R>(
+    a_floats: usize,
+    b_floats: usize,
+    f: impl FnOnce(*mut f32, *mut f32) -> R,
+) -> R {
+    PACK_BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (a, b) = &mut *bufs;
+            let pa = grow(a, a_floats);
+            let pb = grow(b, b_floats);
+            f(pa, pb)
+        }
+        // Re-entered on this thread (cannot happen today): use fresh buffers.
+        Err(_) => {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let pa = grow(&mut a, a_floats);
+            let pb = grow(&mut b, b_floats);
+            f(pa, pb)
+        }
+    })
+}
+
+/// Splits `len` into `parts` near-equal pieces, each a multiple of `unit`
+/// except possibly the last.
+fn split_even(len: usize, parts: usize, unit: usize) -> usize {
+    let units = len.div_ceil(unit);
+    units.div_ceil(parts.max(1)) * unit
+}
+
+/// The blocked single-threaded product on one path.
+///
+/// # Safety
+/// `op` describes valid, checked operands (see [`check_shapes`]), and nothing
+/// else writes the part of C it covers.
+unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
+    let (m, n, k) = (op.m, op.n, op.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (mr, nr) = (P::MR, P::NR);
+    // Balanced blocks: k = 784 with KC = 192 runs five slices of 157, not four
+    // of 192 and a sliver of 16.
+    let kc_count = k.div_ceil(blk.kc.max(1)).max(1);
+    let kc_size = k.div_ceil(kc_count);
+    let mc_size = split_even(m, m.div_ceil(blk.mc.max(1)), mr);
+    let nc_size = split_even(n, n.div_ceil(blk.nc.max(1)), nr);
+    // With B stored k x n, full NR-wide strips of B are already laid out as a
+    // packed panel with row stride ldb; the micro-kernel reads them in place
+    // and only the ragged last strip is packed. This saves a full pass over
+    // B, which dominates for the trainer's small-m products. Only when M is
+    // one MC block (so each strip is fetched from memory once either way)
+    // and ldb is not a multiple of 64 floats: a 256-byte-multiple stride puts
+    // a strip's kc rows into a few L1 sets (ldb = 1024 puts them all in one).
+    let direct_b = op.tb == Trans::N && m <= mc_size && !op.ldb.is_multiple_of(64);
+    let b_floats = if direct_b {
+        nr * kc_size
+    } else {
+        nc_size.div_ceil(nr) * nr * kc_size
+    };
+    let a_floats = mc_size.div_ceil(mr) * mr * kc_size;
+
+    with_pack_buffers(a_floats, b_floats, |pa, pb| {
+        for jc in (0..n).step_by(nc_size) {
+            let nc = nc_size.min(n - jc);
+            let full_nc = nc / nr * nr;
+            for kb in 0..kc_count {
+                let p0 = kb * kc_size;
+                let kc = kc_size.min(k - p0);
+                let last = kb + 1 == kc_count;
+                let ep = TileEpilogue {
+                    alpha: op.alpha,
+                    // Later K slices accumulate onto the partial sums in C.
+                    beta: if kb == 0 { op.beta } else { 1.0 },
+                    bias_row: if last { op.bias_row } else { core::ptr::null() },
+                    bias_col: if last { op.bias_col } else { core::ptr::null() },
+                    activation: if last {
+                        op.activation
+                    } else {
+                        Activation::Identity
+                    },
+                };
+                // SAFETY: the block lies inside op(B); pb holds b_floats.
+                unsafe {
+                    if !direct_b {
+                        pack::pack_b(op.tb, op.b, op.ldb, p0, kc, jc, nc, nr, pb);
+                    } else if full_nc < nc {
+                        pack::pack_b(
+                            op.tb,
+                            op.b,
+                            op.ldb,
+                            p0,
+                            kc,
+                            jc + full_nc,
+                            nc - full_nc,
+                            nr,
+                            pb,
+                        );
+                    }
+                }
+                for ic in (0..m).step_by(mc_size) {
+                    let mc = mc_size.min(m - ic);
+                    // SAFETY: the block lies inside op(A); pa holds a_floats.
+                    unsafe { pack::pack_a(op.ta, op.a, op.lda, ic, mc, p0, kc, mr, pa) };
+                    for jr in (0..nc).step_by(nr) {
+                        let cols = nr.min(nc - jr);
+                        let (b_panel, b_stride) = if !direct_b {
+                            (pb.wrapping_add(jr / nr * nr * kc) as *const f32, nr)
+                        } else if cols == nr {
+                            (op.b.wrapping_add(p0 * op.ldb + jc + jr), op.ldb)
+                        } else {
+                            (pb as *const f32, nr)
+                        };
+                        let j = jc + jr;
+                        for ir in (0..mc).step_by(mr) {
+                            let rows = mr.min(mc - ir);
+                            let i = ic + ir;
+                            let mut tile_ep = ep;
+                            if !tile_ep.bias_row.is_null() {
+                                tile_ep.bias_row = tile_ep.bias_row.wrapping_add(i);
+                            }
+                            if !tile_ep.bias_col.is_null() {
+                                tile_ep.bias_col = tile_ep.bias_col.wrapping_add(j);
+                            }
+                            // SAFETY: the tile (rows x cols at (i, j)) lies in
+                            // C; the A panel has kc steps of MR, the B panel kc
+                            // rows of NR readable floats (packed, or a full
+                            // in-place strip of B); bias offsets match.
+                            unsafe {
+                                P::tile(
+                                    rows,
+                                    kc,
+                                    pa.wrapping_add(ir / mr * mr * kc),
+                                    b_panel,
+                                    b_stride,
+                                    op.c.wrapping_add(i * op.ldc + j),
+                                    op.ldc,
+                                    cols,
+                                    &tile_ep,
+                                    direct_b && cols == nr,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The product split over the rayon pool, along N (or M when C is taller
+/// than wide), one contiguous block per thread. Falls back to one thread for
+/// small products and when already on a rayon worker, so a call from inside
+/// the trainer's batch loop never oversubscribes the cores.
+///
+/// # Safety
+/// As [`gemm_serial`].
+unsafe fn gemm_parallel<P: Path>(op: &Operands, blk: Blocking) {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    let flops = 2 * op.m * op.n * op.k;
+    if threads < 2 || rayon::current_thread_index().is_some() || flops < PARALLEL_MIN_FLOPS {
+        // SAFETY: forwarded.
+        return unsafe { gemm_serial::<P>(op, blk) };
+    }
+    let by_columns = op.n >= op.m;
+    let (len, unit) = if by_columns {
+        (op.n, P::NR)
+    } else {
+        (op.m, P::MR)
+    };
+    let chunk = split_even(len, threads, unit);
+    let parts = len.div_ceil(chunk);
+    (0..parts).into_par_iter().for_each(|t| {
+        let (lo, hi) = (t * chunk, ((t + 1) * chunk).min(len));
+        let sub = if by_columns {
+            op.columns(lo, hi)
+        } else {
+            op.rows(lo, hi)
+        };
+        // SAFETY: each part covers disjoint rows or columns of C.
+        unsafe { gemm_serial::<P>(&sub, blk) };
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    path: KernelPath,
+    blocking: Option<Blocking>,
+    parallel: bool,
+    ta: Trans,
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue,
+) {
+    check_shapes(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, &epilogue);
+    let (bias_row, bias_col) = match epilogue.bias {
+        Bias::None => (core::ptr::null(), core::ptr::null()),
+        Bias::Row(r) => (r.as_ptr(), core::ptr::null()),
+        Bias::Col(cb) => (core::ptr::null(), cb.as_ptr()),
+    };
+    let op = Operands {
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        alpha,
+        a: a.as_ptr(),
+        lda,
+        b: b.as_ptr(),
+        ldb,
+        beta,
+        c: c.as_mut_ptr(),
+        ldc,
+        bias_row,
+        bias_col,
+        activation: epilogue.activation,
+    };
+    let blk = blocking.unwrap_or_else(|| path.blocking());
+    // SAFETY: check_shapes verified every index the core touches is inside
+    // the slices; `c` is borrowed mutably for the whole call.
+    unsafe {
+        match (path, parallel) {
+            (KernelPath::Avx512, false) => gemm_serial::<Avx512Fma12x32>(&op, blk),
+            (KernelPath::Avx512, true) => gemm_parallel::<Avx512Fma12x32>(&op, blk),
+            (KernelPath::Avx2, false) => gemm_serial::<Avx2Fma6x16>(&op, blk),
+            (KernelPath::Avx2, true) => gemm_parallel::<Avx2Fma6x16>(&op, blk),
+            (KernelPath::Portable, false) => gemm_serial::<Portable4x8>(&op, blk),
+            (KernelPath::Portable, true) => gemm_parallel::<Portable4x8>(&op, blk),
+        }
+    }
+}
+
+/// [`sgemm_with_epilogue`] (or [`sgemm_parallel`] when `parallel`) on a chosen
+/// path and, optionally, cache blocking: for tests and benches of paths other
+/// than the build's own.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_on_path(
+    path: KernelPath,
+    blocking: Option<Blocking>,
+    parallel: bool,
+    ta: Trans,
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue,
+) {
+    run(
+        path, blocking, parallel, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, epilogue,
+    );
+}
+
+/// Single-threaded GEMM with a fused epilogue. Use inside per-chunk rayon loops.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_with_epilogue(
+    ta: Trans,
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue,
+) {
+    run(
+        KernelPath::NATIVE,
+        None,
+        false,
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        lda,
+        b,
+        ldb,
+        beta,
+        c,
+        ldc,
+        epilogue,
+    );
+}
+
+/// Single-threaded GEMM, C <- alpha * op(A) op(B) + beta * C.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    ta: Trans,
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    sgemm_with_epilogue(
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        lda,
+        b,
+        ldb,
+        beta,
+        c,
+        ldc,
+        Epilogue::NONE,
+    );
+}
+
+/// GEMM split across the rayon pool (for large products outside the trainer's
+/// own batch loop). Same semantics as [`sgemm_with_epilogue`]. Called from a
+/// rayon worker it runs on that thread alone (no nested parallelism).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_parallel(
+    ta: Trans,
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue,
+) {
+    run(
+        KernelPath::NATIVE,
+        None,
+        true,
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        lda,
+        b,
+        ldb,
+        beta,
+        c,
+        ldc,
+        epilogue,
+    );
+}

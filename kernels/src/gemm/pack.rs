@@ -1,0 +1,202 @@
+//! Packing of A and B blocks into contiguous, zero-padded micro-panels.
+//!
+//! Packed A: for each group of MR rows, `kc` steps of MR floats (the column of
+//! the tile the micro-kernel broadcasts from). Packed B: for each group of NR
+//! columns, `kc` rows of NR floats. Padding rows / columns are zero so a
+//! micro-kernel may read a full panel.
+//!
+//! Where the source is read along its rows (A^T, B), the shared index is the
+//! outer loop, so each source row is streamed once, start to end, which the
+//! hardware prefetcher follows; strided walks down a column of panels would
+//! jump more than 2 KiB per step. Where a panel is a transpose of the source
+//! (A, B^T), 8 x 8 and 4 x 4 blocks go through in-register transposes.
+
+use super::Trans;
+use wide::{f32x4, f32x8};
+
+/// Packs rows `i0..i0 + mc`, shared indices `p0..p0 + kc` of op(A).
+///
+/// # Safety
+/// op(A) must be readable at every packed index through `a`/`lda`; `dst` must
+/// hold `ceil(mc / mr) * mr * kc` floats.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn pack_a(
+    ta: Trans,
+    a: *const f32,
+    lda: usize,
+    i0: usize,
+    mc: usize,
+    p0: usize,
+    kc: usize,
+    mr: usize,
+    dst: *mut f32,
+) {
+    // SAFETY: every source index is inside op(A)'s block, every destination
+    // inside the ceil(mc / mr) panels of mr * kc floats.
+    unsafe {
+        match ta {
+            // A(i, p) = a[i * lda + p]: each panel is a transpose.
+            Trans::N => {
+                for (panel, ip) in (0..mc).step_by(mr).enumerate() {
+                    let rows = mr.min(mc - ip);
+                    let out = dst.add(panel * mr * kc);
+                    transpose_into(a.add((i0 + ip) * lda + p0), lda, rows, kc, out, mr);
+                    zero_columns(out, mr, rows, kc);
+                }
+            }
+            // A(i, p) = a[p * lda + i]: a packed step is a contiguous copy.
+            Trans::T => {
+                for p in 0..kc {
+                    let src = a.add((p0 + p) * lda + i0);
+                    copy_row_into_panels(src, mc, mr, kc, p, dst);
+                }
+            }
+        }
+    }
+}
+
+/// Packs shared indices `p0..p0 + kc`, columns `j0..j0 + nc` of op(B).
+///
+/// # Safety
+/// op(B) must be readable at every packed index through `b`/`ldb`; `dst` must
+/// hold `ceil(nc / nr) * nr * kc` floats.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn pack_b(
+    tb: Trans,
+    b: *const f32,
+    ldb: usize,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    nr: usize,
+    dst: *mut f32,
+) {
+    // SAFETY: as in pack_a, for op(B) and ceil(nc / nr) panels of nr * kc.
+    unsafe {
+        match tb {
+            // B(p, j) = b[p * ldb + j]: a packed row is a contiguous copy.
+            Trans::N => {
+                for p in 0..kc {
+                    let src = b.add((p0 + p) * ldb + j0);
+                    copy_row_into_panels(src, nc, nr, kc, p, dst);
+                }
+            }
+            // B(p, j) = b[j * ldb + p]: each panel is a transpose.
+            Trans::T => {
+                for (panel, jp) in (0..nc).step_by(nr).enumerate() {
+                    let cols = nr.min(nc - jp);
+                    let out = dst.add(panel * nr * kc);
+                    transpose_into(b.add((j0 + jp) * ldb + p0), ldb, cols, kc, out, nr);
+                    zero_columns(out, nr, cols, kc);
+                }
+            }
+        }
+    }
+}
+
+/// Scatters one source row of `len` floats into step `p` of consecutive
+/// `width`-wide panels (each `width * kc` floats), zero-padding the last.
+///
+/// # Safety
+/// `src` readable for `len` floats; `dst` holds `ceil(len / width)` panels.
+unsafe fn copy_row_into_panels(
+    src: *const f32,
+    len: usize,
+    width: usize,
+    kc: usize,
+    p: usize,
+    dst: *mut f32,
+) {
+    for (panel, j) in (0..len).step_by(width).enumerate() {
+        let count = width.min(len - j);
+        // SAFETY: src[j..j + count] is inside the row; the destination row
+        // of `width` floats is inside panel `panel`.
+        unsafe {
+            let o = dst.add(panel * width * kc + p * width);
+            core::ptr::copy_nonoverlapping(src.add(j), o, count);
+            core::ptr::write_bytes(o.add(count), 0, width - count);
+        }
+    }
+}
+
+/// Zeroes columns `from..width` of a `kc` x `width` panel.
+///
+/// # Safety
+/// `out` holds `kc * width` floats.
+unsafe fn zero_columns(out: *mut f32, width: usize, from: usize, kc: usize) {
+    if from < width {
+        for p in 0..kc {
+            // SAFETY: row p, columns from..width, inside the panel.
+            unsafe { core::ptr::write_bytes(out.add(p * width + from), 0, width - from) };
+        }
+    }
+}
+
+/// out[p * out_stride + r] = src[r * ld + p] for r < rows, p < kc.
+///
+/// # Safety
+/// `src` readable at those indices, `out` writable at those indices.
+unsafe fn transpose_into(
+    src: *const f32,
+    ld: usize,
+    rows: usize,
+    kc: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let mut r = 0;
+    // SAFETY: every access is src[(r + q) * ld + p + s] with r + q < rows and
+    // p + s < kc, or out[(p + s) * out_stride + r + q] likewise.
+    unsafe {
+        while r + 8 <= rows {
+            let mut p = 0;
+            while p + 8 <= kc {
+                let block: [f32x8; 8] = core::array::from_fn(|q| {
+                    core::ptr::read_unaligned(src.add((r + q) * ld + p) as *const f32x8)
+                });
+                for (s, v) in f32x8::transpose(block).iter().enumerate() {
+                    core::ptr::write_unaligned(out.add((p + s) * out_stride + r) as *mut f32x8, *v);
+                }
+                p += 8;
+            }
+            transpose_scalar(src, ld, r..r + 8, p..kc, out, out_stride);
+            r += 8;
+        }
+        while r + 4 <= rows {
+            let mut p = 0;
+            while p + 4 <= kc {
+                let block: [f32x4; 4] = core::array::from_fn(|q| {
+                    core::ptr::read_unaligned(src.add((r + q) * ld + p) as *const f32x4)
+                });
+                for (s, v) in f32x4::transpose(block).iter().enumerate() {
+                    core::ptr::write_unaligned(out.add((p + s) * out_stride + r) as *mut f32x4, *v);
+                }
+                p += 4;
+            }
+            transpose_scalar(src, ld, r..r + 4, p..kc, out, out_stride);
+            r += 4;
+        }
+        transpose_scalar(src, ld, r..rows, 0..kc, out, out_stride);
+    }
+}
+
+/// The ragged rim of [`transpose_into`], one float at a time.
+///
+/// # Safety
+/// As [`transpose_into`] for the given ranges.
+unsafe fn transpose_scalar(
+    src: *const f32,
+    ld: usize,
+    rows: core::ops::Range<usize>,
+    steps: core::ops::Range<usize>,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    for r in rows {
+        for p in steps.clone() {
+            // SAFETY: inside the ranges the caller vouched for.
+            unsafe { *out.add(p * out_stride + r) = *src.add(r * ld + p) };
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Property tests of the packed GEMM against the naive reference loop, for
+//! every compiled micro-kernel path, all four transpose forms, ragged tiles,
+//! wide leading dimensions, random alpha / beta, every epilogue, NaN-poisoned
+//! C when beta == 0, and exact equality on small-integer inputs.
+
+use proptest::prelude::*;
+use vcortex_kernels::gemm::{
+    sgemm, sgemm_on_path, sgemm_parallel, sgemm_with_epilogue, Activation, Bias, Blocking,
+    Epilogue, KernelPath, Trans,
+};
+use vcortex_kernels::reference;
+
+/// Marks C's padding columns (between n and ldc); they must come back intact.
+const PAD_SENTINEL: f32 = -12345.0;
+
+/// One generated product.
+#[derive(Clone, Debug)]
+struct Case {
+    ta: Trans,
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    beta: f32,
+    lda_pad: usize,
+    ldb_pad: usize,
+    ldc_pad: usize,
+    bias: u8,
+    activation: Activation,
+    integers: bool,
+    seed: u64,
+}
+
+/// A small deterministic generator (the inputs need no statistical quality).
+struct Lcg(u64);
+impl Lcg {
+    fn next_f32(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn value(&mut self, integers: bool) -> f32 {
+        let x = self.next_f32();
+        if integers {
+            (x * 4.0).round()
+        } else {
+            x
+        }
+    }
+}
+
+fn filled(len: usize, rng: &mut Lcg, integers: bool) -> Vec<f32> {
+    (0..len).map(|_| rng.value(integers)).collect()
+}
+
+fn trans() -> impl Strategy<Value = Trans> {
+    prop_oneof![Just(Trans::N), Just(Trans::T)]
+}
+
+fn activation() -> impl Strategy<Value = Activation> {
+    prop_oneof![
+        Just(Activation::Identity),
+        Just(Activation::Relu),
+        Just(Activation::Sigmoid)
+    ]
+}
+
+/// Shapes from 1 to three tiles plus one in m and n, k from 0 to three KC.
+fn case(mr: usize, nr: usize, kc: usize, integers: bool) -> impl Strategy<Value = Case> {
+    let scalars = if integers {
+        // Powers of two and small integers keep every product exact.
+        prop_oneof![Just(0.0f32), Just(1.0), Just(-1.0), Just(2.0), Just(0.5)].boxed()
+    } else {
+        (-2.0f32..2.0).boxed()
+    };
+    let beta = prop_oneof![Just(0.0f32), scalars.clone()];
+    (
+        (trans(), trans(), 1..=3 * mr + 1, 1..=3 * nr + 1, 0..=3 * kc),
+        (scalars, beta, 0..3usize, 0..3usize, 0..3usize),
+        (0..3u8, activation(), any::<u64>()),
+    )
+        .prop_map(
+            move |(
+                (ta, tb, m, n, k),
+                (alpha, beta, lda_pad, ldb_pad, ldc_pad),
+                (bias, activation, seed),
+            )| Case {
+                ta,
+                tb,
+                m,
+                n,
+                k,
+                alpha,
+                beta,
+                lda_pad,
+                ldb_pad,
+                ldc_pad,
+                bias,
+                // Sigmoid is not exact, so integer cases use the other two.
+                activation: if integers && activation == Activation::Sigmoid {
+                    Activation::Relu
+                } else {
+                    activation
+                },
+                integers,
+                seed,
+            },
+        )
+}
+
+/// How a case is run.
+#[derive(Clone, Copy)]
+enum Entry {
+    Path(KernelPath, Option<Blocking>, bool),
+    Public,
+    PublicParallel,
+}
+
+fn check(case: &Case, entry: Entry) -> Result<(), TestCaseError> {
+    let Case {
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        alpha,
+        beta,
+        ..
+    } = *case;
+    let mut rng = Lcg(case.seed);
+    let (ar, ac) = if ta == Trans::N { (m, k) } else { (k, m) };
+    let (br, bc) = if tb == Trans::N { (k, n) } else { (n, k) };
+    let (lda, ldb, ldc) = (ac + case.lda_pad, bc + case.ldb_pad, n + case.ldc_pad);
+    let a = filled(ar * lda, &mut rng, case.integers);
+    let b = filled(br * ldb, &mut rng, case.integers);
+    let mut c = filled(m * ldc, &mut rng, case.integers);
+    for (idx, x) in c.iter_mut().enumerate() {
+        if idx % ldc >= n {
+            *x = PAD_SENTINEL;
+        } else if beta == 0.0 {
+            // beta == 0 must never read C.
+            *x = f32::NAN;
+        }
+    }
+    let bias_values = filled(m.max(n), &mut rng, case.integers);
+    let bias = match case.bias {
+        0 => Bias::None,
+        1 => Bias::Row(&bias_values[..m]),
+        _ => Bias::Col(&bias_values[..n]),
+    };
+    let epilogue = Epilogue {
+        bias,
+        activation: case.activation,
+    };
+
+    let mut want = c.clone();
+    reference::sgemm(
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        alpha,
+        &a,
+        lda,
+        &b,
+        ldb,
+        beta,
+        &mut want,
+        ldc,
+        bias,
+        case.activation,
+    );
+    let mut got = c.clone();
+    match entry {
+        Entry::Path(path, blocking, parallel) => sgemm_on_path(
+            path, blocking, parallel, ta, tb, m, n, k, alpha, &a, lda, &b, ldb, beta, &mut got,
+            ldc, epilogue,
+        ),
+        Entry::Public => {
+            if case.bias == 0 && case.activation == Activation::Identity {
+                sgemm(
+                    ta, tb, m, n, k, alpha, &a, lda, &b, ldb, beta, &mut got, ldc,
+                )
+            } else {
+                sgemm_with_epilogue(
+                    ta, tb, m, n, k, alpha, &a, lda, &b, ldb, beta, &mut got, ldc, epilogue,
+                )
+            }
+        }
+        Entry::PublicParallel => sgemm_parallel(
+            ta, tb, m, n, k, alpha, &a, lda, &b, ldb, beta, &mut got, ldc, epilogue,
+        ),
+    }
+
+    let at = |x: &[f32], ld: usize, t: Trans, r: usize, col: usize| match t {
+        Trans::N => x[r * ld + col],
+        Trans::T => x[col * ld + r],
+    };
+    for i in 0..m {
+        for j in ldc * i..ldc * (i + 1) {
+            let col = j - ldc * i;
+            let (g, w) = (got[j], want[j]);
+            if col >= n {
+                prop_assert_eq!(
+                    g.to_bits(),
+                    PAD_SENTINEL.to_bits(),
+                    "padding overwritten at ({}, {})",
+                    i,
+                    col
+                );
+                continue;
+            }
+            if case.integers {
+                // Small integers (|x| <= 4, k <= 3 KC so |sum| < 2^24) and
+                // power-of-two scalars: every intermediate is exact in f32, so
+                // any summation order gives the reference's value exactly.
+                prop_assert_eq!(g, w, "({}, {}) of {:?}", i, col, case);
+                continue;
+            }
+            // Tolerance. A float sum of k products, however blocked, is within
+            // gamma_k = k * u (u = 2^-24) of the exact sum *relative to the
+            // sum of magnitudes* S = |alpha| sum_p |a_ip b_pj| + |beta c| +
+            // |bias|; alpha, beta and the bias add three more roundings. So
+            // rtol = (k + 4) * 2u, a factor 2 above the classical bound. It
+            // multiplies S rather than |want| because random-sign inputs make
+            // the result cancel far below S, where a bound relative to the
+            // result would be meaningless. ReLU and sigmoid are 1- and
+            // 1/4-Lipschitz, so the bound carries through them; atol = 1e-6
+            // covers sigmoid's own rounding (a few ulp of a value <= 1).
+            let mut s = 0.0f64;
+            for p in 0..k {
+                s += (at(&a, lda, ta, i, p) as f64 * at(&b, ldb, tb, p, col) as f64).abs();
+            }
+            s *= alpha.abs() as f64;
+            if beta != 0.0 {
+                s += (beta as f64 * c[j] as f64).abs();
+            }
+            s += match bias {
+                Bias::None => 0.0,
+                Bias::Row(r) => r[i].abs() as f64,
+                Bias::Col(cb) => cb[col].abs() as f64,
+            };
+            let rtol = (k + 4) as f64 * f32::EPSILON as f64;
+            let atol = 1e-6;
+            let err = (g as f64 - w as f64).abs();
+            prop_assert!(
+                err <= atol + rtol * s,
+                "({}, {}): got {} want {} err {} > tol {} in {:?}",
+                i,
+                col,
+                g,
+                w,
+                err,
+                atol + rtol * s,
+                case
+            );
+        }
+    }
+    Ok(())
+}
+
+fn tiny_blocking(path: KernelPath) -> impl Strategy<Value = Blocking> {
+    let (mr, nr) = path.tile();
+    (1..=9usize, 1..=3usize, 1..=3usize).prop_map(move |(kc, mcs, ncs)| Blocking {
+        kc,
+        mc: mcs * mr,
+        nc: ncs * nr,
+    })
+}
+
+macro_rules! path_tests {
+    ($module:ident, $path:expr) => {
+        mod $module {
+            use super::*;
+            const PATH: KernelPath = $path;
+
+            proptest! {
+                #![proptest_config(ProptestConfig::with_cases(24))]
+
+                /// Default blocking: k up to three KC, so the K loop runs
+                /// one to three slices and edge tiles in both dimensions.
+                #[test]
+                fn floats_default_blocking(c in case(PATH.tile().0, PATH.tile().1, PATH.blocking().kc, false)) {
+                    check(&c, Entry::Path(PATH, None, false))?;
+                }
+
+                #[test]
+                fn integers_exact_default_blocking(c in case(PATH.tile().0, PATH.tile().1, PATH.blocking().kc, true)) {
+                    check(&c, Entry::Path(PATH, None, false))?;
+                }
+            }
+
+            proptest! {
+                #![proptest_config(ProptestConfig::with_cases(96))]
+
+                /// Tiny cache blocks so small matrices run several jc, pc and
+                /// ic iterations (k again from 0 to three KC).
+                #[test]
+                fn floats_tiny_blocking(
+                    (blk, c) in tiny_blocking(PATH).prop_flat_map(|blk| {
+                        (Just(blk), case(PATH.tile().0, PATH.tile().1, blk.kc, false))
+                    })
+                ) {
+                    check(&c, Entry::Path(PATH, Some(blk), false))?;
+                }
+
+                #[test]
+                fn integers_exact_tiny_blocking(
+                    (blk, c) in tiny_blocking(PATH).prop_flat_map(|blk| {
+                        (Just(blk), case(PATH.tile().0, PATH.tile().1, blk.kc, true))
+                    })
+                ) {
+                    check(&c, Entry::Path(PATH, Some(blk), false))?;
+                }
+            }
+
+            /// Products big enough for the parallel entry to split, along N
+            /// and along M, each form.
+            #[test]
+            fn parallel_splits() {
+                for (m, n, k) in [(40, 150, 400), (300, 33, 300), (64, 64, 600)] {
+                    for (ta, tb) in [(Trans::N, Trans::N), (Trans::T, Trans::N), (Trans::N, Trans::T), (Trans::T, Trans::T)] {
+                        let c = Case {
+                            ta, tb, m, n, k, alpha: 0.75, beta: if k == 600 { 2.0 } else { 0.0 },
+                            lda_pad: 1, ldb_pad: 2, ldc_pad: 3,
+                            // Row bias on the M split, column bias on the N splits.
+                            bias: if m > n { 1 } else { 2 },
+                            activation: Activation::Relu, integers: true, seed: (m * n + k) as u64,
+                        };
+                        check(&c, Entry::Path(PATH, None, true)).unwrap();
+                    }
+                }
+            }
+        }
+    };
+}
+
+path_tests!(avx512, KernelPath::Avx512);
+path_tests!(avx2, KernelPath::Avx2);
+path_tests!(portable, KernelPath::Portable);
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The public entries (this build's native path).
+    #[test]
+    fn public_entries(c in case(12, 32, 192, false), parallel in any::<bool>()) {
+        check(&c, if parallel { Entry::PublicParallel } else { Entry::Public })?;
+    }
+}
+
+#[test]
+fn native_path_matches_build() {
+    assert_eq!(
+        KernelPath::NATIVE == KernelPath::Avx512,
+        vcortex_kernels::SIMD_LEVEL == "avx512f"
+    );
+}
+
+/// Called from inside a rayon worker, the parallel entry must not fork again
+/// (it runs on the calling thread) and must still be correct.
+#[test]
+fn parallel_inside_rayon_pool() {
+    use rayon::prelude::*;
+    (0..4usize).into_par_iter().for_each(|t| {
+        let c = Case {
+            ta: Trans::N,
+            tb: Trans::T,
+            m: 64,
+            n: 96,
+            k: 700,
+            alpha: 1.0,
+            beta: 2.0,
+            lda_pad: 0,
+            ldb_pad: 0,
+            ldc_pad: 0,
+            bias: 1,
+            activation: Activation::Identity,
+            integers: true,
+            seed: t as u64,
+        };
+        check(&c, Entry::PublicParallel).unwrap();
+    });
+}
+
+#[test]
+fn empty_products() {
+    let mut c = vec![1.0f32; 6];
+    // k == 0: C <- beta * C (+ bias), A and B never read.
+    sgemm(
+        Trans::N,
+        Trans::N,
+        2,
+        3,
+        0,
+        1.0,
+        &[],
+        0,
+        &[],
+        3,
+        2.0,
+        &mut c,
+        3,
+    );
+    assert_eq!(c, vec![2.0; 6]);
+    // m == 0 and n == 0 touch nothing.
+    sgemm(
+        Trans::N,
+        Trans::N,
+        0,
+        3,
+        4,
+        1.0,
+        &[],
+        4,
+        &[0.0; 12],
+        3,
+        0.0,
+        &mut [],
+        3,
+    );
+    sgemm(
+        Trans::N,
+        Trans::N,
+        2,
+        0,
+        4,
+        1.0,
+        &[0.0; 8],
+        4,
+        &[],
+        0,
+        0.0,
+        &mut [],
+        0,
+    );
+}

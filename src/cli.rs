@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::data::{Dataset, Split, DEFAULT_DATA_DIR, NUM_CLASSES};
 use crate::error::Error;
+use crate::experiments::{self, DaeSchemeArg, ExpError, Experiment, Options};
 use crate::kernels::SIMD_LEVEL;
 
 /// Fast CPU reproduction of six classic MNIST experiments.
@@ -28,6 +29,67 @@ pub struct Cli {
 pub enum Command {
     /// Print the dataset's figures and the build's SIMD level and thread count.
     Info(InfoArgs),
+    /// Run an experiment of the study (or `all` of them) and rebuild the report.
+    Run(RunArgs),
+    /// Rebuild runs/report.html and runs/report.md from existing run folders.
+    Report(ReportArgs),
+}
+
+/// Arguments of `vcortex run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Which experiment: a1, a2, a3, a-subset, b1, b2, b3, b-subset or all.
+    #[arg(value_enum)]
+    pub experiment: Experiment,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Root folder of the run folders.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub out: PathBuf,
+    /// Seed of every random draw (initialisation, shuffles, noise).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A reduced version of each experiment (few epochs on small subsets), for a smoke test.
+    #[arg(long)]
+    pub quick: bool,
+    /// Continue each stage from its checkpoint; finished stages are kept.
+    #[arg(long)]
+    pub resume: bool,
+    /// Epochs of every training run (per layer for DAE pre-training).
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
+    /// Use the first N training images.
+    #[arg(long, value_name = "N")]
+    pub train_size: Option<usize>,
+    /// Use the first N test images.
+    #[arg(long, value_name = "N")]
+    pub test_size: Option<usize>,
+    /// Learning rate of every training run.
+    #[arg(long, value_name = "LR", allow_negative_numbers = true)]
+    pub lr: Option<f32>,
+    /// Momentum coefficient of the momentum runs.
+    #[arg(long, value_name = "GAMMA", allow_negative_numbers = true)]
+    pub momentum: Option<f32>,
+    /// L2 weight decay inside the update.
+    #[arg(long, value_name = "DECAY", allow_negative_numbers = true)]
+    pub decay: Option<f32>,
+    /// Minibatch size.
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// DAE pre-training scheme.
+    #[arg(long, value_enum, default_value = "image-space")]
+    pub scheme: DaeSchemeArg,
+    /// No progress bars or lines.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Arguments of `vcortex report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Root folder of the run folders.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub out: PathBuf,
 }
 
 /// Where the dataset lives; flattened into every command that reads data.
@@ -54,7 +116,36 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         .map_err(Error::ThreadPool)?;
     match cli.command {
         Command::Info(args) => info(&args),
+        Command::Run(args) => run_experiment(&args, cli.threads),
+        Command::Report(args) => {
+            let paths = crate::report::build(&args.out).map_err(ExpError::from)?;
+            println!("{}\n{}", paths.html.display(), paths.markdown.display());
+            Ok(())
+        }
     }
+}
+
+fn run_experiment(args: &RunArgs, threads: usize) -> Result<(), Error> {
+    let mut opts = Options::new(&args.data.dir, &args.out);
+    opts.seed = args.seed;
+    opts.threads = threads;
+    opts.quick = args.quick;
+    opts.resume = args.resume;
+    opts.progress = !args.no_progress;
+    opts.epochs = args.epochs;
+    opts.train_size = args.train_size;
+    opts.test_size = args.test_size;
+    opts.lr = args.lr;
+    opts.momentum = args.momentum;
+    opts.decay = args.decay;
+    opts.batch_size = args.batch_size;
+    opts.scheme = args.scheme;
+    opts.command = std::env::args()
+        .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+        .collect::<Vec<_>>()
+        .join(" ");
+    experiments::run(args.experiment, &opts)?;
+    Ok(())
 }
 
 fn info(args: &InfoArgs) -> Result<(), Error> {

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::data::DataError;
+use crate::experiments::ExpError;
 
 /// Any error a `vcortex` command reports (printed as `error: <message>`).
 #[derive(Debug)]
@@ -11,6 +12,14 @@ pub enum Error {
     Data(DataError),
     /// The rayon thread pool could not be configured.
     ThreadPool(rayon::ThreadPoolBuildError),
+    /// An experiment, its training or its figures failed.
+    Experiment(ExpError),
+}
+
+impl From<ExpError> for Error {
+    fn from(e: ExpError) -> Self {
+        Error::Experiment(e)
+    }
 }
 
 impl fmt::Display for Error {
@@ -18,6 +27,7 @@ impl fmt::Display for Error {
         match self {
             Error::Data(e) => write!(f, "{e}"),
             Error::ThreadPool(e) => write!(f, "cannot configure the thread pool: {e}"),
+            Error::Experiment(e) => write!(f, "{e}"),
         }
     }
 }
@@ -27,6 +37,7 @@ impl std::error::Error for Error {
         match self {
             Error::Data(e) => Some(e),
             Error::ThreadPool(e) => Some(e),
+            Error::Experiment(e) => Some(e),
         }
     }
 }

@@ -1,12 +1,13 @@
 //! vcortex: fast CPU reproduction of six classic MNIST experiments.
 
-pub mod data;
-pub mod plot;
-pub mod report;
-
-pub use vcortex_kernels as kernels;
 pub mod cli;
+pub mod data;
 pub mod error;
+pub mod experiments;
 pub mod model;
 pub mod nn;
+pub mod plot;
+pub mod report;
 pub mod train;
+
+pub use vcortex_kernels as kernels;

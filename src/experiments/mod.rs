@@ -1,0 +1,425 @@
+//! The study's experiments (A1-A3, B1-B3 and the subset comparisons) on the
+//! library's models and training engine, each writing a run folder with
+//! `metrics.csv`, `summary.json` and PNG figures. [`study`] runs them all.
+//!
+//! Every setting comes from `STUDY.md` (the seed report plus the choices its
+//! starter code made); [`Options`] lets a user override the common ones.
+
+mod cnn;
+mod dae;
+mod figures;
+mod study;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+
+use crate::data::{DataError, Dataset, Split};
+use crate::plot::PlotError;
+use crate::report::ReportError;
+use crate::train::{Optimizer, TrainConfig, TrainError};
+
+pub use study::{run_all, StageOutcome};
+
+/// Which experiment to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Experiment {
+    /// CNN, mini-batch SGD, full data.
+    A1,
+    /// CNN with momentum 0.1 and 0.9, full data.
+    A2,
+    /// CNN with RMSProp, full data.
+    A3,
+    /// CNN: GD vs momentum 0.1 vs 0.9 vs RMSProp on the first 12000/2000 images.
+    ASubset,
+    /// Stacked denoising autoencoder 784-900-625-400 (and the 169-unit one).
+    B1,
+    /// Five-layer classifier fine-tuned from B1, and from random init.
+    B2,
+    /// B1 with KL sparsity and momentum, then fine-tuned.
+    B3,
+    /// Five-layer networks (pre-trained, sparse, random) vs the CNNs on 12000/2000.
+    BSubset,
+    /// Everything above, in order.
+    All,
+}
+
+impl Experiment {
+    /// The stages `vcortex run all` runs, in order.
+    pub const STUDY: [Experiment; 8] = [
+        Experiment::A1,
+        Experiment::A2,
+        Experiment::A3,
+        Experiment::ASubset,
+        Experiment::B1,
+        Experiment::B2,
+        Experiment::B3,
+        Experiment::BSubset,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Experiment::A1 => "a1",
+            Experiment::A2 => "a2",
+            Experiment::A3 => "a3",
+            Experiment::ASubset => "a-subset",
+            Experiment::B1 => "b1",
+            Experiment::B2 => "b2",
+            Experiment::B3 => "b3",
+            Experiment::BSubset => "b-subset",
+            Experiment::All => "all",
+        }
+    }
+}
+
+/// How the DAE layers are pre-trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DaeSchemeArg {
+    /// The seed's scheme: layer k's reconstruction is decoded down to image
+    /// space and compared with the clean image.
+    ImageSpace,
+    /// The classic scheme: each layer reconstructs its own (clean) input.
+    LayerLocal,
+}
+
+/// User settings shared by every experiment; `None` keeps the study's value.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub data_dir: PathBuf,
+    /// Root of the run folders (`runs/`).
+    pub out_dir: PathBuf,
+    pub seed: u64,
+    /// Chunks per minibatch = rayon threads (0 = all cores).
+    pub threads: usize,
+    /// A reduced version of each experiment (few epochs on small subsets).
+    pub quick: bool,
+    /// Continue stages from their checkpoints (completed stages are kept).
+    pub resume: bool,
+    pub progress: bool,
+    pub epochs: Option<usize>,
+    pub train_size: Option<usize>,
+    pub test_size: Option<usize>,
+    pub lr: Option<f32>,
+    pub momentum: Option<f32>,
+    pub decay: Option<f32>,
+    pub batch_size: Option<usize>,
+    pub scheme: DaeSchemeArg,
+    /// The command line, recorded in each summary.json.
+    pub command: String,
+}
+
+impl Options {
+    /// The study's settings with output under `out_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>, out_dir: impl Into<PathBuf>) -> Self {
+        Options {
+            data_dir: data_dir.into(),
+            out_dir: out_dir.into(),
+            seed: 1,
+            threads: 0,
+            quick: false,
+            resume: false,
+            progress: true,
+            epochs: None,
+            train_size: None,
+            test_size: None,
+            lr: None,
+            momentum: None,
+            decay: None,
+            batch_size: None,
+            scheme: DaeSchemeArg::ImageSpace,
+            command: String::new(),
+        }
+    }
+
+    /// Checks ranges before any work starts.
+    pub fn validate(&self) -> Result<(), ExpError> {
+        let bad = |msg: String| Err(ExpError::Config(msg));
+        if let Some(0) = self.epochs {
+            return bad("--epochs must be at least 1".into());
+        }
+        if let Some(0) = self.batch_size {
+            return bad("--batch-size must be at least 1".into());
+        }
+        if let Some(0) = self.train_size {
+            return bad("--train-size must be at least 1".into());
+        }
+        if let Some(0) = self.test_size {
+            return bad("--test-size must be at least 1".into());
+        }
+        if let Some(lr) = self.lr {
+            if !(lr.is_finite() && lr > 0.0) {
+                return bad(format!("--lr must be a positive number, got {lr}"));
+            }
+        }
+        if let Some(m) = self.momentum {
+            if !(m.is_finite() && (0.0..1.0).contains(&m)) {
+                return bad(format!("--momentum must be in [0, 1), got {m}"));
+            }
+        }
+        if let Some(d) = self.decay {
+            if !(d.is_finite() && d >= 0.0) {
+                return bad(format!("--decay must be >= 0, got {d}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why an experiment failed.
+#[derive(Debug)]
+pub enum ExpError {
+    Config(String),
+    Data(DataError),
+    Train(TrainError),
+    Plot(PlotError),
+    Report(ReportError),
+    Io { path: PathBuf, source: std::io::Error },
+    /// A stage needs the output of an earlier one.
+    Missing { what: String, path: PathBuf, hint: String },
+}
+
+impl fmt::Display for ExpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpError::Config(m) => write!(f, "invalid settings: {m}"),
+            ExpError::Data(e) => write!(f, "{e}"),
+            ExpError::Train(e) => write!(f, "{e}"),
+            ExpError::Plot(e) => write!(f, "{e}"),
+            ExpError::Report(e) => write!(f, "{e}"),
+            ExpError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            ExpError::Missing { what, path, hint } => {
+                write!(f, "{what} not found at {} ({hint})", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ExpError {}
+
+impl From<DataError> for ExpError {
+    fn from(e: DataError) -> Self {
+        ExpError::Data(e)
+    }
+}
+impl From<TrainError> for ExpError {
+    fn from(e: TrainError) -> Self {
+        ExpError::Train(e)
+    }
+}
+impl From<PlotError> for ExpError {
+    fn from(e: PlotError) -> Self {
+        ExpError::Plot(e)
+    }
+}
+impl From<ReportError> for ExpError {
+    fn from(e: ReportError) -> Self {
+        ExpError::Report(e)
+    }
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExpError + '_ {
+    move |source| ExpError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The data an experiment trains and tests on: the first `train`/`test`
+/// images in file order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sizes {
+    pub train: usize,
+    pub test: usize,
+}
+
+/// Runs one experiment (or all of them) and rebuilds the report.
+pub fn run(exp: Experiment, opts: &Options) -> Result<Vec<StageOutcome>, ExpError> {
+    opts.validate()?;
+    let dataset = Dataset::load(&opts.data_dir)?;
+    std::fs::create_dir_all(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
+    let stages: Vec<Experiment> = if exp == Experiment::All {
+        Experiment::STUDY.to_vec()
+    } else {
+        vec![exp]
+    };
+    run_all(&stages, &dataset, opts, exp == Experiment::All)
+}
+
+/// Runs one stage.
+pub(crate) fn run_stage(
+    exp: Experiment,
+    data: &Dataset,
+    opts: &Options,
+) -> Result<Vec<Map<String, Value>>, ExpError> {
+    match exp {
+        Experiment::A1 => cnn::a1(data, opts),
+        Experiment::A2 => cnn::a2(data, opts),
+        Experiment::A3 => cnn::a3(data, opts),
+        Experiment::ASubset => cnn::a_subset(data, opts),
+        Experiment::B1 => dae::b1(data, opts),
+        Experiment::B2 => dae::b2(data, opts),
+        Experiment::B3 => dae::b3(data, opts),
+        Experiment::BSubset => dae::b_subset(data, opts),
+        Experiment::All => unreachable!("`all` is expanded into stages"),
+    }
+}
+
+/// Sizes for a stage: the study's, reduced by `--quick`, overridden by flags,
+/// checked against the data.
+pub(crate) fn sizes(
+    data: &Dataset,
+    opts: &Options,
+    study_train: Option<usize>,
+    study_test: Option<usize>,
+) -> Result<Sizes, ExpError> {
+    let (train_all, test_all) = (data.train().count, data.test().count);
+    let mut train = study_train.unwrap_or(train_all);
+    let mut test = study_test.unwrap_or(test_all);
+    if opts.quick {
+        train = train.min(QUICK_TRAIN);
+        test = test.min(QUICK_TEST);
+    }
+    train = opts.train_size.unwrap_or(train);
+    test = opts.test_size.unwrap_or(test);
+    if train > train_all {
+        return Err(ExpError::Config(format!(
+            "--train-size {train} is larger than the {train_all} training images in {}",
+            opts.data_dir.display()
+        )));
+    }
+    if test > test_all {
+        return Err(ExpError::Config(format!(
+            "--test-size {test} is larger than the {test_all} test images in {}",
+            opts.data_dir.display()
+        )));
+    }
+    Ok(Sizes { train, test })
+}
+
+/// `--quick`: training and test images per stage.
+const QUICK_TRAIN: usize = 3000;
+const QUICK_TEST: usize = 1000;
+
+/// Epochs for a stage: the study's, or `--quick`'s, or `--epochs`.
+pub(crate) fn epochs(opts: &Options, study: usize, quick: usize) -> usize {
+    opts.epochs
+        .unwrap_or(if opts.quick { quick.min(study) } else { study })
+}
+
+/// A training config for one run folder with the common overrides applied.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_config(
+    opts: &Options,
+    name: &str,
+    title: &str,
+    out_dir: PathBuf,
+    epochs: usize,
+    lr: f32,
+    decay: f32,
+    optimizer: Optimizer,
+    sizes: Sizes,
+) -> TrainConfig {
+    let mut cfg = TrainConfig::new(name, out_dir.clone());
+    cfg.title = title.to_string();
+    cfg.epochs = epochs;
+    cfg.batch_size = opts.batch_size.unwrap_or(128);
+    cfg.lr = opts.lr.unwrap_or(lr);
+    cfg.decay = opts.decay.unwrap_or(decay);
+    cfg.optimizer = match (optimizer, opts.momentum) {
+        (Optimizer::Momentum { .. }, Some(gamma)) => Optimizer::Momentum { gamma },
+        (o, _) => o,
+    };
+    cfg.seed = opts.seed;
+    cfg.threads = opts.threads;
+    cfg.resume = opts.resume && out_dir.join("checkpoint.bin").is_file();
+    cfg.train_count = Some(sizes.train);
+    cfg.test_count = Some(sizes.test);
+    cfg.progress = opts.progress;
+    let mut extra = Map::new();
+    extra.insert("command".into(), json!(opts.command));
+    extra.insert("data".into(), json!(opts.data_dir.display().to_string()));
+    extra.insert("machine".into(), json!(machine_description()));
+    extra.insert(
+        "settings".into(),
+        json!({
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "learning_rate": cfg.lr,
+            "decay": cfg.decay,
+            "optimizer": optimizer_text(&cfg.optimizer),
+            "train_images": sizes.train,
+            "test_images": sizes.test,
+            "seed": cfg.seed,
+        }),
+    );
+    cfg.extra_summary = extra;
+    cfg
+}
+
+pub(crate) fn optimizer_text(o: &Optimizer) -> String {
+    match o {
+        Optimizer::Sgd => "SGD".into(),
+        Optimizer::Momentum { gamma } => format!("momentum {gamma}"),
+        Optimizer::RmsProp { rho, eps } => format!("RMSProp rho {rho} eps {eps}"),
+    }
+}
+
+/// The processor model and core count, for summaries and the report.
+pub fn machine_description() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{model}, {cores} cores")
+}
+
+/// Pixels of `n` images starting at `first`, scaled to [0, 1].
+pub(crate) fn images_f32(split: Split, first: usize, n: usize) -> Vec<f32> {
+    (first..first + n)
+        .flat_map(|i| split.image(i).iter().map(|&p| p as f32 / 255.0))
+        .collect()
+}
+
+/// Reads a JSON object file, or an empty object if it does not exist.
+pub(crate) fn read_summary(dir: &Path) -> Map<String, Value> {
+    std::fs::read_to_string(dir.join("summary.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .and_then(|v| match v {
+            Value::Object(m) => Some(m),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// Merges `extra` into `dir/summary.json` (written atomically).
+pub(crate) fn merge_summary(dir: &Path, extra: Map<String, Value>) -> Result<Map<String, Value>, ExpError> {
+    let mut summary = read_summary(dir);
+    for (k, v) in extra {
+        summary.insert(k, v);
+    }
+    write_json(&dir.join("summary.json"), &Value::Object(summary.clone()))?;
+    Ok(summary)
+}
+
+/// Writes JSON to a temporary file and renames it into place.
+pub(crate) fn write_json(path: &Path, value: &Value) -> Result<(), ExpError> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(value).expect("JSON values always serialise");
+    std::fs::write(&tmp, text + "\n").map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// A figure entry for summary.json.
+pub(crate) fn figure(file: &str, caption: &str) -> Value {
+    json!({ "file": file, "caption": caption })
+}

@@ -1,0 +1,191 @@
+//! Running stages in order, with a plan first, a summary table at the end,
+//! `study.json` and the rebuilt report.
+
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use crate::data::Dataset;
+use crate::kernels::SIMD_LEVEL;
+
+use super::{machine_description, run_stage, write_json, ExpError, Experiment, Options};
+
+/// What one stage produced.
+#[derive(Clone, Debug)]
+pub struct StageOutcome {
+    pub stage: Experiment,
+    pub wall_seconds: f64,
+    /// The summaries of the runs it trained.
+    pub runs: Vec<Map<String, Value>>,
+}
+
+/// Training images seen per stage at the study's settings (epochs x images),
+/// as (CNN, MLP, DAE layer-equivalents) for the plan's estimate.
+fn workload(stage: Experiment, quick: bool) -> (f64, f64, f64) {
+    let (full, sub) = if quick { (3000.0, 3000.0) } else { (60000.0, 12000.0) };
+    let (cnn_e, dae_e, mlp_e) = if quick { (3.0, 2.0, 3.0) } else { (100.0, 25.0, 25.0) };
+    // A deeper DAE layer also runs the layers below and decodes back through
+    // them: about 1, 1.8 and 2.2 times layer 1's work.
+    let stack = 1.0 + 1.8 + 2.2;
+    match stage {
+        Experiment::A1 | Experiment::A3 => (cnn_e * full, 0.0, 0.0),
+        Experiment::A2 => (2.0 * cnn_e * full, 0.0, 0.0),
+        Experiment::ASubset => (4.0 * cnn_e * sub, 0.0, 0.0),
+        Experiment::B1 => (0.0, 0.0, dae_e * full * (stack + 0.25)),
+        Experiment::B2 => (0.0, 2.0 * mlp_e * full, 0.0),
+        Experiment::B3 => (0.0, mlp_e * full, dae_e * full * stack),
+        Experiment::BSubset => (0.0, 3.0 * mlp_e * sub, 0.0),
+        Experiment::All => (0.0, 0.0, 0.0),
+    }
+}
+
+/// Seconds per training image of the CNN, the MLP and DAE layer 1, measured
+/// on a short run of each into a scratch folder.
+fn measure_speed(data: &Dataset, opts: &Options) -> Result<(f64, f64, f64), ExpError> {
+    use crate::model::{Cnn, DaeStack, Mlp};
+    use crate::train::{pretrain_dae, train_classifier, DaeConfig, EpochMetrics, TrainConfig};
+    use std::ops::ControlFlow;
+    let scratch = opts.out_dir.join(".speed-probe");
+    let n = 2560.min(data.train().count);
+    let cfg = |name: &str| {
+        let mut c = TrainConfig::new(name, scratch.join(name));
+        c.threads = opts.threads;
+        c.train_count = Some(n);
+        c.test_count = Some(128.min(data.test().count));
+        c.seed = opts.seed;
+        c
+    };
+    let time = |f: &mut dyn FnMut() -> Result<(), ExpError>| -> Result<f64, ExpError> {
+        let t = Instant::now();
+        f()?;
+        Ok(t.elapsed().as_secs_f64() / n as f64)
+    };
+    let cnn = time(&mut || {
+        train_classifier(&mut Cnn::study(opts.seed), data.train(), data.test(), &cfg("cnn"),
+            None::<&mut dyn FnMut(&EpochMetrics, &Cnn) -> ControlFlow<()>>)?;
+        Ok(())
+    })?;
+    let mlp = time(&mut || {
+        train_classifier(&mut Mlp::new(&[784, 900, 625, 400, 10], opts.seed), data.train(), data.test(), &cfg("mlp"),
+            None::<&mut dyn FnMut(&EpochMetrics, &Mlp) -> ControlFlow<()>>)?;
+        Ok(())
+    })?;
+    let dae = time(&mut || {
+        let dc = DaeConfig { layer: 1, keep_prob: 0.9, sparsity: None };
+        pretrain_dae(&mut DaeStack::study(opts.seed), &dc, data.train(), data.test(), &cfg("dae"),
+            None::<&mut dyn FnMut(&EpochMetrics, &DaeStack) -> ControlFlow<()>>)?;
+        Ok(())
+    })?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok((cnn, mlp, dae))
+}
+
+fn format_duration(seconds: f64) -> String {
+    if seconds >= 60.0 {
+        format!("{}m{:02.0}s", (seconds / 60.0).floor(), seconds % 60.0)
+    } else {
+        format!("{seconds:.1}s")
+    }
+}
+
+fn headline(stage: Experiment, runs: &[Map<String, Value>]) -> String {
+    let acc = |m: &Map<String, Value>| {
+        m.get("final_test_accuracy").and_then(Value::as_f64).map(|a| format!("{a:.4}"))
+    };
+    let parts: Vec<String> = runs
+        .iter()
+        .filter_map(|m| {
+            let name = m.get("name").and_then(Value::as_str).unwrap_or("?");
+            match stage {
+                Experiment::B1 | Experiment::B3 if acc(m).is_none() => None,
+                _ => acc(m).map(|a| format!("{name} {a}")),
+            }
+        })
+        .collect();
+    if parts.is_empty() {
+        if let Some(Value::Object(results)) = runs.first().and_then(|m| m.get("results")) {
+            return results
+                .iter()
+                .take(3)
+                .map(|(k, v)| format!("{k} {}", v.as_f64().map(|x| format!("{x:.1}")).unwrap_or_else(|| v.to_string())))
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
+        return "-".into();
+    }
+    parts.join("; ")
+}
+
+/// Runs `stages` in order; with `plan`, prints the plan and an estimate first.
+pub fn run_all(
+    stages: &[Experiment],
+    data: &Dataset,
+    opts: &Options,
+    plan: bool,
+) -> Result<Vec<StageOutcome>, ExpError> {
+    let threads = if opts.threads == 0 { rayon::current_num_threads() } else { opts.threads };
+    if plan {
+        eprintln!("vcortex study: {} stages, SIMD {SIMD_LEVEL}, {threads} threads, output in {}",
+            stages.len(), opts.out_dir.display());
+        eprintln!("measuring speed for the estimate...");
+        let (cnn, mlp, dae) = measure_speed(data, opts)?;
+        let mut total = 0.0;
+        for &s in stages {
+            let (c, m, d) = workload(s, opts.quick);
+            let est = c * cnn + m * mlp + d * dae;
+            total += est;
+            eprintln!("  {:<10} ~{}", s.name(), format_duration(est));
+        }
+        eprintln!("  estimated total ~{} (excluding figures and test evaluation)", format_duration(total));
+    }
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    for &stage in stages {
+        if plan {
+            eprintln!("== stage {} ==", stage.name());
+        }
+        let t = Instant::now();
+        let runs = run_stage(stage, data, opts)?;
+        outcomes.push(StageOutcome { stage, wall_seconds: t.elapsed().as_secs_f64(), runs });
+        if plan {
+            write_study(opts, &outcomes, threads, started.elapsed().as_secs_f64())?;
+        }
+    }
+    let total = started.elapsed().as_secs_f64();
+    if plan {
+        write_study(opts, &outcomes, threads, total)?;
+    }
+    let paths = crate::report::build(&opts.out_dir)?;
+    eprintln!();
+    eprintln!("{:<10} {:>9}  result", "stage", "wall");
+    for o in &outcomes {
+        eprintln!("{:<10} {:>9}  {}", o.stage.name(), format_duration(o.wall_seconds), headline(o.stage, &o.runs));
+    }
+    eprintln!("{:<10} {:>9}", "total", format_duration(total));
+    eprintln!("report: {} and {}", paths.html.display(), paths.markdown.display());
+    Ok(outcomes)
+}
+
+fn write_study(opts: &Options, outcomes: &[StageOutcome], threads: usize, total: f64) -> Result<(), ExpError> {
+    let stages: Vec<Value> = outcomes
+        .iter()
+        .map(|o| json!({
+            "name": o.stage.name(),
+            "title": format!("stage {}", o.stage.name()),
+            "wall_seconds": o.wall_seconds,
+            "command": format!("vcortex run {}", o.stage.name()),
+        }))
+        .collect();
+    let study = json!({
+        "title": "vcortex: the study end to end",
+        "stages": stages,
+        "machine": machine_description(),
+        "simd": SIMD_LEVEL,
+        "threads": threads,
+        "seed": opts.seed,
+        "quick": opts.quick,
+        "total_seconds": total,
+        "command": opts.command,
+    });
+    write_json(&opts.out_dir.join("study.json"), &study)
+}

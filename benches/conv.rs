@@ -18,6 +18,10 @@ const VL: usize = std::mem::size_of::<V>() / 4;
 
 /// Single-core FMA peak in GFLOP/s: 16 independent FMA chains (enough to cover
 /// latency x ports), best of 5 runs.
+
+/// One timed pass of a convolution, named.
+type Pass<'a> = Box<dyn FnMut() + 'a>;
+
 fn fma_peak_gflops() -> f64 {
     const CHAINS: usize = 16;
     const ITERS: usize = 4_000_000;
@@ -102,7 +106,7 @@ fn bench(c: &mut Criterion) {
             let mut gw = vec![0.0; s.weight_len()];
             let mut gb = vec![0.0; s.c_out];
             let flops = 2.0 * s.macs() as f64;
-            let mut passes: Vec<(&str, Box<dyn FnMut() + '_>)> = vec![
+            let mut passes: Vec<(&str, Pass<'_>)> = vec![
                 (
                     "forward",
                     Box::new(|| conv::conv2d_forward(&s, &x, &w, &b, &mut y, Activation::Relu)),

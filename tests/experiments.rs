@@ -31,7 +31,13 @@ fn read_csv(dir: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
         .map(|l| {
             let cells: Vec<f64> = l
                 .split(',')
-                .map(|c| if c.is_empty() { f64::NAN } else { c.parse().expect("numeric cell") })
+                .map(|c| {
+                    if c.is_empty() {
+                        f64::NAN
+                    } else {
+                        c.parse().expect("numeric cell")
+                    }
+                })
                 .collect();
             assert_eq!(cells.len(), header.len(), "ragged CSV line {l:?}");
             cells
@@ -51,7 +57,10 @@ fn summary(dir: &Path) -> serde_json::Map<String, Value> {
 /// Every figure listed in summary.json exists and is a PNG.
 fn check_figures(dir: &Path) {
     let s = summary(dir);
-    let figs = s.get("figures").and_then(Value::as_array).expect("figures listed");
+    let figs = s
+        .get("figures")
+        .and_then(Value::as_array)
+        .expect("figures listed");
     assert!(!figs.is_empty());
     for f in figs {
         let file = f.get("file").and_then(Value::as_str).unwrap();
@@ -76,7 +85,16 @@ fn a1_to_a3_learn_and_write_their_files() {
     for run_dir in ["a1", "a2-momentum-0.1", "a2-momentum-0.9", "a3"] {
         let dir = out.path().join(run_dir);
         let (header, rows) = read_csv(&dir);
-        assert_eq!(header, ["epoch", "train_cost", "test_cost", "test_accuracy", "seconds"]);
+        assert_eq!(
+            header,
+            [
+                "epoch",
+                "train_cost",
+                "test_cost",
+                "test_accuracy",
+                "seconds"
+            ]
+        );
         assert_eq!(rows.len(), 2, "{run_dir}: one row per epoch");
         let acc = final_accuracy(&dir);
         // Chance is 0.1; two epochs on 3000 images reach well over 0.3.

@@ -38,7 +38,10 @@ fn momentum(gamma: f32) -> Optimizer {
     Optimizer::Momentum { gamma }
 }
 
-const RMSPROP: Optimizer = Optimizer::RmsProp { rho: 0.9, eps: 1e-6 };
+const RMSPROP: Optimizer = Optimizer::RmsProp {
+    rho: 0.9,
+    eps: 1e-6,
+};
 
 /// Trains one CNN run and draws its figures; returns its summary.
 fn run_cnn(data: &Dataset, opts: &Options, run: &CnnRun) -> Result<Map<String, Value>, ExpError> {
@@ -100,7 +103,10 @@ fn cnn_figures(
         .expect("the CNN has conv1.weight");
     figures::grid(
         &dir.join("filters.png"),
-        &format!("{title}: the {} learned {}x{} conv1 filters", s.c1, s.k1, s.k1),
+        &format!(
+            "{title}: the {} learned {}x{} conv1 filters",
+            s.c1, s.k1, s.k1
+        ),
         tiles(&weights, s.k1, s.k1, s.c1, |i| Some(format!("{}", i + 1))),
         s.c1.min(8),
         12,
@@ -136,7 +142,9 @@ fn cnn_figures(
             ),
             (
                 format!("pool1 {}x{ph1}x{pw1}", s.c1),
-                tiles(&plane(&feats.pool1, s.c1, ph1, pw1), pw1, ph1, s.c1, |_| None),
+                tiles(&plane(&feats.pool1, s.c1, ph1, pw1), pw1, ph1, s.c1, |_| {
+                    None
+                }),
             ),
             (
                 format!("conv2 {}x{h2}x{w2}", s.c2),
@@ -144,7 +152,9 @@ fn cnn_figures(
             ),
             (
                 format!("pool2 {}x{ph2}x{pw2}", s.c2),
-                tiles(&plane(&feats.pool2, s.c2, ph2, pw2), pw2, ph2, s.c2, |_| None),
+                tiles(&plane(&feats.pool2, s.c2, ph2, pw2), pw2, ph2, s.c2, |_| {
+                    None
+                }),
             ),
         ];
         let file = format!("feature_maps_{}.png", d + 1);
@@ -247,16 +257,35 @@ pub const SUBSET_RUNS: [(&str, &str); 4] = [
 
 pub fn a_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, ExpError> {
     let specs = [
-        (Optimizer::Sgd, LR_SGD, reference(&[
-            ("first_epoch_reaching_0_97", "about 40"),
-            ("final_test_accuracy", "0.9685-0.976 in public Theano runs of this assignment"),
-        ])),
-        (momentum(0.1), LR_SGD, reference(&[("first_epoch_reaching_0_97", "about 22")])),
-        (momentum(0.9), LR_SGD, reference(&[(
-            "first_epoch_reaching_0_97",
-            "much earlier than momentum 0.1 (\"way bigger\" efficiency)",
-        )])),
-        (RMSPROP, LR_RMSPROP, reference(&[("comparison", "shown beside GD and momentum")])),
+        (
+            Optimizer::Sgd,
+            LR_SGD,
+            reference(&[
+                ("first_epoch_reaching_0_97", "about 40"),
+                (
+                    "final_test_accuracy",
+                    "0.9685-0.976 in public Theano runs of this assignment",
+                ),
+            ]),
+        ),
+        (
+            momentum(0.1),
+            LR_SGD,
+            reference(&[("first_epoch_reaching_0_97", "about 22")]),
+        ),
+        (
+            momentum(0.9),
+            LR_SGD,
+            reference(&[(
+                "first_epoch_reaching_0_97",
+                "much earlier than momentum 0.1 (\"way bigger\" efficiency)",
+            )]),
+        ),
+        (
+            RMSPROP,
+            LR_RMSPROP,
+            reference(&[("comparison", "shown beside GD and momentum")]),
+        ),
     ];
     let mut out = Vec::new();
     let mut curves = Vec::new();
@@ -275,7 +304,10 @@ pub fn a_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>
                 reference,
             },
         )?;
-        curves.push((label.to_string(), figures::read_metrics(&opts.out_dir.join(folder))?));
+        curves.push((
+            label.to_string(),
+            figures::read_metrics(&opts.out_dir.join(folder))?,
+        ));
         out.push(summary);
     }
     let dir = opts.out_dir.join("a-subset");
@@ -283,38 +315,76 @@ pub fn a_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>
         idx.iter().map(|&i| curves[i].clone()).collect()
     };
     let comparisons = [
-        ("compare_gd_momentum_0.1.png", "GD vs momentum 0.1", pick(&[0, 1])),
-        ("compare_gd_momentum_0.9.png", "GD vs momentum 0.9", pick(&[0, 2])),
-        ("compare_gd_momentum_rmsprop.png", "GD vs momentum 0.1 vs RMSProp", pick(&[0, 1, 3])),
-        ("compare_all.png", "All four optimizers", pick(&[0, 1, 2, 3])),
+        (
+            "compare_gd_momentum_0.1.png",
+            "GD vs momentum 0.1",
+            pick(&[0, 1]),
+        ),
+        (
+            "compare_gd_momentum_0.9.png",
+            "GD vs momentum 0.9",
+            pick(&[0, 2]),
+        ),
+        (
+            "compare_gd_momentum_rmsprop.png",
+            "GD vs momentum 0.1 vs RMSProp",
+            pick(&[0, 1, 3]),
+        ),
+        (
+            "compare_all.png",
+            "All four optimizers",
+            pick(&[0, 1, 2, 3]),
+        ),
     ];
     let mut figs = Vec::new();
     for (file, title, runs) in comparisons {
-        figures::compare_runs(&dir.join(file), &format!("CNN on 12000/2000: {title}"), &runs)?;
-        figs.push(figure(file, &format!("{title}: test accuracy and test cross-entropy against epochs.")));
+        figures::compare_runs(
+            &dir.join(file),
+            &format!("CNN on 12000/2000: {title}"),
+            &runs,
+        )?;
+        figs.push(figure(
+            file,
+            &format!("{title}: test accuracy and test cross-entropy against epochs."),
+        ));
     }
     let mut results = Map::new();
     for (label, m) in &curves {
-        let first = m.iter().find(|e| e.test_accuracy.is_some_and(|a| a >= 0.97)).map(|e| e.epoch);
+        let first = m
+            .iter()
+            .find(|e| e.test_accuracy.is_some_and(|a| a >= 0.97))
+            .map(|e| e.epoch);
         results.insert(format!("{label}: first epoch at 0.97"), json!(first));
-        results.insert(format!("{label}: final accuracy"), json!(m.last().and_then(|e| e.test_accuracy)));
+        results.insert(
+            format!("{label}: final accuracy"),
+            json!(m.last().and_then(|e| e.test_accuracy)),
+        );
     }
     let mut extra = Map::new();
     extra.insert("name".into(), json!("a-subset"));
-    extra.insert("title".into(), json!("A subset comparisons: GD, momentum and RMSProp on the first 12000/2000 images"));
+    extra.insert(
+        "title".into(),
+        json!("A subset comparisons: GD, momentum and RMSProp on the first 12000/2000 images"),
+    );
     extra.insert("model".into(), json!("cnn"));
     extra.insert("command".into(), json!(opts.command));
     extra.insert("figures".into(), Value::Array(figs));
     extra.insert("results".into(), Value::Object(results));
-    extra.insert("reference".into(), reference(&[
-        ("GD: first epoch at 0.97", "about 40"),
-        ("momentum 0.1: first epoch at 0.97", "about 22"),
-        ("momentum 0.9: first epoch at 0.97", "faster still"),
-        ("GD: final accuracy", "0.9685-0.976 (public Theano runs)"),
-    ]));
+    extra.insert(
+        "reference".into(),
+        reference(&[
+            ("GD: first epoch at 0.97", "about 40"),
+            ("momentum 0.1: first epoch at 0.97", "about 22"),
+            ("momentum 0.9: first epoch at 0.97", "faster still"),
+            ("GD: final accuracy", "0.9685-0.976 (public Theano runs)"),
+        ]),
+    );
     extra.insert(
         "wall_seconds".into(),
-        json!(out.iter().filter_map(|s| s.get("wall_seconds").and_then(Value::as_f64)).sum::<f64>()),
+        json!(out
+            .iter()
+            .filter_map(|s| s.get("wall_seconds").and_then(Value::as_f64))
+            .sum::<f64>()),
     );
     merge_summary(&dir, extra)?;
     Ok(out)

@@ -21,7 +21,8 @@ use crate::train::{
 use super::cnn::SUBSET_RUNS;
 use super::figures::{self, pad_square, square_side, tiles};
 use super::{
-    epochs, figure, images_f32, merge_summary, sizes, train_config, ExpError, Options, Sizes,
+    epochs, figure, images_f32, merge_summary, sizes, train_config, DaeSchemeArg, ExpError,
+    Options, Sizes,
 };
 
 /// The study's settings (STUDY.md, part B).
@@ -80,6 +81,7 @@ fn pretrain_stack(
         );
         let dae = DaeConfig {
             layer,
+            scheme: opts.scheme.into(),
             keep_prob: KEEP_PROB,
             sparsity,
         };
@@ -105,7 +107,9 @@ fn pretrain_stack(
 
 /// Loads a stack of `sizes` from the last layer's checkpoint of `dir`.
 fn load_stack(dir: &Path, sizes: &[usize], seed: u64, stage: &str) -> Result<DaeStack, ExpError> {
-    let path = dir.join(format!("layer{}", sizes.len() - 1)).join("checkpoint.bin");
+    let path = dir
+        .join(format!("layer{}", sizes.len() - 1))
+        .join("checkpoint.bin");
     if !path.is_file() {
         return Err(ExpError::Missing {
             what: "the pre-trained stack".into(),
@@ -140,7 +144,21 @@ fn weights_in_image_space(stack: &DaeStack, layer: usize, units: usize) -> Vec<f
         let wb = stack.tensor(&format!("dae{below}.weight")); // n_out x n_in
         let mut next = vec![0.0f32; units * n_in];
         // (units x n_out) * (n_out x n_in)
-        sgemm(Trans::N, Trans::N, units, n_in, n_out, 1.0, &cur, n_out, wb, n_in, 0.0, &mut next, n_in);
+        sgemm(
+            Trans::N,
+            Trans::N,
+            units,
+            n_in,
+            n_out,
+            1.0,
+            &cur,
+            n_out,
+            wb,
+            n_in,
+            0.0,
+            &mut next,
+            n_in,
+        );
         cur = next;
     }
     cur
@@ -211,11 +229,17 @@ fn stack_figures(
     mask_noise(&clean, &mut noisy, KEEP_PROB, &mut Rng::stream(seed, 0xF16));
     let mut rows = vec![
         ("clean".to_string(), tiles(&clean, iw, ih, shown, |_| None)),
-        ("corrupted (10% zeroed)".to_string(), tiles(&noisy, iw, ih, shown, |_| None)),
+        (
+            "corrupted (10% zeroed)".to_string(),
+            tiles(&noisy, iw, ih, shown, |_| None),
+        ),
     ];
     for layer in 1..=stack.layers() {
         let r = stack.reconstruct(layer, &noisy);
-        rows.push((format!("through layer {layer}"), tiles(&r, iw, ih, shown, |_| None)));
+        rows.push((
+            format!("through layer {layer}"),
+            tiles(&r, iw, ih, shown, |_| None),
+        ));
     }
     figures::rows(
         &dir.join("reconstructions.png"),
@@ -247,7 +271,10 @@ fn layer_results(layers: &[(String, Vec<EpochMetrics>)]) -> Map<String, Value> {
 }
 
 fn wall(layers: &[(String, Vec<EpochMetrics>)]) -> f64 {
-    layers.iter().flat_map(|(_, m)| m.iter().map(|e| e.seconds)).sum()
+    layers
+        .iter()
+        .flat_map(|(_, m)| m.iter().map(|e| e.seconds))
+        .sum()
 }
 
 pub fn b1(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, ExpError> {
@@ -255,9 +282,23 @@ pub fn b1(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     let dir = opts.out_dir.join("b1");
     let title = "B1: stacked denoising autoencoder 784-900-625-400";
     let mut stack = DaeStack::new(&STACK, opts.seed);
-    let layers = pretrain_stack(data, opts, &mut stack, "b1", title, &dir, None, Optimizer::Sgd, sizes)?;
+    let layers = pretrain_stack(
+        data,
+        opts,
+        &mut stack,
+        "b1",
+        title,
+        &dir,
+        None,
+        Optimizer::Sgd,
+        sizes,
+    )?;
     let mut figs = Vec::new();
-    figures::layer_costs(&dir.join("layer_costs.png"), &format!("{title}: cost per layer"), &layers)?;
+    figures::layer_costs(
+        &dir.join("layer_costs.png"),
+        &format!("{title}: cost per layer"),
+        &layers,
+    )?;
     figs.push(figure("layer_costs.png", "Training cost (cross-entropy of the image-space reconstruction against the clean image, per image) and the test reconstruction cost of each layer against epochs."));
     figs.extend(stack_figures(&dir, "B1", &stack, data, opts.seed)?);
 
@@ -265,12 +306,28 @@ pub fn b1(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     let under_dir = opts.out_dir.join("b1-undercomplete");
     let under_title = "B1: undercomplete denoising autoencoder 784-169";
     let mut under = DaeStack::new(&UNDERCOMPLETE, opts.seed);
-    let under_layers = pretrain_stack(data, opts, &mut under, "b1-undercomplete", under_title, &under_dir, None, Optimizer::Sgd, sizes)?;
+    let under_layers = pretrain_stack(
+        data,
+        opts,
+        &mut under,
+        "b1-undercomplete",
+        under_title,
+        &under_dir,
+        None,
+        Optimizer::Sgd,
+        sizes,
+    )?;
     let w = weights_in_image_space(&under, 1, UNDERCOMPLETE[1]);
     figures::grid(
         &under_dir.join("weights.png"),
         &format!("{under_title}: weights of all 169 units"),
-        tiles(&w, data.train().cols, data.train().rows, UNDERCOMPLETE[1], |_| None),
+        tiles(
+            &w,
+            data.train().cols,
+            data.train().rows,
+            UNDERCOMPLETE[1],
+            |_| None,
+        ),
         13,
         2,
         Normalise::PerTile,
@@ -281,9 +338,21 @@ pub fn b1(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     extra.insert("title".into(), json!(under_title));
     extra.insert("model".into(), json!("dae"));
     extra.insert("command".into(), json!(opts.command));
-    extra.insert("figures".into(), json!([figure("weights.png", "Weights of the 169 hidden units as 28x28 images: pen strokes and digit parts.")]));
-    extra.insert("results".into(), Value::Object(layer_results(&under_layers)));
-    extra.insert("reference".into(), reference(&[("weights", "look like pen strokes and digits")]));
+    extra.insert(
+        "figures".into(),
+        json!([figure(
+            "weights.png",
+            "Weights of the 169 hidden units as 28x28 images: pen strokes and digit parts."
+        )]),
+    );
+    extra.insert(
+        "results".into(),
+        Value::Object(layer_results(&under_layers)),
+    );
+    extra.insert(
+        "reference".into(),
+        reference(&[("weights", "look like pen strokes and digits")]),
+    );
     extra.insert("wall_seconds".into(), json!(wall(&under_layers)));
     merge_summary(&under_dir, extra)?;
 
@@ -294,7 +363,10 @@ pub fn b1(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     extra.insert("command".into(), json!(opts.command));
     extra.insert("settings".into(), json!({
         "layers": "784-900-625-400, sigmoid, tied weights",
-        "scheme": "image space (layer k decoded back through the lower decoders)",
+        "scheme": match opts.scheme {
+            DaeSchemeArg::ImageSpace => "image space (layer k decoded back through the lower decoders)",
+            DaeSchemeArg::LayerLocal => "layer-local (each layer reconstructs its own clean input)",
+        },
         "corruption": "binomial keep-mask p = 0.9, no rescaling",
         "epochs per layer": epochs(opts, PRETRAIN_EPOCHS, QUICK_PRETRAIN_EPOCHS),
         "learning rate": opts.lr.unwrap_or(LR),
@@ -304,11 +376,20 @@ pub fn b1(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     }));
     extra.insert("figures".into(), Value::Array(figs));
     extra.insert("results".into(), Value::Object(layer_results(&layers)));
-    extra.insert("reference".into(), reference(&[
-        ("layer 1 (784-900): final training cost", "about 60"),
-        ("layer 2 (900-625): final training cost", "about 60 (a tiny bit above layer 1)"),
-        ("layer 3 (625-400): final training cost", "about 60 (a tiny bit above layer 1)"),
-    ]));
+    extra.insert(
+        "reference".into(),
+        reference(&[
+            ("layer 1 (784-900): final training cost", "about 60"),
+            (
+                "layer 2 (900-625): final training cost",
+                "about 60 (a tiny bit above layer 1)",
+            ),
+            (
+                "layer 3 (625-400): final training cost",
+                "about 60 (a tiny bit above layer 1)",
+            ),
+        ]),
+    );
     extra.insert("wall_seconds".into(), json!(wall(&layers)));
     let summary = merge_summary(&dir, extra)?;
     Ok(vec![summary])
@@ -348,7 +429,13 @@ fn finetune(
     let mut extra = Map::new();
     extra.insert("model".into(), json!("mlp"));
     extra.insert("reference".into(), reference);
-    extra.insert("figures".into(), json!([figure("curves.png", "Test accuracy, and training and test cross-entropy (log scale), against epochs.")]));
+    extra.insert(
+        "figures".into(),
+        json!([figure(
+            "curves.png",
+            "Test accuracy, and training and test cross-entropy (log scale), against epochs."
+        )]),
+    );
     Ok((merge_summary(&dir, extra)?, report.metrics))
 }
 
@@ -363,34 +450,84 @@ pub fn b2(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     let stack = load_stack(&opts.out_dir.join("b1"), &STACK, opts.seed, "b1")?;
     let dir = opts.out_dir.join("b2");
     let (pre, pre_m) = finetune(
-        data, opts, Mlp::from_dae_stack(&stack, CLASSES, opts.seed), "b2-pretrained",
-        "B2: five-layer classifier 784-900-625-400-10, pre-trained by B1", dir.join("pretrained"), sizes,
-        reference(&[("first epoch", "starts at a very high accuracy and a low error; smooth learning")]),
+        data,
+        opts,
+        Mlp::from_dae_stack(&stack, CLASSES, opts.seed),
+        "b2-pretrained",
+        "B2: five-layer classifier 784-900-625-400-10, pre-trained by B1",
+        dir.join("pretrained"),
+        sizes,
+        reference(&[(
+            "first epoch",
+            "starts at a very high accuracy and a low error; smooth learning",
+        )]),
     )?;
     let (rnd, rnd_m) = finetune(
-        data, opts, Mlp::new(&five_layer_sizes(), opts.seed), "b2-random",
-        "B2: five-layer classifier 784-900-625-400-10, random initialisation", dir.join("random"), sizes,
-        reference(&[("comparison", "worse than the pre-trained network, noisier weights")]),
+        data,
+        opts,
+        Mlp::new(&five_layer_sizes(), opts.seed),
+        "b2-random",
+        "B2: five-layer classifier 784-900-625-400-10, random initialisation",
+        dir.join("random"),
+        sizes,
+        reference(&[(
+            "comparison",
+            "worse than the pre-trained network, noisier weights",
+        )]),
     )?;
-    let runs = vec![("pre-trained (B1)".to_string(), pre_m), ("random init".to_string(), rnd_m)];
-    figures::compare_runs(&dir.join("compare.png"), "B2: pre-trained vs randomly initialised five-layer classifier", &runs)?;
+    let runs = vec![
+        ("pre-trained (B1)".to_string(), pre_m),
+        ("random init".to_string(), rnd_m),
+    ];
+    figures::compare_runs(
+        &dir.join("compare.png"),
+        "B2: pre-trained vs randomly initialised five-layer classifier",
+        &runs,
+    )?;
     let mut extra = Map::new();
     extra.insert("name".into(), json!("b2"));
-    extra.insert("title".into(), json!("B2: five-layer classifier from the B1 stack vs from random initialisation"));
+    extra.insert(
+        "title".into(),
+        json!("B2: five-layer classifier from the B1 stack vs from random initialisation"),
+    );
     extra.insert("model".into(), json!("mlp"));
     extra.insert("command".into(), json!(opts.command));
-    extra.insert("figures".into(), json!([figure("compare.png", "Test accuracy and test cross-entropy of the two classifiers against epochs.")]));
-    extra.insert("results".into(), json!({
-        "pre-trained: epoch 1 accuracy": runs[0].1.first().and_then(|m| m.test_accuracy),
-        "pre-trained: final accuracy": runs[0].1.last().and_then(|m| m.test_accuracy),
-        "random init: epoch 1 accuracy": runs[1].1.first().and_then(|m| m.test_accuracy),
-        "random init: final accuracy": runs[1].1.last().and_then(|m| m.test_accuracy),
-    }));
-    extra.insert("reference".into(), reference(&[
-        ("pre-trained: epoch 1 accuracy", "very high from the first epoch"),
-        ("random init: final accuracy", "below the pre-trained network"),
-    ]));
-    extra.insert("wall_seconds".into(), json!(runs.iter().flat_map(|(_, m)| m.iter().map(|e| e.seconds)).sum::<f64>()));
+    extra.insert(
+        "figures".into(),
+        json!([figure(
+            "compare.png",
+            "Test accuracy and test cross-entropy of the two classifiers against epochs."
+        )]),
+    );
+    extra.insert(
+        "results".into(),
+        json!({
+            "pre-trained: epoch 1 accuracy": runs[0].1.first().and_then(|m| m.test_accuracy),
+            "pre-trained: final accuracy": runs[0].1.last().and_then(|m| m.test_accuracy),
+            "random init: epoch 1 accuracy": runs[1].1.first().and_then(|m| m.test_accuracy),
+            "random init: final accuracy": runs[1].1.last().and_then(|m| m.test_accuracy),
+        }),
+    );
+    extra.insert(
+        "reference".into(),
+        reference(&[
+            (
+                "pre-trained: epoch 1 accuracy",
+                "very high from the first epoch",
+            ),
+            (
+                "random init: final accuracy",
+                "below the pre-trained network",
+            ),
+        ]),
+    );
+    extra.insert(
+        "wall_seconds".into(),
+        json!(runs
+            .iter()
+            .flat_map(|(_, m)| m.iter().map(|e| e.seconds))
+            .sum::<f64>()),
+    );
     merge_summary(&dir, extra)?;
     Ok(vec![pre, rnd])
 }
@@ -401,11 +538,22 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     let title = "B3: sparse stacked denoising autoencoder (KL rho 0.05, beta 0.5, momentum 0.1)";
     let mut stack = DaeStack::new(&STACK, opts.seed);
     let layers = pretrain_stack(
-        data, opts, &mut stack, "b3", "B3: sparse DAE", &dir, Some(Sparsity::STUDY),
-        Optimizer::Momentum { gamma: 0.1 }, sizes,
+        data,
+        opts,
+        &mut stack,
+        "b3",
+        "B3: sparse DAE",
+        &dir,
+        Some(Sparsity::STUDY),
+        Optimizer::Momentum { gamma: 0.1 },
+        sizes,
     )?;
     let mut figs = Vec::new();
-    figures::layer_costs(&dir.join("layer_costs.png"), "B3: cost per layer (penalty included)", &layers)?;
+    figures::layer_costs(
+        &dir.join("layer_costs.png"),
+        "B3: cost per layer (penalty included)",
+        &layers,
+    )?;
     figs.push(figure("layer_costs.png", "Training cost (image-space cross-entropy plus the KL penalty) and test reconstruction cost (no penalty) of each layer against epochs."));
     figs.extend(stack_figures(&dir, "B3", &stack, data, opts.seed)?);
 
@@ -414,17 +562,35 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
         let (iw, ih) = (data.train().cols, data.train().rows);
         let n = 20;
         let rows = vec![
-            ("B1 (no sparsity)".to_string(), tiles(&weights_in_image_space(&plain, 1, n), iw, ih, n, |_| None)),
-            ("B3 (sparse)".to_string(), tiles(&weights_in_image_space(&stack, 1, n), iw, ih, n, |_| None)),
+            (
+                "B1 (no sparsity)".to_string(),
+                tiles(&weights_in_image_space(&plain, 1, n), iw, ih, n, |_| None),
+            ),
+            (
+                "B3 (sparse)".to_string(),
+                tiles(&weights_in_image_space(&stack, 1, n), iw, ih, n, |_| None),
+            ),
         ];
-        figures::rows(&dir.join("weights_b1_vs_b3.png"), "Layer 1 weights without and with sparsity", rows, 56, Normalise::PerTile)?;
-        figs.push(figure("weights_b1_vs_b3.png", "The first 20 units of layer 1, without (B1) and with (B3) the sparsity penalty."));
+        figures::rows(
+            &dir.join("weights_b1_vs_b3.png"),
+            "Layer 1 weights without and with sparsity",
+            rows,
+            56,
+            Normalise::PerTile,
+        )?;
+        figs.push(figure(
+            "weights_b1_vs_b3.png",
+            "The first 20 units of layer 1, without (B1) and with (B3) the sparsity penalty.",
+        ));
         let test = data.test();
         let count = 20.min(test.count);
         let images = images_f32(test, 0, count);
         let s = square_side(STACK[1]);
         let act = |st: &DaeStack| -> Vec<Tile> {
-            st.hidden(1, &images).chunks_exact(STACK[1]).map(|a| Tile::new(s, s, pad_square(a, s))).collect()
+            st.hidden(1, &images)
+                .chunks_exact(STACK[1])
+                .map(|a| Tile::new(s, s, pad_square(a, s)))
+                .collect()
         };
         let mean = |st: &DaeStack| -> f64 {
             let h = st.hidden(1, &images);
@@ -433,7 +599,10 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
         figures::rows(
             &dir.join("activations_b1_vs_b3.png"),
             "Layer 1 activations without and with sparsity",
-            vec![("B1 (no sparsity)".into(), act(&plain)), ("B3 (sparse)".into(), act(&stack))],
+            vec![
+                ("B1 (no sparsity)".into(), act(&plain)),
+                ("B3 (sparse)".into(), act(&stack)),
+            ],
             56,
             Normalise::Fixed(0.0, 1.0),
         )?;
@@ -444,12 +613,23 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     }
 
     let (fine, fine_m) = finetune(
-        data, opts, Mlp::from_dae_stack(&stack, CLASSES, opts.seed), "b3-finetune",
-        "B3: five-layer classifier fine-tuned from the sparse stack", dir.join("finetune"), sizes,
-        reference(&[("first epoch", "high accuracy from the first epoch, smooth, still rising at the end")]),
+        data,
+        opts,
+        Mlp::from_dae_stack(&stack, CLASSES, opts.seed),
+        "b3-finetune",
+        "B3: five-layer classifier fine-tuned from the sparse stack",
+        dir.join("finetune"),
+        sizes,
+        reference(&[(
+            "first epoch",
+            "high accuracy from the first epoch, smooth, still rising at the end",
+        )]),
     )?;
     let mut results = layer_results(&layers);
-    results.insert("fine-tuned: final accuracy".into(), json!(fine_m.last().and_then(|m| m.test_accuracy)));
+    results.insert(
+        "fine-tuned: final accuracy".into(),
+        json!(fine_m.last().and_then(|m| m.test_accuracy)),
+    );
     let mut extra = Map::new();
     extra.insert("name".into(), json!("b3"));
     extra.insert("title".into(), json!(title));
@@ -457,12 +637,18 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     extra.insert("command".into(), json!(opts.command));
     extra.insert("figures".into(), Value::Array(figs));
     extra.insert("results".into(), Value::Object(results));
-    extra.insert("reference".into(), reference(&[
-        ("layer 1 (784-900): final training cost", "about 66"),
-        ("layer 2 (900-625): final training cost", "about 68"),
-        ("layer 3 (625-400): final training cost", "about 72"),
-    ]));
-    extra.insert("wall_seconds".into(), json!(wall(&layers) + fine_m.iter().map(|e| e.seconds).sum::<f64>()));
+    extra.insert(
+        "reference".into(),
+        reference(&[
+            ("layer 1 (784-900): final training cost", "about 66"),
+            ("layer 2 (900-625): final training cost", "about 68"),
+            ("layer 3 (625-400): final training cost", "about 72"),
+        ]),
+    );
+    extra.insert(
+        "wall_seconds".into(),
+        json!(wall(&layers) + fine_m.iter().map(|e| e.seconds).sum::<f64>()),
+    );
     merge_summary(&dir, extra)?;
     Ok(vec![fine])
 }
@@ -484,35 +670,77 @@ pub fn b_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>
         }
     }
     for (model, folder, label) in [
-        (Mlp::from_dae_stack(&plain, CLASSES, opts.seed), "pretrained", "5-layer, pre-trained (B1)"),
-        (Mlp::from_dae_stack(&sparse, CLASSES, opts.seed), "sparse", "5-layer, pre-trained sparse (B3)"),
-        (Mlp::new(&five_layer_sizes(), opts.seed), "random", "5-layer, random init"),
+        (
+            Mlp::from_dae_stack(&plain, CLASSES, opts.seed),
+            "pretrained",
+            "5-layer, pre-trained (B1)",
+        ),
+        (
+            Mlp::from_dae_stack(&sparse, CLASSES, opts.seed),
+            "sparse",
+            "5-layer, pre-trained sparse (B3)",
+        ),
+        (
+            Mlp::new(&five_layer_sizes(), opts.seed),
+            "random",
+            "5-layer, random init",
+        ),
     ] {
         let (summary, m) = finetune(
-            data, opts, model, &format!("b-subset-{folder}"),
-            &format!("B subset: {label}, first 12000/2000 images"), dir.join(folder), sizes,
+            data,
+            opts,
+            model,
+            &format!("b-subset-{folder}"),
+            &format!("B subset: {label}, first 12000/2000 images"),
+            dir.join(folder),
+            sizes,
             reference(&[]),
         )?;
         out.push(summary);
         runs.push((label.to_string(), m));
     }
-    figures::compare_runs(&dir.join("compare.png"), "12000/2000: CNNs vs five-layer networks", &runs)?;
+    figures::compare_runs(
+        &dir.join("compare.png"),
+        "12000/2000: CNNs vs five-layer networks",
+        &runs,
+    )?;
     let mut results = Map::new();
     for (label, m) in &runs {
-        results.insert(format!("{label}: final accuracy"), json!(m.last().and_then(|e| e.test_accuracy)));
+        results.insert(
+            format!("{label}: final accuracy"),
+            json!(m.last().and_then(|e| e.test_accuracy)),
+        );
     }
     let mut extra = Map::new();
     extra.insert("name".into(), json!("b-subset"));
-    extra.insert("title".into(), json!("B subset comparison: CNNs and five-layer networks on the first 12000/2000 images"));
+    extra.insert(
+        "title".into(),
+        json!("B subset comparison: CNNs and five-layer networks on the first 12000/2000 images"),
+    );
     extra.insert("model".into(), json!("mlp"));
     extra.insert("command".into(), json!(opts.command));
     extra.insert("figures".into(), json!([figure("compare.png", "Test accuracy and test cross-entropy against epochs: the CNNs (from the A subset runs) and the five-layer networks pre-trained, pre-trained with sparsity, and randomly initialised.")]));
     extra.insert("results".into(), Value::Object(results));
-    extra.insert("reference".into(), reference(&[
-        ("ranking", "CNN best; sparse pre-trained > pre-trained > random init"),
-        ("5-layer, pre-trained sparse (B3): final accuracy", "better than B1's, converging a bit slower"),
-    ]));
-    extra.insert("wall_seconds".into(), json!(out.iter().filter_map(|s| s.get("wall_seconds").and_then(Value::as_f64)).sum::<f64>()));
+    extra.insert(
+        "reference".into(),
+        reference(&[
+            (
+                "ranking",
+                "CNN best; sparse pre-trained > pre-trained > random init",
+            ),
+            (
+                "5-layer, pre-trained sparse (B3): final accuracy",
+                "better than B1's, converging a bit slower",
+            ),
+        ]),
+    );
+    extra.insert(
+        "wall_seconds".into(),
+        json!(out
+            .iter()
+            .filter_map(|s| s.get("wall_seconds").and_then(Value::as_f64))
+            .sum::<f64>()),
+    );
     merge_summary(&dir, extra)?;
     Ok(out)
 }

@@ -11,7 +11,11 @@ use crate::train::EpochMetrics;
 
 use super::ExpError;
 
-fn series(label: &str, metrics: &[EpochMetrics], f: impl Fn(&EpochMetrics) -> Option<f64>) -> Series {
+fn series(
+    label: &str,
+    metrics: &[EpochMetrics],
+    f: impl Fn(&EpochMetrics) -> Option<f64>,
+) -> Series {
     Series {
         label: label.to_string(),
         points: metrics
@@ -65,7 +69,10 @@ pub fn compare_runs(
         title: "Test error (cross-entropy)".into(),
         x_label: "epoch".into(),
         y_label: "cross-entropy (nats per image)".into(),
-        series: runs.iter().map(|(l, m)| series(l, m, |m| m.test_cost)).collect(),
+        series: runs
+            .iter()
+            .map(|(l, m)| series(l, m, |m| m.test_cost))
+            .collect(),
         log_y: true,
         ..Default::default()
     };
@@ -74,7 +81,11 @@ pub fn compare_runs(
 }
 
 /// Training cost of each DAE layer against epochs (one panel).
-pub fn layer_costs(path: &Path, title: &str, layers: &[(String, Vec<EpochMetrics>)]) -> Result<(), ExpError> {
+pub fn layer_costs(
+    path: &Path,
+    title: &str,
+    layers: &[(String, Vec<EpochMetrics>)],
+) -> Result<(), ExpError> {
     let train = LineChart {
         title: "Training cost".into(),
         x_label: "epoch".into(),
@@ -89,7 +100,10 @@ pub fn layer_costs(path: &Path, title: &str, layers: &[(String, Vec<EpochMetrics
         title: "Test reconstruction cost (clean input)".into(),
         x_label: "epoch".into(),
         y_label: "cross-entropy (nats per image)".into(),
-        series: layers.iter().map(|(l, m)| series(l, m, |m| m.test_cost)).collect(),
+        series: layers
+            .iter()
+            .map(|(l, m)| series(l, m, |m| m.test_cost))
+            .collect(),
         ..Default::default()
     };
     line_chart_panels(path, Some(title), &[train, test])?;
@@ -97,7 +111,13 @@ pub fn layer_costs(path: &Path, title: &str, layers: &[(String, Vec<EpochMetrics
 }
 
 /// Tiles of `count` rows of `data` (each `width * height` values).
-pub fn tiles(data: &[f32], width: usize, height: usize, count: usize, label: impl Fn(usize) -> Option<String>) -> Vec<Tile> {
+pub fn tiles(
+    data: &[f32],
+    width: usize,
+    height: usize,
+    count: usize,
+    label: impl Fn(usize) -> Option<String>,
+) -> Vec<Tile> {
     data.chunks_exact(width * height)
         .take(count)
         .enumerate()
@@ -135,7 +155,13 @@ pub fn grid(
 }
 
 /// Labelled rows of tiles.
-pub fn rows(path: &Path, title: &str, rows: Vec<(String, Vec<Tile>)>, tile_px: u32, normalise: Normalise) -> Result<(), ExpError> {
+pub fn rows(
+    path: &Path,
+    title: &str,
+    rows: Vec<(String, Vec<Tile>)>,
+    tile_px: u32,
+    normalise: Normalise,
+) -> Result<(), ExpError> {
     image_rows(
         path,
         &ImageRows {
@@ -182,9 +208,15 @@ pub fn read_metrics(dir: &Path) -> Result<Vec<EpochMetrics>, ExpError> {
     let mut out = Vec::new();
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let cells: Vec<&str> = line.split(',').collect();
-        let num = |c: Option<usize>| c.and_then(|i| cells.get(i)).and_then(|s| s.parse::<f64>().ok());
+        let num = |c: Option<usize>| {
+            c.and_then(|i| cells.get(i))
+                .and_then(|s| s.parse::<f64>().ok())
+        };
         let Some(e) = num(epoch) else {
-            return Err(ExpError::Config(format!("{}: bad line {line:?}", path.display())));
+            return Err(ExpError::Config(format!(
+                "{}: bad line {line:?}",
+                path.display()
+            )));
         };
         out.push(EpochMetrics {
             epoch: e as usize,

@@ -83,6 +83,15 @@ pub enum DaeSchemeArg {
     LayerLocal,
 }
 
+impl From<DaeSchemeArg> for crate::model::DaeScheme {
+    fn from(s: DaeSchemeArg) -> Self {
+        match s {
+            DaeSchemeArg::ImageSpace => crate::model::DaeScheme::ImageSpace,
+            DaeSchemeArg::LayerLocal => crate::model::DaeScheme::LayerLocal,
+        }
+    }
+}
+
 /// User settings shared by every experiment; `None` keeps the study's value.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -174,9 +183,16 @@ pub enum ExpError {
     Train(TrainError),
     Plot(PlotError),
     Report(ReportError),
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A stage needs the output of an earlier one.
-    Missing { what: String, path: PathBuf, hint: String },
+    Missing {
+        what: String,
+        path: PathBuf,
+        hint: String,
+    },
 }
 
 impl fmt::Display for ExpError {
@@ -402,7 +418,10 @@ pub(crate) fn read_summary(dir: &Path) -> Map<String, Value> {
 }
 
 /// Merges `extra` into `dir/summary.json` (written atomically).
-pub(crate) fn merge_summary(dir: &Path, extra: Map<String, Value>) -> Result<Map<String, Value>, ExpError> {
+pub(crate) fn merge_summary(
+    dir: &Path,
+    extra: Map<String, Value>,
+) -> Result<Map<String, Value>, ExpError> {
     let mut summary = read_summary(dir);
     for (k, v) in extra {
         summary.insert(k, v);

@@ -22,8 +22,16 @@ pub struct StageOutcome {
 /// Training images seen per stage at the study's settings (epochs x images),
 /// as (CNN, MLP, DAE layer-equivalents) for the plan's estimate.
 fn workload(stage: Experiment, quick: bool) -> (f64, f64, f64) {
-    let (full, sub) = if quick { (3000.0, 3000.0) } else { (60000.0, 12000.0) };
-    let (cnn_e, dae_e, mlp_e) = if quick { (3.0, 2.0, 3.0) } else { (100.0, 25.0, 25.0) };
+    let (full, sub) = if quick {
+        (3000.0, 3000.0)
+    } else {
+        (60000.0, 12000.0)
+    };
+    let (cnn_e, dae_e, mlp_e) = if quick {
+        (3.0, 2.0, 3.0)
+    } else {
+        (100.0, 25.0, 25.0)
+    };
     // A deeper DAE layer also runs the layers below and decodes back through
     // them: about 1, 1.8 and 2.2 times layer 1's work.
     let stack = 1.0 + 1.8 + 2.2;
@@ -61,19 +69,35 @@ fn measure_speed(data: &Dataset, opts: &Options) -> Result<(f64, f64, f64), ExpE
         Ok(t.elapsed().as_secs_f64() / n as f64)
     };
     let cnn = time(&mut || {
-        train_classifier(&mut Cnn::study(opts.seed), data.train(), data.test(), &cfg("cnn"),
-            None::<&mut dyn FnMut(&EpochMetrics, &Cnn) -> ControlFlow<()>>)?;
+        train_classifier(
+            &mut Cnn::study(opts.seed),
+            data.train(),
+            data.test(),
+            &cfg("cnn"),
+            None::<&mut dyn FnMut(&EpochMetrics, &Cnn) -> ControlFlow<()>>,
+        )?;
         Ok(())
     })?;
     let mlp = time(&mut || {
-        train_classifier(&mut Mlp::new(&[784, 900, 625, 400, 10], opts.seed), data.train(), data.test(), &cfg("mlp"),
-            None::<&mut dyn FnMut(&EpochMetrics, &Mlp) -> ControlFlow<()>>)?;
+        train_classifier(
+            &mut Mlp::new(&[784, 900, 625, 400, 10], opts.seed),
+            data.train(),
+            data.test(),
+            &cfg("mlp"),
+            None::<&mut dyn FnMut(&EpochMetrics, &Mlp) -> ControlFlow<()>>,
+        )?;
         Ok(())
     })?;
     let dae = time(&mut || {
-        let dc = DaeConfig { layer: 1, keep_prob: 0.9, sparsity: None };
-        pretrain_dae(&mut DaeStack::study(opts.seed), &dc, data.train(), data.test(), &cfg("dae"),
-            None::<&mut dyn FnMut(&EpochMetrics, &DaeStack) -> ControlFlow<()>>)?;
+        let dc = DaeConfig::study(1);
+        pretrain_dae(
+            &mut DaeStack::study(opts.seed),
+            &dc,
+            data.train(),
+            data.test(),
+            &cfg("dae"),
+            None::<&mut dyn FnMut(&EpochMetrics, &DaeStack) -> ControlFlow<()>>,
+        )?;
         Ok(())
     })?;
     let _ = std::fs::remove_dir_all(&scratch);
@@ -90,7 +114,9 @@ fn format_duration(seconds: f64) -> String {
 
 fn headline(stage: Experiment, runs: &[Map<String, Value>]) -> String {
     let acc = |m: &Map<String, Value>| {
-        m.get("final_test_accuracy").and_then(Value::as_f64).map(|a| format!("{a:.4}"))
+        m.get("final_test_accuracy")
+            .and_then(Value::as_f64)
+            .map(|a| format!("{a:.4}"))
     };
     let parts: Vec<String> = runs
         .iter()
@@ -107,7 +133,14 @@ fn headline(stage: Experiment, runs: &[Map<String, Value>]) -> String {
             return results
                 .iter()
                 .take(3)
-                .map(|(k, v)| format!("{k} {}", v.as_f64().map(|x| format!("{x:.1}")).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    format!(
+                        "{k} {}",
+                        v.as_f64()
+                            .map(|x| format!("{x:.1}"))
+                            .unwrap_or_else(|| v.to_string())
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("; ");
         }
@@ -123,10 +156,17 @@ pub fn run_all(
     opts: &Options,
     plan: bool,
 ) -> Result<Vec<StageOutcome>, ExpError> {
-    let threads = if opts.threads == 0 { rayon::current_num_threads() } else { opts.threads };
+    let threads = if opts.threads == 0 {
+        rayon::current_num_threads()
+    } else {
+        opts.threads
+    };
     if plan {
-        eprintln!("vcortex study: {} stages, SIMD {SIMD_LEVEL}, {threads} threads, output in {}",
-            stages.len(), opts.out_dir.display());
+        eprintln!(
+            "vcortex study: {} stages, SIMD {SIMD_LEVEL}, {threads} threads, output in {}",
+            stages.len(),
+            opts.out_dir.display()
+        );
         eprintln!("measuring speed for the estimate...");
         let (cnn, mlp, dae) = measure_speed(data, opts)?;
         let mut total = 0.0;
@@ -136,7 +176,10 @@ pub fn run_all(
             total += est;
             eprintln!("  {:<10} ~{}", s.name(), format_duration(est));
         }
-        eprintln!("  estimated total ~{} (excluding figures and test evaluation)", format_duration(total));
+        eprintln!(
+            "  estimated total ~{} (excluding figures and test evaluation)",
+            format_duration(total)
+        );
     }
     let started = Instant::now();
     let mut outcomes = Vec::new();
@@ -146,7 +189,11 @@ pub fn run_all(
         }
         let t = Instant::now();
         let runs = run_stage(stage, data, opts)?;
-        outcomes.push(StageOutcome { stage, wall_seconds: t.elapsed().as_secs_f64(), runs });
+        outcomes.push(StageOutcome {
+            stage,
+            wall_seconds: t.elapsed().as_secs_f64(),
+            runs,
+        });
         if plan {
             write_study(opts, &outcomes, threads, started.elapsed().as_secs_f64())?;
         }
@@ -159,22 +206,38 @@ pub fn run_all(
     eprintln!();
     eprintln!("{:<10} {:>9}  result", "stage", "wall");
     for o in &outcomes {
-        eprintln!("{:<10} {:>9}  {}", o.stage.name(), format_duration(o.wall_seconds), headline(o.stage, &o.runs));
+        eprintln!(
+            "{:<10} {:>9}  {}",
+            o.stage.name(),
+            format_duration(o.wall_seconds),
+            headline(o.stage, &o.runs)
+        );
     }
     eprintln!("{:<10} {:>9}", "total", format_duration(total));
-    eprintln!("report: {} and {}", paths.html.display(), paths.markdown.display());
+    eprintln!(
+        "report: {} and {}",
+        paths.html.display(),
+        paths.markdown.display()
+    );
     Ok(outcomes)
 }
 
-fn write_study(opts: &Options, outcomes: &[StageOutcome], threads: usize, total: f64) -> Result<(), ExpError> {
+fn write_study(
+    opts: &Options,
+    outcomes: &[StageOutcome],
+    threads: usize,
+    total: f64,
+) -> Result<(), ExpError> {
     let stages: Vec<Value> = outcomes
         .iter()
-        .map(|o| json!({
-            "name": o.stage.name(),
-            "title": format!("stage {}", o.stage.name()),
-            "wall_seconds": o.wall_seconds,
-            "command": format!("vcortex run {}", o.stage.name()),
-        }))
+        .map(|o| {
+            json!({
+                "name": o.stage.name(),
+                "title": format!("stage {}", o.stage.name()),
+                "wall_seconds": o.wall_seconds,
+                "command": format!("vcortex run {}", o.stage.name()),
+            })
+        })
         .collect();
     let study = json!({
         "title": "vcortex: the study end to end",

@@ -16,12 +16,11 @@ type V = wide::f32x16;
 type V = wide::f32x8;
 const VL: usize = std::mem::size_of::<V>() / 4;
 
-/// Single-core FMA peak in GFLOP/s: 16 independent FMA chains (enough to cover
-/// latency x ports), best of 5 runs.
-
 /// One timed pass of a convolution, named.
 type Pass<'a> = Box<dyn FnMut() + 'a>;
 
+/// Single-core FMA peak in GFLOP/s: 16 independent FMA chains (enough to cover
+/// latency x ports), best of 5 runs.
 fn fma_peak_gflops() -> f64 {
     const CHAINS: usize = 16;
     const ITERS: usize = 4_000_000;

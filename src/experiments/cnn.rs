@@ -12,7 +12,10 @@ use crate::plot::{Colormap, Normalise};
 use crate::train::{train_classifier, EpochMetrics, Optimizer, RunReport};
 
 use super::figures::{self, tiles};
-use super::{epochs, figure, images_f32, merge_summary, sizes, train_config, ExpError, Options};
+use super::{
+    epochs, figure, group_summary, images_f32, merge_summary, reference, sizes, train_config,
+    ExpError, Options,
+};
 
 /// The study's CNN settings (STUDY.md, part A).
 const EPOCHS: usize = 100;
@@ -175,15 +178,6 @@ fn cnn_figures(
         ));
     }
     Ok(figs)
-}
-
-fn reference(pairs: &[(&str, &str)]) -> Value {
-    let mut m = Map::new();
-    m.insert("label".into(), json!("seed report"));
-    for (k, v) in pairs {
-        m.insert((*k).into(), json!(v));
-    }
-    Value::Object(m)
 }
 
 pub fn a1(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, ExpError> {
@@ -360,14 +354,12 @@ pub fn a_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>
             json!(m.last().and_then(|e| e.test_accuracy)),
         );
     }
-    let mut extra = Map::new();
-    extra.insert("name".into(), json!("a-subset"));
-    extra.insert(
-        "title".into(),
-        json!("A subset comparisons: GD, momentum and RMSProp on the first 12000/2000 images"),
+    let mut extra = group_summary(
+        opts,
+        "a-subset",
+        "A subset comparisons: GD, momentum and RMSProp on the first 12000/2000 images",
+        "cnn",
     );
-    extra.insert("model".into(), json!("cnn"));
-    extra.insert("command".into(), json!(opts.command));
     extra.insert("figures".into(), Value::Array(figs));
     extra.insert("results".into(), Value::Object(results));
     extra.insert(

@@ -21,8 +21,8 @@ use crate::train::{
 use super::cnn::SUBSET_RUNS;
 use super::figures::{self, pad_square, square_side, tiles};
 use super::{
-    epochs, figure, images_f32, merge_summary, sizes, train_config, DaeSchemeArg, ExpError,
-    Options, Sizes,
+    epochs, figure, group_summary, images_f32, merge_summary, reference, sizes, train_config,
+    DaeSchemeArg, ExpError, Options, Sizes,
 };
 
 /// The study's settings (STUDY.md, part B).
@@ -41,15 +41,6 @@ const SUBSET_TRAIN: usize = 12000;
 const SUBSET_TEST: usize = 2000;
 /// Units and test images shown in the weight and activation figures.
 const SHOWN: usize = 100;
-
-fn reference(pairs: &[(&str, &str)]) -> Value {
-    let mut m = Map::new();
-    m.insert("label".into(), json!("seed report"));
-    for (k, v) in pairs {
-        m.insert((*k).into(), json!(v));
-    }
-    Value::Object(m)
-}
 
 /// Pre-trains every layer of `stack` in turn, each in `dir/layerK`.
 #[allow(clippy::too_many_arguments)]
@@ -333,11 +324,7 @@ pub fn b1(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
         Normalise::PerTile,
         Colormap::Gray,
     )?;
-    let mut extra = Map::new();
-    extra.insert("name".into(), json!("b1-undercomplete"));
-    extra.insert("title".into(), json!(under_title));
-    extra.insert("model".into(), json!("dae"));
-    extra.insert("command".into(), json!(opts.command));
+    let mut extra = group_summary(opts, "b1-undercomplete", under_title, "dae");
     extra.insert(
         "figures".into(),
         json!([figure(
@@ -356,11 +343,7 @@ pub fn b1(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     extra.insert("wall_seconds".into(), json!(wall(&under_layers)));
     merge_summary(&under_dir, extra)?;
 
-    let mut extra = Map::new();
-    extra.insert("name".into(), json!("b1"));
-    extra.insert("title".into(), json!(title));
-    extra.insert("model".into(), json!("dae"));
-    extra.insert("command".into(), json!(opts.command));
+    let mut extra = group_summary(opts, "b1", title, "dae");
     extra.insert("settings".into(), json!({
         "layers": "784-900-625-400, sigmoid, tied weights",
         "scheme": match opts.scheme {
@@ -484,14 +467,12 @@ pub fn b2(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
         "B2: pre-trained vs randomly initialised five-layer classifier",
         &runs,
     )?;
-    let mut extra = Map::new();
-    extra.insert("name".into(), json!("b2"));
-    extra.insert(
-        "title".into(),
-        json!("B2: five-layer classifier from the B1 stack vs from random initialisation"),
+    let mut extra = group_summary(
+        opts,
+        "b2",
+        "B2: five-layer classifier from the B1 stack vs from random initialisation",
+        "mlp",
     );
-    extra.insert("model".into(), json!("mlp"));
-    extra.insert("command".into(), json!(opts.command));
     extra.insert(
         "figures".into(),
         json!([figure(
@@ -630,11 +611,7 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
         "fine-tuned: final accuracy".into(),
         json!(fine_m.last().and_then(|m| m.test_accuracy)),
     );
-    let mut extra = Map::new();
-    extra.insert("name".into(), json!("b3"));
-    extra.insert("title".into(), json!(title));
-    extra.insert("model".into(), json!("dae"));
-    extra.insert("command".into(), json!(opts.command));
+    let mut extra = group_summary(opts, "b3", title, "dae");
     extra.insert("figures".into(), Value::Array(figs));
     extra.insert("results".into(), Value::Object(results));
     extra.insert(
@@ -711,14 +688,12 @@ pub fn b_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>
             json!(m.last().and_then(|e| e.test_accuracy)),
         );
     }
-    let mut extra = Map::new();
-    extra.insert("name".into(), json!("b-subset"));
-    extra.insert(
-        "title".into(),
-        json!("B subset comparison: CNNs and five-layer networks on the first 12000/2000 images"),
+    let mut extra = group_summary(
+        opts,
+        "b-subset",
+        "B subset comparison: CNNs and five-layer networks on the first 12000/2000 images",
+        "mlp",
     );
-    extra.insert("model".into(), json!("mlp"));
-    extra.insert("command".into(), json!(opts.command));
     extra.insert("figures".into(), json!([figure("compare.png", "Test accuracy and test cross-entropy against epochs: the CNNs (from the A subset runs) and the five-layer networks pre-trained, pre-trained with sparsity, and randomly initialised.")]));
     extra.insert("results".into(), Value::Object(results));
     extra.insert(

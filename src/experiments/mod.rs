@@ -442,3 +442,29 @@ pub(crate) fn write_json(path: &Path, value: &Value) -> Result<(), ExpError> {
 pub(crate) fn figure(file: &str, caption: &str) -> Value {
     json!({ "file": file, "caption": caption })
 }
+
+/// The seed report's figures for a run, as summary.json's `reference`.
+pub(crate) fn reference(pairs: &[(&str, &str)]) -> Value {
+    let mut m = Map::new();
+    m.insert("label".into(), json!("seed report"));
+    for (k, v) in pairs {
+        m.insert((*k).into(), json!(v));
+    }
+    Value::Object(m)
+}
+
+/// The identifying keys of a folder that groups a stage's runs (a comparison,
+/// a stack), to which the caller adds figures, results and the reference.
+pub(crate) fn group_summary(
+    opts: &Options,
+    name: &str,
+    title: &str,
+    model: &str,
+) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("name".into(), json!(name));
+    m.insert("title".into(), json!(title));
+    m.insert("model".into(), json!(model));
+    m.insert("command".into(), json!(opts.command));
+    m
+}

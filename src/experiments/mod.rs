@@ -58,6 +58,21 @@ impl Experiment {
         Experiment::BSubset,
     ];
 
+    /// A one-line description, for the plan and the report's stage table.
+    pub fn title(self) -> &'static str {
+        match self {
+            Experiment::A1 => "A1: CNN, mini-batch SGD, 60000/10000",
+            Experiment::A2 => "A2: CNN, momentum 0.1 and 0.9, 60000/10000",
+            Experiment::A3 => "A3: CNN, RMSProp, 60000/10000",
+            Experiment::ASubset => "A: GD vs momentum vs RMSProp on 12000/2000",
+            Experiment::B1 => "B1: stacked denoising autoencoder 784-900-625-400 (and 784-169)",
+            Experiment::B2 => "B2: five-layer classifier, pre-trained vs random init",
+            Experiment::B3 => "B3: sparse stacked DAE with momentum, then fine-tuned",
+            Experiment::BSubset => "B: CNNs vs five-layer networks on 12000/2000",
+            Experiment::All => "the whole study",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Experiment::A1 => "a1",

@@ -174,7 +174,7 @@ pub fn run_all(
             let (c, m, d) = workload(s, opts.quick);
             let est = c * cnn + m * mlp + d * dae;
             total += est;
-            eprintln!("  {:<10} ~{}", s.name(), format_duration(est));
+            eprintln!("  {:<10} ~{:>7}  {}", s.name(), format_duration(est), s.title());
         }
         eprintln!(
             "  estimated total ~{} (excluding figures and test evaluation)",
@@ -233,7 +233,7 @@ fn write_study(
         .map(|o| {
             json!({
                 "name": o.stage.name(),
-                "title": format!("stage {}", o.stage.name()),
+                "title": o.stage.title(),
                 "wall_seconds": o.wall_seconds,
                 "command": format!("vcortex run {}", o.stage.name()),
             })

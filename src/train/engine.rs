@@ -12,6 +12,7 @@ use super::checkpoint::Checkpoint;
 use super::progress::EpochProgress;
 use super::report;
 use super::{DaeConfig, EpochMetrics, Optimizer, TrainConfig, TrainError};
+use crate::bench::profile::{timed, Phase};
 use crate::data::Split;
 use crate::kernels::noise::mask_noise;
 use crate::kernels::optim::{momentum_update, rmsprop_update, sgd_update};
@@ -165,6 +166,9 @@ fn validate_common<'a>(
     test: Split<'a>,
     input_len: usize,
 ) -> Result<(Split<'a>, Split<'a>), TrainError> {
+    if cfg.timing_only && cfg.resume {
+        return config_error("a timing-only run cannot resume from a checkpoint".into());
+    }
     if cfg.epochs == 0 {
         return config_error("epochs must be at least 1".into());
     }
@@ -318,7 +322,10 @@ fn run<T: Task>(
     }
     let resumed_epochs = metrics.len();
     let layer = task.csv_layer();
-    report::write_csv(dir, layer, &metrics)?;
+    let files = !cfg.timing_only;
+    if files {
+        report::write_csv(dir, layer, &metrics)?;
+    }
     let summary = |metrics: &[EpochMetrics], task: &T| {
         let mut settings = Map::new();
         settings.insert("epochs".into(), json!(cfg.epochs));
@@ -341,7 +348,9 @@ fn run<T: Task>(
         s.extend(cfg.extra_summary.clone());
         report::write_summary(dir, s)
     };
-    summary(&metrics, task)?;
+    if files {
+        summary(&metrics, task)?;
+    }
 
     let batches = batches_per_epoch(train_count, cfg.batch_size);
     let mut order: Vec<u32> = Vec::with_capacity(train_count);
@@ -372,12 +381,24 @@ fn run<T: Task>(
             if !cost.is_finite() {
                 return Err(non_finite(task, epoch, b + 1));
             }
-            task.step(pool, &mut grad, &mut opt, cfg.lr, cfg.decay);
+            timed("update", Phase::Pool, || {
+                task.step(pool, &mut grad, &mut opt, cfg.lr, cfg.decay)
+            });
             cost_sum += cost;
             progress.batch(b + 1, cost_sum / (b + 1) as f64);
         }
         if task.layout().first_non_finite(task.params()).is_some() {
             return Err(non_finite(task, epoch, batches));
+        }
+        if !files {
+            metrics.push(EpochMetrics {
+                epoch,
+                train_cost: cost_sum / batches as f64,
+                test_cost: None,
+                test_accuracy: None,
+                seconds: start.elapsed().as_secs_f64(),
+            });
+            continue;
         }
         let (test_cost, test_accuracy) = task.evaluate(pool);
         let m = EpochMetrics {
@@ -418,7 +439,7 @@ fn run<T: Task>(
 
 // ---------------------------------------------------------------- classifiers
 
-struct ClassifierChunk<W> {
+pub(crate) struct ClassifierChunk<W> {
     ws: W,
     /// Rows of the last batch in this chunk.
     rows: usize,
@@ -434,6 +455,61 @@ struct ClassifierTask<'a, 'd, C: Classifier> {
     max_rows: usize,
     train: Split<'d>,
     test: Split<'d>,
+}
+
+/// One chunk per thread, each with a workspace of `max_rows` rows.
+pub(crate) fn classifier_chunks<C: Classifier>(
+    model: &C,
+    threads: usize,
+    max_rows: usize,
+) -> Vec<ClassifierChunk<C::Workspace>> {
+    let n = model.params().len();
+    (0..threads)
+        .map(|_| ClassifierChunk {
+            ws: model.workspace(max_rows),
+            grad: vec![0.0; n],
+            labels: vec![0; max_rows],
+            rows: 0,
+            loss: 0.0,
+            correct: 0,
+        })
+        .collect()
+}
+
+/// Forward passes of `model` over all of `split`: chunk `c` takes the c-th
+/// contiguous share of the images and runs it in blocks of up to `max_rows`
+/// on its own workspace, so the pool synchronises once rather than once per
+/// block. Returns (summed loss, number correct); the sum runs in chunk order,
+/// so the result depends only on the chunk count.
+pub(crate) fn evaluate_classifier<C: Classifier>(
+    model: &C,
+    split: &Split,
+    pool: &ThreadPool,
+    chunks: &mut [ClassifierChunk<C::Workspace>],
+    max_rows: usize,
+) -> (f64, usize)
+where
+    C::Workspace: Sync,
+{
+    let count = split.count;
+    let n_chunks = chunks.len();
+    pool.install(|| {
+        chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
+            let share = chunk_bounds(count, n_chunks, c);
+            (ch.loss, ch.correct) = (0.0, 0);
+            for start in share.clone().step_by(max_rows.max(1)) {
+                let end = (start + max_rows).min(share.end);
+                let n = end - start;
+                fill_classifier_chunk(model, ch, split, start..end);
+                let (loss, correct) = model.evaluate(&mut ch.ws, &ch.labels[..n]);
+                ch.loss += loss;
+                ch.correct += correct;
+            }
+        })
+    });
+    chunks
+        .iter()
+        .fold((0.0, 0), |(l, c), ch| (l + ch.loss, c + ch.correct))
 }
 
 /// Fills a chunk's input rows and labels from `images` of `split`.
@@ -501,7 +577,9 @@ where
                     ch.loss = 0.0;
                     return;
                 }
-                fill_classifier_chunk(model, ch, train, images[r].iter().map(|&i| i as usize));
+                timed("input", Phase::Forward, || {
+                    fill_classifier_chunk(model, ch, train, images[r].iter().map(|&i| i as usize))
+                });
                 ch.loss = model.loss_and_gradient(&mut ch.ws, &ch.labels[..n], scale, &mut ch.grad);
             })
         });
@@ -534,29 +612,13 @@ where
         if count == 0 {
             return (None, None);
         }
-        let model: &C = self.model;
-        let test = &self.test;
-        let chunks = self.chunks.len();
-        let block = chunks * self.max_rows;
-        let (mut loss, mut correct) = (0.0f64, 0usize);
-        for start in (0..count).step_by(block) {
-            let rows = block.min(count - start);
-            pool.install(|| {
-                self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
-                    let r = chunk_bounds(rows, chunks, c);
-                    let n = r.len();
-                    (ch.loss, ch.correct) = (0.0, 0);
-                    if n > 0 {
-                        fill_classifier_chunk(model, ch, test, r.map(|i| start + i));
-                        (ch.loss, ch.correct) = model.evaluate(&mut ch.ws, &ch.labels[..n]);
-                    }
-                })
-            });
-            for ch in &self.chunks {
-                loss += ch.loss;
-                correct += ch.correct;
-            }
-        }
+        let (loss, correct) = evaluate_classifier(
+            self.model,
+            &self.test,
+            pool,
+            &mut self.chunks,
+            self.max_rows,
+        );
         (
             Some(loss / count as f64),
             Some(correct as f64 / count as f64),
@@ -602,21 +664,13 @@ where
             ));
         }
     }
-    prepare_dir(&cfg.out_dir)?;
+    if !cfg.timing_only {
+        prepare_dir(&cfg.out_dir)?;
+    }
     let threads = resolve_threads(cfg.threads);
     let pool = build_pool(threads)?;
     let max_rows = cfg.batch_size.div_ceil(threads);
-    let n = model.params().len();
-    let chunks = (0..threads)
-        .map(|_| ClassifierChunk {
-            ws: model.workspace(max_rows),
-            grad: vec![0.0; n],
-            labels: vec![0; max_rows],
-            rows: 0,
-            loss: 0.0,
-            correct: 0,
-        })
-        .collect();
+    let chunks = classifier_chunks(model, threads, max_rows);
     let mut task = ClassifierTask {
         model,
         chunks,
@@ -717,23 +771,27 @@ impl Task for DaeTask<'_, '_> {
         let encode = |c: usize, ch: &mut DaeChunk| {
             let r = chunk_bounds(rows, chunks, c);
             ch.rows = r.len();
-            fill_clean(
-                &mut ch.ws,
-                train,
-                images[r.clone()].iter().map(|&i| i as usize),
-            );
+            timed("input", Phase::Forward, || {
+                fill_clean(
+                    &mut ch.ws,
+                    train,
+                    images[r.clone()].iter().map(|&i| i as usize),
+                )
+            });
             match dae.scheme {
                 DaeScheme::ImageSpace => {
-                    for (i, row) in r.clone().enumerate() {
-                        let mut rng = Rng::stream(key, row as u64);
-                        let span = i * len..(i + 1) * len;
-                        mask_noise(
-                            &ch.ws.clean[span.clone()],
-                            &mut ch.ws.noisy[span],
-                            dae.keep_prob,
-                            &mut rng,
-                        );
-                    }
+                    timed("noise", Phase::Forward, || {
+                        for (i, row) in r.clone().enumerate() {
+                            let mut rng = Rng::stream(key, row as u64);
+                            let span = i * len..(i + 1) * len;
+                            mask_noise(
+                                &ch.ws.clean[span.clone()],
+                                &mut ch.ws.noisy[span],
+                                dae.keep_prob,
+                                &mut rng,
+                            );
+                        }
+                    });
                     stack.encode(layer, &mut ch.ws, r.len(), true);
                 }
                 DaeScheme::LayerLocal => {
@@ -913,7 +971,9 @@ pub fn pretrain_dae(
             ));
         }
     }
-    prepare_dir(&cfg.out_dir)?;
+    if !cfg.timing_only {
+        prepare_dir(&cfg.out_dir)?;
+    }
     let threads = resolve_threads(cfg.threads);
     let pool = build_pool(threads)?;
     let max_rows = cfg.batch_size.div_ceil(threads);

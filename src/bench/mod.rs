@@ -11,6 +11,7 @@
 pub mod profile;
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -364,7 +365,12 @@ fn infer_work(
 
 /// Runs every item of `opts.only` on `train` / `test` (full splits; the
 /// options take their first images).
+///
+/// The profile hooks are process-wide: runs in one process take turns, and
+/// training elsewhere in the process meanwhile would add to the profile.
 pub fn run(train: Split, test: Split, opts: &BenchOptions) -> Result<BenchReport, ExpError> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if opts.epochs == 0 {
         return Err(ExpError::Config("--epochs must be at least 1".into()));
     }

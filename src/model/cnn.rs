@@ -416,14 +416,16 @@ impl Classifier for Cnn {
         self.forward(ws, rows);
         let classes = self.fc2.n_out;
         let n = rows * classes;
-        let loss = softmax_cross_entropy(
-            &ws.logits[..n],
-            labels,
-            classes,
-            &mut ws.probs,
-            &mut ws.dlogits,
-            0.0,
-        );
-        (loss, count_correct(&ws.logits[..n], labels, classes))
+        timed("loss", Phase::Forward, || {
+            let loss = softmax_cross_entropy(
+                &ws.logits[..n],
+                labels,
+                classes,
+                &mut ws.probs,
+                &mut ws.dlogits,
+                0.0,
+            );
+            (loss, count_correct(&ws.logits[..n], labels, classes))
+        })
     }
 }

@@ -79,31 +79,52 @@ fn reduce_and_step<T: Sync>(
     };
     let optimizer = opt.optimizer;
     let state = &mut opt.buf;
+    let step_block = |i: usize, g: &mut [f32], p: &mut [f32], s: &mut [f32]| {
+        sum_block(i, g);
+        match optimizer {
+            Optimizer::Sgd => sgd_update(p, g, lr, decay),
+            Optimizer::Momentum { gamma } => momentum_update(p, s, g, lr, decay, gamma),
+            Optimizer::RmsProp { rho, eps } => rmsprop_update(p, s, g, lr, decay, rho, eps),
+        }
+    };
+    // SGD keeps no state: give each block an empty slice.
+    let stateful = optimizer != Optimizer::Sgd;
+    if grad.len() <= SEQUENTIAL_STEP_MAX {
+        // Waking the pool costs more than the pass itself (the CNN has 28k
+        // parameters); the blocks and their order are the same, so the
+        // result is bit-identical to the parallel pass.
+        for (i, (g, p)) in grad
+            .chunks_mut(REDUCE_BLOCK)
+            .zip(params.chunks_mut(REDUCE_BLOCK))
+            .enumerate()
+        {
+            let s = if stateful {
+                &mut state[i * REDUCE_BLOCK..i * REDUCE_BLOCK + g.len()]
+            } else {
+                &mut []
+            };
+            step_block(i, g, p, s);
+        }
+        return;
+    }
     pool.install(|| {
         let blocks = grad
             .par_chunks_mut(REDUCE_BLOCK)
             .zip(params.par_chunks_mut(REDUCE_BLOCK))
             .enumerate();
-        match optimizer {
-            Optimizer::Sgd => blocks.for_each(|(i, (g, p))| {
-                sum_block(i, g);
-                sgd_update(p, g, lr, decay);
-            }),
-            Optimizer::Momentum { gamma } => blocks
+        if stateful {
+            blocks
                 .zip(state.par_chunks_mut(REDUCE_BLOCK))
-                .for_each(|((i, (g, p)), v)| {
-                    sum_block(i, g);
-                    momentum_update(p, v, g, lr, decay, gamma);
-                }),
-            Optimizer::RmsProp { rho, eps } => blocks
-                .zip(state.par_chunks_mut(REDUCE_BLOCK))
-                .for_each(|((i, (g, p)), r)| {
-                    sum_block(i, g);
-                    rmsprop_update(p, r, g, lr, decay, rho, eps);
-                }),
+                .for_each(|((i, (g, p)), s)| step_block(i, g, p, s));
+        } else {
+            blocks.for_each(|(i, (g, p))| step_block(i, g, p, &mut []));
         }
     });
 }
+
+/// Parameter counts up to which the reduction and update run on the calling
+/// thread (a few blocks: tens of microseconds of work).
+const SEQUENTIAL_STEP_MAX: usize = 4 * REDUCE_BLOCK;
 
 struct OptimizerState {
     optimizer: Optimizer,

@@ -288,7 +288,7 @@ fn build_pool(threads: usize) -> Result<ThreadPool, TrainError> {
 }
 
 /// The epoch loop: resume, shuffle, batches, updates, evaluation, files.
-fn run<T: Task>(
+fn run<T: Task + Send>(
     task: &mut T,
     cfg: &TrainConfig,
     threads: usize,
@@ -395,19 +395,30 @@ fn run<T: Task>(
         order.extend(0..train_count as u32);
         Rng::stream(cfg.seed, epoch as u64).shuffle(&mut order);
         let progress = EpochProgress::new(cfg.progress, &cfg.name, epoch, cfg.epochs, batches);
-        let mut cost_sum = 0.0f64;
-        for b in 0..batches {
-            let images = &order[b * cfg.batch_size..(b + 1) * cfg.batch_size];
-            let cost = task.batch(pool, images, epoch, b);
-            if !cost.is_finite() {
-                return Err(non_finite(task, epoch, b + 1));
+        // The batch loop runs on a pool thread: the pool's own `install`
+        // calls inside are then plain calls, not a hand-off to the pool and
+        // back per batch (a wake-up each way, worst on a loaded machine).
+        let (opt_ref, grad_ref, order_ref) = (&mut opt, &mut grad, &order);
+        let cost_sum = pool.install(|| {
+            let mut cost_sum = 0.0f64;
+            for b in 0..batches {
+                let images = &order_ref[b * cfg.batch_size..(b + 1) * cfg.batch_size];
+                let cost = task.batch(pool, images, epoch, b);
+                if !cost.is_finite() {
+                    return Err(b + 1);
+                }
+                timed("update", Phase::Pool, || {
+                    task.step(pool, grad_ref, opt_ref, cfg.lr, cfg.decay)
+                });
+                cost_sum += cost;
+                progress.batch(b + 1, cost_sum / (b + 1) as f64);
             }
-            timed("update", Phase::Pool, || {
-                task.step(pool, &mut grad, &mut opt, cfg.lr, cfg.decay)
-            });
-            cost_sum += cost;
-            progress.batch(b + 1, cost_sum / (b + 1) as f64);
-        }
+            Ok(cost_sum)
+        });
+        let cost_sum = match cost_sum {
+            Ok(c) => c,
+            Err(b) => return Err(non_finite(task, epoch, b)),
+        };
         if task.layout().first_non_finite(task.params()).is_some() {
             return Err(non_finite(task, epoch, batches));
         }

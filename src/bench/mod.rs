@@ -162,11 +162,12 @@ pub struct BenchReport {
 
 /// Multiply-adds per image of the CNN: (forward, forward + backward).
 ///
-/// conv MACs = c_out * out_h * out_w * c_in * k * k. Forward: conv1 + conv2
-/// + fc1 + fc2. Backward: conv1 filter gradient only (no input gradient is
-/// needed), conv2 filter + input gradients, dense weight + input gradients
-/// (2x each). Study network: 775,000 forward, 1,839,000 in all
-/// (3.678 MFLOP per image; 220 GFLOP per 59904-image epoch).
+/// conv MACs = c_out * out_h * out_w * c_in * k * k. Forward: conv1, conv2,
+/// fc1 and fc2 once each. Backward: conv1's filter gradient only (no input
+/// gradient is needed), conv2's filter and input gradients, and the dense
+/// layers' weight and input gradients (twice their forward each). Study
+/// network: 775,000 forward, 1,839,000 in all (3.678 MFLOP per image,
+/// 220 GFLOP per 59904-image epoch).
 pub fn cnn_macs(s: &CnnShape) -> (u64, u64) {
     let (h1, w1) = (s.in_h + 1 - s.k1, s.in_w + 1 - s.k1);
     let conv1 = s.c1 * h1 * w1 * s.k1 * s.k1;

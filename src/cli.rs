@@ -33,6 +33,39 @@ pub enum Command {
     Run(RunArgs),
     /// Rebuild runs/report.html and runs/report.md from existing run folders.
     Report(ReportArgs),
+    /// Time one epoch of each model and CNN inference; print a per-layer profile.
+    Bench(BenchArgs),
+}
+
+/// Arguments of `vcortex bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Timed epochs per item (passes over the test set for inference); the median is shown.
+    #[arg(long, alias = "repeat", value_name = "N", default_value_t = 1)]
+    pub epochs: usize,
+    /// Use the first N training images.
+    #[arg(long, value_name = "N")]
+    pub train_size: Option<usize>,
+    /// Use the first N test images for inference.
+    #[arg(long, value_name = "N")]
+    pub test_size: Option<usize>,
+    /// Minibatch size.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub batch_size: usize,
+    /// Seed of the initialisation, shuffles and noise.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Only these items (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "WORK")]
+    pub only: Vec<crate::bench::Work>,
+    /// Skip the per-layer profile.
+    #[arg(long)]
+    pub no_profile: bool,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// Arguments of `vcortex run`.
@@ -117,6 +150,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Info(args) => info(&args),
         Command::Run(args) => run_experiment(&args, cli.threads),
+        Command::Bench(args) => bench(&args, cli.threads),
         Command::Report(args) => {
             let paths = crate::report::build(&args.out).map_err(ExpError::from)?;
             println!("{}\n{}", paths.html.display(), paths.markdown.display());
@@ -145,6 +179,36 @@ fn run_experiment(args: &RunArgs, threads: usize) -> Result<(), Error> {
         .collect::<Vec<_>>()
         .join(" ");
     experiments::run(args.experiment, &opts)?;
+    Ok(())
+}
+
+fn bench(args: &BenchArgs, threads: usize) -> Result<(), Error> {
+    let dataset = Dataset::load(&args.data.dir)?;
+    let opts = crate::bench::BenchOptions {
+        threads: if threads > 0 {
+            threads
+        } else {
+            rayon::current_num_threads()
+        },
+        epochs: args.epochs,
+        train_size: args.train_size,
+        test_size: args.test_size,
+        batch_size: args.batch_size,
+        seed: args.seed,
+        only: if args.only.is_empty() {
+            crate::bench::Work::ALL.to_vec()
+        } else {
+            args.only.clone()
+        },
+        profile: !args.no_profile,
+    };
+    let report = crate::bench::run(dataset.train(), dataset.test(), &opts)?;
+    let _ = io::stdout()
+        .lock()
+        .write_all(crate::bench::render(&report).as_bytes());
+    if let Some(path) = &args.json {
+        crate::bench::write_json(&report, path)?;
+    }
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! dense ReLU -> dense softmax, with any small shape for the tests.
 
 use super::Classifier;
+use crate::bench::profile::{timed, Phase};
 use crate::kernels::gemm::Activation;
 use crate::kernels::rng::Rng;
 use crate::nn::params::split_two;
@@ -189,38 +190,51 @@ impl Cnn {
         let (c1n, p1n) = (self.conv1.output_len(), self.pool1.output_len());
         let (c2n, p2n) = (self.conv2.output_len(), self.pool2.output_len());
         let x = &ws.x[..rows * self.conv1.input_len()];
-        self.conv1.forward(
-            self.p("conv1.weight"),
-            self.p("conv1.bias"),
-            x,
-            rows,
-            &mut ws.c1[..rows * c1n],
-        );
-        self.pool1
-            .forward(&ws.c1, rows, &mut ws.p1[..rows * p1n], &mut ws.a1);
-        self.conv2.forward(
-            self.p("conv2.weight"),
-            self.p("conv2.bias"),
-            &ws.p1[..rows * p1n],
-            rows,
-            &mut ws.c2[..rows * c2n],
-        );
-        self.pool2
-            .forward(&ws.c2, rows, &mut ws.p2[..rows * p2n], &mut ws.a2);
-        self.fc1.forward(
-            self.p("fc1.weight"),
-            self.p("fc1.bias"),
-            &ws.p2[..rows * p2n],
-            rows,
-            &mut ws.h[..rows * self.fc1.n_out],
-        );
-        self.fc2.forward(
-            self.p("fc2.weight"),
-            self.p("fc2.bias"),
-            &ws.h[..rows * self.fc1.n_out],
-            rows,
-            &mut ws.logits[..rows * self.fc2.n_out],
-        );
+        let f = Phase::Forward;
+        timed("conv1", f, || {
+            self.conv1.forward(
+                self.p("conv1.weight"),
+                self.p("conv1.bias"),
+                x,
+                rows,
+                &mut ws.c1[..rows * c1n],
+            )
+        });
+        timed("pool1", f, || {
+            self.pool1
+                .forward(&ws.c1, rows, &mut ws.p1[..rows * p1n], &mut ws.a1)
+        });
+        timed("conv2", f, || {
+            self.conv2.forward(
+                self.p("conv2.weight"),
+                self.p("conv2.bias"),
+                &ws.p1[..rows * p1n],
+                rows,
+                &mut ws.c2[..rows * c2n],
+            )
+        });
+        timed("pool2", f, || {
+            self.pool2
+                .forward(&ws.c2, rows, &mut ws.p2[..rows * p2n], &mut ws.a2)
+        });
+        timed("fc1", f, || {
+            self.fc1.forward(
+                self.p("fc1.weight"),
+                self.p("fc1.bias"),
+                &ws.p2[..rows * p2n],
+                rows,
+                &mut ws.h[..rows * self.fc1.n_out],
+            )
+        });
+        timed("fc2", f, || {
+            self.fc2.forward(
+                self.p("fc2.weight"),
+                self.p("fc2.bias"),
+                &ws.h[..rows * self.fc1.n_out],
+                rows,
+                &mut ws.logits[..rows * self.fc2.n_out],
+            )
+        });
     }
 
     /// Feature maps and logits of `images` (n x in_h*in_w, values in [0, 1]).
@@ -301,18 +315,21 @@ impl Classifier for Cnn {
         self.forward(ws, rows);
         let l = &self.layout;
         let classes = self.fc2.n_out;
-        let loss = softmax_cross_entropy(
-            &ws.logits,
-            labels,
-            classes,
-            &mut ws.probs,
-            &mut ws.dlogits,
-            grad_scale,
-        );
+        let loss = timed("loss", Phase::Forward, || {
+            softmax_cross_entropy(
+                &ws.logits,
+                labels,
+                classes,
+                &mut ws.probs,
+                &mut ws.dlogits,
+                grad_scale,
+            )
+        });
         let (p1n, p2n) = (self.pool1.output_len(), self.pool2.output_len());
         let hn = self.fc1.n_out;
+        let bw = Phase::Backward;
         // fc2 (identity): dW, db, dh.
-        {
+        timed("fc2", bw, || {
             let (dw, db) = split_two(grads, l.range("fc2.weight"), l.range("fc2.bias"));
             self.fc2.backward(
                 self.p("fc2.weight"),
@@ -324,9 +341,9 @@ impl Classifier for Cnn {
                 db,
                 Some(&mut ws.dh[..rows * hn]),
             );
-        }
+        });
         // fc1 (ReLU applied inside from h): dW, db, d(pool2 output).
-        {
+        timed("fc1", bw, || {
             let (dw, db) = split_two(grads, l.range("fc1.weight"), l.range("fc1.bias"));
             self.fc1.backward(
                 self.p("fc1.weight"),
@@ -338,11 +355,13 @@ impl Classifier for Cnn {
                 db,
                 Some(&mut ws.dp2[..rows * p2n]),
             );
-        }
+        });
         // pool2 with conv2's ReLU derivative folded in, then conv2.
-        self.pool2
-            .backward(&ws.p2, &mut ws.dp2, &ws.a2, true, rows, &mut ws.dc2);
-        {
+        timed("pool2", bw, || {
+            self.pool2
+                .backward(&ws.p2, &mut ws.dp2, &ws.a2, true, rows, &mut ws.dc2)
+        });
+        timed("conv2", bw, || {
             let (dw, db) = split_two(grads, l.range("conv2.weight"), l.range("conv2.bias"));
             self.conv2.backward(
                 self.p("conv2.weight"),
@@ -355,10 +374,12 @@ impl Classifier for Cnn {
                 db,
                 Some(&mut ws.dp1[..rows * p1n]),
             );
-        }
-        self.pool1
-            .backward(&ws.p1, &mut ws.dp1, &ws.a1, true, rows, &mut ws.dc1);
-        {
+        });
+        timed("pool1", bw, || {
+            self.pool1
+                .backward(&ws.p1, &mut ws.dp1, &ws.a1, true, rows, &mut ws.dc1)
+        });
+        timed("conv1", bw, || {
             let (dw, db) = split_two(grads, l.range("conv1.weight"), l.range("conv1.bias"));
             self.conv1.backward(
                 self.p("conv1.weight"),
@@ -371,7 +392,7 @@ impl Classifier for Cnn {
                 db,
                 None,
             );
-        }
+        });
         loss
     }
 
@@ -395,14 +416,16 @@ impl Classifier for Cnn {
         self.forward(ws, rows);
         let classes = self.fc2.n_out;
         let n = rows * classes;
-        let loss = softmax_cross_entropy(
-            &ws.logits[..n],
-            labels,
-            classes,
-            &mut ws.probs,
-            &mut ws.dlogits,
-            0.0,
-        );
-        (loss, count_correct(&ws.logits[..n], labels, classes))
+        timed("loss", Phase::Forward, || {
+            let loss = softmax_cross_entropy(
+                &ws.logits[..n],
+                labels,
+                classes,
+                &mut ws.probs,
+                &mut ws.dlogits,
+                0.0,
+            );
+            (loss, count_correct(&ws.logits[..n], labels, classes))
+        })
     }
 }

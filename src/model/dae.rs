@@ -28,6 +28,7 @@ pub enum DaeScheme {
 
 use std::ops::Range;
 
+use crate::bench::profile::{numbered, timed, Phase, DAE_DEC, DAE_ENC};
 use crate::kernels::activation::sigmoid_backward;
 use crate::kernels::gemm::Activation;
 use crate::kernels::rng::Rng;
@@ -229,13 +230,15 @@ impl DaeStack {
                 (1, false) => &ws.clean,
                 _ => &below[k - 2],
             };
-            ae.encode(
-                self.w(k),
-                self.b(k),
-                &x[..rows * ae.n_visible],
-                rows,
-                &mut here[0][..rows * ae.n_hidden],
-            );
+            timed(numbered(&DAE_ENC, k), Phase::Forward, || {
+                ae.encode(
+                    self.w(k),
+                    self.b(k),
+                    &x[..rows * ae.n_visible],
+                    rows,
+                    &mut here[0][..rows * ae.n_hidden],
+                )
+            });
         }
     }
 
@@ -302,14 +305,16 @@ impl DaeStack {
             } else {
                 Activation::Sigmoid
             };
-            ae.decode(
-                self.w(k),
-                self.bv(k),
-                &h[..rows * ae.n_hidden],
-                rows,
-                &mut lower[k - 1][..rows * ae.n_visible],
-                act,
-            );
+            timed(numbered(&DAE_DEC, k), Phase::Forward, || {
+                ae.decode(
+                    self.w(k),
+                    self.bv(k),
+                    &h[..rows * ae.n_hidden],
+                    rows,
+                    &mut lower[k - 1][..rows * ae.n_visible],
+                    act,
+                )
+            });
         }
     }
 
@@ -334,20 +339,24 @@ impl DaeStack {
         }
         let n0 = self.sizes[0];
         self.decode_to_image(layer, ws, rows);
-        let loss = sigmoid_binary_cross_entropy(
-            &ws.dec[0][..rows * n0],
-            &ws.clean[..rows * n0],
-            &mut ws.recon,
-            &mut ws.dlev[0],
-            grad_scale,
-        );
+        let loss = timed("loss", Phase::Forward, || {
+            sigmoid_binary_cross_entropy(
+                &ws.dec[0][..rows * n0],
+                &ws.clean[..rows * n0],
+                &mut ws.recon,
+                &mut ws.dlev[0],
+                grad_scale,
+            )
+        });
         // Back up through the fixed decoders 1..layer-1.
         for k in 1..layer {
             let ae = &self.layers[k - 1];
             let (lower, upper) = ws.dlev.split_at_mut(k);
             let dv = &mut upper[0][..rows * ae.n_hidden];
-            ae.decode_backward(self.w(k), &ws.dec[k], &lower[k - 1], rows, None, Some(dv));
-            sigmoid_backward(&ws.dec[k][..rows * ae.n_hidden], dv);
+            timed(numbered(&DAE_DEC, k), Phase::Backward, || {
+                ae.decode_backward(self.w(k), &ws.dec[k], &lower[k - 1], rows, None, Some(dv));
+                sigmoid_backward(&ws.dec[k][..rows * ae.n_hidden], dv);
+            });
         }
         let ae = &self.layers[layer - 1];
         let (nh, nv) = (ae.n_hidden, ae.n_visible);
@@ -356,16 +365,20 @@ impl DaeStack {
         let (db, dbv) = rest.split_at_mut(nh);
         let h = &ws.enc[layer - 1][..rows * nh];
         let dh = &mut ws.dh[..rows * nh];
-        ae.decode_backward(
-            self.w(layer),
-            h,
-            &ws.dlev[layer - 1],
-            rows,
-            Some((&mut *dw, dbv, false)),
-            Some(&mut *dh),
-        );
+        timed(numbered(&DAE_DEC, layer), Phase::Backward, || {
+            ae.decode_backward(
+                self.w(layer),
+                h,
+                &ws.dlev[layer - 1],
+                rows,
+                Some((&mut *dw, dbv, false)),
+                Some(&mut *dh),
+            )
+        });
         if let Some((penalty, rho_hat, batch_rows)) = sparsity {
-            penalty.backward(dh, &rho_hat[..nh], batch_rows);
+            timed("sparsity", Phase::Backward, || {
+                penalty.backward(dh, &rho_hat[..nh], batch_rows)
+            });
         }
         let x: &[f32] = match (layer, ws.input_noisy) {
             (1, true) => &ws.noisy,
@@ -373,7 +386,9 @@ impl DaeStack {
             _ => &ws.enc[layer - 2],
         };
         db.fill(0.0);
-        ae.encode_backward(&x[..rows * nv], h, dh, rows, dw, db, true);
+        timed(numbered(&DAE_ENC, layer), Phase::Backward, || {
+            ae.encode_backward(&x[..rows * nv], h, dh, rows, dw, db, true)
+        });
         loss
     }
 

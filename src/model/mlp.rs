@@ -5,6 +5,7 @@
 use std::ops::Range;
 
 use super::{Classifier, DaeStack};
+use crate::bench::profile::{numbered, timed, Phase, FC};
 use crate::kernels::gemm::Activation;
 use crate::kernels::rng::Rng;
 use crate::nn::params::split_two;
@@ -119,13 +120,15 @@ impl Mlp {
             let (w, b) = (&self.params[rw.clone()], &self.params[rb.clone()]);
             let (before, after) = ws.acts.split_at_mut(i);
             let input: &[f32] = if i == 0 { &ws.x } else { &before[i - 1] };
-            d.forward(
-                w,
-                b,
-                &input[..rows * d.n_in],
-                rows,
-                &mut after[0][..rows * d.n_out],
-            );
+            timed(numbered(&FC, i + 1), Phase::Forward, || {
+                d.forward(
+                    w,
+                    b,
+                    &input[..rows * d.n_in],
+                    rows,
+                    &mut after[0][..rows * d.n_out],
+                )
+            });
         }
     }
 
@@ -197,14 +200,16 @@ impl Classifier for Mlp {
         self.forward(ws, rows);
         let last = self.layers.len() - 1;
         let classes = self.classes();
-        let loss = softmax_cross_entropy(
-            &ws.acts[last],
-            labels,
-            classes,
-            &mut ws.probs,
-            &mut ws.deltas[last],
-            grad_scale,
-        );
+        let loss = timed("loss", Phase::Forward, || {
+            softmax_cross_entropy(
+                &ws.acts[last],
+                labels,
+                classes,
+                &mut ws.probs,
+                &mut ws.deltas[last],
+                grad_scale,
+            )
+        });
         for (i, d) in self.layers.iter().enumerate().rev() {
             let (rw, rb) = &self.ranges[i];
             let w = &self.params[rw.clone()];
@@ -216,7 +221,9 @@ impl Classifier for Mlp {
             } else {
                 Some(&mut lower[i - 1][..rows * d.n_in])
             };
-            d.backward(w, input, &ws.acts[i], &mut upper[0], rows, dw, db, dx);
+            timed(numbered(&FC, i + 1), Phase::Backward, || {
+                d.backward(w, input, &ws.acts[i], &mut upper[0], rows, dw, db, dx)
+            });
         }
         loss
     }

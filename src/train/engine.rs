@@ -12,6 +12,7 @@ use super::checkpoint::Checkpoint;
 use super::progress::EpochProgress;
 use super::report;
 use super::{DaeConfig, EpochMetrics, Optimizer, TrainConfig, TrainError};
+use crate::bench::profile::{timed, Phase};
 use crate::data::Split;
 use crate::kernels::noise::mask_noise;
 use crate::kernels::optim::{momentum_update, rmsprop_update, sgd_update};
@@ -78,31 +79,52 @@ fn reduce_and_step<T: Sync>(
     };
     let optimizer = opt.optimizer;
     let state = &mut opt.buf;
+    let step_block = |i: usize, g: &mut [f32], p: &mut [f32], s: &mut [f32]| {
+        sum_block(i, g);
+        match optimizer {
+            Optimizer::Sgd => sgd_update(p, g, lr, decay),
+            Optimizer::Momentum { gamma } => momentum_update(p, s, g, lr, decay, gamma),
+            Optimizer::RmsProp { rho, eps } => rmsprop_update(p, s, g, lr, decay, rho, eps),
+        }
+    };
+    // SGD keeps no state: give each block an empty slice.
+    let stateful = optimizer != Optimizer::Sgd;
+    if grad.len() <= SEQUENTIAL_STEP_MAX {
+        // Waking the pool costs more than the pass itself (the CNN has 28k
+        // parameters); the blocks and their order are the same, so the
+        // result is bit-identical to the parallel pass.
+        for (i, (g, p)) in grad
+            .chunks_mut(REDUCE_BLOCK)
+            .zip(params.chunks_mut(REDUCE_BLOCK))
+            .enumerate()
+        {
+            let s = if stateful {
+                &mut state[i * REDUCE_BLOCK..i * REDUCE_BLOCK + g.len()]
+            } else {
+                &mut []
+            };
+            step_block(i, g, p, s);
+        }
+        return;
+    }
     pool.install(|| {
         let blocks = grad
             .par_chunks_mut(REDUCE_BLOCK)
             .zip(params.par_chunks_mut(REDUCE_BLOCK))
             .enumerate();
-        match optimizer {
-            Optimizer::Sgd => blocks.for_each(|(i, (g, p))| {
-                sum_block(i, g);
-                sgd_update(p, g, lr, decay);
-            }),
-            Optimizer::Momentum { gamma } => blocks
+        if stateful {
+            blocks
                 .zip(state.par_chunks_mut(REDUCE_BLOCK))
-                .for_each(|((i, (g, p)), v)| {
-                    sum_block(i, g);
-                    momentum_update(p, v, g, lr, decay, gamma);
-                }),
-            Optimizer::RmsProp { rho, eps } => blocks
-                .zip(state.par_chunks_mut(REDUCE_BLOCK))
-                .for_each(|((i, (g, p)), r)| {
-                    sum_block(i, g);
-                    rmsprop_update(p, r, g, lr, decay, rho, eps);
-                }),
+                .for_each(|((i, (g, p)), s)| step_block(i, g, p, s));
+        } else {
+            blocks.for_each(|(i, (g, p))| step_block(i, g, p, &mut []));
         }
     });
 }
+
+/// Parameter counts up to which the reduction and update run on the calling
+/// thread (a few blocks: tens of microseconds of work).
+const SEQUENTIAL_STEP_MAX: usize = 4 * REDUCE_BLOCK;
 
 struct OptimizerState {
     optimizer: Optimizer,
@@ -165,6 +187,9 @@ fn validate_common<'a>(
     test: Split<'a>,
     input_len: usize,
 ) -> Result<(Split<'a>, Split<'a>), TrainError> {
+    if cfg.timing_only && cfg.resume {
+        return config_error("a timing-only run cannot resume from a checkpoint".into());
+    }
     if cfg.epochs == 0 {
         return config_error("epochs must be at least 1".into());
     }
@@ -263,7 +288,7 @@ fn build_pool(threads: usize) -> Result<ThreadPool, TrainError> {
 }
 
 /// The epoch loop: resume, shuffle, batches, updates, evaluation, files.
-fn run<T: Task>(
+fn run<T: Task + Send>(
     task: &mut T,
     cfg: &TrainConfig,
     threads: usize,
@@ -318,7 +343,10 @@ fn run<T: Task>(
     }
     let resumed_epochs = metrics.len();
     let layer = task.csv_layer();
-    report::write_csv(dir, layer, &metrics)?;
+    let files = !cfg.timing_only;
+    if files {
+        report::write_csv(dir, layer, &metrics)?;
+    }
     let summary = |metrics: &[EpochMetrics], task: &T| {
         let mut settings = Map::new();
         settings.insert("epochs".into(), json!(cfg.epochs));
@@ -341,7 +369,9 @@ fn run<T: Task>(
         s.extend(cfg.extra_summary.clone());
         report::write_summary(dir, s)
     };
-    summary(&metrics, task)?;
+    if files {
+        summary(&metrics, task)?;
+    }
 
     let batches = batches_per_epoch(train_count, cfg.batch_size);
     let mut order: Vec<u32> = Vec::with_capacity(train_count);
@@ -365,19 +395,42 @@ fn run<T: Task>(
         order.extend(0..train_count as u32);
         Rng::stream(cfg.seed, epoch as u64).shuffle(&mut order);
         let progress = EpochProgress::new(cfg.progress, &cfg.name, epoch, cfg.epochs, batches);
-        let mut cost_sum = 0.0f64;
-        for b in 0..batches {
-            let images = &order[b * cfg.batch_size..(b + 1) * cfg.batch_size];
-            let cost = task.batch(pool, images, epoch, b);
-            if !cost.is_finite() {
-                return Err(non_finite(task, epoch, b + 1));
+        // The batch loop runs on a pool thread: the pool's own `install`
+        // calls inside are then plain calls, not a hand-off to the pool and
+        // back per batch (a wake-up each way, worst on a loaded machine).
+        let (opt_ref, grad_ref, order_ref) = (&mut opt, &mut grad, &order);
+        let cost_sum = pool.install(|| {
+            let mut cost_sum = 0.0f64;
+            for b in 0..batches {
+                let images = &order_ref[b * cfg.batch_size..(b + 1) * cfg.batch_size];
+                let cost = task.batch(pool, images, epoch, b);
+                if !cost.is_finite() {
+                    return Err(b + 1);
+                }
+                timed("update", Phase::Pool, || {
+                    task.step(pool, grad_ref, opt_ref, cfg.lr, cfg.decay)
+                });
+                cost_sum += cost;
+                progress.batch(b + 1, cost_sum / (b + 1) as f64);
             }
-            task.step(pool, &mut grad, &mut opt, cfg.lr, cfg.decay);
-            cost_sum += cost;
-            progress.batch(b + 1, cost_sum / (b + 1) as f64);
-        }
+            Ok(cost_sum)
+        });
+        let cost_sum = match cost_sum {
+            Ok(c) => c,
+            Err(b) => return Err(non_finite(task, epoch, b)),
+        };
         if task.layout().first_non_finite(task.params()).is_some() {
             return Err(non_finite(task, epoch, batches));
+        }
+        if !files {
+            metrics.push(EpochMetrics {
+                epoch,
+                train_cost: cost_sum / batches as f64,
+                test_cost: None,
+                test_accuracy: None,
+                seconds: start.elapsed().as_secs_f64(),
+            });
+            continue;
         }
         let (test_cost, test_accuracy) = task.evaluate(pool);
         let m = EpochMetrics {
@@ -418,7 +471,7 @@ fn run<T: Task>(
 
 // ---------------------------------------------------------------- classifiers
 
-struct ClassifierChunk<W> {
+pub(crate) struct ClassifierChunk<W> {
     ws: W,
     /// Rows of the last batch in this chunk.
     rows: usize,
@@ -434,6 +487,61 @@ struct ClassifierTask<'a, 'd, C: Classifier> {
     max_rows: usize,
     train: Split<'d>,
     test: Split<'d>,
+}
+
+/// One chunk per thread, each with a workspace of `max_rows` rows.
+pub(crate) fn classifier_chunks<C: Classifier>(
+    model: &C,
+    threads: usize,
+    max_rows: usize,
+) -> Vec<ClassifierChunk<C::Workspace>> {
+    let n = model.params().len();
+    (0..threads)
+        .map(|_| ClassifierChunk {
+            ws: model.workspace(max_rows),
+            grad: vec![0.0; n],
+            labels: vec![0; max_rows],
+            rows: 0,
+            loss: 0.0,
+            correct: 0,
+        })
+        .collect()
+}
+
+/// Forward passes of `model` over all of `split`: chunk `c` takes the c-th
+/// contiguous share of the images and runs it in blocks of up to `max_rows`
+/// on its own workspace, so the pool synchronises once rather than once per
+/// block. Returns (summed loss, number correct); the sum runs in chunk order,
+/// so the result depends only on the chunk count.
+pub(crate) fn evaluate_classifier<C: Classifier>(
+    model: &C,
+    split: &Split,
+    pool: &ThreadPool,
+    chunks: &mut [ClassifierChunk<C::Workspace>],
+    max_rows: usize,
+) -> (f64, usize)
+where
+    C::Workspace: Sync,
+{
+    let count = split.count;
+    let n_chunks = chunks.len();
+    pool.install(|| {
+        chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
+            let share = chunk_bounds(count, n_chunks, c);
+            (ch.loss, ch.correct) = (0.0, 0);
+            for start in share.clone().step_by(max_rows.max(1)) {
+                let end = (start + max_rows).min(share.end);
+                let n = end - start;
+                fill_classifier_chunk(model, ch, split, start..end);
+                let (loss, correct) = model.evaluate(&mut ch.ws, &ch.labels[..n]);
+                ch.loss += loss;
+                ch.correct += correct;
+            }
+        })
+    });
+    chunks
+        .iter()
+        .fold((0.0, 0), |(l, c), ch| (l + ch.loss, c + ch.correct))
 }
 
 /// Fills a chunk's input rows and labels from `images` of `split`.
@@ -501,7 +609,9 @@ where
                     ch.loss = 0.0;
                     return;
                 }
-                fill_classifier_chunk(model, ch, train, images[r].iter().map(|&i| i as usize));
+                timed("input", Phase::Forward, || {
+                    fill_classifier_chunk(model, ch, train, images[r].iter().map(|&i| i as usize))
+                });
                 ch.loss = model.loss_and_gradient(&mut ch.ws, &ch.labels[..n], scale, &mut ch.grad);
             })
         });
@@ -534,29 +644,13 @@ where
         if count == 0 {
             return (None, None);
         }
-        let model: &C = self.model;
-        let test = &self.test;
-        let chunks = self.chunks.len();
-        let block = chunks * self.max_rows;
-        let (mut loss, mut correct) = (0.0f64, 0usize);
-        for start in (0..count).step_by(block) {
-            let rows = block.min(count - start);
-            pool.install(|| {
-                self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
-                    let r = chunk_bounds(rows, chunks, c);
-                    let n = r.len();
-                    (ch.loss, ch.correct) = (0.0, 0);
-                    if n > 0 {
-                        fill_classifier_chunk(model, ch, test, r.map(|i| start + i));
-                        (ch.loss, ch.correct) = model.evaluate(&mut ch.ws, &ch.labels[..n]);
-                    }
-                })
-            });
-            for ch in &self.chunks {
-                loss += ch.loss;
-                correct += ch.correct;
-            }
-        }
+        let (loss, correct) = evaluate_classifier(
+            self.model,
+            &self.test,
+            pool,
+            &mut self.chunks,
+            self.max_rows,
+        );
         (
             Some(loss / count as f64),
             Some(correct as f64 / count as f64),
@@ -602,21 +696,13 @@ where
             ));
         }
     }
-    prepare_dir(&cfg.out_dir)?;
+    if !cfg.timing_only {
+        prepare_dir(&cfg.out_dir)?;
+    }
     let threads = resolve_threads(cfg.threads);
     let pool = build_pool(threads)?;
     let max_rows = cfg.batch_size.div_ceil(threads);
-    let n = model.params().len();
-    let chunks = (0..threads)
-        .map(|_| ClassifierChunk {
-            ws: model.workspace(max_rows),
-            grad: vec![0.0; n],
-            labels: vec![0; max_rows],
-            rows: 0,
-            loss: 0.0,
-            correct: 0,
-        })
-        .collect();
+    let chunks = classifier_chunks(model, threads, max_rows);
     let mut task = ClassifierTask {
         model,
         chunks,
@@ -717,23 +803,27 @@ impl Task for DaeTask<'_, '_> {
         let encode = |c: usize, ch: &mut DaeChunk| {
             let r = chunk_bounds(rows, chunks, c);
             ch.rows = r.len();
-            fill_clean(
-                &mut ch.ws,
-                train,
-                images[r.clone()].iter().map(|&i| i as usize),
-            );
+            timed("input", Phase::Forward, || {
+                fill_clean(
+                    &mut ch.ws,
+                    train,
+                    images[r.clone()].iter().map(|&i| i as usize),
+                )
+            });
             match dae.scheme {
                 DaeScheme::ImageSpace => {
-                    for (i, row) in r.clone().enumerate() {
-                        let mut rng = Rng::stream(key, row as u64);
-                        let span = i * len..(i + 1) * len;
-                        mask_noise(
-                            &ch.ws.clean[span.clone()],
-                            &mut ch.ws.noisy[span],
-                            dae.keep_prob,
-                            &mut rng,
-                        );
-                    }
+                    timed("noise", Phase::Forward, || {
+                        for (i, row) in r.clone().enumerate() {
+                            let mut rng = Rng::stream(key, row as u64);
+                            let span = i * len..(i + 1) * len;
+                            mask_noise(
+                                &ch.ws.clean[span.clone()],
+                                &mut ch.ws.noisy[span],
+                                dae.keep_prob,
+                                &mut rng,
+                            );
+                        }
+                    });
                     stack.encode(layer, &mut ch.ws, r.len(), true);
                 }
                 DaeScheme::LayerLocal => {
@@ -913,7 +1003,9 @@ pub fn pretrain_dae(
             ));
         }
     }
-    prepare_dir(&cfg.out_dir)?;
+    if !cfg.timing_only {
+        prepare_dir(&cfg.out_dir)?;
+    }
     let threads = resolve_threads(cfg.threads);
     let pool = build_pool(threads)?;
     let max_rows = cfg.batch_size.div_ceil(threads);

@@ -86,6 +86,7 @@ use serde::{Deserialize, Serialize};
 
 pub use checkpoint::{Checkpoint, CHECKPOINT_VERSION};
 pub use engine::{batches_per_epoch, pretrain_dae, train_classifier, Observer, RunReport};
+pub(crate) use engine::{classifier_chunks, evaluate_classifier};
 
 pub use crate::model::DaeScheme;
 use crate::nn::Sparsity;
@@ -139,6 +140,10 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Extra keys merged into summary.json.
     pub extra_summary: serde_json::Map<String, serde_json::Value>,
+    /// Benchmark mode: no test evaluation, no files (`out_dir` is not
+    /// touched), no resume; `EpochMetrics::seconds` is the training loop
+    /// alone (shuffle, batches, updates).
+    pub timing_only: bool,
 }
 
 impl TrainConfig {
@@ -161,6 +166,7 @@ impl TrainConfig {
             test_count: None,
             progress: false,
             extra_summary: serde_json::Map::new(),
+            timing_only: false,
         }
     }
 }

@@ -1,0 +1,148 @@
+//! The bench machinery on a tiny subset: every row and profile line is there
+//! with positive, finite times, the FLOP formulas match the issue's limits,
+//! and the CLI prints the table and writes the JSON. No timing assertions.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use vcortex::bench::{
+    cnn_macs, dae_train_macs, mlp_train_macs, profile, render, run, BenchOptions, Work,
+};
+use vcortex::data::Dataset;
+use vcortex::model::CnnShape;
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
+}
+
+#[test]
+fn useful_work_matches_the_issue_limits() {
+    // The issue's limits are these counts over 468 x 128 images at 523 GFLOP/s.
+    assert_eq!(cnn_macs(&CnnShape::STUDY), (775_000, 1_839_000));
+    assert_eq!(mlp_train_macs(&[784, 900, 625, 400, 10]), 3_860_700);
+    assert_eq!(dae_train_macs(&[784, 900, 625, 400], 1), 5 * 784 * 900);
+    // Layer 2: up and down through both layers, back through decoder 1.
+    let (m1, m2) = (784 * 900, 900 * 625);
+    assert_eq!(
+        dae_train_macs(&[784, 900, 625, 400], 2),
+        2 * (m1 + m2) + m1 + 3 * m2
+    );
+    let limit = |macs: u64| 2.0 * macs as f64 * 59904.0 / 523e9;
+    assert!((limit(1_839_000) - 0.42).abs() < 0.01);
+    assert!((limit(3_860_700) - 0.89).abs() < 0.01);
+    assert!((limit(5 * 784 * 900) - 0.81).abs() < 0.01);
+}
+
+#[test]
+fn every_row_and_profile_line_is_filled() {
+    let dataset = Dataset::load(&data_dir()).expect("shipped MNIST loads");
+    let opts = BenchOptions {
+        threads: 2,
+        epochs: 2,
+        train_size: Some(256),
+        test_size: Some(200),
+        ..BenchOptions::default()
+    };
+    let report = run(dataset.train(), dataset.test(), &opts).expect("bench runs");
+    assert!(
+        !profile::enabled(),
+        "the bench switches the hooks off again"
+    );
+    assert_eq!(report.threads, 2);
+    assert!(report.peak_gflops > 0.0);
+    let works: Vec<Work> = report.rows.iter().map(|r| r.work).collect();
+    assert_eq!(works, Work::ALL.to_vec());
+    for row in &report.rows {
+        let name = row.work.name();
+        assert_eq!(row.runs.len(), 2, "{name}");
+        assert!(row.runs.iter().all(|&s| s > 0.0 && s.is_finite()), "{name}");
+        assert!(row.seconds > 0.0 && row.gflops > 0.0 && row.peak_fraction > 0.0);
+        let expect_images = if row.work == Work::CnnInfer { 200 } else { 256 };
+        assert_eq!(row.images, expect_images, "{name}");
+        let layers: Vec<&str> = row.profile.iter().map(|p| p.layer.as_str()).collect();
+        let want: &[&str] = match row.work {
+            Work::CnnSgd | Work::CnnRmsprop => &[
+                "input", "conv1", "pool1", "conv2", "pool2", "fc1", "fc2", "loss", "update",
+            ],
+            Work::Mlp => &["input", "fc1", "fc2", "fc3", "fc4", "loss", "update"],
+            Work::Dae1 => &["input", "noise", "dae1.enc", "dae1.dec", "loss", "update"],
+            Work::CnnInfer => &["conv1", "pool1", "conv2", "pool2", "fc1", "fc2", "loss"],
+        };
+        for w in want {
+            let p = row.profile.iter().find(|p| p.layer == *w);
+            let p = p.unwrap_or_else(|| panic!("{name}: no profile line {w} in {layers:?}"));
+            assert!(p.forward_s + p.backward_s > 0.0, "{name} {w}");
+        }
+        assert_eq!(layers.last(), Some(&"other"));
+        for p in &row.profile {
+            assert!(p.forward_s >= 0.0 && p.backward_s >= 0.0 && p.share >= 0.0);
+        }
+        if row.work != Work::CnnInfer {
+            for w in ["conv1", "fc1", "dae1.enc"] {
+                if let Some(p) = row.profile.iter().find(|p| p.layer == w) {
+                    assert!(p.backward_s > 0.0, "{name} {w} backward");
+                }
+            }
+        }
+    }
+    let text = render(&report);
+    for w in Work::ALL {
+        assert!(text.contains(w.name()), "{text}");
+    }
+}
+
+#[test]
+fn bad_sizes_are_typed_errors() {
+    let dataset = Dataset::load(&data_dir()).expect("shipped MNIST loads");
+    let opts = BenchOptions {
+        train_size: Some(70_000),
+        ..BenchOptions::default()
+    };
+    let err = run(dataset.train(), dataset.test(), &opts).unwrap_err();
+    assert!(err.to_string().contains("70000"), "{err}");
+    let opts = BenchOptions {
+        train_size: Some(100),
+        only: vec![Work::CnnSgd],
+        ..BenchOptions::default()
+    };
+    let err = run(dataset.train(), dataset.test(), &opts).unwrap_err();
+    assert!(err.to_string().contains("batch size"), "{err}");
+}
+
+#[test]
+fn cli_prints_the_table_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_vcortex"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "--threads",
+            "1",
+            "bench",
+            "--train-size",
+            "128",
+            "--test-size",
+            "64",
+        ])
+        .args(["--only", "cnn-sgd,cnn-infer", "--json"])
+        .arg(&json)
+        .output()
+        .expect("runs the binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 threads") && stdout.contains("cnn-infer"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("profile of cnn-sgd"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["work"], "cnn-sgd");
+    assert!(rows[1]["seconds"].as_f64().unwrap() > 0.0);
+}

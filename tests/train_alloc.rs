@@ -4,6 +4,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use vcortex::data::Split;
 use vcortex::kernels::rng::Rng;
@@ -92,9 +93,14 @@ fn allocations(n: usize, model: &str) -> usize {
     ALLOCATIONS.load(Ordering::SeqCst) - before
 }
 
+static SERIAL: Mutex<()> = Mutex::new(());
+
 /// 4 vs 40 batches: per-run allocations only (the shuffle order grows by
 /// capacity, not count). A small slack covers thread start-up.
 fn assert_flat(model: &str) {
+    // The counter is process-wide: tests running concurrently would count each
+    // other's allocations, so the measurements take turns.
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     allocations(64, model); // warm up rayon's global state and lazy statics
     let (few, many) = (allocations(64, model), allocations(640, model));
     assert!(
@@ -109,13 +115,9 @@ fn allocations_do_not_grow_with_batches() {
     assert_flat("dae");
 }
 
-/// The CNN's own code allocates nothing per batch either, but the SIMD
-/// convolution kernels (kernels/src/conv) currently allocate scratch buffers
-/// on every call (~24 per batch here), so this check is opt-in until they
-/// take caller-owned or thread-local scratch:
-/// `cargo test --test train_alloc -- --ignored`.
+/// The convolution kernels keep their packing buffers in thread-local scratch
+/// that grows once per thread, so the CNN allocates nothing per batch either.
 #[test]
-#[ignore = "conv kernels allocate per call"]
 fn cnn_allocations_do_not_grow_with_batches() {
     assert_flat("cnn");
 }

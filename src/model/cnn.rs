@@ -2,6 +2,7 @@
 //! dense ReLU -> dense softmax, with any small shape for the tests.
 
 use super::Classifier;
+use crate::kernels::conv::ConvScratch;
 use crate::kernels::gemm::Activation;
 use crate::kernels::rng::Rng;
 use crate::nn::params::split_two;
@@ -118,6 +119,8 @@ pub struct CnnWorkspace {
     dc2: Vec<f32>,
     dp1: Vec<f32>,
     dc1: Vec<f32>,
+    /// The conv kernels' packing buffers, grown during the first batch.
+    conv_scratch: ConvScratch,
 }
 
 impl Cnn {
@@ -189,21 +192,23 @@ impl Cnn {
         let (c1n, p1n) = (self.conv1.output_len(), self.pool1.output_len());
         let (c2n, p2n) = (self.conv2.output_len(), self.pool2.output_len());
         let x = &ws.x[..rows * self.conv1.input_len()];
-        self.conv1.forward(
+        self.conv1.forward_with(
             self.p("conv1.weight"),
             self.p("conv1.bias"),
             x,
             rows,
             &mut ws.c1[..rows * c1n],
+            &mut ws.conv_scratch,
         );
         self.pool1
             .forward(&ws.c1, rows, &mut ws.p1[..rows * p1n], &mut ws.a1);
-        self.conv2.forward(
+        self.conv2.forward_with(
             self.p("conv2.weight"),
             self.p("conv2.bias"),
             &ws.p1[..rows * p1n],
             rows,
             &mut ws.c2[..rows * c2n],
+            &mut ws.conv_scratch,
         );
         self.pool2
             .forward(&ws.c2, rows, &mut ws.p2[..rows * p2n], &mut ws.a2);
@@ -283,6 +288,7 @@ impl Classifier for Cnn {
             dc2: z(self.conv2.output_len()),
             dp1: z(self.pool1.output_len()),
             dc1: z(self.conv1.output_len()),
+            conv_scratch: ConvScratch::default(),
         }
     }
 
@@ -344,32 +350,30 @@ impl Classifier for Cnn {
             .backward(&ws.p2, &mut ws.dp2, &ws.a2, true, rows, &mut ws.dc2);
         {
             let (dw, db) = split_two(grads, l.range("conv2.weight"), l.range("conv2.bias"));
-            self.conv2.backward(
+            self.conv2.backward_with(
                 self.p("conv2.weight"),
                 &ws.p1[..rows * p1n],
-                &ws.c2,
-                &mut ws.dc2,
-                true,
+                &ws.dc2,
                 rows,
                 dw,
                 db,
                 Some(&mut ws.dp1[..rows * p1n]),
+                &mut ws.conv_scratch,
             );
         }
         self.pool1
             .backward(&ws.p1, &mut ws.dp1, &ws.a1, true, rows, &mut ws.dc1);
         {
             let (dw, db) = split_two(grads, l.range("conv1.weight"), l.range("conv1.bias"));
-            self.conv1.backward(
+            self.conv1.backward_with(
                 self.p("conv1.weight"),
                 &ws.x,
-                &ws.c1,
-                &mut ws.dc1,
-                true,
+                &ws.dc1,
                 rows,
                 dw,
                 db,
                 None,
+                &mut ws.conv_scratch,
             );
         }
         loss

@@ -23,7 +23,6 @@
 
 use crate::conv::ConvShape;
 use crate::gemm::Activation;
-use std::cell::RefCell;
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
 mod width {
@@ -111,11 +110,10 @@ fn pack_group(
     }
 }
 
-/// Per-thread scratch buffers, grown on first use and reused by every later
-/// call on the same thread: the kernels do no heap allocation per call once a
-/// thread has seen its largest shape (the trainer's "no allocation per batch").
-#[derive(Default)]
-struct Scratch {
+/// Packing buffers, grown on first use and reused by every later call: the
+/// kernels do no heap allocation once they have seen their largest shape.
+#[derive(Clone, Debug, Default)]
+pub struct Scratch {
     /// Packed input (forward, backward-filter) or padded output gradient.
     xin: Vec<V>,
     /// Packed output gradient (backward passes).
@@ -129,10 +127,6 @@ struct Scratch {
     flipped: Vec<f32>,
 }
 
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
 /// The first `n` elements of `v`, grown (zero-filled) if it is shorter; the
 /// contents are whatever the previous call left.
 fn grown<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) -> &mut [T] {
@@ -140,12 +134,6 @@ fn grown<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) -> &mut [T] {
         v.resize(n, zero);
     }
     &mut v[..n]
-}
-
-/// Runs `f` with this thread's scratch. The kernels never call each other
-/// while holding it, so the borrow cannot be re-entered.
-fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    SCRATCH.with(|s| f(&mut s.borrow_mut()))
 }
 
 /// Unpacks lanes `l < g` of `src` (one vector per column) into `g` rows:
@@ -339,6 +327,7 @@ impl PackedConv<'_> {
 
 /// Forward pass over the whole batch (single-threaded).
 pub fn forward(
+    sc: &mut Scratch,
     s: &ConvShape,
     input: &[f32],
     weight: &[f32],
@@ -347,7 +336,7 @@ pub fn forward(
     act: Activation,
 ) {
     let out_img = s.c_out * s.out_h() * s.out_w();
-    with_scratch(|sc| {
+    {
         let xin = grown(&mut sc.xin, s.c_in * s.h * s.w, V::ZERO);
         for n0 in (0..s.batch).step_by(L) {
             let g = L.min(s.batch - n0);
@@ -370,14 +359,20 @@ pub fn forward(
                 &mut sc.rows,
             );
         }
-    });
+    }
 }
 
 /// Backward pass to the input over the whole batch (single-threaded, overwrites).
-pub fn backward_input(s: &ConvShape, grad_output: &[f32], weight: &[f32], grad_input: &mut [f32]) {
+pub fn backward_input(
+    sc: &mut Scratch,
+    s: &ConvShape,
+    grad_output: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+) {
     let (oh, ow) = (s.out_h(), s.out_w());
     let in_img = s.c_in * s.h * s.w;
-    with_scratch(|sc| {
+    {
         if ow == 6 && s.kw == 5 {
             // conv2's shape: whole input-gradient rows in registers, no wasted MACs.
             let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
@@ -426,7 +421,7 @@ pub fn backward_input(s: &ConvShape, grad_output: &[f32], weight: &[f32], grad_i
                 &mut sc.rows,
             );
         }
-    });
+    }
 }
 
 /// Input-gradient rows computed as 1-D full correlations held in registers:
@@ -482,6 +477,7 @@ fn backward_input_rows<const OW: usize, const KW: usize>(
 
 /// Filter and bias gradients over the whole batch (single-threaded, overwrites).
 pub fn backward_filter(
+    sc: &mut Scratch,
     s: &ConvShape,
     input: &[f32],
     grad_output: &[f32],
@@ -489,7 +485,7 @@ pub fn backward_filter(
     grad_bias: &mut [f32],
 ) {
     let (oh, ow) = (s.out_h(), s.out_w());
-    with_scratch(|sc| {
+    {
         let xin = grown(&mut sc.xin, s.c_in * s.h * s.w, V::ZERO);
         let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
         // Per-lane partial sums; lane l sums images l, l + L, ... in batch order.
@@ -519,7 +515,7 @@ pub fn backward_filter(
         for (d, v) in grad_bias.iter_mut().zip(bacc.iter()) {
             *d = v.reduce_add();
         }
-    });
+    }
 }
 
 /// Covers the filter gradient with CM (channels) x XM (kernel columns) tiles.

@@ -93,6 +93,26 @@ fn pack_group(
     if g < L || pad_y > 0 || pad_x > 0 {
         dst.fill(V::ZERO);
     }
+    if g == L {
+        // Full group: build each vector from its L lanes (strided loads that
+        // hit L1/L2 rows) and store it whole; one vector store instead of L
+        // scalar stores into the same cell.
+        for c in 0..planes {
+            for y in 0..h {
+                let row_start = (c * ph + y + pad_y) * pw + pad_x;
+                let src_row = n0 * img + (c * h + y) * w;
+                for (x, cell) in dst[row_start..row_start + w].iter_mut().enumerate() {
+                    let p = src_row + x;
+                    // SAFETY: p + (L - 1) * img = (n0 + L - 1) * img + (c * h + y) * w + x
+                    // < (n0 + g) * img <= src.len(), asserted above.
+                    *cell = V::new(core::array::from_fn(|l| unsafe {
+                        *src.get_unchecked(p + l * img)
+                    }));
+                }
+            }
+        }
+        return;
+    }
     let d: &mut [f32] = bytemuck::cast_slice_mut(dst);
     // Row by row: the destination row (w vectors) stays in L1 while the g
     // source rows are read contiguously.

@@ -30,7 +30,7 @@ mod width {
     pub const L: usize = 16;
     // 32 vector registers: up to ~24 accumulators plus operands.
     pub const FWD_A: [usize; 2] = [5, 4]; // conv1: 15 = 3 * 5 channels, 20 = 5 * 4 columns
-    pub const FWD_B: [usize; 2] = [4, 6]; // conv2: 20 = 5 * 4 channels, 6 columns
+    pub const FWD_B: [usize; 2] = [5, 3]; // conv2: 20 = 4 * 5 channels, 6 = 2 * 3 columns
     pub const BWF_A: [usize; 2] = [5, 3]; // conv1: 15 channels, 9 = 3 * 3 kernel columns
     pub const BWF_B: [usize; 2] = [4, 5]; // conv2: 20 channels, 5 kernel columns
 }
@@ -182,14 +182,20 @@ fn activate(v: V, act: Activation) -> V {
     match act {
         Activation::Identity => v,
         Activation::Relu => v.max(V::ZERO),
-        Activation::Sigmoid => {
-            let mut a = v.to_array();
-            for x in &mut a {
-                *x = crate::reference::sigmoid(*x);
-            }
-            V::new(a)
-        }
+        Activation::Sigmoid => sigmoid_lanes(v),
     }
+}
+
+/// Out of line so that `activate` stays tiny: the tile's store loop must be
+/// fully unrolled, or the accumulator array is indexed at run time and LLVM
+/// keeps it on the stack (a store after every FMA in the hot loop).
+#[inline(never)]
+fn sigmoid_lanes(v: V) -> V {
+    let mut a = v.to_array();
+    for x in &mut a {
+        *x = crate::reference::sigmoid(*x);
+    }
+    V::new(a)
 }
 
 /// A valid convolution of one packed group into g NCHW output images.
@@ -291,7 +297,7 @@ impl PackedConv<'_> {
     /// # Safety
     /// co0 + C <= c_out, y < oh, x0 + X <= ow, rows.len() >= C * ow, and the
     /// buffers match the shape (checked in `run`).
-    #[inline(always)]
+    #[inline(never)] // optimised alone, its accumulators stay in registers
     #[allow(clippy::needless_range_loop)] // acc[c][j] indexed by two loop counters
     unsafe fn tile<const C: usize, const X: usize, const KW: usize>(
         &self,
@@ -304,12 +310,13 @@ impl PackedConv<'_> {
         debug_assert_eq!(kw, self.kw);
         let (c_in, h, w, kh) = (self.c_in, self.h, self.w, self.kh);
         let wstride = c_in * kh * kw;
-        let mut acc = [[V::ZERO; X]; C];
-        if let Some(b) = self.bias {
-            for (c, row) in acc.iter_mut().enumerate() {
-                *row = [V::splat(b[co0 + c]); X];
-            }
-        }
+        // No bounds checks here: a panic path into the accumulators keeps LLVM
+        // from holding them in registers.
+        let mut acc: [[V; X]; C] = match self.bias {
+            // SAFETY: co0 + C <= c_out = b.len() (checked in `run`).
+            Some(b) => core::array::from_fn(|c| [V::splat(*b.get_unchecked(co0 + c)); X]),
+            None => [[V::ZERO; X]; C],
+        };
         let xin = self.xin.as_ptr();
         let wgt = self.weight.as_ptr().add(co0 * wstride);
         for ci in 0..c_in {
@@ -336,10 +343,12 @@ impl PackedConv<'_> {
         }
         let ow = self.ow();
         let base = rows.as_mut_ptr().add(x0);
-        for (c, row) in acc.iter().enumerate() {
-            for (j, &v) in row.iter().enumerate() {
+        let act = self.act;
+        let acc = acc.map(|row| row.map(|v| activate(v, act)));
+        for c in 0..C {
+            for j in 0..X {
                 // SAFETY: c < C and x0 + j < ow, inside rows (C * ow).
-                *base.add(c * ow + j) = activate(v, self.act);
+                *base.add(c * ow + j) = acc[c][j];
             }
         }
     }

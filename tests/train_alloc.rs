@@ -103,19 +103,13 @@ fn assert_flat(model: &str) {
     );
 }
 
+/// One test for all models: the counter is process-wide, so a second test
+/// running (or starting) concurrently would add its allocations. The CNN's
+/// conv kernels keep their packing buffers in the chunk workspace's
+/// `ConvScratch`, which grows during the first batch only.
 #[test]
 fn allocations_do_not_grow_with_batches() {
     assert_flat("mlp");
     assert_flat("dae");
-}
-
-/// The CNN's own code allocates nothing per batch either, but the SIMD
-/// convolution kernels (kernels/src/conv) currently allocate scratch buffers
-/// on every call (~24 per batch here), so this check is opt-in until they
-/// take caller-owned or thread-local scratch:
-/// `cargo test --test train_alloc -- --ignored`.
-#[test]
-#[ignore = "conv kernels allocate per call"]
-fn cnn_allocations_do_not_grow_with_batches() {
     assert_flat("cnn");
 }

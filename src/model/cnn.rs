@@ -3,6 +3,7 @@
 
 use super::Classifier;
 use crate::bench::profile::{timed, Phase};
+use crate::kernels::conv::ConvScratch;
 use crate::kernels::gemm::Activation;
 use crate::kernels::rng::Rng;
 use crate::nn::params::split_two;
@@ -119,6 +120,8 @@ pub struct CnnWorkspace {
     dc2: Vec<f32>,
     dp1: Vec<f32>,
     dc1: Vec<f32>,
+    /// The conv kernels' packing buffers, grown during the first batch.
+    conv_scratch: ConvScratch,
 }
 
 impl Cnn {
@@ -192,12 +195,13 @@ impl Cnn {
         let x = &ws.x[..rows * self.conv1.input_len()];
         let f = Phase::Forward;
         timed("conv1", f, || {
-            self.conv1.forward(
+            self.conv1.forward_with(
                 self.p("conv1.weight"),
                 self.p("conv1.bias"),
                 x,
                 rows,
                 &mut ws.c1[..rows * c1n],
+                &mut ws.conv_scratch,
             )
         });
         timed("pool1", f, || {
@@ -205,12 +209,13 @@ impl Cnn {
                 .forward(&ws.c1, rows, &mut ws.p1[..rows * p1n], &mut ws.a1)
         });
         timed("conv2", f, || {
-            self.conv2.forward(
+            self.conv2.forward_with(
                 self.p("conv2.weight"),
                 self.p("conv2.bias"),
                 &ws.p1[..rows * p1n],
                 rows,
                 &mut ws.c2[..rows * c2n],
+                &mut ws.conv_scratch,
             )
         });
         timed("pool2", f, || {
@@ -297,6 +302,7 @@ impl Classifier for Cnn {
             dc2: z(self.conv2.output_len()),
             dp1: z(self.pool1.output_len()),
             dc1: z(self.conv1.output_len()),
+            conv_scratch: ConvScratch::default(),
         }
     }
 
@@ -363,16 +369,15 @@ impl Classifier for Cnn {
         });
         timed("conv2", bw, || {
             let (dw, db) = split_two(grads, l.range("conv2.weight"), l.range("conv2.bias"));
-            self.conv2.backward(
+            self.conv2.backward_with(
                 self.p("conv2.weight"),
                 &ws.p1[..rows * p1n],
-                &ws.c2,
-                &mut ws.dc2,
-                true,
+                &ws.dc2,
                 rows,
                 dw,
                 db,
                 Some(&mut ws.dp1[..rows * p1n]),
+                &mut ws.conv_scratch,
             );
         });
         timed("pool1", bw, || {
@@ -381,16 +386,15 @@ impl Classifier for Cnn {
         });
         timed("conv1", bw, || {
             let (dw, db) = split_two(grads, l.range("conv1.weight"), l.range("conv1.bias"));
-            self.conv1.backward(
+            self.conv1.backward_with(
                 self.p("conv1.weight"),
                 &ws.x,
-                &ws.c1,
-                &mut ws.dc1,
-                true,
+                &ws.dc1,
                 rows,
                 dw,
                 db,
                 None,
+                &mut ws.conv_scratch,
             );
         });
         loss

@@ -10,7 +10,8 @@
 
 use crate::kernels::activation::{relu_backward, sigmoid_backward};
 use crate::kernels::conv::{
-    conv2d_backward_filter, conv2d_backward_input, conv2d_forward, ConvShape,
+    conv2d_backward_filter, conv2d_backward_filter_with, conv2d_backward_input,
+    conv2d_backward_input_with, conv2d_forward, conv2d_forward_with, ConvScratch, ConvShape,
 };
 use crate::kernels::gemm::{sgemm_with_epilogue, Activation, Bias, Epilogue, Trans};
 use crate::kernels::pool::{maxpool2x2_backward, maxpool2x2_forward};
@@ -188,6 +189,51 @@ impl Conv2d {
             &mut y[..s.output_len()],
             self.activation,
         );
+    }
+
+    /// `forward` with caller-owned kernel scratch (no allocation once grown).
+    pub fn forward_with(
+        &self,
+        w: &[f32],
+        b: &[f32],
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+        scratch: &mut ConvScratch,
+    ) {
+        let s = self.shape.with_batch(rows);
+        conv2d_forward_with(
+            &s,
+            &x[..s.input_len()],
+            w,
+            b,
+            &mut y[..s.output_len()],
+            self.activation,
+            scratch,
+        );
+    }
+
+    /// `backward` with caller-owned kernel scratch, after the activation's
+    /// derivative has been applied to `dy` (e.g. folded into a max-pool
+    /// backward).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_with(
+        &self,
+        w: &[f32],
+        x: &[f32],
+        dy: &[f32],
+        rows: usize,
+        dw: &mut [f32],
+        db: &mut [f32],
+        dx: Option<&mut [f32]>,
+        scratch: &mut ConvScratch,
+    ) {
+        let s = self.shape.with_batch(rows);
+        let n = s.output_len();
+        conv2d_backward_filter_with(&s, &x[..s.input_len()], &dy[..n], dw, db, scratch);
+        if let Some(dx) = dx {
+            conv2d_backward_input_with(&s, &dy[..n], w, &mut dx[..s.input_len()], scratch);
+        }
     }
 
     /// `dy` holds dL/dy on entry; unless `activation_done` (the caller already

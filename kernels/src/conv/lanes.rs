@@ -30,7 +30,7 @@ mod width {
     pub const L: usize = 16;
     // 32 vector registers: up to ~24 accumulators plus operands.
     pub const FWD_A: [usize; 2] = [5, 4]; // conv1: 15 = 3 * 5 channels, 20 = 5 * 4 columns
-    pub const FWD_B: [usize; 2] = [4, 6]; // conv2: 20 = 5 * 4 channels, 6 columns
+    pub const FWD_B: [usize; 2] = [5, 3]; // conv2: 20 = 4 * 5 channels, 6 = 2 * 3 columns
     pub const BWF_A: [usize; 2] = [5, 3]; // conv1: 15 channels, 9 = 3 * 3 kernel columns
     pub const BWF_B: [usize; 2] = [4, 5]; // conv2: 20 channels, 5 kernel columns
 }
@@ -93,6 +93,26 @@ fn pack_group(
     if g < L || pad_y > 0 || pad_x > 0 {
         dst.fill(V::ZERO);
     }
+    if g == L {
+        // Full group: build each vector from its L lanes (strided loads that
+        // hit L1/L2 rows) and store it whole; one vector store instead of L
+        // scalar stores into the same cell.
+        for c in 0..planes {
+            for y in 0..h {
+                let row_start = (c * ph + y + pad_y) * pw + pad_x;
+                let src_row = n0 * img + (c * h + y) * w;
+                for (x, cell) in dst[row_start..row_start + w].iter_mut().enumerate() {
+                    let p = src_row + x;
+                    // SAFETY: p + (L - 1) * img = (n0 + L - 1) * img + (c * h + y) * w + x
+                    // < (n0 + g) * img <= src.len(), asserted above.
+                    *cell = V::new(core::array::from_fn(|l| unsafe {
+                        *src.get_unchecked(p + l * img)
+                    }));
+                }
+            }
+        }
+        return;
+    }
     let d: &mut [f32] = bytemuck::cast_slice_mut(dst);
     // Row by row: the destination row (w vectors) stays in L1 while the g
     // source rows are read contiguously.
@@ -110,16 +130,50 @@ fn pack_group(
     }
 }
 
-/// Writes lane `l < g` of `v` to `dst[l * stride]`.
+/// Packing buffers, grown on first use and reused by every later call: the
+/// kernels do no heap allocation once they have seen their largest shape.
+#[derive(Clone, Debug, Default)]
+pub struct Scratch {
+    /// Packed input (forward, backward-filter) or padded output gradient.
+    xin: Vec<V>,
+    /// Packed output gradient (backward passes).
+    gp: Vec<V>,
+    /// One row of output tiles, `C x ow` vectors, before it is unpacked.
+    rows: Vec<V>,
+    /// Per-lane filter and bias gradient partial sums.
+    wacc: Vec<V>,
+    bacc: Vec<V>,
+    /// Flipped, transposed filters for the general backward-input path.
+    flipped: Vec<f32>,
+}
+
+/// The first `n` elements of `v`, grown (zero-filled) if it is shorter; the
+/// contents are whatever the previous call left.
+fn grown<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) -> &mut [T] {
+    if v.len() < n {
+        v.resize(n, zero);
+    }
+    &mut v[..n]
+}
+
+/// Unpacks lanes `l < g` of `src` (one vector per column) into `g` rows:
+/// `dst[l * stride + x] = src[x][l]`. Each destination row is written
+/// contiguously (whole cache lines), and the strided reads come from L1; a
+/// lane-by-lane scatter of each vector instead touches `g` lines per store.
 ///
 /// # Safety
-/// `dst + l * stride` must be valid for writes for every `l < g`, and `g <= L`.
+/// `dst + l * stride + x` must be valid for writes for every `l < g` and
+/// `x < src.len()`, and `g <= L`.
 #[inline(always)]
-unsafe fn scatter(v: V, dst: *mut f32, stride: usize, g: usize) {
-    let a = v.to_array();
-    for (l, &x) in a.iter().enumerate().take(g) {
-        // SAFETY: the caller guarantees lanes below g map to valid slots.
-        unsafe { *dst.add(l * stride) = x };
+unsafe fn unpack_rows(src: &[V], dst: *mut f32, stride: usize, g: usize) {
+    let f: &[f32] = bytemuck::cast_slice(src);
+    for l in 0..g {
+        // SAFETY: row l of the destination is valid per the caller.
+        let d = unsafe { dst.add(l * stride) };
+        for (x, v) in f[l..].iter().step_by(L).take(src.len()).enumerate() {
+            // SAFETY: x < src.len(), inside row l.
+            unsafe { *d.add(x) = *v };
+        }
     }
 }
 
@@ -128,14 +182,20 @@ fn activate(v: V, act: Activation) -> V {
     match act {
         Activation::Identity => v,
         Activation::Relu => v.max(V::ZERO),
-        Activation::Sigmoid => {
-            let mut a = v.to_array();
-            for x in &mut a {
-                *x = crate::reference::sigmoid(*x);
-            }
-            V::new(a)
-        }
+        Activation::Sigmoid => sigmoid_lanes(v),
     }
+}
+
+/// Out of line so that `activate` stays tiny: the tile's store loop must be
+/// fully unrolled, or the accumulator array is indexed at run time and LLVM
+/// keeps it on the stack (a store after every FMA in the hot loop).
+#[inline(never)]
+fn sigmoid_lanes(v: V) -> V {
+    let mut a = v.to_array();
+    for x in &mut a {
+        *x = crate::reference::sigmoid(*x);
+    }
+    V::new(a)
 }
 
 /// A valid convolution of one packed group into g NCHW output images.
@@ -162,8 +222,9 @@ impl PackedConv<'_> {
         self.w + 1 - self.kw
     }
 
-    /// Runs the whole convolution into `out` (g images of `c_out x oh x ow`).
-    fn run(&self, out: &mut [f32], g: usize) {
+    /// Runs the whole convolution into `out` (g images of `c_out x oh x ow`);
+    /// `rows` is scratch for one row of tiles.
+    fn run(&self, out: &mut [f32], g: usize, rows: &mut Vec<V>) {
         assert!(self.kh >= 1 && self.kw >= 1 && self.kh <= self.h && self.kw <= self.w);
         assert_eq!(self.xin.len(), self.c_in * self.h * self.w);
         assert_eq!(
@@ -174,23 +235,34 @@ impl PackedConv<'_> {
         assert!((1..=L).contains(&g) && out.len() == g * self.c_out * self.oh() * self.ow());
         let ow = self.ow();
         let prefer_a = ow.is_multiple_of(FWD_A[1]) && !ow.is_multiple_of(FWD_B[1]);
+        let rows = grown(rows, FWD_A[0].max(FWD_B[0]) * ow, V::ZERO);
         match (self.kw, prefer_a) {
-            (9, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 9>(out, g),
-            (9, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 9>(out, g),
-            (5, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 5>(out, g),
-            (5, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 5>(out, g),
-            (_, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 0>(out, g),
-            (_, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 0>(out, g),
+            (9, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 9>(out, g, rows),
+            (9, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 9>(out, g, rows),
+            (5, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 5>(out, g, rows),
+            (5, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 5>(out, g, rows),
+            (_, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 0>(out, g, rows),
+            (_, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 0>(out, g, rows),
         }
     }
 
     /// Covers the output with CM x XM tiles; leftover channels and columns get
     /// 1-wide tiles. KW = 0 means "kernel width known only at run time".
-    fn tiles<const CM: usize, const XM: usize, const KW: usize>(&self, out: &mut [f32], g: usize) {
+    /// Each row of tiles (channels co0.., row y) lands in `rows` and is then
+    /// unpacked into the g images with contiguous row writes.
+    fn tiles<const CM: usize, const XM: usize, const KW: usize>(
+        &self,
+        out: &mut [f32],
+        g: usize,
+        rows: &mut [V],
+    ) {
         let (oh, ow, c_out) = (self.oh(), self.ow(), self.c_out);
+        assert!(rows.len() >= CM * ow);
+        let img = c_out * oh * ow;
         let mut co0 = 0;
         while co0 < c_out {
             let full_c = c_out - co0 >= CM;
+            let cn = if full_c { CM } else { 1 };
             for y in 0..oh {
                 let mut x0 = 0;
                 while x0 < ow {
@@ -200,30 +272,36 @@ impl PackedConv<'_> {
                     // checked every buffer length against the shape.
                     unsafe {
                         match (full_c, full_x) {
-                            (true, true) => self.tile::<CM, XM, KW>(out, g, co0, y, x0),
-                            (true, false) => self.tile::<CM, 1, KW>(out, g, co0, y, x0),
-                            (false, true) => self.tile::<1, XM, KW>(out, g, co0, y, x0),
-                            (false, false) => self.tile::<1, 1, KW>(out, g, co0, y, x0),
+                            (true, true) => self.tile::<CM, XM, KW>(rows, co0, y, x0),
+                            (true, false) => self.tile::<CM, 1, KW>(rows, co0, y, x0),
+                            (false, true) => self.tile::<1, XM, KW>(rows, co0, y, x0),
+                            (false, false) => self.tile::<1, 1, KW>(rows, co0, y, x0),
                         }
                     }
                     x0 += if full_x { XM } else { 1 };
+                }
+                for c in 0..cn {
+                    let dst = out[(co0 + c) * oh * ow + y * ow..].as_mut_ptr();
+                    // SAFETY: lane l < g goes to image l (out holds g images of
+                    // img), channel co0 + c < c_out, row y < oh, ow columns.
+                    unsafe { unpack_rows(&rows[c * ow..(c + 1) * ow], dst, img, g) };
                 }
             }
             co0 += if full_c { CM } else { 1 };
         }
     }
 
-    /// Output channels co0..co0+C, row y, columns x0..x0+X.
+    /// Output channels co0..co0+C, row y, columns x0..x0+X, activated, into
+    /// `rows[c * ow + x0 + j]`.
     ///
     /// # Safety
-    /// co0 + C <= c_out, y < oh, x0 + X <= ow, and the buffers match the shape
-    /// (checked in `run`).
-    #[inline(always)]
+    /// co0 + C <= c_out, y < oh, x0 + X <= ow, rows.len() >= C * ow, and the
+    /// buffers match the shape (checked in `run`).
+    #[inline(never)] // optimised alone, its accumulators stay in registers
     #[allow(clippy::needless_range_loop)] // acc[c][j] indexed by two loop counters
     unsafe fn tile<const C: usize, const X: usize, const KW: usize>(
         &self,
-        out: &mut [f32],
-        g: usize,
+        rows: &mut [V],
         co0: usize,
         y: usize,
         x0: usize,
@@ -232,12 +310,13 @@ impl PackedConv<'_> {
         debug_assert_eq!(kw, self.kw);
         let (c_in, h, w, kh) = (self.c_in, self.h, self.w, self.kh);
         let wstride = c_in * kh * kw;
-        let mut acc = [[V::ZERO; X]; C];
-        if let Some(b) = self.bias {
-            for (c, row) in acc.iter_mut().enumerate() {
-                *row = [V::splat(b[co0 + c]); X];
-            }
-        }
+        // No bounds checks here: a panic path into the accumulators keeps LLVM
+        // from holding them in registers.
+        let mut acc: [[V; X]; C] = match self.bias {
+            // SAFETY: co0 + C <= c_out = b.len() (checked in `run`).
+            Some(b) => core::array::from_fn(|c| [V::splat(*b.get_unchecked(co0 + c)); X]),
+            None => [[V::ZERO; X]; C],
+        };
         let xin = self.xin.as_ptr();
         let wgt = self.weight.as_ptr().add(co0 * wstride);
         for ci in 0..c_in {
@@ -262,14 +341,14 @@ impl PackedConv<'_> {
                 }
             }
         }
-        let (oh, ow) = (self.oh(), self.ow());
-        let img = self.c_out * oh * ow;
-        let base = out.as_mut_ptr().add(co0 * oh * ow + y * ow + x0);
-        for (c, row) in acc.iter().enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                // SAFETY: lane l < g goes to image l, channel co0 + c < c_out,
-                // row y < oh, column x0 + j < ow: inside out (g images).
-                scatter(activate(v, self.act), base.add(c * oh * ow + j), img, g);
+        let ow = self.ow();
+        let base = rows.as_mut_ptr().add(x0);
+        let act = self.act;
+        let acc = acc.map(|row| row.map(|v| activate(v, act)));
+        for c in 0..C {
+            for j in 0..X {
+                // SAFETY: c < C and x0 + j < ow, inside rows (C * ow).
+                *base.add(c * ow + j) = acc[c][j];
             }
         }
     }
@@ -277,6 +356,7 @@ impl PackedConv<'_> {
 
 /// Forward pass over the whole batch (single-threaded).
 pub fn forward(
+    sc: &mut Scratch,
     s: &ConvShape,
     input: &[f32],
     weight: &[f32],
@@ -285,73 +365,91 @@ pub fn forward(
     act: Activation,
 ) {
     let out_img = s.c_out * s.out_h() * s.out_w();
-    let mut xin = vec![V::ZERO; s.c_in * s.h * s.w];
-    for n0 in (0..s.batch).step_by(L) {
-        let g = L.min(s.batch - n0);
-        pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, &mut xin);
-        let job = PackedConv {
-            xin: &xin,
-            c_in: s.c_in,
-            h: s.h,
-            w: s.w,
-            weight,
-            c_out: s.c_out,
-            kh: s.kh,
-            kw: s.kw,
-            bias: Some(bias),
-            act,
-        };
-        job.run(&mut output[n0 * out_img..(n0 + g) * out_img], g);
+    {
+        let xin = grown(&mut sc.xin, s.c_in * s.h * s.w, V::ZERO);
+        for n0 in (0..s.batch).step_by(L) {
+            let g = L.min(s.batch - n0);
+            pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, xin);
+            let job = PackedConv {
+                xin,
+                c_in: s.c_in,
+                h: s.h,
+                w: s.w,
+                weight,
+                c_out: s.c_out,
+                kh: s.kh,
+                kw: s.kw,
+                bias: Some(bias),
+                act,
+            };
+            job.run(
+                &mut output[n0 * out_img..(n0 + g) * out_img],
+                g,
+                &mut sc.rows,
+            );
+        }
     }
 }
 
 /// Backward pass to the input over the whole batch (single-threaded, overwrites).
-pub fn backward_input(s: &ConvShape, grad_output: &[f32], weight: &[f32], grad_input: &mut [f32]) {
+pub fn backward_input(
+    sc: &mut Scratch,
+    s: &ConvShape,
+    grad_output: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+) {
     let (oh, ow) = (s.out_h(), s.out_w());
     let in_img = s.c_in * s.h * s.w;
-    if ow == 6 && s.kw == 5 {
-        // conv2's shape: whole input-gradient rows in registers, no wasted MACs.
-        let mut gp = vec![V::ZERO; s.c_out * oh * ow];
-        for n0 in (0..s.batch).step_by(L) {
-            let g = L.min(s.batch - n0);
-            pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, &mut gp);
-            let out = &mut grad_input[n0 * in_img..(n0 + g) * in_img];
-            backward_input_rows::<6, 5>(s, &gp, weight, out, g);
+    {
+        if ow == 6 && s.kw == 5 {
+            // conv2's shape: whole input-gradient rows in registers, no wasted MACs.
+            let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
+            for n0 in (0..s.batch).step_by(L) {
+                let g = L.min(s.batch - n0);
+                pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, gp);
+                let out = &mut grad_input[n0 * in_img..(n0 + g) * in_img];
+                backward_input_rows::<6, 5>(s, gp, weight, out, g);
+            }
+            return;
         }
-        return;
-    }
-    // General shapes: a valid convolution of the zero-padded output gradient
-    // with the filters flipped in both axes and c_in <-> c_out swapped.
-    let (kh, kw) = (s.kh, s.kw);
-    let mut flipped = vec![0.0f32; s.weight_len()];
-    for co in 0..s.c_out {
-        for ci in 0..s.c_in {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    flipped[((ci * s.c_out + co) * kh + ky) * kw + kx] =
-                        weight[((co * s.c_in + ci) * kh + kh - 1 - ky) * kw + kw - 1 - kx];
+        // General shapes: a valid convolution of the zero-padded output gradient
+        // with the filters flipped in both axes and c_in <-> c_out swapped.
+        let (kh, kw) = (s.kh, s.kw);
+        let flipped = grown(&mut sc.flipped, s.weight_len(), 0.0);
+        for co in 0..s.c_out {
+            for ci in 0..s.c_in {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        flipped[((ci * s.c_out + co) * kh + ky) * kw + kx] =
+                            weight[((co * s.c_in + ci) * kh + kh - 1 - ky) * kw + kw - 1 - kx];
+                    }
                 }
             }
         }
-    }
-    let (ph, pw) = (oh + 2 * (kh - 1), ow + 2 * (kw - 1));
-    let mut gp = vec![V::ZERO; s.c_out * ph * pw];
-    for n0 in (0..s.batch).step_by(L) {
-        let g = L.min(s.batch - n0);
-        pack_group(grad_output, s.c_out, oh, ow, kh - 1, kw - 1, n0, g, &mut gp);
-        let job = PackedConv {
-            xin: &gp,
-            c_in: s.c_out,
-            h: ph,
-            w: pw,
-            weight: &flipped,
-            c_out: s.c_in,
-            kh,
-            kw,
-            bias: None,
-            act: Activation::Identity,
-        };
-        job.run(&mut grad_input[n0 * in_img..(n0 + g) * in_img], g);
+        let (ph, pw) = (oh + 2 * (kh - 1), ow + 2 * (kw - 1));
+        let gp = grown(&mut sc.gp, s.c_out * ph * pw, V::ZERO);
+        for n0 in (0..s.batch).step_by(L) {
+            let g = L.min(s.batch - n0);
+            pack_group(grad_output, s.c_out, oh, ow, kh - 1, kw - 1, n0, g, gp);
+            let job = PackedConv {
+                xin: gp,
+                c_in: s.c_out,
+                h: ph,
+                w: pw,
+                weight: flipped,
+                c_out: s.c_in,
+                kh,
+                kw,
+                bias: None,
+                act: Activation::Identity,
+            };
+            job.run(
+                &mut grad_input[n0 * in_img..(n0 + g) * in_img],
+                g,
+                &mut sc.rows,
+            );
+        }
     }
 }
 
@@ -399,17 +497,16 @@ fn backward_input_rows<const OW: usize, const KW: usize>(
                 }
             }
             let base = (ci * s.h + iy) * wn;
-            for (x, &v) in acc.iter().enumerate().take(wn) {
-                // SAFETY: lane l < g writes image l, channel ci < c_in, row
-                // iy < h, column x < w: inside out (g images of in_img).
-                unsafe { scatter(v, out.as_mut_ptr().add(base + x), in_img, g) };
-            }
+            // SAFETY: lane l < g writes image l, channel ci < c_in, row
+            // iy < h, columns x < wn = w: inside out (g images of in_img).
+            unsafe { unpack_rows(&acc[..wn], out.as_mut_ptr().add(base), in_img, g) };
         }
     }
 }
 
 /// Filter and bias gradients over the whole batch (single-threaded, overwrites).
 pub fn backward_filter(
+    sc: &mut Scratch,
     s: &ConvShape,
     input: &[f32],
     grad_output: &[f32],
@@ -417,32 +514,36 @@ pub fn backward_filter(
     grad_bias: &mut [f32],
 ) {
     let (oh, ow) = (s.out_h(), s.out_w());
-    let mut xin = vec![V::ZERO; s.c_in * s.h * s.w];
-    let mut gp = vec![V::ZERO; s.c_out * oh * ow];
-    // Per-lane partial sums; lane l sums images l, l + L, ... in batch order.
-    let mut wacc = vec![V::ZERO; s.weight_len()];
-    let mut bacc = vec![V::ZERO; s.c_out];
-    let use_b = s.kw.is_multiple_of(BWF_B[1]) || !s.kw.is_multiple_of(BWF_A[1]);
-    for n0 in (0..s.batch).step_by(L) {
-        let g = L.min(s.batch - n0);
-        pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, &mut xin);
-        pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, &mut gp);
-        for (co, b) in bacc.iter_mut().enumerate() {
-            for &v in &gp[co * oh * ow..(co + 1) * oh * ow] {
-                *b += v;
+    {
+        let xin = grown(&mut sc.xin, s.c_in * s.h * s.w, V::ZERO);
+        let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
+        // Per-lane partial sums; lane l sums images l, l + L, ... in batch order.
+        let wacc = grown(&mut sc.wacc, s.weight_len(), V::ZERO);
+        let bacc = grown(&mut sc.bacc, s.c_out, V::ZERO);
+        wacc.fill(V::ZERO);
+        bacc.fill(V::ZERO);
+        let use_b = s.kw.is_multiple_of(BWF_B[1]) || !s.kw.is_multiple_of(BWF_A[1]);
+        for n0 in (0..s.batch).step_by(L) {
+            let g = L.min(s.batch - n0);
+            pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, xin);
+            pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, gp);
+            for (co, b) in bacc.iter_mut().enumerate() {
+                for &v in &gp[co * oh * ow..(co + 1) * oh * ow] {
+                    *b += v;
+                }
+            }
+            if use_b {
+                filter_tiles::<{ BWF_B[0] }, { BWF_B[1] }>(s, xin, gp, wacc);
+            } else {
+                filter_tiles::<{ BWF_A[0] }, { BWF_A[1] }>(s, xin, gp, wacc);
             }
         }
-        if use_b {
-            filter_tiles::<{ BWF_B[0] }, { BWF_B[1] }>(s, &xin, &gp, &mut wacc);
-        } else {
-            filter_tiles::<{ BWF_A[0] }, { BWF_A[1] }>(s, &xin, &gp, &mut wacc);
+        for (d, v) in grad_weight.iter_mut().zip(wacc.iter()) {
+            *d = v.reduce_add();
         }
-    }
-    for (d, v) in grad_weight.iter_mut().zip(&wacc) {
-        *d = v.reduce_add();
-    }
-    for (d, v) in grad_bias.iter_mut().zip(&bacc) {
-        *d = v.reduce_add();
+        for (d, v) in grad_bias.iter_mut().zip(bacc.iter()) {
+            *d = v.reduce_add();
+        }
     }
 }
 

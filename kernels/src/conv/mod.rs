@@ -15,6 +15,7 @@
 
 use crate::gemm::Activation;
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 mod lanes;
 
@@ -24,6 +25,23 @@ pub const LANES: usize = lanes::L;
 /// Images per chunk in the `_parallel` functions. Fixed (not derived from the
 /// thread count) so that the filter gradient's summation order never changes.
 pub const PAR_CHUNK: usize = 32;
+
+/// Packing buffers for the `_with` functions: they grow on first use and are
+/// reused, so a caller that keeps one per worker (e.g. in its per-chunk
+/// workspace) allocates nothing per call, deterministically. The plain
+/// functions use a thread-local one instead.
+#[derive(Clone, Debug, Default)]
+pub struct ConvScratch(lanes::Scratch);
+
+thread_local! {
+    static SCRATCH: RefCell<ConvScratch> = RefCell::new(ConvScratch::default());
+}
+
+/// Runs `f` with this thread's scratch. No kernel calls another while holding
+/// it, so the borrow is never re-entered.
+fn with_scratch<R>(f: impl FnOnce(&mut ConvScratch) -> R) -> R {
+    SCRATCH.with(|s| f(&mut s.borrow_mut()))
+}
 
 /// The shape of one convolution over a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +100,19 @@ pub fn conv2d_forward(
     output: &mut [f32],
     act: Activation,
 ) {
+    with_scratch(|sc| conv2d_forward_with(s, input, weight, bias, output, act, sc))
+}
+
+/// `conv2d_forward` with caller-owned scratch.
+pub fn conv2d_forward_with(
+    s: &ConvShape,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    output: &mut [f32],
+    act: Activation,
+    scratch: &mut ConvScratch,
+) {
     s.check();
     assert_eq!(input.len(), s.input_len(), "conv2d_forward: input length");
     assert_eq!(
@@ -95,7 +126,7 @@ pub fn conv2d_forward(
         s.output_len(),
         "conv2d_forward: output length"
     );
-    lanes::forward(s, input, weight, bias, output, act);
+    lanes::forward(&mut scratch.0, s, input, weight, bias, output, act);
 }
 
 /// grad_input <- dL/d(input) given dL/d(output) (overwrites).
@@ -104,6 +135,17 @@ pub fn conv2d_backward_input(
     grad_output: &[f32],
     weight: &[f32],
     grad_input: &mut [f32],
+) {
+    with_scratch(|sc| conv2d_backward_input_with(s, grad_output, weight, grad_input, sc))
+}
+
+/// `conv2d_backward_input` with caller-owned scratch.
+pub fn conv2d_backward_input_with(
+    s: &ConvShape,
+    grad_output: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+    scratch: &mut ConvScratch,
 ) {
     s.check();
     assert_eq!(
@@ -121,7 +163,7 @@ pub fn conv2d_backward_input(
         s.input_len(),
         "conv2d_backward_input: grad_input length"
     );
-    lanes::backward_input(s, grad_output, weight, grad_input);
+    lanes::backward_input(&mut scratch.0, s, grad_output, weight, grad_input);
 }
 
 /// grad_weight, grad_bias <- sums over the batch of dL/dW, dL/db (overwrites).
@@ -131,6 +173,20 @@ pub fn conv2d_backward_filter(
     grad_output: &[f32],
     grad_weight: &mut [f32],
     grad_bias: &mut [f32],
+) {
+    with_scratch(|sc| {
+        conv2d_backward_filter_with(s, input, grad_output, grad_weight, grad_bias, sc)
+    })
+}
+
+/// `conv2d_backward_filter` with caller-owned scratch.
+pub fn conv2d_backward_filter_with(
+    s: &ConvShape,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+    grad_bias: &mut [f32],
+    scratch: &mut ConvScratch,
 ) {
     s.check();
     assert_eq!(
@@ -153,7 +209,14 @@ pub fn conv2d_backward_filter(
         s.c_out,
         "conv2d_backward_filter: grad_bias length"
     );
-    lanes::backward_filter(s, input, grad_output, grad_weight, grad_bias);
+    lanes::backward_filter(
+        &mut scratch.0,
+        s,
+        input,
+        grad_output,
+        grad_weight,
+        grad_bias,
+    );
 }
 
 /// `conv2d_forward` with rayon over fixed chunks of `PAR_CHUNK` images.

@@ -4,8 +4,10 @@
 //! into cache blocks (sizes in [`kernel`]), A and B blocks are packed into
 //! zero-padded micro-panels in thread-local buffers ([`pack`]), and a
 //! register-blocked micro-kernel computes each MR x NR tile of C and applies
-//! the epilogue while the tile is in registers. The instruction set is chosen
-//! at compile time (AVX-512, AVX2 + FMA, or portable); every path is compiled
+//! the epilogue while the tile is in registers. Small-m products with B
+//! transposed (the trainer's `x W^T`) skip the transpose of B on the AVX-512
+//! path: an M-on-lanes kernel packs only A^T and reads B's rows in place
+//! (`kernel::tile_m_lanes`). The instruction set is chosen at compile time (AVX-512, AVX2 + FMA, or portable); every path is compiled
 //! in every build and reachable through the doc-hidden [`sgemm_on_path`] so
 //! the tests cover all of them.
 //!

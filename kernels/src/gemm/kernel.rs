@@ -384,8 +384,8 @@ pub(crate) unsafe fn tile_m_lanes<V: Lanes, const COLS: usize>(
             // SAFETY: the column bias covers the tile's COLS columns.
             V::splat(unsafe { *ep.bias_col.add(q) })
         };
-        for v in 0..MLANES_VECS {
-            let mut x = acc_col[v];
+        for (v, &sum) in acc_col.iter().enumerate() {
+            let mut x = sum;
             if ep.alpha != 1.0 {
                 x = x.mul(alpha);
             }

@@ -186,13 +186,19 @@ fn summary_table() {
         .iter()
         .flat_map(|s| [(*s, 1usize), (*s, 2)])
         .chain(SMALL_M_SHAPES.iter().map(|s| (*s, 1usize)));
+    // GEMM_TABLE_ROWS=784x64 (a substring of "m x k x n form tN") keeps
+    // only matching rows, for quick comparisons on a busy machine.
+    let keep = std::env::var("GEMM_TABLE_ROWS").unwrap_or_default();
     for (shape, threads) in rows {
+        let (dims, form) = label(&shape);
+        if !format!("{dims} {form} t{threads}").contains(keep.as_str()) {
+            continue;
+        }
         let mut ops = Operands::new(shape);
         let flops = 2.0 * (shape.0 * shape.1 * shape.2) as f64;
         let ours = flops / median_secs(|| ops.ours(threads)) / 1e9;
         let theirs = flops / median_secs(|| ops.gemm_crate(threads)) / 1e9;
         let peak = if threads == 1 { peak1 } else { peak2 };
-        let (dims, form) = label(&shape);
         println!(
             "{dims:<16} {form:<8} {threads:>3} {ours:>9.1} {:>6.1}% {theirs:>9.1} {:>6.1}% {:>6.2}",
             100.0 * ours / peak,

@@ -344,6 +344,23 @@ path_tests!(avx2, KernelPath::Avx2);
 path_tests!(portable, KernelPath::Portable);
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The AVX-512 path's M-on-lanes kernel (B transposed, m <= 128 with the
+    /// default blocking): m from 1 to 139 straddles its 64-row blocks and the
+    /// 128-row limit, n up to 19 its 6-column groups.
+    #[test]
+    fn m_lanes_floats(c in case(46, 6, 40, false)) {
+        check(&Case { tb: Trans::T, ..c }, Entry::Path(KernelPath::Avx512, None, false))?;
+    }
+
+    #[test]
+    fn m_lanes_integers_exact(c in case(46, 6, 40, true)) {
+        check(&Case { tb: Trans::T, ..c }, Entry::Path(KernelPath::Avx512, None, false))?;
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
     /// The public entries (this build's native path).

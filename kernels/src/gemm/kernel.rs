@@ -24,6 +24,9 @@ pub(crate) trait Path {
     const MC: usize;
     /// Cuts N (the jc loop).
     const NC: usize;
+    /// Whether small-m products with B transposed run the M-on-lanes
+    /// kernel ([`tile_m_lanes`], 16-lane vectors) instead of packing B.
+    const M_LANES: bool;
 
     /// Computes a `rows` x NR tile (rows <= MR) and writes its first `cols`
     /// columns through the epilogue.
@@ -95,6 +98,15 @@ unsafe fn tile_generic<V: Lanes, const ROWS: usize, const NV: usize, const PREFE
     cols: usize,
     ep: &TileEpilogue,
 ) {
+    // Start fetching the tile of C now: it is read (beta != 0) or written
+    // only after the k loop, and with small k (weight gradients, k = 64) a
+    // C miss per row would otherwise cost as much as the arithmetic. The
+    // rows are ldc apart, beyond what the hardware prefetcher follows.
+    for r in 0..ROWS {
+        let row = c.wrapping_add(r * ldc);
+        prefetch(row);
+        prefetch(row.wrapping_add(NV * V::LANES - 1));
+    }
     let mut acc = [[V::zero(); NV]; ROWS];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
@@ -124,6 +136,12 @@ unsafe fn tile_generic<V: Lanes, const ROWS: usize, const NV: usize, const PREFE
     let alpha = V::splat(ep.alpha);
     let beta = V::splat(ep.beta);
     let read_c = ep.beta != 0.0;
+    // The common products (weight gradients, plain layers) have alpha = 1
+    // and no bias; skipping those operations shortens the epilogue, which
+    // with k = 64 is a noticeable share of a tile's time.
+    let scale = ep.alpha != 1.0;
+    let has_bias_row = !ep.bias_row.is_null();
+    let has_bias_col = !ep.bias_col.is_null();
     // Ragged tiles go through a row buffer so the vector code is unchanged.
     let full = cols == nr;
     let mut bias_col = [V::zero(); NV];
@@ -156,12 +174,20 @@ unsafe fn tile_generic<V: Lanes, const ROWS: usize, const NV: usize, const PREFE
             V::splat(unsafe { *ep.bias_row.add(r) })
         };
         for v in 0..NV {
-            let mut x = acc_row[v].mul(alpha);
+            let mut x = acc_row[v];
+            if scale {
+                x = x.mul(alpha);
+            }
             if read_c {
                 // SAFETY: src has nr readable floats (C row when full, else buf).
                 x = unsafe { V::load(src.add(v * V::LANES)) }.mul_add(beta, x);
             }
-            x = x.add(bias_r).add(bias_col[v]);
+            if has_bias_row {
+                x = x.add(bias_r);
+            }
+            if has_bias_col {
+                x = x.add(bias_col[v]);
+            }
             x = match ep.activation {
                 Activation::Identity => x,
                 Activation::Relu => x.relu(),
@@ -183,7 +209,8 @@ macro_rules! declare_path {
     (
         $(#[$meta:meta])*
         $name:ident, $v:ty, narrow = $narrow:ty, mr = $mr:literal, nv = $nv:literal,
-        kc = $kc:expr, mc = $mc:expr, nc = $nc:expr, rows = [$($r:literal)+]
+        kc = $kc:expr, mc = $mc:expr, nc = $nc:expr, m_lanes = $m_lanes:expr,
+        rows = [$($r:literal)+]
     ) => {
         $(#[$meta])*
         pub(crate) struct $name;
@@ -194,6 +221,7 @@ macro_rules! declare_path {
             const KC: usize = $kc;
             const MC: usize = $mc;
             const NC: usize = $nc;
+            const M_LANES: bool = $m_lanes;
             #[inline]
             unsafe fn tile(
                 rows: usize,
@@ -260,6 +288,7 @@ declare_path!(
     /// NC = 1024: the packed B panel (192 x 1024 x 4 B = 768 KiB), re-read
     /// for every MC block, also fits L2 beside the A block (about 1 MiB of 2).
     Avx512Fma12x32, f32x16, narrow = f32x8, mr = 12, nv = 2, kc = 192, mc = 192, nc = 1024,
+    m_lanes = true,
     rows = [1 2 3 4 5 6 7 8 9 10 11 12]
 );
 
@@ -268,6 +297,7 @@ declare_path!(
     /// accumulators + 2 B + 1 broadcast of 16 registers. KC = 256 keeps the
     /// B micro-panel at 16 KiB in L1d; MC and NC as for AVX-512 (L2-sized).
     Avx2Fma6x16, f32x8, narrow = f32x4, mr = 6, nv = 2, kc = 256, mc = 192, nc = 1024,
+    m_lanes = false,
     rows = [1 2 3 4 5 6]
 );
 
@@ -276,5 +306,113 @@ declare_path!(
     /// (`portable_sgemm_f32_4x8`): 8 accumulators of 4 lanes fit the 16
     /// SSE registers. Blocks as for AVX2.
     Portable4x8, f32x4, narrow = f32x4, mr = 4, nv = 2, kc = 256, mc = 192, nc = 1024,
+    m_lanes = false,
     rows = [1 2 3 4]
 );
+
+/// Vectors of M per tile of the M-on-lanes kernel (64 rows of C on f32x16).
+pub(crate) const MLANES_VECS: usize = 4;
+/// Columns of C per tile of the M-on-lanes kernel: 4 x 6 = 24 accumulators,
+/// 4 A vectors and a broadcast of the 32 zmm registers.
+pub(crate) const MLANES_COLS: usize = 6;
+
+/// The M-on-lanes micro-kernel for C = op(A) B^T with B stored n x k (the
+/// trainer's `x W^T` with W `[n_out, n_in]`): C's rows run along the lanes,
+/// so each k step loads MLANES_VECS vectors of a packed A^T block and
+/// broadcasts one element from each of COLS rows of B, which are read in
+/// place, front to back. Nothing of B is packed or transposed; only the
+/// small A (m x k) is, once per call. The tile is transposed on its way out.
+///
+/// # Safety
+/// `a_t` holds `kc` steps of `MLANES_VECS * LANES` floats; `b` is readable
+/// for COLS rows of `kc` floats, `ldb` apart; `c` is valid for `rows` rows
+/// of COLS floats, `ldc` apart (read only when `ep.beta != 0`); the bias
+/// pointers cover the tile's `rows` rows / COLS columns.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn tile_m_lanes<V: Lanes, const COLS: usize>(
+    kc: usize,
+    a_t: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    ep: &TileEpilogue,
+) {
+    const MAX_ROWS: usize = MLANES_VECS * 16;
+    let height = MLANES_VECS * V::LANES;
+    let mut acc = [[V::zero(); MLANES_VECS]; COLS];
+    let b_rows: [*const f32; COLS] = core::array::from_fn(|q| b.wrapping_add(q * ldb));
+    for p in 0..kc {
+        // SAFETY: the caller guarantees kc steps of the packed A^T block and
+        // kc floats in each of the COLS rows of B.
+        unsafe {
+            let av: [V; MLANES_VECS] =
+                core::array::from_fn(|v| V::load(a_t.add(p * height + v * V::LANES)));
+            for (q, acc_col) in acc.iter_mut().enumerate() {
+                let bq = V::splat(*b_rows[q].add(p));
+                for v in 0..MLANES_VECS {
+                    acc_col[v] = av[v].mul_add(bq, acc_col[v]);
+                }
+            }
+        }
+    }
+
+    // The epilogue runs on the lanes (rows of C): bias_row loads a vector,
+    // bias_col splats; C (when beta != 0) is gathered column by column.
+    let alpha = V::splat(ep.alpha);
+    let beta = V::splat(ep.beta);
+    let read_c = ep.beta != 0.0;
+    let mut row_bias = [0.0f32; MAX_ROWS];
+    if !ep.bias_row.is_null() {
+        // SAFETY: the row bias covers the tile's `rows` rows.
+        unsafe { core::ptr::copy_nonoverlapping(ep.bias_row, row_bias.as_mut_ptr(), rows) };
+    }
+    let mut out = [[0.0f32; MAX_ROWS]; COLS];
+    for (q, acc_col) in acc.iter().enumerate() {
+        let mut c_col = [0.0f32; MAX_ROWS];
+        if read_c {
+            for (r, x) in c_col.iter_mut().enumerate().take(rows) {
+                // SAFETY: row r < rows, column q < COLS of the tile.
+                *x = unsafe { *c.add(r * ldc + q) };
+            }
+        }
+        let bias_c = if ep.bias_col.is_null() {
+            V::zero()
+        } else {
+            // SAFETY: the column bias covers the tile's COLS columns.
+            V::splat(unsafe { *ep.bias_col.add(q) })
+        };
+        for (v, &sum) in acc_col.iter().enumerate() {
+            let mut x = sum;
+            if ep.alpha != 1.0 {
+                x = x.mul(alpha);
+            }
+            // SAFETY: the stack arrays hold MAX_ROWS >= height floats.
+            unsafe {
+                if read_c {
+                    x = V::load(c_col.as_ptr().add(v * V::LANES)).mul_add(beta, x);
+                }
+                if !ep.bias_row.is_null() {
+                    x = x.add(V::load(row_bias.as_ptr().add(v * V::LANES)));
+                }
+                if !ep.bias_col.is_null() {
+                    x = x.add(bias_c);
+                }
+                x = match ep.activation {
+                    Activation::Identity => x,
+                    Activation::Relu => x.relu(),
+                    Activation::Sigmoid => x.sigmoid(),
+                };
+                x.store(out[q].as_mut_ptr().add(v * V::LANES));
+            }
+        }
+    }
+    for r in 0..rows {
+        for (q, col) in out.iter().enumerate() {
+            // SAFETY: row r < rows, column q < COLS of the tile.
+            unsafe { *c.add(r * ldc + q) = col[r] };
+        }
+    }
+}

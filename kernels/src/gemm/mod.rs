@@ -4,8 +4,10 @@
 //! into cache blocks (sizes in [`kernel`]), A and B blocks are packed into
 //! zero-padded micro-panels in thread-local buffers ([`pack`]), and a
 //! register-blocked micro-kernel computes each MR x NR tile of C and applies
-//! the epilogue while the tile is in registers. The instruction set is chosen
-//! at compile time (AVX-512, AVX2 + FMA, or portable); every path is compiled
+//! the epilogue while the tile is in registers. Small-m products with B
+//! transposed (the trainer's `x W^T`) skip the transpose of B on the AVX-512
+//! path: an M-on-lanes kernel packs only A^T and reads B's rows in place
+//! (`kernel::tile_m_lanes`). The instruction set is chosen at compile time (AVX-512, AVX2 + FMA, or portable); every path is compiled
 //! in every build and reachable through the doc-hidden [`sgemm_on_path`] so
 //! the tests cover all of them.
 //!
@@ -95,7 +97,10 @@ mod kernel;
 mod lanes;
 mod pack;
 
-use kernel::{Avx2Fma6x16, Avx512Fma12x32, Path, Portable4x8, TileEpilogue};
+use kernel::{
+    tile_m_lanes, Avx2Fma6x16, Avx512Fma12x32, Path, Portable4x8, TileEpilogue, MLANES_COLS,
+    MLANES_VECS,
+};
 use std::cell::RefCell;
 
 /// Which compiled micro-kernel family runs a product.
@@ -165,6 +170,16 @@ pub struct Blocking {
 /// Below this many flops (2mnk) the parallel entry stays on one thread: the
 /// fork-join costs a few microseconds, as much as such a product takes.
 const PARALLEL_MIN_FLOPS: usize = 1 << 22;
+
+/// Up to this many rows, C = op(A) B^T runs the M-on-lanes kernel on paths
+/// that have it: packing A^T (m x k) instead of transposing B (n x k) saves
+/// most of the packing work when m < n, as in the trainer's 64-row chunks
+/// against 900 x 784 weights.
+const M_LANES_MAX_M: usize = 128;
+
+/// Up to this K slice the tile loops run along rows of C (see
+/// [`gemm_serial`]).
+const ROW_MAJOR_TILES_MAX_K: usize = 64;
 
 /// Everything the unsafe core needs, after the safe entry checked it.
 #[derive(Clone, Copy)]
@@ -284,6 +299,13 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     if m == 0 || n == 0 {
         return;
     }
+    // Only with the default blocking, so the tests' tiny blocks still drive
+    // the packed loops with B transposed.
+    let default_blocking = blk.kc == P::KC && blk.mc == P::MC && blk.nc == P::NC;
+    if P::M_LANES && default_blocking && op.tb == Trans::T && m <= M_LANES_MAX_M {
+        // SAFETY: forwarded.
+        return unsafe { gemm_m_lanes(op) };
+    }
     let (mr, nr) = (P::MR, P::NR);
     // Balanced blocks: k = 784 with KC = 192 runs five slices of 157, not four
     // of 192 and a sliver of 16.
@@ -348,7 +370,8 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                     let mc = mc_size.min(m - ic);
                     // SAFETY: the block lies inside op(A); pa holds a_floats.
                     unsafe { pack::pack_a(op.ta, op.a, op.lda, ic, mc, p0, kc, mr, pa) };
-                    for jr in (0..nc).step_by(nr) {
+                    let a_block = pa as *const f32;
+                    let run_tile = |ir: usize, jr: usize| {
                         let cols = nr.min(nc - jr);
                         let (b_panel, b_stride) = if !direct_b {
                             (pb.wrapping_add(jr / nr * nr * kc) as *const f32, nr)
@@ -358,35 +381,141 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                             (pb as *const f32, nr)
                         };
                         let j = jc + jr;
+                        let rows = mr.min(mc - ir);
+                        let i = ic + ir;
+                        let mut tile_ep = ep;
+                        if !tile_ep.bias_row.is_null() {
+                            tile_ep.bias_row = tile_ep.bias_row.wrapping_add(i);
+                        }
+                        if !tile_ep.bias_col.is_null() {
+                            tile_ep.bias_col = tile_ep.bias_col.wrapping_add(j);
+                        }
+                        // SAFETY: the tile (rows x cols at (i, j)) lies in C;
+                        // the A panel has kc steps of MR, the B panel kc rows
+                        // of NR readable floats (packed, or a full in-place
+                        // strip of B); bias offsets match.
+                        unsafe {
+                            P::tile(
+                                rows,
+                                kc,
+                                a_block.wrapping_add(ir / mr * mr * kc),
+                                b_panel,
+                                b_stride,
+                                op.c.wrapping_add(i * op.ldc + j),
+                                op.ldc,
+                                cols,
+                                &tile_ep,
+                                direct_b && cols == nr,
+                            );
+                        }
+                    };
+                    if kc <= ROW_MAJOR_TILES_MAX_K && !direct_b {
+                        // Short k (weight gradients, k = 64): C traffic, not
+                        // arithmetic, dominates. Sweeping each row strip of
+                        // C left to right gives MR sequential streams the
+                        // hardware prefetcher follows; the packed B panel
+                        // (kc x nc, at most 256 KiB) is re-read from L2.
                         for ir in (0..mc).step_by(mr) {
-                            let rows = mr.min(mc - ir);
-                            let i = ic + ir;
-                            let mut tile_ep = ep;
-                            if !tile_ep.bias_row.is_null() {
-                                tile_ep.bias_row = tile_ep.bias_row.wrapping_add(i);
-                            }
-                            if !tile_ep.bias_col.is_null() {
-                                tile_ep.bias_col = tile_ep.bias_col.wrapping_add(j);
-                            }
-                            // SAFETY: the tile (rows x cols at (i, j)) lies in
-                            // C; the A panel has kc steps of MR, the B panel kc
-                            // rows of NR readable floats (packed, or a full
-                            // in-place strip of B); bias offsets match.
-                            unsafe {
-                                P::tile(
-                                    rows,
-                                    kc,
-                                    pa.wrapping_add(ir / mr * mr * kc),
-                                    b_panel,
-                                    b_stride,
-                                    op.c.wrapping_add(i * op.ldc + j),
-                                    op.ldc,
-                                    cols,
-                                    &tile_ep,
-                                    direct_b && cols == nr,
-                                );
+                            for jr in (0..nc).step_by(nr) {
+                                run_tile(ir, jr);
                             }
                         }
+                    } else {
+                        // The B micro-panel stays in L1 while the A block
+                        // streams from L2.
+                        for jr in (0..nc).step_by(nr) {
+                            for ir in (0..mc).step_by(mr) {
+                                run_tile(ir, jr);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// C = op(A) B^T (B stored n x k) on the M-on-lanes kernel: op(A) is packed
+/// once into A^T blocks of 64 rows (zero-padded), B is read in place.
+///
+/// # Safety
+/// As [`gemm_serial`], with `op.tb == Trans::T`.
+unsafe fn gemm_m_lanes(op: &Operands) {
+    use wide::f32x16;
+    let (m, n, k) = (op.m, op.n, op.k);
+    let height = MLANES_VECS * 16;
+    let blocks = m.div_ceil(height);
+    with_pack_buffers(blocks * height * k, 0, |pa, _| {
+        // op(A)^T as a k x m "B" operand: stored the other way round.
+        let flipped = match op.ta {
+            Trans::N => Trans::T,
+            Trans::T => Trans::N,
+        };
+        for blk in 0..blocks {
+            let i = blk * height;
+            // SAFETY: rows i..i + mb of op(A), all k; the buffer holds
+            // `blocks` panels of height x k.
+            unsafe {
+                pack::pack_b(
+                    flipped,
+                    op.a,
+                    op.lda,
+                    0,
+                    k,
+                    i,
+                    height.min(m - i),
+                    height,
+                    pa.add(blk * height * k),
+                )
+            };
+        }
+        let ep = TileEpilogue {
+            alpha: op.alpha,
+            beta: op.beta,
+            bias_row: op.bias_row,
+            bias_col: op.bias_col,
+            activation: op.activation,
+        };
+        // Column groups outer: the COLS rows of B (COLS x k floats) stay in
+        // L1 while the packed A^T blocks stream from L2.
+        for j in (0..n).step_by(MLANES_COLS) {
+            let cols = MLANES_COLS.min(n - j);
+            for blk in 0..blocks {
+                let i = blk * height;
+                let rows = height.min(m - i);
+                let mut tile_ep = ep;
+                if !tile_ep.bias_row.is_null() {
+                    tile_ep.bias_row = tile_ep.bias_row.wrapping_add(i);
+                }
+                if !tile_ep.bias_col.is_null() {
+                    tile_ep.bias_col = tile_ep.bias_col.wrapping_add(j);
+                }
+                let a_t = pa.wrapping_add(blk * height * k) as *const f32;
+                let b = op.b.wrapping_add(j * op.ldb);
+                let c = op.c.wrapping_add(i * op.ldc + j);
+                // SAFETY: the packed block has k steps of `height` floats;
+                // rows j..j + cols of B hold k floats each; the tile (rows x
+                // cols at (i, j)) lies in C; bias offsets match.
+                unsafe {
+                    match cols {
+                        1 => {
+                            tile_m_lanes::<f32x16, 1>(k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
+                        }
+                        2 => {
+                            tile_m_lanes::<f32x16, 2>(k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
+                        }
+                        3 => {
+                            tile_m_lanes::<f32x16, 3>(k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
+                        }
+                        4 => {
+                            tile_m_lanes::<f32x16, 4>(k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
+                        }
+                        5 => {
+                            tile_m_lanes::<f32x16, 5>(k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
+                        }
+                        _ => tile_m_lanes::<f32x16, MLANES_COLS>(
+                            k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep,
+                        ),
                     }
                 }
             }

@@ -213,7 +213,7 @@ proptest! {
         for i in 0..n {
             prop_assert!((p[i] - rp[i]).abs() <= 1e-5 * rp[i] + 1e-30, "p[{i}] {} vs {}", p[i], rp[i]);
             // grad = (p - y) * s: the error of p, scaled, plus one rounding.
-            let tol = (1e-5 * rp[i] + 1e-30) * grad_scale.abs() + 1.2e-7 * rg[i].abs();
+            let tol = (1e-5 * rp[i] + 1e-30) * grad_scale.abs() + 2.4e-7 * rg[i].abs();
             prop_assert!((g[i] - rg[i]).abs() <= tol, "g[{i}] {} vs {}", g[i], rg[i]);
         }
         // Per row the loss is ln(sum) - (x_label - max): only ln(sum) differs,
@@ -240,7 +240,9 @@ proptest! {
         for i in 0..n {
             // recon is the sigmoid (~1 ulp each side, see above).
             prop_assert!((r[i] - rr[i]).abs() <= 3.0e-7 * rr[i] + 1e-37, "recon[{i}] {} vs {}", r[i], rr[i]);
-            let tol = (3.0e-7 * rr[i] + 1e-37) * grad_scale.abs() + 1.2e-7 * rg[i].abs();
+            // (z - x) * s rounds twice on each side (fast and reference):
+            // up to 4 half-ulps, 2.4e-7 relative, of the result.
+            let tol = (3.0e-7 * rr[i] + 1e-37) * grad_scale.abs() + 2.4e-7 * rg[i].abs();
             prop_assert!((g[i] - rg[i]).abs() <= tol, "grad[{i}] {} vs {}", g[i], rg[i]);
             // Each f32 term has a few roundings of intermediates as large as
             // |a|, |a x| and ln 2: a few ulp of their sum.

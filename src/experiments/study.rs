@@ -174,7 +174,12 @@ pub fn run_all(
             let (c, m, d) = workload(s, opts.quick);
             let est = c * cnn + m * mlp + d * dae;
             total += est;
-            eprintln!("  {:<10} ~{:>7}  {}", s.name(), format_duration(est), s.title());
+            eprintln!(
+                "  {:<10} ~{:>7}  {}",
+                s.name(),
+                format_duration(est),
+                s.title()
+            );
         }
         eprintln!(
             "  estimated total ~{} (excluding figures and test evaluation)",

@@ -130,9 +130,10 @@ fn headline(stage: Experiment, runs: &[Map<String, Value>]) -> String {
         .collect();
     if parts.is_empty() {
         if let Some(Value::Object(results)) = runs.first().and_then(|m| m.get("results")) {
+            // A stack's headline: each layer's final training cost.
             return results
                 .iter()
-                .take(3)
+                .filter(|(k, _)| k.ends_with("final training cost"))
                 .map(|(k, v)| {
                     format!(
                         "{k} {}",

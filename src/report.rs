@@ -466,19 +466,23 @@ fn format_seconds(value: Option<&Value>) -> String {
 }
 
 /// The rows of a run's settings table: `settings` entries, then run facts, then unknown top-level keys.
-fn settings_rows(run: &Run) -> Vec<(String, String)> {
+fn settings_rows(run: &Run) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     if let Some(Value::Object(settings)) = run.summary.get("settings") {
-        rows.extend(settings.iter().map(|(k, v)| (k.clone(), scalar_text(v))));
+        rows.extend(
+            settings
+                .iter()
+                .map(|(k, v)| vec![k.clone(), scalar_text(v)]),
+        );
     }
     for key in ["model", "seed", "threads", "simd", "machine"] {
-        rows.push((key.to_string(), run.text(key)));
+        rows.push(vec![key.to_string(), run.text(key)]);
     }
     rows.extend(
         run.summary
             .iter()
             .filter(|(k, _)| !KNOWN_KEYS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), scalar_text(v))),
+            .map(|(k, v)| vec![k.clone(), scalar_text(v)]),
     );
     rows
 }
@@ -530,8 +534,34 @@ fn study_text(study: &Study, key: &str) -> Option<String> {
     study.summary.as_ref()?.get(key).map(scalar_text)
 }
 
+/// Columns of the results overview, one row per run.
+const OVERVIEW_HEADER: [&str; 6] = [
+    "Run",
+    "Title",
+    "Final test accuracy",
+    "Best test accuracy",
+    "Epochs",
+    "Wall time",
+];
+
+/// One overview row per run, in [`OVERVIEW_HEADER`]'s order.
+fn overview_rows(runs: &[Run]) -> Vec<Vec<String>> {
+    runs.iter()
+        .map(|r| {
+            vec![
+                r.name(),
+                r.title(),
+                r.text("final_test_accuracy"),
+                r.text("best_test_accuracy"),
+                r.text("epochs_completed"),
+                format_seconds(r.summary.get("wall_seconds")),
+            ]
+        })
+        .collect()
+}
+
 /// Machine, SIMD level and threads: from study.json, else from the first run that states them.
-fn environment_rows(study: &Study, runs: &[Run]) -> Vec<(String, String)> {
+fn environment_rows(study: &Study, runs: &[Run]) -> Vec<Vec<String>> {
     ["machine", "simd", "threads"]
         .iter()
         .map(|&key| {
@@ -541,20 +571,20 @@ fn environment_rows(study: &Study, runs: &[Run]) -> Vec<(String, String)> {
                         .find_map(|r| r.summary.get(key).map(scalar_text))
                 })
                 .unwrap_or_else(|| "-".into());
-            (key.to_string(), value)
+            vec![key.to_string(), value]
         })
         .collect()
 }
 
 /// Stage rows (name, title, wall time, command) from study.json, else one per run.
-fn stage_rows(study: &Study, runs: &[Run]) -> Vec<[String; 4]> {
+fn stage_rows(study: &Study, runs: &[Run]) -> Vec<Vec<String>> {
     if let Some(Value::Array(stages)) = study.summary.as_ref().and_then(|s| s.get("stages")) {
         return stages
             .iter()
             .filter_map(Value::as_object)
             .map(|stage| {
                 let text = |k: &str| stage.get(k).map(scalar_text).unwrap_or_else(|| "-".into());
-                [
+                vec![
                     text("name"),
                     text("title"),
                     format_seconds(stage.get("wall_seconds")),
@@ -565,7 +595,7 @@ fn stage_rows(study: &Study, runs: &[Run]) -> Vec<[String; 4]> {
     }
     runs.iter()
         .map(|run| {
-            [
+            vec![
                 run.name(),
                 run.title(),
                 format_seconds(run.summary.get("wall_seconds")),
@@ -752,42 +782,15 @@ fn render_html(study: &Study, runs: &[Run]) -> String {
     out.push_str("</ol></nav>\n");
 
     out.push_str("<h2 id=\"overview\">Overview</h2>\n");
-    let env: Vec<Vec<String>> = environment_rows(study, runs)
-        .into_iter()
-        .map(|(k, v)| vec![k, v])
-        .collect();
+    let env = environment_rows(study, runs);
     html_table(&mut out, Some("Machine"), &["Property", "Value"], &env);
     if runs.is_empty() {
         out.push_str("<p class=\"missing\">No run folders (with a summary.json) were found.</p>\n");
     } else {
-        let summary: Vec<Vec<String>> = runs
-            .iter()
-            .map(|r| {
-                vec![
-                    r.name(),
-                    r.title(),
-                    r.text("final_test_accuracy"),
-                    r.text("best_test_accuracy"),
-                    r.text("epochs_completed"),
-                    format_seconds(r.summary.get("wall_seconds")),
-                ]
-            })
-            .collect();
-        html_table(
-            &mut out,
-            Some("Results"),
-            &[
-                "Run",
-                "Title",
-                "Final test accuracy",
-                "Best test accuracy",
-                "Epochs",
-                "Wall time",
-            ],
-            &summary,
-        );
+        let summary = overview_rows(runs);
+        html_table(&mut out, Some("Results"), &OVERVIEW_HEADER, &summary);
     }
-    let stages: Vec<Vec<String>> = stage_rows(study, runs).into_iter().map(Vec::from).collect();
+    let stages = stage_rows(study, runs);
     if !stages.is_empty() {
         let caption = format!(
             "Stages and wall time (total {})",
@@ -834,10 +837,7 @@ fn render_html(study: &Study, runs: &[Run]) -> String {
             escape_html(&run.folder)
         );
         out.push_str("<div class=\"side\">\n<div>\n");
-        let settings: Vec<Vec<String>> = settings_rows(run)
-            .into_iter()
-            .map(|(k, v)| vec![k, v])
-            .collect();
+        let settings = settings_rows(run);
         html_table(&mut out, Some("Settings"), &["Setting", "Value"], &settings);
         out.push_str("</div>\n<div>\n");
         let (reference_label, results) = results_rows(run);
@@ -927,41 +927,15 @@ fn md_figure(out: &mut String, figure: &Figure) {
 fn render_markdown(study: &Study, runs: &[Run]) -> String {
     let mut out = String::from("# vcortex report\n\n");
     out.push_str("## Overview\n\n");
-    let env: Vec<Vec<String>> = environment_rows(study, runs)
-        .into_iter()
-        .map(|(k, v)| vec![k, v])
-        .collect();
+    let env = environment_rows(study, runs);
     md_table(&mut out, &["Machine", "Value"], &env);
     if runs.is_empty() {
         out.push_str("No run folders (with a summary.json) were found.\n\n");
     } else {
-        let summary: Vec<Vec<String>> = runs
-            .iter()
-            .map(|r| {
-                vec![
-                    r.name(),
-                    r.title(),
-                    r.text("final_test_accuracy"),
-                    r.text("best_test_accuracy"),
-                    r.text("epochs_completed"),
-                    format_seconds(r.summary.get("wall_seconds")),
-                ]
-            })
-            .collect();
-        md_table(
-            &mut out,
-            &[
-                "Run",
-                "Title",
-                "Final test accuracy",
-                "Best test accuracy",
-                "Epochs",
-                "Wall time",
-            ],
-            &summary,
-        );
+        let summary = overview_rows(runs);
+        md_table(&mut out, &OVERVIEW_HEADER, &summary);
     }
-    let stages: Vec<Vec<String>> = stage_rows(study, runs).into_iter().map(Vec::from).collect();
+    let stages = stage_rows(study, runs);
     if !stages.is_empty() {
         let _ = writeln!(
             out,
@@ -993,10 +967,7 @@ fn render_markdown(study: &Study, runs: &[Run]) -> String {
     for run in runs {
         let _ = writeln!(out, "## {}\n", escape_markdown(&run.title()));
         let _ = writeln!(out, "Run folder: {}\n", escape_markdown(&run.folder));
-        let settings: Vec<Vec<String>> = settings_rows(run)
-            .into_iter()
-            .map(|(k, v)| vec![k, v])
-            .collect();
+        let settings = settings_rows(run);
         md_table(&mut out, &["Setting", "Value"], &settings);
         let (reference_label, results) = results_rows(run);
         if let Some(label) = reference_label {

@@ -9,7 +9,9 @@ use serde_json::{json, Map, Value};
 use crate::data::Dataset;
 use crate::model::{Classifier, Cnn};
 use crate::plot::{Colormap, Normalise};
-use crate::train::{train_classifier, EpochMetrics, Optimizer, RunReport};
+use crate::train::{
+    final_accuracy, first_epoch_reaching, train_classifier, EpochMetrics, Optimizer, RunReport,
+};
 
 use super::figures::{self, tiles};
 use super::{
@@ -344,15 +346,11 @@ pub fn a_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>
     }
     let mut results = Map::new();
     for (label, m) in &curves {
-        let first = m
-            .iter()
-            .find(|e| e.test_accuracy.is_some_and(|a| a >= 0.97))
-            .map(|e| e.epoch);
-        results.insert(format!("{label}: first epoch at 0.97"), json!(first));
         results.insert(
-            format!("{label}: final accuracy"),
-            json!(m.last().and_then(|e| e.test_accuracy)),
+            format!("{label}: first epoch at 0.97"),
+            json!(first_epoch_reaching(m, 0.97)),
         );
+        results.insert(format!("{label}: final accuracy"), json!(final_accuracy(m)));
     }
     let mut extra = group_summary(
         opts,

@@ -15,7 +15,7 @@ use crate::model::{DaeStack, Mlp};
 use crate::nn::Sparsity;
 use crate::plot::{Colormap, Normalise, Tile};
 use crate::train::{
-    pretrain_dae, train_classifier, Checkpoint, DaeConfig, EpochMetrics, Optimizer,
+    final_accuracy, pretrain_dae, train_classifier, Checkpoint, DaeConfig, EpochMetrics, Optimizer,
 };
 
 use super::cnn::SUBSET_RUNS;
@@ -484,9 +484,9 @@ pub fn b2(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
         "results".into(),
         json!({
             "pre-trained: epoch 1 accuracy": runs[0].1.first().and_then(|m| m.test_accuracy),
-            "pre-trained: final accuracy": runs[0].1.last().and_then(|m| m.test_accuracy),
+            "pre-trained: final accuracy": final_accuracy(&runs[0].1),
             "random init: epoch 1 accuracy": runs[1].1.first().and_then(|m| m.test_accuracy),
-            "random init: final accuracy": runs[1].1.last().and_then(|m| m.test_accuracy),
+            "random init: final accuracy": final_accuracy(&runs[1].1),
         }),
     );
     extra.insert(
@@ -609,7 +609,7 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     let mut results = layer_results(&layers);
     results.insert(
         "fine-tuned: final accuracy".into(),
-        json!(fine_m.last().and_then(|m| m.test_accuracy)),
+        json!(final_accuracy(&fine_m)),
     );
     let mut extra = group_summary(opts, "b3", title, "dae");
     extra.insert("figures".into(), Value::Array(figs));
@@ -683,10 +683,7 @@ pub fn b_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>
     )?;
     let mut results = Map::new();
     for (label, m) in &runs {
-        results.insert(
-            format!("{label}: final accuracy"),
-            json!(m.last().and_then(|e| e.test_accuracy)),
-        );
+        results.insert(format!("{label}: final accuracy"), json!(final_accuracy(m)));
     }
     let mut extra = group_summary(
         opts,

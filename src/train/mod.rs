@@ -209,6 +209,19 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
+/// The last epoch's test accuracy (classifiers), if any.
+pub fn final_accuracy(metrics: &[EpochMetrics]) -> Option<f64> {
+    metrics.last().and_then(|m| m.test_accuracy)
+}
+
+/// The first epoch whose test accuracy reaches `threshold`, if any.
+pub fn first_epoch_reaching(metrics: &[EpochMetrics], threshold: f64) -> Option<usize> {
+    metrics
+        .iter()
+        .find(|m| m.test_accuracy.is_some_and(|a| a >= threshold))
+        .map(|m| m.epoch)
+}
+
 /// Why a run could not start or stopped.
 #[derive(Debug)]
 pub enum TrainError {

@@ -70,10 +70,7 @@ pub fn summary_fields(metrics: &[EpochMetrics]) -> Map<String, Value> {
             Some((b, _)) if b >= a => best,
             _ => Some((a, e)),
         });
-    let first_097 = metrics
-        .iter()
-        .find(|m| m.test_accuracy.is_some_and(|a| a >= 0.97))
-        .map(|m| m.epoch);
+    let first_097 = super::first_epoch_reaching(metrics, 0.97);
     let mut s = Map::new();
     s.insert("epochs_completed".into(), json!(metrics.len()));
     s.insert(

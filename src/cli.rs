@@ -143,8 +143,13 @@ pub struct InfoArgs {
 
 /// Configures the global thread pool, then runs the chosen command.
 pub fn run(cli: Cli) -> Result<(), Error> {
+    // Subnormals flushed on every compute thread (see the kernel's doc).
+    crate::kernels::flush_subnormals_on_this_thread();
     rayon::ThreadPoolBuilder::new()
         .num_threads(cli.threads)
+        .start_handler(|_| {
+            crate::kernels::flush_subnormals_on_this_thread();
+        })
         .build_global()
         .map_err(Error::ThreadPool)?;
     match cli.command {

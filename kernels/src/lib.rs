@@ -23,4 +23,4 @@ pub mod rng;
 pub mod simd;
 pub mod vmath;
 
-pub use simd::SIMD_LEVEL;
+pub use simd::{flush_subnormals_on_this_thread, SIMD_LEVEL};

@@ -17,3 +17,47 @@ pub const SIMD_LEVEL: &str = if cfg!(all(target_arch = "x86_64", target_feature 
 } else {
     "scalar"
 };
+
+/// Makes this thread's float arithmetic flush subnormal results to zero and
+/// read subnormal inputs as zero (x86: MXCSR FTZ and DAZ; aarch64: FPCR FZ).
+///
+/// Why: late in training, softmax gradients of well-learned images fall below
+/// f32::MIN_POSITIVE (1.2e-38) and every layer's backward pass then works on
+/// subnormals, which x86 cores handle in microcode at ~100x the cost of a
+/// normal FMA: a CNN epoch slowed from 1.3 s to over 6 s in testing. Values
+/// that small carry nothing at f32 training precision; oneDNN (PyTorch) runs
+/// with the same flags. Returns whether the flags could be set on this target.
+pub fn flush_subnormals_on_this_thread() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        const FTZ: u32 = 1 << 15;
+        const DAZ: u32 = 1 << 6;
+        let mut csr: u32 = 0;
+        // SAFETY: stmxcsr stores the 4-byte MXCSR into `csr`, a live local;
+        // ldmxcsr loads it back with two mode bits set, which changes only how
+        // this thread rounds subnormals (no exception is unmasked).
+        unsafe {
+            core::arch::asm!("stmxcsr [{}]", in(reg) &mut csr as *mut u32, options(nostack, preserves_flags));
+            csr |= FTZ | DAZ;
+            core::arch::asm!("ldmxcsr [{}]", in(reg) &csr as *const u32, options(nostack, preserves_flags, readonly));
+        }
+        true
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        const FZ: u64 = 1 << 24;
+        let mut fpcr: u64;
+        // SAFETY: reads and writes this thread's floating-point control
+        // register, setting only flush-to-zero mode.
+        unsafe {
+            core::arch::asm!("mrs {}, fpcr", out(reg) fpcr, options(nomem, nostack, preserves_flags));
+            fpcr |= FZ;
+            core::arch::asm!("msr fpcr, {}", in(reg) fpcr, options(nomem, nostack, preserves_flags));
+        }
+        true
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}

@@ -346,6 +346,9 @@ fn infer_work(
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
+        .start_handler(|_| {
+            crate::kernels::flush_subnormals_on_this_thread();
+        })
         .build()
         .map_err(|e| ExpError::Config(format!("cannot start {threads} threads: {e}")))?;
     let cnn = Cnn::study(opts.seed);

@@ -280,9 +280,16 @@ fn resolve_threads(threads: usize) -> usize {
     }
 }
 
+/// The training pool. Its workers, and the calling thread (which runs the
+/// small sequential updates), flush subnormals to zero: see
+/// [`crate::kernels::flush_subnormals_on_this_thread`] for why.
 fn build_pool(threads: usize) -> Result<ThreadPool, TrainError> {
+    crate::kernels::flush_subnormals_on_this_thread();
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
+        .start_handler(|_| {
+            crate::kernels::flush_subnormals_on_this_thread();
+        })
         .build()
         .map_err(|e| TrainError::Config(format!("cannot start {threads} threads: {e}")))
 }

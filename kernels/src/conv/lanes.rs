@@ -21,6 +21,7 @@
 //! Ragged groups (batch not a multiple of `L`) are zero-padded; padded lanes are
 //! never stored.
 
+use super::transpose;
 use crate::conv::ConvShape;
 use crate::gemm::Activation;
 
@@ -90,42 +91,28 @@ fn pack_group(
     assert!((1..=L).contains(&g) && dst.len() == planes * ph * pw);
     let img = planes * h * w;
     assert!(src.len() >= (n0 + g) * img);
-    if g < L || pad_y > 0 || pad_x > 0 {
-        dst.fill(V::ZERO);
-    }
-    if g == L {
-        // Full group: build each vector from its L lanes (strided loads that
-        // hit L1/L2 rows) and store it whole; one vector store instead of L
-        // scalar stores into the same cell.
-        for c in 0..planes {
-            for y in 0..h {
-                let row_start = (c * ph + y + pad_y) * pw + pad_x;
-                let src_row = n0 * img + (c * h + y) * w;
-                for (x, cell) in dst[row_start..row_start + w].iter_mut().enumerate() {
-                    let p = src_row + x;
-                    // SAFETY: p + (L - 1) * img = (n0 + L - 1) * img + (c * h + y) * w + x
-                    // < (n0 + g) * img <= src.len(), asserted above.
-                    *cell = V::new(core::array::from_fn(|l| unsafe {
-                        *src.get_unchecked(p + l * img)
-                    }));
-                }
-            }
-        }
+    let src = src[n0 * img..].as_ptr();
+    if pad_y == 0 && pad_x == 0 {
+        // Unpadded, an image is one contiguous row of planes * h * w values.
+        // SAFETY: rows l < g of img values start at (n0 + l) * img and end
+        // within (n0 + g) * img <= src.len(), asserted above.
+        unsafe { transpose::pack(src, img, g, dst) };
         return;
     }
-    let d: &mut [f32] = bytemuck::cast_slice_mut(dst);
-    // Row by row: the destination row (w vectors) stays in L1 while the g
-    // source rows are read contiguously.
+    dst.fill(V::ZERO);
     for c in 0..planes {
         for y in 0..h {
-            let row_start = ((c * ph + y + pad_y) * pw + pad_x) * L;
-            let drow = &mut d[row_start..row_start + w * L];
-            for l in 0..g {
-                let s = (n0 + l) * img + (c * h + y) * w;
-                for (cell, &v) in drow.chunks_exact_mut(L).zip(&src[s..s + w]) {
-                    cell[l] = v;
-                }
-            }
+            let row_start = (c * ph + y + pad_y) * pw + pad_x;
+            // SAFETY: row (c, y) of image n0 + l < n0 + g has w values inside
+            // the images asserted above.
+            unsafe {
+                transpose::pack(
+                    src.add((c * h + y) * w),
+                    img,
+                    g,
+                    &mut dst[row_start..row_start + w],
+                )
+            };
         }
     }
 }
@@ -157,45 +144,33 @@ fn grown<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) -> &mut [T] {
 }
 
 /// Unpacks lanes `l < g` of `src` (one vector per column) into `g` rows:
-/// `dst[l * stride + x] = src[x][l]`. Each destination row is written
-/// contiguously (whole cache lines), and the strided reads come from L1; a
-/// lane-by-lane scatter of each vector instead touches `g` lines per store.
+/// `dst[l * stride + x] = src[x][l]`, as register transposes of `L x L`
+/// blocks (see `transpose`).
 ///
 /// # Safety
 /// `dst + l * stride + x` must be valid for writes for every `l < g` and
 /// `x < src.len()`, and `g <= L`.
 #[inline(always)]
 unsafe fn unpack_rows(src: &[V], dst: *mut f32, stride: usize, g: usize) {
-    let f: &[f32] = bytemuck::cast_slice(src);
-    for l in 0..g {
-        // SAFETY: row l of the destination is valid per the caller.
-        let d = unsafe { dst.add(l * stride) };
-        for (x, v) in f[l..].iter().step_by(L).take(src.len()).enumerate() {
-            // SAFETY: x < src.len(), inside row l.
-            unsafe { *d.add(x) = *v };
+    // SAFETY: forwarded from the caller.
+    unsafe { transpose::unpack(src, dst, stride, g) }
+}
+
+/// Applies the activation in place to a row of tiles. A separate pass rather
+/// than fused into the tile's stores: any non-trivial code between the FMA
+/// loop and the stores (closures, a match per vector) has made LLVM keep the
+/// accumulators on the stack, a store after every FMA in the hot loop.
+fn activate_rows(rows: &mut [V], act: Activation) {
+    match act {
+        Activation::Identity => {}
+        Activation::Relu => rows.iter_mut().for_each(|v| *v = v.max(V::ZERO)),
+        Activation::Sigmoid => {
+            let f: &mut [f32] = bytemuck::cast_slice_mut(rows);
+            for x in f {
+                *x = crate::reference::sigmoid(*x);
+            }
         }
     }
-}
-
-#[inline(always)]
-fn activate(v: V, act: Activation) -> V {
-    match act {
-        Activation::Identity => v,
-        Activation::Relu => v.max(V::ZERO),
-        Activation::Sigmoid => sigmoid_lanes(v),
-    }
-}
-
-/// Out of line so that `activate` stays tiny: the tile's store loop must be
-/// fully unrolled, or the accumulator array is indexed at run time and LLVM
-/// keeps it on the stack (a store after every FMA in the hot loop).
-#[inline(never)]
-fn sigmoid_lanes(v: V) -> V {
-    let mut a = v.to_array();
-    for x in &mut a {
-        *x = crate::reference::sigmoid(*x);
-    }
-    V::new(a)
 }
 
 /// A valid convolution of one packed group into g NCHW output images.
@@ -280,6 +255,7 @@ impl PackedConv<'_> {
                     }
                     x0 += if full_x { XM } else { 1 };
                 }
+                activate_rows(&mut rows[..cn * ow], self.act);
                 for c in 0..cn {
                     let dst = out[(co0 + c) * oh * ow + y * ow..].as_mut_ptr();
                     // SAFETY: lane l < g goes to image l (out holds g images of
@@ -291,7 +267,7 @@ impl PackedConv<'_> {
         }
     }
 
-    /// Output channels co0..co0+C, row y, columns x0..x0+X, activated, into
+    /// Output channels co0..co0+C, row y, columns x0..x0+X, not activated, into
     /// `rows[c * ow + x0 + j]`.
     ///
     /// # Safety
@@ -343,8 +319,6 @@ impl PackedConv<'_> {
         }
         let ow = self.ow();
         let base = rows.as_mut_ptr().add(x0);
-        let act = self.act;
-        let acc = acc.map(|row| row.map(|v| activate(v, act)));
         for c in 0..C {
             for j in 0..X {
                 // SAFETY: c < C and x0 + j < ow, inside rows (C * ow).

@@ -172,6 +172,17 @@ proptest! {
         check_backward_input(&s, seed);
     }
 
+    /// The column-block path (20-wide output, 9-wide kernel: conv1's shape)
+    /// at other heights and channel counts.
+    #[test]
+    fn backward_input_block_path_matches_reference(
+        batch in 1usize..=18, c_in in 1usize..=3, c_out in 1usize..=17, kh in 1usize..=9,
+        dh in 0usize..=3, seed in any::<u64>(),
+    ) {
+        let s = ConvShape { batch, c_in, h: kh + dh, w: 28, c_out, kh, kw: 9 };
+        check_backward_input(&s, seed);
+    }
+
     #[test]
     fn backward_filter_matches_reference(s in shape_strategy(), seed in any::<u64>()) {
         check_backward_filter(&s, seed);

@@ -34,6 +34,8 @@ mod width {
     pub const FWD_B: [usize; 2] = [5, 3]; // conv2: 20 = 4 * 5 channels, 6 = 2 * 3 columns
     pub const BWF_A: [usize; 2] = [5, 3]; // conv1: 15 channels, 9 = 3 * 3 kernel columns
     pub const BWF_B: [usize; 2] = [4, 5]; // conv2: 20 channels, 5 kernel columns
+                                          // conv1 backward-input: 14 accumulators + 9 filter taps + 1 operand.
+    pub const BWI_XB: usize = 14;
 }
 
 #[cfg(all(
@@ -50,6 +52,7 @@ mod width {
     pub const FWD_B: [usize; 2] = [2, 6];
     pub const BWF_A: [usize; 2] = [3, 3];
     pub const BWF_B: [usize; 2] = [2, 5];
+    pub const BWI_XB: usize = 7;
 }
 
 #[cfg(not(any(
@@ -67,9 +70,10 @@ mod width {
     pub const FWD_B: [usize; 2] = [2, 6];
     pub const BWF_A: [usize; 2] = [3, 3];
     pub const BWF_B: [usize; 2] = [2, 5];
+    pub const BWI_XB: usize = 7;
 }
 
-use width::{BWF_A, BWF_B, FWD_A, FWD_B};
+use width::{BWF_A, BWF_B, BWI_XB, FWD_A, FWD_B};
 pub use width::{L, V};
 
 /// Packs images `n0 .. n0 + g` of `src` (each `planes x h x w`, NCHW) into
@@ -387,6 +391,18 @@ pub fn backward_input(
             }
             return;
         }
+        if ow == 20 && s.kw == 9 {
+            // conv1's shape: blocks of input-gradient columns in registers.
+            let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
+            let row = grown(&mut sc.rows, s.w, V::ZERO);
+            for n0 in (0..s.batch).step_by(L) {
+                let g = L.min(s.batch - n0);
+                pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, gp);
+                let out = &mut grad_input[n0 * in_img..(n0 + g) * in_img];
+                backward_input_blocks::<20, 9>(s, gp, weight, out, g, row);
+            }
+            return;
+        }
         // General shapes: a valid convolution of the zero-padded output gradient
         // with the filters flipped in both axes and c_in <-> c_out swapped.
         let (kh, kw) = (s.kh, s.kw);
@@ -474,6 +490,145 @@ fn backward_input_rows<const OW: usize, const KW: usize>(
             // SAFETY: lane l < g writes image l, channel ci < c_in, row
             // iy < h, columns x < wn = w: inside out (g images of in_img).
             unsafe { unpack_rows(&acc[..wn], out.as_mut_ptr().add(base), in_img, g) };
+        }
+    }
+}
+
+/// Input-gradient rows of a wide shape (conv1: 20-wide output, 9-wide
+/// kernel, 28-wide input), `BWI_XB` columns at a time in registers; each
+/// block does exactly the useful multiply-adds. Per element the sum runs over
+/// co, then ky, then kx descending (fixed: deterministic).
+fn backward_input_blocks<const OW: usize, const KW: usize>(
+    s: &ConvShape,
+    gp: &[V],
+    weight: &[f32],
+    out: &mut [f32],
+    g: usize,
+    row: &mut [V],
+) {
+    const XB: usize = BWI_XB;
+    let wn = OW + KW - 1;
+    let (oh, c_in, c_out) = (s.out_h(), s.c_in, s.c_out);
+    assert!(KW <= 9 && s.w == wn && s.kw == KW && s.out_w() == OW);
+    assert!(wn.is_multiple_of(XB) && wn <= 4 * XB);
+    assert!(gp.len() == c_out * oh * OW && weight.len() == s.weight_len());
+    assert!(row.len() == wn);
+    let in_img = c_in * s.h * wn;
+    assert!((1..=L).contains(&g) && out.len() == g * in_img);
+    let job = InputGradRow::<OW, KW> {
+        gp: gp.as_ptr(),
+        weight: weight.as_ptr(),
+        c_in,
+        c_out,
+        kh: s.kh,
+        oh,
+    };
+    let dst = row.as_mut_ptr();
+    for ci in 0..c_in {
+        for iy in 0..s.h {
+            // SAFETY: ci < c_in and iy < h = oh + kh - 1; the blocks cover
+            // columns X0 .. X0 + XB <= wn = row.len(); the asserts above
+            // checked gp and weight against the shape.
+            unsafe {
+                job.block::<XB, 0>(ci, iy, dst);
+                if XB < wn {
+                    job.block::<XB, { XB }>(ci, iy, dst);
+                }
+                if 2 * XB < wn {
+                    job.block::<XB, { 2 * XB }>(ci, iy, dst);
+                }
+                if 3 * XB < wn {
+                    job.block::<XB, { 3 * XB }>(ci, iy, dst);
+                }
+            }
+            let base = (ci * s.h + iy) * wn;
+            // SAFETY: lane l < g writes image l, channel ci < c_in, row
+            // iy < h, columns x < wn = w: inside out (g images of in_img).
+            unsafe { unpack_rows(row, out.as_mut_ptr().add(base), in_img, g) };
+        }
+    }
+}
+
+/// One input-gradient row's operands for `backward_input_blocks`.
+struct InputGradRow<const OW: usize, const KW: usize> {
+    /// Packed output gradient, `c_out x oh x OW` vectors.
+    gp: *const V,
+    /// `[c_out][c_in][kh][KW]`.
+    weight: *const f32,
+    c_in: usize,
+    c_out: usize,
+    kh: usize,
+    oh: usize,
+}
+
+impl<const OW: usize, const KW: usize> InputGradRow<OW, KW> {
+    /// Columns X0 .. X0 + XB of input-gradient row iy, channel ci, into
+    /// `dst[X0..X0 + XB]`. All loop bounds over columns are constants, so
+    /// the block is straight-line code with its accumulators in registers.
+    ///
+    /// # Safety
+    /// ci < c_in, iy < oh + kh - 1, `dst` valid for X0 + XB vectors, and the
+    /// pointers hold the shapes described on the fields.
+    #[inline(never)] // optimised alone, its accumulators stay in registers
+    unsafe fn block<const XB: usize, const X0: usize>(&self, ci: usize, iy: usize, dst: *mut V) {
+        let (oh, kh) = (self.oh, self.kh);
+        // Output rows y = iy - ky must lie in 0..oh.
+        let ky_lo = (iy + 1).saturating_sub(oh);
+        let ky_hi = iy.min(kh - 1);
+        let mut acc = [V::ZERO; XB];
+        for co in 0..self.c_out {
+            for ky in ky_lo..=ky_hi {
+                // SAFETY: co < c_out, iy - ky < oh and x < OW index gp; the
+                // weight index (co, ci, ky, kx) with kx < KW is in range.
+                let grow = self.gp.add((co * oh + iy - ky) * OW);
+                let wrow = self.weight.add(((co * self.c_in + ci) * kh + ky) * KW);
+                // One call per filter tap with the tap index a constant: each
+                // is a short fixed loop over the accumulators that LLVM fully
+                // unrolls, so every accumulator index is a constant.
+                tap_step::<OW, KW, XB, X0, 0>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 1>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 2>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 3>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 4>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 5>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 6>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 7>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 8>(grow, wrow, &mut acc);
+            }
+        }
+        for (j, &a) in acc.iter().enumerate() {
+            // SAFETY: X0 + j < X0 + XB, inside dst per the caller.
+            *dst.add(X0 + j) = a;
+        }
+    }
+}
+
+/// acc[j] += grad row[X0 + j - KX] * w[KX] for the j whose output column lies
+/// in 0..OW (tap KX of input column X0 + j); nothing if KX >= KW.
+///
+/// # Safety
+/// `grow` holds OW vectors and `wrow` KW floats.
+#[inline(always)]
+unsafe fn tap_step<
+    const OW: usize,
+    const KW: usize,
+    const XB: usize,
+    const X0: usize,
+    const KX: usize,
+>(
+    grow: *const V,
+    wrow: *const f32,
+    acc: &mut [V; XB],
+) {
+    if KX >= KW {
+        return;
+    }
+    let tap = V::splat(*wrow.add(KX));
+    for (j, a) in acc.iter_mut().enumerate() {
+        let i = X0 + j;
+        if i >= KX && i - KX < OW {
+            // SAFETY: i - KX < OW, inside grow.
+            *a = (*grow.add(i - KX)).mul_add(tap, *a);
         }
     }
 }

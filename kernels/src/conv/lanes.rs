@@ -685,33 +685,75 @@ fn filter_tiles<const CM: usize, const XM: usize>(
 ) {
     assert!(xin.len() == s.input_len() / s.batch && gp.len() == s.output_len() / s.batch);
     assert_eq!(wacc.len(), s.weight_len());
+    let oh = s.out_h();
+    // Output rows per pass: a pass re-reads its CM x rows x ow gradient
+    // vectors once per (ci, ky, kx tile), so they must stay in L1 (conv1's
+    // whole 5 x 400 tile is 128 KiB). Splitting the rows only stores and
+    // reloads the accumulators in between: each sum still runs over y, then
+    // x, in ascending order, so results are bit-identical for any split.
+    let rows_per_pass = (256 / (CM * s.out_w()).max(1)).clamp(1, oh.max(1));
     let mut co0 = 0;
     while co0 < s.c_out {
         let full_c = s.c_out - co0 >= CM;
-        for ci in 0..s.c_in {
-            for ky in 0..s.kh {
-                let mut kx0 = 0;
-                while kx0 < s.kw {
-                    let full_x = s.kw - kx0 >= XM;
-                    // SAFETY: co0 + C <= c_out, kx0 + X <= kw, ci < c_in and
-                    // ky < kh by the loop bounds; lengths checked above.
-                    unsafe {
-                        match (full_c, full_x) {
-                            (true, true) => {
-                                filter_tile::<CM, XM>(s, xin, gp, wacc, co0, ci, ky, kx0)
-                            }
-                            (true, false) => {
-                                filter_tile::<CM, 1>(s, xin, gp, wacc, co0, ci, ky, kx0)
-                            }
-                            (false, true) => {
-                                filter_tile::<1, XM>(s, xin, gp, wacc, co0, ci, ky, kx0)
-                            }
-                            (false, false) => {
-                                filter_tile::<1, 1>(s, xin, gp, wacc, co0, ci, ky, kx0)
+        for y0 in (0..oh).step_by(rows_per_pass) {
+            let ys = y0..(y0 + rows_per_pass).min(oh);
+            for ci in 0..s.c_in {
+                for ky in 0..s.kh {
+                    let mut kx0 = 0;
+                    while kx0 < s.kw {
+                        let full_x = s.kw - kx0 >= XM;
+                        // SAFETY: co0 + C <= c_out, kx0 + X <= kw, ci < c_in and
+                        // ky < kh by the loop bounds; lengths checked above.
+                        unsafe {
+                            match (full_c, full_x) {
+                                (true, true) => filter_tile::<CM, XM>(
+                                    s,
+                                    xin,
+                                    gp,
+                                    wacc,
+                                    co0,
+                                    ci,
+                                    ky,
+                                    kx0,
+                                    ys.clone(),
+                                ),
+                                (true, false) => filter_tile::<CM, 1>(
+                                    s,
+                                    xin,
+                                    gp,
+                                    wacc,
+                                    co0,
+                                    ci,
+                                    ky,
+                                    kx0,
+                                    ys.clone(),
+                                ),
+                                (false, true) => filter_tile::<1, XM>(
+                                    s,
+                                    xin,
+                                    gp,
+                                    wacc,
+                                    co0,
+                                    ci,
+                                    ky,
+                                    kx0,
+                                    ys.clone(),
+                                ),
+                                (false, false) => filter_tile::<1, 1>(
+                                    s,
+                                    xin,
+                                    gp,
+                                    wacc,
+                                    co0,
+                                    ci,
+                                    ky,
+                                    kx0,
+                                    ys.clone(),
+                                ),
                             }
                         }
+                        kx0 += if full_x { XM } else { 1 };
                     }
-                    kx0 += if full_x { XM } else { 1 };
                 }
             }
         }
@@ -719,10 +761,10 @@ fn filter_tiles<const CM: usize, const XM: usize>(
     }
 }
 
-/// dW[co0..co0+C][ci][ky][kx0..kx0+X] += sum over output positions.
+/// dW[co0..co0+C][ci][ky][kx0..kx0+X] += sum over output rows `ys`.
 ///
 /// # Safety
-/// co0 + C <= c_out, ci < c_in, ky < kh, kx0 + X <= kw, and the buffers have
+/// co0 + C <= c_out, ci < c_in, ky < kh, kx0 + X <= kw, ys.end <= oh, and the buffers have
 /// the lengths `filter_tiles` checks.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -736,6 +778,7 @@ unsafe fn filter_tile<const C: usize, const X: usize>(
     ci: usize,
     ky: usize,
     kx0: usize,
+    ys: core::ops::Range<usize>,
 ) {
     let (oh, ow, w) = (s.out_h(), s.out_w(), s.w);
     let plane = oh * ow;
@@ -751,7 +794,7 @@ unsafe fn filter_tile<const C: usize, const X: usize>(
     }
     let gbase = gp.as_ptr().add(co0 * plane);
     let xbase = xin.as_ptr().add((ci * s.h + ky) * w + kx0);
-    for y in 0..oh {
+    for y in ys {
         // SAFETY: gradient reads (co0 + c, y, x) with c < C, y < oh, x < ow;
         // input reads (ci, y + ky, x + kx0 + j) with y + ky < h and
         // x + kx0 + j < ow + kw - 1 = w.

@@ -214,7 +214,6 @@ impl PackedConv<'_> {
         assert!((1..=L).contains(&g) && out.len() == g * self.c_out * self.oh() * self.ow());
         let ow = self.ow();
         let prefer_a = ow.is_multiple_of(FWD_A[1]) && !ow.is_multiple_of(FWD_B[1]);
-        let rows = grown(rows, FWD_A[0].max(FWD_B[0]) * ow, V::ZERO);
         match (self.kw, prefer_a) {
             (9, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 9>(out, g, rows),
             (9, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 9>(out, g, rows),
@@ -227,44 +226,59 @@ impl PackedConv<'_> {
 
     /// Covers the output with CM x XM tiles; leftover channels and columns get
     /// 1-wide tiles. KW = 0 means "kernel width known only at run time".
-    /// Each row of tiles (channels co0.., row y) lands in `rows` and is then
-    /// unpacked into the g images with contiguous row writes.
+    /// A block of tiles (channels co0.., rows y0..y1) lands in `rows` and is
+    /// then unpacked into the g images: per channel its rows are contiguous
+    /// in both, so the transposes run over (y1 - y0) * ow columns at once
+    /// (conv1: 4 rows of 20 are 5 full 16-column blocks; one row is 2 blocks,
+    /// one of them mostly masked off).
     fn tiles<const CM: usize, const XM: usize, const KW: usize>(
         &self,
         out: &mut [f32],
         g: usize,
-        rows: &mut [V],
+        rows: &mut Vec<V>,
     ) {
         let (oh, ow, c_out) = (self.oh(), self.ow(), self.c_out);
-        assert!(rows.len() >= CM * ow);
+        // About 25 KiB of tiles per block: stays in L1 until unpacked.
+        let rows_per_block = (400 / (CM * ow)).clamp(1, oh);
+        let cstride = rows_per_block * ow;
+        let rows = grown(rows, CM * cstride, V::ZERO);
         let img = c_out * oh * ow;
         let mut co0 = 0;
         while co0 < c_out {
             let full_c = c_out - co0 >= CM;
             let cn = if full_c { CM } else { 1 };
-            for y in 0..oh {
-                let mut x0 = 0;
-                while x0 < ow {
-                    let full_x = ow - x0 >= XM;
-                    // SAFETY: co0 + C <= c_out, x0 + X <= ow and y < oh hold by
-                    // the loop bounds, which is what `tile` requires; `run`
-                    // checked every buffer length against the shape.
-                    unsafe {
-                        match (full_c, full_x) {
-                            (true, true) => self.tile::<CM, XM, KW>(rows, co0, y, x0),
-                            (true, false) => self.tile::<CM, 1, KW>(rows, co0, y, x0),
-                            (false, true) => self.tile::<1, XM, KW>(rows, co0, y, x0),
-                            (false, false) => self.tile::<1, 1, KW>(rows, co0, y, x0),
+            for y0 in (0..oh).step_by(rows_per_block) {
+                let y1 = (y0 + rows_per_block).min(oh);
+                for y in y0..y1 {
+                    let mut x0 = 0;
+                    while x0 < ow {
+                        let full_x = ow - x0 >= XM;
+                        let dst = rows[(y - y0) * ow + x0..].as_mut_ptr();
+                        // SAFETY: co0 + C <= c_out, x0 + X <= ow and y < oh hold
+                        // by the loop bounds; dst + c * cstride + j for c < C,
+                        // j < X stays inside rows (CM * cstride) as
+                        // (y - y0) * ow + x0 + j < cstride; `run` checked every
+                        // other buffer against the shape.
+                        unsafe {
+                            match (full_c, full_x) {
+                                (true, true) => self.tile::<CM, XM, KW>(dst, cstride, co0, y, x0),
+                                (true, false) => self.tile::<CM, 1, KW>(dst, cstride, co0, y, x0),
+                                (false, true) => self.tile::<1, XM, KW>(dst, cstride, co0, y, x0),
+                                (false, false) => self.tile::<1, 1, KW>(dst, cstride, co0, y, x0),
+                            }
                         }
+                        x0 += if full_x { XM } else { 1 };
                     }
-                    x0 += if full_x { XM } else { 1 };
                 }
-                activate_rows(&mut rows[..cn * ow], self.act);
+                let n = (y1 - y0) * ow;
                 for c in 0..cn {
-                    let dst = out[(co0 + c) * oh * ow + y * ow..].as_mut_ptr();
+                    let block = &mut rows[c * cstride..c * cstride + n];
+                    activate_rows(block, self.act);
+                    let dst = out[(co0 + c) * oh * ow + y0 * ow..].as_mut_ptr();
                     // SAFETY: lane l < g goes to image l (out holds g images of
-                    // img), channel co0 + c < c_out, row y < oh, ow columns.
-                    unsafe { unpack_rows(&rows[c * ow..(c + 1) * ow], dst, img, g) };
+                    // img), channel co0 + c < c_out, rows y0..y1 <= oh: n
+                    // contiguous values of that channel's plane.
+                    unsafe { unpack_rows(block, dst, img, g) };
                 }
             }
             co0 += if full_c { CM } else { 1 };
@@ -272,16 +286,18 @@ impl PackedConv<'_> {
     }
 
     /// Output channels co0..co0+C, row y, columns x0..x0+X, not activated, into
-    /// `rows[c * ow + x0 + j]`.
+    /// `dst[c * cstride + j]`.
     ///
     /// # Safety
-    /// co0 + C <= c_out, y < oh, x0 + X <= ow, rows.len() >= C * ow, and the
-    /// buffers match the shape (checked in `run`).
+    /// co0 + C <= c_out, y < oh, x0 + X <= ow, `dst + c * cstride + j` valid
+    /// for writes for c < C, j < X, and the buffers match the shape (checked
+    /// in `run`).
     #[inline(never)] // optimised alone, its accumulators stay in registers
     #[allow(clippy::needless_range_loop)] // acc[c][j] indexed by two loop counters
     unsafe fn tile<const C: usize, const X: usize, const KW: usize>(
         &self,
-        rows: &mut [V],
+        dst: *mut V,
+        cstride: usize,
         co0: usize,
         y: usize,
         x0: usize,
@@ -321,12 +337,10 @@ impl PackedConv<'_> {
                 }
             }
         }
-        let ow = self.ow();
-        let base = rows.as_mut_ptr().add(x0);
         for c in 0..C {
             for j in 0..X {
-                // SAFETY: c < C and x0 + j < ow, inside rows (C * ow).
-                *base.add(c * ow + j) = acc[c][j];
+                // SAFETY: c < C and j < X, valid per the caller.
+                *dst.add(c * cstride + j) = acc[c][j];
             }
         }
     }

@@ -94,13 +94,28 @@ mod imp {
         }
     }
 
+    /// Columns in the first block so that every later block starts on a
+    /// 64-byte line of every row: rows `stride` apart share their alignment
+    /// only if the stride is a multiple of 16 floats. A block that straddles
+    /// two lines costs a split load or store per row.
+    #[inline(always)]
+    fn first_block(p: *const f32, stride: usize) -> usize {
+        let misaligned = (p as usize / 4) % 16;
+        if stride.is_multiple_of(16) && misaligned != 0 {
+            16 - misaligned
+        } else {
+            16
+        }
+    }
+
     #[inline(always)]
     pub(super) unsafe fn pack(src: *const f32, stride: usize, g: usize, dst: &mut [V]) {
         let n = dst.len();
         let d = dst.as_mut_ptr().cast::<f32>();
         let mut x0 = 0;
+        let mut block = first_block(src, stride);
         while x0 < n {
-            let m = (n - x0).min(16);
+            let m = (n - x0).min(block);
             let k = mask(m);
             let mut r = [_mm512_setzero_ps(); 16];
             for (l, row) in r.iter_mut().enumerate() {
@@ -117,7 +132,8 @@ mod imp {
                     unsafe { _mm512_storeu_ps(d.add((x0 + j) * 16), *v) };
                 }
             }
-            x0 += 16;
+            x0 += m;
+            block = 16;
         }
     }
 
@@ -126,8 +142,9 @@ mod imp {
         let n = src.len();
         let s = src.as_ptr().cast::<f32>();
         let mut x0 = 0;
+        let mut block = first_block(dst, stride);
         while x0 < n {
-            let m = (n - x0).min(16);
+            let m = (n - x0).min(block);
             let k = mask(m);
             let mut r = [_mm512_setzero_ps(); 16];
             for (j, v) in r.iter_mut().enumerate() {
@@ -144,7 +161,8 @@ mod imp {
                     unsafe { _mm512_mask_storeu_ps(dst.add(l * stride + x0), k, *row) };
                 }
             }
-            x0 += 16;
+            x0 += m;
+            block = 16;
         }
     }
 }
@@ -311,32 +329,53 @@ mod imp {
 mod tests {
     use super::*;
 
-    /// Every (columns, images, stride) combination around the block size:
-    /// pack must place element (l, x) in lane l of vector x and zero the rest;
-    /// unpack must invert it and write nothing outside the g rows of n columns.
+    /// Every (columns, images, stride, alignment) combination around the
+    /// block size: pack must place element (l, x) in lane l of vector x and
+    /// zero the rest; unpack must invert it and write nothing outside the g
+    /// rows of n columns. Strides that are multiples of 16 with a misaligned
+    /// start take the line-aligned block split.
     #[test]
     fn pack_and_unpack_are_exact_transposes() {
         for n in [1, 3, L - 1, L, L + 1, 2 * L + 3, 49] {
             for g in [1, 2, L / 2 + 1, L - 1, L] {
-                let stride = n + 5;
-                let src: Vec<f32> = (0..g * stride).map(|i| i as f32 + 0.5).collect();
-                let mut packed = vec![V::splat(-1.0); n];
-                // SAFETY: rows l < g of n columns lie inside src (g * stride).
-                unsafe { pack(src.as_ptr(), stride, g, &mut packed) };
-                for (x, v) in packed.iter().enumerate() {
-                    for (l, &e) in v.to_array().iter().enumerate() {
-                        let want = if l < g { src[l * stride + x] } else { 0.0 };
-                        assert_eq!(e, want, "pack n {n} g {g}: lane {l} of column {x}");
+                for stride in [n + 5, n.next_multiple_of(16) + 16] {
+                    for off in [0, 3, 13] {
+                        check_round_trip(n, g, stride, off);
                     }
                 }
-                let mut back = vec![-7.0f32; g * stride];
-                // SAFETY: as for pack.
-                unsafe { unpack(&packed, back.as_mut_ptr(), stride, g) };
-                for (i, &e) in back.iter().enumerate() {
-                    let want = if i % stride < n { src[i] } else { -7.0 };
-                    assert_eq!(e, want, "unpack n {n} g {g}: element {i}");
-                }
             }
+        }
+    }
+
+    fn check_round_trip(n: usize, g: usize, stride: usize, off: usize) {
+        let len = off + g * stride;
+        let src: Vec<f32> = (0..len).map(|i| i as f32 + 0.5).collect();
+        let mut packed = vec![V::splat(-1.0); n];
+        // SAFETY: rows l < g of n columns from off lie inside src (len).
+        unsafe { pack(src[off..].as_ptr(), stride, g, &mut packed) };
+        for (x, v) in packed.iter().enumerate() {
+            for (l, &e) in v.to_array().iter().enumerate() {
+                let want = if l < g {
+                    src[off + l * stride + x]
+                } else {
+                    0.0
+                };
+                assert_eq!(
+                    e, want,
+                    "pack n {n} g {g} stride {stride} off {off}: lane {l} of column {x}"
+                );
+            }
+        }
+        let mut back = vec![-7.0f32; len];
+        // SAFETY: as for pack.
+        unsafe { unpack(&packed, back[off..].as_mut_ptr(), stride, g) };
+        for (i, &e) in back.iter().enumerate() {
+            let inside = i >= off && (i - off) % stride < n;
+            let want = if inside { src[i] } else { -7.0 };
+            assert_eq!(
+                e, want,
+                "unpack n {n} g {g} stride {stride} off {off}: element {i}"
+            );
         }
     }
 }

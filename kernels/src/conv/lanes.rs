@@ -670,11 +670,7 @@ pub fn backward_filter(
             let g = L.min(s.batch - n0);
             pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, xin);
             pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, gp);
-            for (co, b) in bacc.iter_mut().enumerate() {
-                for &v in &gp[co * oh * ow..(co + 1) * oh * ow] {
-                    *b += v;
-                }
-            }
+            bias_sums(gp, oh * ow, bacc);
             if use_b {
                 filter_tiles::<{ BWF_B[0] }, { BWF_B[1] }>(s, xin, gp, wacc);
             } else {
@@ -687,6 +683,39 @@ pub fn backward_filter(
         for (d, v) in grad_bias.iter_mut().zip(bacc.iter()) {
             *d = v.reduce_add();
         }
+    }
+}
+
+/// bacc[co] += plane co of gp, position by position in order. Four planes
+/// at a time in registers: one plane alone is a chain of dependent adds
+/// (latency bound); interleaving planes keeps each sum's order, and so its bits.
+fn bias_sums(gp: &[V], plane: usize, bacc: &mut [V]) {
+    assert_eq!(gp.len(), plane * bacc.len());
+    let mut quads = bacc.chunks_exact_mut(4);
+    let mut planes = gp.chunks_exact(4 * plane);
+    for (sums, p) in (&mut quads).zip(&mut planes) {
+        let mut acc = [sums[0], sums[1], sums[2], sums[3]];
+        let (p0, rest) = p.split_at(plane);
+        let (p1, rest) = rest.split_at(plane);
+        let (p2, p3) = rest.split_at(plane);
+        for (((&v0, &v1), &v2), &v3) in p0.iter().zip(p1).zip(p2).zip(p3) {
+            acc[0] += v0;
+            acc[1] += v1;
+            acc[2] += v2;
+            acc[3] += v3;
+        }
+        sums.copy_from_slice(&acc);
+    }
+    for (b, p) in quads
+        .into_remainder()
+        .iter_mut()
+        .zip(planes.remainder().chunks_exact(plane))
+    {
+        let mut sum = *b;
+        for &v in p {
+            sum += v;
+        }
+        *b = sum;
     }
 }
 

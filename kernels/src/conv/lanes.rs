@@ -481,29 +481,63 @@ fn backward_input_rows<const OW: usize, const KW: usize>(
             // Output rows y = iy - ky must lie in 0..oh.
             let ky_lo = (iy + 1).saturating_sub(oh);
             let ky_hi = iy.min(kh - 1);
-            let mut acc = [V::ZERO; MAXW];
-            for co in 0..c_out {
+            // Even and odd output channels in two accumulator sets: one set
+            // alone is latency bound (a column takes up to KW dependent
+            // FMAs per (co, ky) step of OW * KW FMAs). Fixed order: each set
+            // sums its channels in order, then even + odd.
+            let mut even = [V::ZERO; MAXW];
+            let mut odd = [V::ZERO; MAXW];
+            // SAFETY (both loops): co < c_out, iy - ky < oh (ky >= ky_lo) and
+            // x < OW index gp (c_out * oh * OW); the weight index
+            // (co, ci, ky, kx) with ky < kh, kx < KW is in range.
+            let taps = |co: usize, ky: usize| unsafe {
+                (
+                    gptr.add((co * oh + iy - ky) * OW),
+                    wptr.add(((co * c_in + ci) * kh + ky) * KW),
+                )
+            };
+            for co in (0..c_out / 2).map(|pair| 2 * pair) {
                 for ky in ky_lo..=ky_hi {
-                    // SAFETY: co < c_out, iy - ky < oh (ky >= ky_lo) and
-                    // x < OW index gp (c_out * oh * OW); the weight index
-                    // (co, ci, ky, kx) with ky < kh, kx < KW is in range.
+                    let (g0, w0) = taps(co, ky);
+                    let (g1, w1) = taps(co + 1, ky);
+                    // SAFETY: as above.
                     unsafe {
-                        let grow = gptr.add((co * oh + iy - ky) * OW);
-                        let gv: [V; OW] = core::array::from_fn(|x| *grow.add(x));
-                        let wrow = wptr.add(((co * c_in + ci) * kh + ky) * KW);
-                        for kx in 0..KW {
-                            let wb = V::splat(*wrow.add(kx));
-                            for x in 0..OW {
-                                acc[x + kx] = gv[x].mul_add(wb, acc[x + kx]);
-                            }
-                        }
+                        row_taps::<OW, KW, MAXW>(g0, w0, &mut even);
+                        row_taps::<OW, KW, MAXW>(g1, w1, &mut odd);
                     }
                 }
             }
+            if c_out % 2 == 1 {
+                for ky in ky_lo..=ky_hi {
+                    let (g0, w0) = taps(c_out - 1, ky);
+                    // SAFETY: as above.
+                    unsafe { row_taps::<OW, KW, MAXW>(g0, w0, &mut even) };
+                }
+            }
+            let acc: [V; MAXW] = core::array::from_fn(|i| even[i] + odd[i]);
             let base = (ci * s.h + iy) * wn;
             // SAFETY: lane l < g writes image l, channel ci < c_in, row
             // iy < h, columns x < wn = w: inside out (g images of in_img).
             unsafe { unpack_rows(&acc[..wn], out.as_mut_ptr().add(base), in_img, g) };
+        }
+    }
+}
+
+/// acc[x + kx] += grow[x] * wrow[kx] for x < OW, kx < KW.
+///
+/// # Safety
+/// `grow` holds OW vectors, `wrow` KW floats, and OW + KW - 1 <= N.
+#[inline(always)]
+unsafe fn row_taps<const OW: usize, const KW: usize, const N: usize>(
+    grow: *const V,
+    wrow: *const f32,
+    acc: &mut [V; N],
+) {
+    let gv: [V; OW] = core::array::from_fn(|x| *grow.add(x));
+    for kx in 0..KW {
+        let wb = V::splat(*wrow.add(kx));
+        for x in 0..OW {
+            acc[x + kx] = gv[x].mul_add(wb, acc[x + kx]);
         }
     }
 }

@@ -167,6 +167,7 @@ unsafe fn unpack_rows(src: &[V], dst: *mut f32, stride: usize, g: usize) {
 fn activate_rows(rows: &mut [V], act: Activation) {
     match act {
         Activation::Identity => {}
+        // (The forward pass fuses ReLU into its unpack instead.)
         Activation::Relu => rows.iter_mut().for_each(|v| *v = v.max(V::ZERO)),
         Activation::Sigmoid => {
             let f: &mut [f32] = bytemuck::cast_slice_mut(rows);
@@ -273,12 +274,18 @@ impl PackedConv<'_> {
                 let n = (y1 - y0) * ow;
                 for c in 0..cn {
                     let block = &mut rows[c * cstride..c * cstride + n];
-                    activate_rows(block, self.act);
                     let dst = out[(co0 + c) * oh * ow + y0 * ow..].as_mut_ptr();
                     // SAFETY: lane l < g goes to image l (out holds g images of
                     // img), channel co0 + c < c_out, rows y0..y1 <= oh: n
                     // contiguous values of that channel's plane.
-                    unsafe { unpack_rows(block, dst, img, g) };
+                    unsafe {
+                        if self.act == Activation::Relu {
+                            transpose::unpack_relu(block, dst, img, g);
+                        } else {
+                            activate_rows(block, self.act);
+                            unpack_rows(block, dst, img, g);
+                        }
+                    }
                 }
             }
             co0 += if full_c { CM } else { 1 };

@@ -33,7 +33,19 @@ pub(super) unsafe fn pack(src: *const f32, stride: usize, g: usize, dst: &mut [V
 pub(super) unsafe fn unpack(src: &[V], dst: *mut f32, stride: usize, g: usize) {
     debug_assert!(g <= L);
     // SAFETY: forwarded from the caller.
-    unsafe { imp::unpack(src, dst, stride, g) }
+    unsafe { imp::unpack::<false>(src, dst, stride, g) }
+}
+
+/// `unpack` of `max(src, 0)` (ReLU on the way out: no separate pass over
+/// `src`). `max(NaN, 0)` gives 0, as `wide`'s `max` and `f32::max` do.
+///
+/// # Safety
+/// As for `unpack`.
+#[inline]
+pub(super) unsafe fn unpack_relu(src: &[V], dst: *mut f32, stride: usize, g: usize) {
+    debug_assert!(g <= L);
+    // SAFETY: forwarded from the caller.
+    unsafe { imp::unpack::<true>(src, dst, stride, g) }
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
@@ -138,7 +150,12 @@ mod imp {
     }
 
     #[inline(always)]
-    pub(super) unsafe fn unpack(src: &[V], dst: *mut f32, stride: usize, g: usize) {
+    pub(super) unsafe fn unpack<const RELU: bool>(
+        src: &[V],
+        dst: *mut f32,
+        stride: usize,
+        g: usize,
+    ) {
         let n = src.len();
         let s = src.as_ptr().cast::<f32>();
         let mut x0 = 0;
@@ -151,6 +168,11 @@ mod imp {
                 if j < m {
                     // SAFETY: x0 + j < n = src.len(), one whole V per column.
                     *v = unsafe { _mm512_loadu_ps(s.add((x0 + j) * 16)) };
+                    if RELU {
+                        // max(x, 0): the second operand is returned when
+                        // either is NaN, so NaN -> 0 like `V::max`.
+                        *v = _mm512_max_ps(*v, _mm512_setzero_ps());
+                    }
                 }
             }
             transpose16(&mut r);
@@ -252,7 +274,12 @@ mod imp {
     }
 
     #[inline(always)]
-    pub(super) unsafe fn unpack(src: &[V], dst: *mut f32, stride: usize, g: usize) {
+    pub(super) unsafe fn unpack<const RELU: bool>(
+        src: &[V],
+        dst: *mut f32,
+        stride: usize,
+        g: usize,
+    ) {
         let n = src.len();
         let s = src.as_ptr().cast::<f32>();
         let mut x0 = 0;
@@ -264,6 +291,10 @@ mod imp {
                 if j < m {
                     // SAFETY: x0 + j < n = src.len(), one whole V per column.
                     *v = unsafe { _mm256_loadu_ps(s.add((x0 + j) * 8)) };
+                    if RELU {
+                        // NaN -> 0 like `V::max` (see the AVX-512 version).
+                        *v = _mm256_max_ps(*v, _mm256_setzero_ps());
+                    }
                 }
             }
             transpose8(&mut r);
@@ -312,14 +343,20 @@ mod imp {
     }
 
     #[inline(always)]
-    pub(super) unsafe fn unpack(src: &[V], dst: *mut f32, stride: usize, g: usize) {
+    pub(super) unsafe fn unpack<const RELU: bool>(
+        src: &[V],
+        dst: *mut f32,
+        stride: usize,
+        g: usize,
+    ) {
         let f: &[f32] = bytemuck::cast_slice(src);
         for l in 0..g {
             // SAFETY: row l < g of the destination is valid per the caller.
             let d = unsafe { dst.add(l * stride) };
             for (x, v) in f[l..].iter().step_by(L).take(src.len()).enumerate() {
+                let v = if RELU { v.max(0.0) } else { *v };
                 // SAFETY: x < src.len(), inside row l.
-                unsafe { *d.add(x) = *v };
+                unsafe { *d.add(x) = v };
             }
         }
     }
@@ -349,7 +386,16 @@ mod tests {
 
     fn check_round_trip(n: usize, g: usize, stride: usize, off: usize) {
         let len = off + g * stride;
-        let src: Vec<f32> = (0..len).map(|i| i as f32 + 0.5).collect();
+        // Alternating signs, so that the ReLU variant has work to do.
+        let src: Vec<f32> = (0..len)
+            .map(|i| {
+                if i % 3 == 0 {
+                    -(i as f32) - 0.5
+                } else {
+                    i as f32 + 0.5
+                }
+            })
+            .collect();
         let mut packed = vec![V::splat(-1.0); n];
         // SAFETY: rows l < g of n columns from off lie inside src (len).
         unsafe { pack(src[off..].as_ptr(), stride, g, &mut packed) };
@@ -375,6 +421,17 @@ mod tests {
             assert_eq!(
                 e, want,
                 "unpack n {n} g {g} stride {stride} off {off}: element {i}"
+            );
+        }
+        let mut relu = vec![-7.0f32; len];
+        // SAFETY: as for pack.
+        unsafe { unpack_relu(&packed, relu[off..].as_mut_ptr(), stride, g) };
+        for (i, (&e, &b)) in relu.iter().zip(&back).enumerate() {
+            let inside = i >= off && (i - off) % stride < n;
+            let want = if inside { b.max(0.0) } else { -7.0 };
+            assert_eq!(
+                e, want,
+                "unpack_relu n {n} g {g} stride {stride} off {off}: element {i}"
             );
         }
     }

@@ -29,11 +29,12 @@ use crate::gemm::Activation;
 mod width {
     pub type V = wide::f32x16;
     pub const L: usize = 16;
-    // 32 vector registers: up to ~24 accumulators plus operands.
+    // 32 vector registers: up to ~27 accumulators plus operands; the larger
+    // the tile, the fewer loads per FMA (C + X per C * X).
     pub const FWD_A: [usize; 2] = [5, 4]; // conv1: 15 = 3 * 5 channels, 20 = 5 * 4 columns
     pub const FWD_B: [usize; 2] = [5, 3]; // conv2: 20 = 4 * 5 channels, 6 = 2 * 3 columns
-    pub const BWF_A: [usize; 2] = [5, 3]; // conv1: 15 channels, 9 = 3 * 3 kernel columns
-    pub const BWF_B: [usize; 2] = [4, 5]; // conv2: 20 channels, 5 kernel columns
+    pub const BWF_A: [usize; 2] = [3, 9]; // conv1: 15 = 5 * 3 channels, 9 kernel columns
+    pub const BWF_B: [usize; 2] = [5, 5]; // conv2: 20 = 4 * 5 channels, 5 kernel columns
                                           // conv1 backward-input: 14 accumulators + 9 filter taps + 1 operand.
     pub const BWI_XB: usize = 14;
 }

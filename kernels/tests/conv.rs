@@ -12,7 +12,7 @@
 use proptest::prelude::*;
 use vcortex_kernels::conv::{self, ConvShape};
 use vcortex_kernels::gemm::Activation;
-use vcortex_kernels::reference;
+use vcortex_kernels::{pool, reference};
 
 fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -117,6 +117,41 @@ fn check_backward_filter(s: &ConvShape, seed: u64) {
     assert_close("grad_bias (parallel)", &pb, &eb, &ab, n);
 }
 
+/// The fused forward + pooling must reproduce the two kernels in sequence
+/// bit for bit (values and argmax), including NaN and tie handling: inputs
+/// are drawn from a few levels so that pooled windows often tie, and an
+/// optional NaN poisons some outputs.
+fn check_forward_maxpool(s: &ConvShape, act: Activation, seed: u64, levels: bool, nan: bool) {
+    let mut x = random(s.input_len(), seed);
+    let mut w = random(s.weight_len(), seed + 1);
+    let b = random(s.c_out, seed + 2);
+    if levels {
+        // Few distinct products: many exact ties among window elements.
+        x.iter_mut().for_each(|v| *v = (*v * 2.0).round());
+        w.iter_mut().for_each(|v| *v = (*v * 2.0).round());
+    }
+    if nan && !x.is_empty() {
+        let i = (seed as usize) % x.len();
+        x[i] = f32::NAN;
+    }
+    let mut y = vec![0.0; s.output_len()];
+    conv::conv2d_forward(s, &x, &w, &b, &mut y, act);
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let m = s.batch * s.c_out * (oh / 2) * (ow / 2);
+    let (mut want, mut want_am) = (vec![0.0; m], vec![0u32; m]);
+    pool::maxpool2x2_forward(s.batch * s.c_out, oh, ow, &y, &mut want, &mut want_am);
+    let (mut got, mut got_am) = (vec![f32::NAN; m], vec![u32::MAX; m]);
+    let mut scratch = conv::ConvScratch::default();
+    conv::conv2d_forward_maxpool2x2_with(s, &x, &w, &b, act, &mut got, &mut got_am, &mut scratch);
+    assert_eq!(got_am, want_am, "argmax");
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "pooled values"
+    );
+}
+
 fn act_strategy() -> impl Strategy<Value = Activation> {
     prop_oneof![
         Just(Activation::Identity),
@@ -154,6 +189,14 @@ proptest! {
     #[test]
     fn forward_matches_reference(s in shape_strategy(), act in act_strategy(), seed in any::<u64>()) {
         check_forward(&s, act, seed);
+    }
+
+    #[test]
+    fn forward_maxpool_matches_forward_then_pool(
+        s in shape_strategy(), act in act_strategy(), seed in any::<u64>(),
+        levels in any::<bool>(), nan in any::<bool>(),
+    ) {
+        check_forward_maxpool(&s, act, seed, levels, nan);
     }
 
     #[test]
@@ -212,6 +255,9 @@ const CONV2: ConvShape = ConvShape {
 fn model_layers_match_reference() {
     for s in [CONV1, CONV2, CONV1.with_batch(1), CONV2.with_batch(1)] {
         check_forward(&s, Activation::Relu, 7);
+        for (seed, levels, nan) in [(10, false, false), (11, true, false), (12, true, true)] {
+            check_forward_maxpool(&s, Activation::Relu, seed, levels, nan);
+        }
         check_backward_input(&s, 8);
         check_backward_filter(&s, 9);
     }

@@ -137,6 +137,8 @@ pub struct Scratch {
     bacc: Vec<V>,
     /// Flipped, transposed filters for the general backward-input path.
     flipped: Vec<f32>,
+    /// Pooled values and argmax vectors of a block (fused forward + pool).
+    pooled: Vec<V>,
 }
 
 /// The first `n` elements of `v`, grown (zero-filled) if it is shorter; the
@@ -203,9 +205,7 @@ impl PackedConv<'_> {
         self.w + 1 - self.kw
     }
 
-    /// Runs the whole convolution into `out` (g images of `c_out x oh x ow`);
-    /// `rows` is scratch for one row of tiles.
-    fn run(&self, out: &mut [f32], g: usize, rows: &mut Vec<V>) {
+    fn check(&self, g: usize) {
         assert!(self.kh >= 1 && self.kw >= 1 && self.kh <= self.h && self.kw <= self.w);
         assert_eq!(self.xin.len(), self.c_in * self.h * self.w);
         assert_eq!(
@@ -213,38 +213,143 @@ impl PackedConv<'_> {
             self.c_out * self.c_in * self.kh * self.kw
         );
         assert!(self.bias.is_none_or(|b| b.len() == self.c_out));
-        assert!((1..=L).contains(&g) && out.len() == g * self.c_out * self.oh() * self.ow());
+        assert!((1..=L).contains(&g));
+    }
+
+    /// Runs the whole convolution into `out` (g images of `c_out x oh x ow`);
+    /// `rows` is scratch for a block of tiles.
+    fn run(&self, out: &mut [f32], g: usize, rows: &mut Vec<V>) {
+        self.check(g);
+        let (oh, ow) = (self.oh(), self.ow());
+        let plane = oh * ow;
+        let img = self.c_out * plane;
+        assert_eq!(out.len(), g * img);
+        let act = self.act;
+        self.dispatch(rows, false, &mut |co, y0, block| {
+            let dst = out[co * plane + y0 * ow..].as_mut_ptr();
+            // SAFETY: lane l < g goes to image l (out holds g images of img),
+            // channel co < c_out, rows y0.. of the block: block.len()
+            // contiguous values inside that channel's plane (`tiles`).
+            unsafe {
+                if act == Activation::Relu {
+                    transpose::unpack_relu(block, dst, img, g);
+                } else {
+                    activate_rows(block, act);
+                    unpack_rows(block, dst, img, g);
+                }
+            }
+        });
+    }
+
+    /// The convolution followed by 2x2 / stride-2 max pooling, in the packed
+    /// layout: `pooled` and `argmax` (g images of `c_out x oh/2 x ow/2`) get
+    /// exactly what `maxpool2x2_forward` computes from `run`'s output (same
+    /// select chain, lane-wise: ties to the first element in row-major order,
+    /// NaN wins only as the first), without storing the convolution itself.
+    fn run_pooled(
+        &self,
+        pooled: &mut [f32],
+        argmax: &mut [u32],
+        g: usize,
+        rows: &mut Vec<V>,
+        buf: &mut Vec<V>,
+    ) {
+        self.check(g);
+        let (oh, ow) = (self.oh(), self.ow());
+        let (ph, pw) = (oh / 2, ow / 2);
+        let pimg = self.c_out * ph * pw;
+        assert!(pooled.len() == g * pimg && argmax.len() == g * pimg);
+        if pimg == 0 {
+            return;
+        }
+        let act = self.act;
+        self.dispatch(rows, true, &mut |co, y0, block| {
+            activate_rows(block, act);
+            // Whole row pairs of this block (y0 is even; a last odd row of
+            // the plane is dropped).
+            let pairs = (block.len() / ow).min(oh - y0) / 2;
+            if pairs == 0 {
+                return;
+            }
+            let n = pairs * pw;
+            let buf = grown(buf, 2 * n, V::ZERO);
+            let (vals, idxs) = buf.split_at_mut(n);
+            let index = |y: usize, x: usize| -> V { bytemuck::cast([(y * ow + x) as u32; L]) };
+            for k in 0..pairs {
+                let (top, bottom) = block[2 * k * ow..(2 * k + 2) * ow].split_at(ow);
+                let y = y0 + 2 * k;
+                for px in 0..pw {
+                    let x = 2 * px;
+                    let mut best = top[x];
+                    let mut idx = index(y, x);
+                    for (v, i) in [
+                        (top[x + 1], index(y, x + 1)),
+                        (bottom[x], index(y + 1, x)),
+                        (bottom[x + 1], index(y + 1, x + 1)),
+                    ] {
+                        // Ordered compare: false if either is NaN.
+                        let wins = v.simd_gt(best);
+                        best = wins.select(v, best);
+                        idx = wins.select(i, idx);
+                    }
+                    vals[k * pw + px] = best;
+                    idxs[k * pw + px] = idx;
+                }
+            }
+            let at = (co * ph + y0 / 2) * pw;
+            // SAFETY: lane l < g goes to image l (pooled and argmax hold g
+            // images of pimg), channel co < c_out, pooled rows y0 / 2 ..
+            // y0 / 2 + pairs <= ph: n contiguous values of that plane. The
+            // index vectors move as raw bits (no arithmetic in the unpack).
+            unsafe {
+                unpack_rows(vals, pooled[at..].as_mut_ptr(), pimg, g);
+                unpack_rows(idxs, argmax[at..].as_mut_ptr().cast::<f32>(), pimg, g);
+            }
+        });
+    }
+
+    /// Picks the register tile for this shape and runs `tiles`.
+    fn dispatch(
+        &self,
+        rows: &mut Vec<V>,
+        pool: bool,
+        sink: &mut impl FnMut(usize, usize, &mut [V]),
+    ) {
         let ow = self.ow();
         let prefer_a = ow.is_multiple_of(FWD_A[1]) && !ow.is_multiple_of(FWD_B[1]);
         match (self.kw, prefer_a) {
-            (9, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 9>(out, g, rows),
-            (9, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 9>(out, g, rows),
-            (5, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 5>(out, g, rows),
-            (5, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 5>(out, g, rows),
-            (_, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 0>(out, g, rows),
-            (_, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 0>(out, g, rows),
+            (9, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 9>(rows, pool, sink),
+            (9, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 9>(rows, pool, sink),
+            (5, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 5>(rows, pool, sink),
+            (5, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 5>(rows, pool, sink),
+            (_, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 0>(rows, pool, sink),
+            (_, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 0>(rows, pool, sink),
         }
     }
 
     /// Covers the output with CM x XM tiles; leftover channels and columns get
     /// 1-wide tiles. KW = 0 means "kernel width known only at run time".
-    /// A block of tiles (channels co0.., rows y0..y1) lands in `rows` and is
-    /// then unpacked into the g images: per channel its rows are contiguous
-    /// in both, so the transposes run over (y1 - y0) * ow columns at once
-    /// (conv1: 4 rows of 20 are 5 full 16-column blocks; one row is 2 blocks,
-    /// one of them mostly masked off).
+    /// A block of tiles (channels co0.., rows y0..y1) lands in `rows`, then
+    /// `sink(co, y0, block)` gets each channel's rows y0..y1 (contiguous,
+    /// (y1 - y0) * ow vectors, not activated). Unpacking a block at once runs
+    /// the transposes over whole 16-column blocks (conv1: 4 rows of 20 are 5
+    /// full blocks; one row is 2 blocks, one of them mostly masked off). With
+    /// `pool`, blocks hold an even number of rows (or all of them).
     fn tiles<const CM: usize, const XM: usize, const KW: usize>(
         &self,
-        out: &mut [f32],
-        g: usize,
         rows: &mut Vec<V>,
+        pool: bool,
+        sink: &mut impl FnMut(usize, usize, &mut [V]),
     ) {
         let (oh, ow, c_out) = (self.oh(), self.ow(), self.c_out);
-        // About 25 KiB of tiles per block: stays in L1 until unpacked.
-        let rows_per_block = (400 / (CM * ow)).clamp(1, oh);
+        // About 25 KiB of tiles per block: stays in L1 until the sink.
+        let mut rows_per_block = (400 / (CM * ow)).max(1);
+        if pool {
+            rows_per_block = (rows_per_block & !1).max(2);
+        }
+        let rows_per_block = rows_per_block.min(oh);
         let cstride = rows_per_block * ow;
         let rows = grown(rows, CM * cstride, V::ZERO);
-        let img = c_out * oh * ow;
         let mut co0 = 0;
         while co0 < c_out {
             let full_c = c_out - co0 >= CM;
@@ -259,8 +364,8 @@ impl PackedConv<'_> {
                         // SAFETY: co0 + C <= c_out, x0 + X <= ow and y < oh hold
                         // by the loop bounds; dst + c * cstride + j for c < C,
                         // j < X stays inside rows (CM * cstride) as
-                        // (y - y0) * ow + x0 + j < cstride; `run` checked every
-                        // other buffer against the shape.
+                        // (y - y0) * ow + x0 + j < cstride; `check` and the
+                        // callers checked every other buffer against the shape.
                         unsafe {
                             match (full_c, full_x) {
                                 (true, true) => self.tile::<CM, XM, KW>(dst, cstride, co0, y, x0),
@@ -274,19 +379,7 @@ impl PackedConv<'_> {
                 }
                 let n = (y1 - y0) * ow;
                 for c in 0..cn {
-                    let block = &mut rows[c * cstride..c * cstride + n];
-                    let dst = out[(co0 + c) * oh * ow + y0 * ow..].as_mut_ptr();
-                    // SAFETY: lane l < g goes to image l (out holds g images of
-                    // img), channel co0 + c < c_out, rows y0..y1 <= oh: n
-                    // contiguous values of that channel's plane.
-                    unsafe {
-                        if self.act == Activation::Relu {
-                            transpose::unpack_relu(block, dst, img, g);
-                        } else {
-                            activate_rows(block, self.act);
-                            unpack_rows(block, dst, img, g);
-                        }
-                    }
+                    sink(co0 + c, y0, &mut rows[c * cstride..c * cstride + n]);
                 }
             }
             co0 += if full_c { CM } else { 1 };
@@ -388,6 +481,45 @@ pub fn forward(
                 &mut sc.rows,
             );
         }
+    }
+}
+
+/// Forward pass fused with 2x2 / stride-2 max pooling (single-threaded).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_maxpool(
+    sc: &mut Scratch,
+    s: &ConvShape,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    act: Activation,
+    pooled: &mut [f32],
+    argmax: &mut [u32],
+) {
+    let pimg = s.c_out * (s.out_h() / 2) * (s.out_w() / 2);
+    let xin = grown(&mut sc.xin, s.c_in * s.h * s.w, V::ZERO);
+    for n0 in (0..s.batch).step_by(L) {
+        let g = L.min(s.batch - n0);
+        pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, xin);
+        let job = PackedConv {
+            xin,
+            c_in: s.c_in,
+            h: s.h,
+            w: s.w,
+            weight,
+            c_out: s.c_out,
+            kh: s.kh,
+            kw: s.kw,
+            bias: Some(bias),
+            act,
+        };
+        job.run_pooled(
+            &mut pooled[n0 * pimg..(n0 + g) * pimg],
+            &mut argmax[n0 * pimg..(n0 + g) * pimg],
+            g,
+            &mut sc.rows,
+            &mut sc.pooled,
+        );
     }
 }
 

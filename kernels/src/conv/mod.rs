@@ -130,6 +130,54 @@ pub fn conv2d_forward_with(
     lanes::forward(&mut scratch.0, s, input, weight, bias, output, act);
 }
 
+/// `conv2d_forward` followed by `pool::maxpool2x2_forward` on its output
+/// planes, fused: `pooled` and `argmax` (`[batch, c_out, out_h / 2, out_w / 2]`,
+/// indices within each `out_h x out_w` plane) are bit-identical to the two
+/// calls in sequence, but the convolution's output is never stored (no write
+/// and re-read of the largest tensor, a quarter of the unpacking). For a
+/// network whose backward pass needs only the pooled values and the argmax
+/// (ReLU's derivative folded into the pooling's backward).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_maxpool2x2_with(
+    s: &ConvShape,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    act: Activation,
+    pooled: &mut [f32],
+    argmax: &mut [u32],
+    scratch: &mut ConvScratch,
+) {
+    s.check();
+    let pooled_len = s.batch * s.c_out * (s.out_h() / 2) * (s.out_w() / 2);
+    assert_eq!(
+        input.len(),
+        s.input_len(),
+        "conv2d_forward_maxpool2x2: input length"
+    );
+    assert_eq!(
+        weight.len(),
+        s.weight_len(),
+        "conv2d_forward_maxpool2x2: weight length"
+    );
+    assert_eq!(
+        bias.len(),
+        s.c_out,
+        "conv2d_forward_maxpool2x2: bias length"
+    );
+    assert_eq!(
+        pooled.len(),
+        pooled_len,
+        "conv2d_forward_maxpool2x2: pooled length"
+    );
+    assert_eq!(
+        argmax.len(),
+        pooled_len,
+        "conv2d_forward_maxpool2x2: argmax length"
+    );
+    lanes::forward_maxpool(&mut scratch.0, s, input, weight, bias, act, pooled, argmax);
+}
+
 /// grad_input <- dL/d(input) given dL/d(output) (overwrites).
 pub fn conv2d_backward_input(
     s: &ConvShape,

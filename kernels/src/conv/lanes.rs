@@ -137,8 +137,11 @@ pub struct Scratch {
     bacc: Vec<V>,
     /// Flipped, transposed filters for the general backward-input path.
     flipped: Vec<f32>,
-    /// Pooled values and argmax vectors of a block (fused forward + pool).
+    /// Pooled values and argmax vectors (fused forward + pool, or the
+    /// pooled gradient and argmax of a group in the fused backward).
     pooled: Vec<V>,
+    /// Zero-padded output gradient for the general backward-input path.
+    gpad: Vec<V>,
 }
 
 /// The first `n` elements of `v`, grown (zero-filled) if it is shorter; the
@@ -533,34 +536,49 @@ pub fn backward_input(
 ) {
     let (oh, ow) = (s.out_h(), s.out_w());
     let in_img = s.c_in * s.h * s.w;
-    {
-        if ow == 6 && s.kw == 5 {
-            // conv2's shape: whole input-gradient rows in registers, no wasted MACs.
-            let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
-            for n0 in (0..s.batch).step_by(L) {
-                let g = L.min(s.batch - n0);
-                pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, gp);
-                let out = &mut grad_input[n0 * in_img..(n0 + g) * in_img];
-                backward_input_rows::<6, 5>(s, gp, weight, out, g);
-            }
-            return;
+    let path = InputGradPath::new(s, weight, &mut sc.flipped);
+    let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
+    for n0 in (0..s.batch).step_by(L) {
+        let g = L.min(s.batch - n0);
+        pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, gp);
+        let out = &mut grad_input[n0 * in_img..(n0 + g) * in_img];
+        path.group(
+            s,
+            gp,
+            weight,
+            &sc.flipped,
+            &mut sc.gpad,
+            &mut sc.rows,
+            out,
+            g,
+        );
+    }
+}
+
+/// How one group's input gradient is computed from its packed output gradient.
+#[derive(Clone, Copy)]
+enum InputGradPath {
+    /// conv2's shape (6-wide output, 5-wide kernel): whole input-gradient
+    /// rows in registers, no wasted MACs.
+    Rows6x5,
+    /// conv1's shape (20-wide output, 9-wide kernel): blocks of
+    /// input-gradient columns in registers, no wasted MACs.
+    Blocks20x9,
+    /// Other shapes: a valid convolution of the zero-padded output gradient
+    /// with the filters flipped in both axes and c_in <-> c_out swapped.
+    General,
+}
+
+impl InputGradPath {
+    /// The path for `s`; for `General`, also fills `flipped`.
+    fn new(s: &ConvShape, weight: &[f32], flipped: &mut Vec<f32>) -> Self {
+        match (s.out_w(), s.kw) {
+            (6, 5) => return InputGradPath::Rows6x5,
+            (20, 9) => return InputGradPath::Blocks20x9,
+            _ => {}
         }
-        if ow == 20 && s.kw == 9 {
-            // conv1's shape: blocks of input-gradient columns in registers.
-            let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
-            let row = grown(&mut sc.rows, s.w, V::ZERO);
-            for n0 in (0..s.batch).step_by(L) {
-                let g = L.min(s.batch - n0);
-                pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, gp);
-                let out = &mut grad_input[n0 * in_img..(n0 + g) * in_img];
-                backward_input_blocks::<20, 9>(s, gp, weight, out, g, row);
-            }
-            return;
-        }
-        // General shapes: a valid convolution of the zero-padded output gradient
-        // with the filters flipped in both axes and c_in <-> c_out swapped.
         let (kh, kw) = (s.kh, s.kw);
-        let flipped = grown(&mut sc.flipped, s.weight_len(), 0.0);
+        let flipped = grown(flipped, s.weight_len(), 0.0);
         for co in 0..s.c_out {
             for ci in 0..s.c_in {
                 for ky in 0..kh {
@@ -571,28 +589,54 @@ pub fn backward_input(
                 }
             }
         }
-        let (ph, pw) = (oh + 2 * (kh - 1), ow + 2 * (kw - 1));
-        let gp = grown(&mut sc.gp, s.c_out * ph * pw, V::ZERO);
-        for n0 in (0..s.batch).step_by(L) {
-            let g = L.min(s.batch - n0);
-            pack_group(grad_output, s.c_out, oh, ow, kh - 1, kw - 1, n0, g, gp);
-            let job = PackedConv {
-                xin: gp,
-                c_in: s.c_out,
-                h: ph,
-                w: pw,
-                weight: flipped,
-                c_out: s.c_in,
-                kh,
-                kw,
-                bias: None,
-                act: Activation::Identity,
-            };
-            job.run(
-                &mut grad_input[n0 * in_img..(n0 + g) * in_img],
-                g,
-                &mut sc.rows,
-            );
+        InputGradPath::General
+    }
+
+    /// `out` (g images of the input gradient) from `gp`, the group's packed
+    /// output gradient (`c_out x oh x ow` vectors, unpadded).
+    #[allow(clippy::too_many_arguments)]
+    fn group(
+        self,
+        s: &ConvShape,
+        gp: &[V],
+        weight: &[f32],
+        flipped: &[f32],
+        gpad: &mut Vec<V>,
+        rows: &mut Vec<V>,
+        out: &mut [f32],
+        g: usize,
+    ) {
+        match self {
+            InputGradPath::Rows6x5 => backward_input_rows::<6, 5>(s, gp, weight, out, g),
+            InputGradPath::Blocks20x9 => {
+                let row = grown(rows, s.w, V::ZERO);
+                backward_input_blocks::<20, 9>(s, gp, weight, out, g, row);
+            }
+            InputGradPath::General => {
+                let (oh, ow, kh, kw) = (s.out_h(), s.out_w(), s.kh, s.kw);
+                let (ph, pw) = (oh + 2 * (kh - 1), ow + 2 * (kw - 1));
+                let gpad = grown(gpad, s.c_out * ph * pw, V::ZERO);
+                gpad.fill(V::ZERO);
+                for (c, plane) in gp.chunks_exact(oh * ow).enumerate() {
+                    for (y, row) in plane.chunks_exact(ow).enumerate() {
+                        let at = (c * ph + y + kh - 1) * pw + kw - 1;
+                        gpad[at..at + ow].copy_from_slice(row);
+                    }
+                }
+                let job = PackedConv {
+                    xin: gpad,
+                    c_in: s.c_out,
+                    h: ph,
+                    w: pw,
+                    weight: &flipped[..s.weight_len()],
+                    c_out: s.c_in,
+                    kh,
+                    kw,
+                    bias: None,
+                    act: Activation::Identity,
+                };
+                job.run(out, g, rows);
+            }
         }
     }
 }
@@ -831,33 +875,178 @@ pub fn backward_filter(
     grad_bias: &mut [f32],
 ) {
     let (oh, ow) = (s.out_h(), s.out_w());
-    {
-        let xin = grown(&mut sc.xin, s.c_in * s.h * s.w, V::ZERO);
-        let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
-        // Per-lane partial sums; lane l sums images l, l + L, ... in batch order.
-        let wacc = grown(&mut sc.wacc, s.weight_len(), V::ZERO);
-        let bacc = grown(&mut sc.bacc, s.c_out, V::ZERO);
+    let xin = grown(&mut sc.xin, s.c_in * s.h * s.w, V::ZERO);
+    let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
+    let mut sums = FilterSums::new(s, &mut sc.wacc, &mut sc.bacc);
+    for n0 in (0..s.batch).step_by(L) {
+        let g = L.min(s.batch - n0);
+        pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, xin);
+        pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, gp);
+        sums.add_group(s, xin, gp);
+    }
+    sums.reduce(grad_weight, grad_bias);
+}
+
+/// Per-lane partial sums of the filter and bias gradients; lane l sums
+/// images l, l + L, ... in batch order, reduced across lanes at the end.
+struct FilterSums<'a> {
+    wacc: &'a mut [V],
+    bacc: &'a mut [V],
+}
+
+impl<'a> FilterSums<'a> {
+    fn new(s: &ConvShape, wacc: &'a mut Vec<V>, bacc: &'a mut Vec<V>) -> Self {
+        let wacc = grown(wacc, s.weight_len(), V::ZERO);
+        let bacc = grown(bacc, s.c_out, V::ZERO);
         wacc.fill(V::ZERO);
         bacc.fill(V::ZERO);
-        let use_b = s.kw.is_multiple_of(BWF_B[1]) || !s.kw.is_multiple_of(BWF_A[1]);
-        for n0 in (0..s.batch).step_by(L) {
-            let g = L.min(s.batch - n0);
-            pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, xin);
-            pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, gp);
-            bias_sums(gp, oh * ow, bacc);
-            if use_b {
-                filter_tiles::<{ BWF_B[0] }, { BWF_B[1] }>(s, xin, gp, wacc);
-            } else {
-                filter_tiles::<{ BWF_A[0] }, { BWF_A[1] }>(s, xin, gp, wacc);
-            }
+        FilterSums { wacc, bacc }
+    }
+
+    /// Adds one group: `xin` its packed input, `gp` its packed output gradient.
+    fn add_group(&mut self, s: &ConvShape, xin: &[V], gp: &[V]) {
+        bias_sums(gp, s.out_h() * s.out_w(), self.bacc);
+        if s.kw.is_multiple_of(BWF_B[1]) || !s.kw.is_multiple_of(BWF_A[1]) {
+            filter_tiles::<{ BWF_B[0] }, { BWF_B[1] }>(s, xin, gp, self.wacc);
+        } else {
+            filter_tiles::<{ BWF_A[0] }, { BWF_A[1] }>(s, xin, gp, self.wacc);
         }
-        for (d, v) in grad_weight.iter_mut().zip(wacc.iter()) {
+    }
+
+    fn reduce(self, grad_weight: &mut [f32], grad_bias: &mut [f32]) {
+        for (d, v) in grad_weight.iter_mut().zip(self.wacc.iter()) {
             *d = v.reduce_add();
         }
-        for (d, v) in grad_bias.iter_mut().zip(bacc.iter()) {
+        for (d, v) in grad_bias.iter_mut().zip(self.bacc.iter()) {
             *d = v.reduce_add();
         }
     }
+}
+
+/// Both gradients of a convolution whose output went through ReLU and 2x2 /
+/// stride-2 max pooling, from the pooled gradient (ReLU's derivative already
+/// applied) and the pooling's argmax: the output gradient is rebuilt in the
+/// packed layout (what `maxpool2x2_backward` would scatter, bit for bit), so
+/// results equal `maxpool2x2_backward` followed by `backward_filter` and
+/// `backward_input`. Returns false if an argmax index lies outside its
+/// window (the outputs are then unspecified).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_from_maxpool(
+    sc: &mut Scratch,
+    s: &ConvShape,
+    input: &[f32],
+    weight: &[f32],
+    pooled_grad: &[f32],
+    argmax: &[u32],
+    grad_weight: &mut [f32],
+    grad_bias: &mut [f32],
+    mut grad_input: Option<&mut [f32]>,
+) -> bool {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let in_img = s.c_in * s.h * s.w;
+    let path = grad_input
+        .is_some()
+        .then(|| InputGradPath::new(s, weight, &mut sc.flipped));
+    let xin = grown(&mut sc.xin, s.c_in * s.h * s.w, V::ZERO);
+    let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
+    let mut sums = FilterSums::new(s, &mut sc.wacc, &mut sc.bacc);
+    let mut in_windows = true;
+    for n0 in (0..s.batch).step_by(L) {
+        let g = L.min(s.batch - n0);
+        pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, xin);
+        in_windows &= unpool_group(
+            pooled_grad,
+            argmax,
+            s.c_out,
+            oh,
+            ow,
+            n0,
+            g,
+            &mut sc.pooled,
+            gp,
+        );
+        sums.add_group(s, xin, gp);
+        if let (Some(path), Some(gi)) = (path, grad_input.as_deref_mut()) {
+            let out = &mut gi[n0 * in_img..(n0 + g) * in_img];
+            path.group(
+                s,
+                gp,
+                weight,
+                &sc.flipped,
+                &mut sc.gpad,
+                &mut sc.rows,
+                out,
+                g,
+            );
+        }
+    }
+    sums.reduce(grad_weight, grad_bias);
+    in_windows
+}
+
+/// `gp` (packed, `c_out x oh x ow`) <- the output gradient of images
+/// n0 .. n0 + g that `maxpool2x2_backward` scatters from `pooled_grad` and
+/// `argmax` (`[batch][c_out][oh/2][ow/2]`): `0.0 + g` at each window's
+/// argmax (as the scalar `+=` into zeros gives, -0.0 included), 0.0 elsewhere,
+/// including a dropped last row or column. Returns whether every index of
+/// the g images lies in its window.
+#[allow(clippy::too_many_arguments)]
+fn unpool_group(
+    pooled_grad: &[f32],
+    argmax: &[u32],
+    c_out: usize,
+    oh: usize,
+    ow: usize,
+    n0: usize,
+    g: usize,
+    buf: &mut Vec<V>,
+    gp: &mut [V],
+) -> bool {
+    use crate::lanes::I32s;
+    let (ph, pw) = (oh / 2, ow / 2);
+    let pimg = c_out * ph * pw;
+    assert!((1..=L).contains(&g) && gp.len() == c_out * oh * ow);
+    assert!(pooled_grad.len() >= (n0 + g) * pimg && argmax.len() >= (n0 + g) * pimg);
+    if pimg == 0 {
+        gp.fill(V::ZERO);
+        return true;
+    }
+    let buf = grown(buf, 2 * pimg, V::ZERO);
+    let (vals, idxs) = buf.split_at_mut(pimg);
+    // SAFETY: rows l < g of pimg values start at (n0 + l) * pimg and end
+    // within (n0 + g) * pimg <= both lengths, asserted above; the argmax
+    // moves as raw bits.
+    unsafe {
+        transpose::pack(pooled_grad[n0 * pimg..].as_ptr(), pimg, g, vals);
+        transpose::pack(argmax[n0 * pimg..].as_ptr().cast::<f32>(), pimg, g, idxs);
+    }
+    if oh % 2 == 1 || ow % 2 == 1 {
+        gp.fill(V::ZERO);
+    }
+    let at = |y: usize, x: usize| I32s::splat((y * ow + x) as i32);
+    let lanes = (1u32 << g) - 1;
+    let mut in_windows = true;
+    for co in 0..c_out {
+        for py in 0..ph {
+            let (y, p) = (2 * py, (co * ph + py) * pw);
+            let row = (co * oh + y) * ow;
+            let (top, bottom) = gp[row..row + 2 * ow].split_at_mut(ow);
+            for px in 0..pw {
+                let x = 2 * px;
+                let gz = V::ZERO + vals[p + px];
+                let a: I32s = bytemuck::cast(idxs[p + px]);
+                let hits: [V; 4] = [at(y, x), at(y, x + 1), at(y + 1, x), at(y + 1, x + 1)]
+                    .map(|i| bytemuck::cast(a.simd_eq(i)));
+                top[x] = hits[0].select(gz, V::ZERO);
+                top[x + 1] = hits[1].select(gz, V::ZERO);
+                bottom[x] = hits[2].select(gz, V::ZERO);
+                bottom[x + 1] = hits[3].select(gz, V::ZERO);
+                let any = hits[0] | hits[1] | hits[2] | hits[3];
+                in_windows &= any.to_bitmask() & lanes == lanes;
+            }
+        }
+    }
+    in_windows
 }
 
 /// bacc[co] += plane co of gp, position by position in order. Four planes

@@ -11,12 +11,19 @@
 //!   held in `C * X` accumulators; each (ci, ky, kx) step loads `X` input
 //!   vectors and broadcasts `C` weights for `C * X` FMAs.
 //! * backward to the input: conv2's shape (6-wide output, 5-wide kernel) keeps a
-//!   whole 10-wide input-gradient row in registers and does exactly the useful
-//!   multiply-adds; other shapes run the forward tile over the zero-padded output
-//!   gradient with flipped, transposed filters.
+//!   whole 10-wide input-gradient row in registers, conv1's (20-wide output,
+//!   9-wide kernel) 14-column blocks of its 28-wide rows; both do exactly the
+//!   useful multiply-adds. Other shapes run the forward tile over the
+//!   zero-padded output gradient with flipped, transposed filters.
 //! * backward to the filters: a tile of `C` output channels x `X` kernel columns
-//!   for one (ci, ky) accumulates over all output positions; lanes hold per-image
-//!   partial sums, reduced across lanes once at the end in a fixed order.
+//!   for one (ci, ky) accumulates over L1-sized passes of output rows; lanes
+//!   hold per-image partial sums, reduced across lanes once at the end in a
+//!   fixed order.
+//!
+//! Packing and unpacking are `L x L` register transposes (`transpose`). The
+//! fused kernels pool the forward output while it is still packed, and rebuild
+//! the packed output gradient from a pooled gradient and its argmax, so the
+//! full-size conv output and its gradient never exist in NCHW form.
 //!
 //! Ragged groups (batch not a multiple of `L`) are zero-padded; padded lanes are
 //! never stored.

@@ -10,6 +10,11 @@
 //! The first layer of a network needs no gradient to its input: simply do not
 //! call `conv2d_backward_input` for it (the filter gradient is a separate call).
 //!
+//! A conv -> ReLU -> 2x2 max-pool block can run fused:
+//! `conv2d_forward_maxpool2x2_with` and `conv2d_backward_from_maxpool2x2_with`
+//! give bit-identical results to the separate kernels without materialising
+//! the conv output or its gradient.
+//!
 //! Layouts: input [batch, c_in, h, w]; weight [c_out, c_in, kh, kw];
 //! bias [c_out]; output [batch, c_out, h - kh + 1, w - kw + 1].
 

@@ -105,6 +105,30 @@ fn bench(c: &mut Criterion) {
             let mut gw = vec![0.0; s.weight_len()];
             let mut gb = vec![0.0; s.c_out];
             let flops = 2.0 * s.macs() as f64;
+            // The fused kernels (conv + ReLU + 2x2 max pool, and its backward
+            // from the pooled gradient, both gradients) with their own
+            // scratch; the argmax comes from a real forward pass.
+            let m = s.output_len() / 4;
+            let (mut pooled, mut argmax) = (vec![0.0; m], vec![0u32; m]);
+            let mut scratch = conv::ConvScratch::default();
+            conv::conv2d_forward_maxpool2x2_with(
+                &s,
+                &x,
+                &w,
+                &b,
+                Activation::Relu,
+                &mut pooled,
+                &mut argmax,
+                &mut scratch,
+            );
+            let pooled_grad = fill(m, 6);
+            let (mut pooled_out, mut argmax_out) = (vec![0.0; m], vec![0u32; m]);
+            let (mut fgw, mut fgb, mut fgi) = (
+                vec![0.0; s.weight_len()],
+                vec![0.0; s.c_out],
+                vec![0.0; s.input_len()],
+            );
+            let fused_scratch = std::cell::RefCell::new(scratch);
             let mut passes: Vec<(&str, Pass<'_>)> = vec![
                 (
                     "forward",
@@ -118,10 +142,47 @@ fn bench(c: &mut Criterion) {
                     "backward_filter",
                     Box::new(|| conv::conv2d_backward_filter(&s, &x, &go, &mut gw, &mut gb)),
                 ),
+                (
+                    "forward+pool",
+                    Box::new(|| {
+                        conv::conv2d_forward_maxpool2x2_with(
+                            &s,
+                            &x,
+                            &w,
+                            &b,
+                            Activation::Relu,
+                            &mut pooled_out,
+                            &mut argmax_out,
+                            &mut fused_scratch.borrow_mut(),
+                        )
+                    }),
+                ),
+                (
+                    "bwd_from_pool",
+                    Box::new(|| {
+                        conv::conv2d_backward_from_maxpool2x2_with(
+                            &s,
+                            &x,
+                            &w,
+                            &pooled_grad,
+                            &argmax,
+                            &mut fgw,
+                            &mut fgb,
+                            Some(&mut fgi),
+                            &mut fused_scratch.borrow_mut(),
+                        )
+                    }),
+                ),
             ];
             for (pass, f) in passes.iter_mut() {
                 group.bench_function(format!("{name}/b{batch}/{pass}"), |bch| bch.iter(&mut *f));
                 let t = median_time(&mut *f);
+                // The fused backward computes both gradients.
+                let flops = if *pass == "bwd_from_pool" {
+                    2.0 * flops
+                } else {
+                    flops
+                };
                 let gf = flops / t / 1e9;
                 table.push(format!(
                     "{name} b{batch:<3} {pass:<16} {:>8.1} us {:>7.1} GFLOP/s {:>5.1}% of peak",

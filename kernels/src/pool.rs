@@ -7,9 +7,14 @@
 //! never wins unless it is the window's first element (comparisons with NaN are
 //! false), exactly as the reference.
 //!
-//! The loops are branch-free selects over row pairs with no bounds checks in
-//! the inner loop (slices are cut once per row); LLVM vectorises them. Pooling
-//! is memory-bound, so explicit shuffles would buy little.
+//! On AVX-512, rows of at least `SIMD_MIN_OW` windows run 16 windows per
+//! step: even and odd columns are split (and, backward, merged) with
+//! two-source permutes, and the scalar select chain (strictly greater; an
+//! ordered compare is false whenever a NaN is involved) runs lane-wise, so
+//! values, indices and the tie/NaN rules are exactly the scalar ones.
+//! Elsewhere the loops are branch-free selects over row pairs with no bounds
+//! checks in the inner loop (slices are cut once per row), which LLVM
+//! vectorises.
 
 fn check(
     planes: usize,
@@ -47,6 +52,19 @@ pub fn maxpool2x2_forward(
         .zip(output.chunks_exact_mut(oh * ow))
         .zip(argmax.chunks_exact_mut(oh * ow))
     {
+        #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+        if ow >= SIMD_MIN_OW {
+            for (y, (out_row, am_row)) in out
+                .chunks_exact_mut(ow)
+                .zip(am.chunks_exact_mut(ow))
+                .enumerate()
+            {
+                let top = &inp[2 * y * w..2 * y * w + 2 * ow];
+                let bottom = &inp[(2 * y + 1) * w..(2 * y + 1) * w + 2 * ow];
+                avx512::row_pair(top, bottom, (2 * y * w) as u32, w as u32, out_row, am_row);
+            }
+            continue;
+        }
         for (y, (out_row, am_row)) in out
             .chunks_exact_mut(ow)
             .zip(am.chunks_exact_mut(ow))
@@ -97,8 +115,40 @@ pub fn maxpool2x2_backward(
         grad_output.len(),
         argmax.len(),
     );
-    grad_input.fill(0.0);
     let (oh, ow) = (h / 2, w / 2);
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    if oh > 0 && ow >= SIMD_MIN_OW {
+        if h % 2 == 1 || w % 2 == 1 {
+            // The dropped last row / column get no gradient.
+            grad_input.fill(0.0);
+        }
+        for ((gi, go), am) in grad_input
+            .chunks_exact_mut(h * w)
+            .zip(grad_output.chunks_exact(oh * ow))
+            .zip(argmax.chunks_exact(oh * ow))
+        {
+            let mut in_windows = true;
+            for (y, (go_row, am_row)) in go.chunks_exact(ow).zip(am.chunks_exact(ow)).enumerate() {
+                let (above, below) = gi[2 * y * w..(2 * y + 2) * w].split_at_mut(w);
+                in_windows &= avx512::row_pair_backward(
+                    go_row,
+                    am_row,
+                    (2 * y * w) as u32,
+                    w as u32,
+                    &mut above[..2 * ow],
+                    &mut below[..2 * ow],
+                );
+            }
+            if !in_windows {
+                // A hand-made argmax pointing outside its window: the scalar
+                // scatter gives the reference's meaning (or panics).
+                gi.fill(0.0);
+                scatter(gi, go, am);
+            }
+        }
+        return;
+    }
+    grad_input.fill(0.0);
     if oh == 0 || ow == 0 {
         return;
     }
@@ -107,12 +157,167 @@ pub fn maxpool2x2_backward(
         .zip(grad_output.chunks_exact(oh * ow))
         .zip(argmax.chunks_exact(oh * ow))
     {
-        // Windows are disjoint, so each input gets at most one term; `+=` keeps
-        // the reference's meaning even for a hand-made argmax with repeats.
-        // An index outside the plane panics (indexing) instead of writing into
-        // the next plane.
-        for (&g, &a) in go.iter().zip(am) {
-            gi[a as usize] += g;
+        scatter(gi, go, am);
+    }
+}
+
+/// gi[am[i]] += go[i] within one plane.
+fn scatter(gi: &mut [f32], go: &[f32], am: &[u32]) {
+    // Windows are disjoint, so each input gets at most one term; `+=` keeps
+    // the reference's meaning even for a hand-made argmax with repeats. An
+    // index outside the plane panics (indexing) instead of writing into the
+    // next plane.
+    for (&g, &a) in go.iter().zip(am) {
+        gi[a as usize] += g;
+    }
+}
+
+/// Narrower rows stay scalar: a 16-window step would be mostly masked off.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+const SIMD_MIN_OW: usize = 8;
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+mod avx512 {
+    use core::arch::x86_64::*;
+
+    /// The first `m` of 16 lanes.
+    #[inline(always)]
+    fn mask(m: usize) -> __mmask16 {
+        if m >= 16 {
+            0xFFFF
+        } else {
+            (1u16 << m) - 1
         }
+    }
+
+    /// One row pair: `out[x]`, `am[x]` for the windows over columns 2x, 2x + 1
+    /// of `top` and `bottom` (each `2 * out.len()` long); indices are
+    /// `row_base + 2x (+1) (+w)`.
+    #[inline(always)]
+    pub(super) fn row_pair(
+        top: &[f32],
+        bottom: &[f32],
+        row_base: u32,
+        w: u32,
+        out: &mut [f32],
+        am: &mut [u32],
+    ) {
+        let n = out.len();
+        assert!(top.len() == 2 * n && bottom.len() == 2 * n && am.len() == n);
+        // SAFETY: avx512f is enabled for the whole build (the module's cfg).
+        // Every load and store is masked to lanes inside the slices checked
+        // above: windows x0 .. x0 + m, columns 2 x0 .. 2 (x0 + m).
+        unsafe {
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+            let one = _mm512_set1_epi32(1);
+            let wv = _mm512_set1_epi32(w as i32);
+            let mut x0 = 0;
+            while x0 < n {
+                let m = (n - x0).min(16);
+                let (k_out, k_lo, k_hi) = (mask(m), mask(2 * m), mask((2 * m).saturating_sub(16)));
+                let split = |row: &[f32]| {
+                    let p = row.as_ptr().add(2 * x0);
+                    let lo = _mm512_maskz_loadu_ps(k_lo, p);
+                    // wrapping: past the slice when k_hi = 0 (nothing loaded).
+                    let hi = _mm512_maskz_loadu_ps(k_hi, p.wrapping_add(16));
+                    (
+                        _mm512_permutex2var_ps(lo, even, hi),
+                        _mm512_permutex2var_ps(lo, odd, hi),
+                    )
+                };
+                let (t0, t1) = split(top);
+                let (b0, b1) = split(bottom);
+                let base =
+                    _mm512_add_epi32(_mm512_set1_epi32((row_base + 2 * x0 as u32) as i32), even);
+                let base_b = _mm512_add_epi32(base, wv);
+                // The scalar chain: a later element wins only if strictly greater.
+                let mut best = t0;
+                let mut idx = base;
+                for (v, i) in [
+                    (t1, _mm512_add_epi32(base, one)),
+                    (b0, base_b),
+                    (b1, _mm512_add_epi32(base_b, one)),
+                ] {
+                    let c = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
+                    best = _mm512_mask_blend_ps(c, best, v);
+                    idx = _mm512_mask_blend_epi32(c, idx, i);
+                }
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(x0), k_out, best);
+                _mm512_mask_storeu_epi32(am.as_mut_ptr().add(x0).cast(), k_out, idx);
+                x0 += m;
+            }
+        }
+    }
+
+    /// The inverse of `row_pair` for one row pair: each input column of
+    /// `top` / `bottom` (each `2 * go.len()` long) gets `0.0 + go[x]` if it is
+    /// window x's recorded argmax, else 0.0 (`0.0 + g` rather than `g`
+    /// matches the scalar `+=` on a zeroed buffer bit for bit, -0.0
+    /// included). Returns false if some index is none of its window's four
+    /// positions (nothing is written for it then).
+    #[inline(always)]
+    pub(super) fn row_pair_backward(
+        go: &[f32],
+        am: &[u32],
+        row_base: u32,
+        w: u32,
+        top: &mut [f32],
+        bottom: &mut [f32],
+    ) -> bool {
+        let n = go.len();
+        assert!(am.len() == n && top.len() == 2 * n && bottom.len() == 2 * n);
+        let mut in_windows = true;
+        // SAFETY: avx512f is enabled for the whole build (the module's cfg).
+        // Every load and store is masked to lanes inside the slices checked
+        // above: windows x0 .. x0 + m, columns 2 x0 .. 2 (x0 + m).
+        unsafe {
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            // Interleave lanes 0..8 (then 8..16) of two vectors: a0 b0 a1 b1 ...
+            let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+            let hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+            let one = _mm512_set1_epi32(1);
+            let wv = _mm512_set1_epi32(w as i32);
+            let mut x0 = 0;
+            while x0 < n {
+                let m = (n - x0).min(16);
+                let (k_in, k_lo, k_hi) = (mask(m), mask(2 * m), mask((2 * m).saturating_sub(16)));
+                let g = _mm512_add_ps(
+                    _mm512_setzero_ps(),
+                    _mm512_maskz_loadu_ps(k_in, go.as_ptr().add(x0)),
+                );
+                let a = _mm512_maskz_loadu_epi32(k_in, am.as_ptr().add(x0).cast());
+                let t0 =
+                    _mm512_add_epi32(_mm512_set1_epi32((row_base + 2 * x0 as u32) as i32), even);
+                let b0 = _mm512_add_epi32(t0, wv);
+                let at_t0 = _mm512_cmpeq_epi32_mask(a, t0);
+                let at_t1 = _mm512_cmpeq_epi32_mask(a, _mm512_add_epi32(t0, one));
+                let at_b0 = _mm512_cmpeq_epi32_mask(a, b0);
+                let at_b1 = _mm512_cmpeq_epi32_mask(a, _mm512_add_epi32(b0, one));
+                in_windows &= (at_t0 | at_t1 | at_b0 | at_b1) & k_in == k_in;
+                let merge = |row: &mut [f32], even_cols: __m512, odd_cols: __m512| {
+                    let p = row.as_mut_ptr().add(2 * x0);
+                    _mm512_mask_storeu_ps(p, k_lo, _mm512_permutex2var_ps(even_cols, lo, odd_cols));
+                    // wrapping: past the slice when k_hi = 0 (nothing stored).
+                    _mm512_mask_storeu_ps(
+                        p.wrapping_add(16),
+                        k_hi,
+                        _mm512_permutex2var_ps(even_cols, hi, odd_cols),
+                    );
+                };
+                merge(
+                    top,
+                    _mm512_maskz_mov_ps(at_t0, g),
+                    _mm512_maskz_mov_ps(at_t1, g),
+                );
+                merge(
+                    bottom,
+                    _mm512_maskz_mov_ps(at_b0, g),
+                    _mm512_maskz_mov_ps(at_b1, g),
+                );
+                x0 += m;
+            }
+        }
+        in_windows
     }
 }

@@ -12,7 +12,7 @@
 use proptest::prelude::*;
 use vcortex_kernels::conv::{self, ConvShape};
 use vcortex_kernels::gemm::Activation;
-use vcortex_kernels::reference;
+use vcortex_kernels::{pool, reference};
 
 fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -117,6 +117,103 @@ fn check_backward_filter(s: &ConvShape, seed: u64) {
     assert_close("grad_bias (parallel)", &pb, &eb, &ab, n);
 }
 
+/// The fused forward + pooling must reproduce the two kernels in sequence
+/// bit for bit (values and argmax), including NaN and tie handling: inputs
+/// are drawn from a few levels so that pooled windows often tie, and an
+/// optional NaN poisons some outputs.
+fn check_forward_maxpool(s: &ConvShape, act: Activation, seed: u64, levels: bool, nan: bool) {
+    let mut x = random(s.input_len(), seed);
+    let mut w = random(s.weight_len(), seed + 1);
+    let b = random(s.c_out, seed + 2);
+    if levels {
+        // Few distinct products: many exact ties among window elements.
+        x.iter_mut().for_each(|v| *v = (*v * 2.0).round());
+        w.iter_mut().for_each(|v| *v = (*v * 2.0).round());
+    }
+    if nan && !x.is_empty() {
+        let i = (seed as usize) % x.len();
+        x[i] = f32::NAN;
+    }
+    let mut y = vec![0.0; s.output_len()];
+    conv::conv2d_forward(s, &x, &w, &b, &mut y, act);
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let m = s.batch * s.c_out * (oh / 2) * (ow / 2);
+    let (mut want, mut want_am) = (vec![0.0; m], vec![0u32; m]);
+    pool::maxpool2x2_forward(s.batch * s.c_out, oh, ow, &y, &mut want, &mut want_am);
+    let (mut got, mut got_am) = (vec![f32::NAN; m], vec![u32::MAX; m]);
+    let mut scratch = conv::ConvScratch::default();
+    conv::conv2d_forward_maxpool2x2_with(s, &x, &w, &b, act, &mut got, &mut got_am, &mut scratch);
+    assert_eq!(got_am, want_am, "argmax");
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "pooled values"
+    );
+}
+
+/// The fused pooling + convolution backward must reproduce
+/// `maxpool2x2_backward` followed by the two backward kernels bit for bit.
+/// The argmax comes from a real forward pass over tie-prone values; the pooled
+/// gradient has zeros and -0.0 (as ReLU's derivative leaves it).
+fn check_backward_from_maxpool(s: &ConvShape, seed: u64, with_input: bool) {
+    let x = random(s.input_len(), seed)
+        .iter()
+        .map(|v| (v * 2.0).round())
+        .collect::<Vec<_>>();
+    let w = random(s.weight_len(), seed + 1);
+    let b = random(s.c_out, seed + 2);
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let mut y = vec![0.0; s.output_len()];
+    conv::conv2d_forward(s, &x, &w, &b, &mut y, Activation::Relu);
+    let m = s.batch * s.c_out * (oh / 2) * (ow / 2);
+    let (mut pooled, mut am) = (vec![0.0; m], vec![0u32; m]);
+    pool::maxpool2x2_forward(s.batch * s.c_out, oh, ow, &y, &mut pooled, &mut am);
+    let pg: Vec<f32> = random(m, seed + 3)
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| match i % 5 {
+            0 => 0.0,
+            1 => -0.0,
+            _ => v,
+        })
+        .collect();
+    let mut dy = vec![0.0; s.output_len()];
+    pool::maxpool2x2_backward(s.batch * s.c_out, oh, ow, &pg, &am, &mut dy);
+    let (mut gw, mut gb, mut gi) = (
+        vec![0.0; s.weight_len()],
+        vec![0.0; s.c_out],
+        vec![0.0; s.input_len()],
+    );
+    conv::conv2d_backward_filter(s, &x, &dy, &mut gw, &mut gb);
+    conv::conv2d_backward_input(s, &dy, &w, &mut gi);
+    let (mut fw, mut fb, mut fi) = (
+        vec![f32::NAN; s.weight_len()],
+        vec![f32::NAN; s.c_out],
+        vec![f32::NAN; s.input_len()],
+    );
+    let mut scratch = conv::ConvScratch::default();
+    conv::conv2d_backward_from_maxpool2x2_with(
+        s,
+        &x,
+        &w,
+        &pg,
+        &am,
+        &mut fw,
+        &mut fb,
+        with_input.then_some(&mut fi[..]),
+        &mut scratch,
+    );
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+    assert!(same(&fw, &gw), "grad_weight");
+    assert!(same(&fb, &gb), "grad_bias");
+    if with_input {
+        assert!(same(&fi, &gi), "grad_input");
+    } else {
+        assert!(fi.iter().all(|v| v.is_nan()), "grad_input untouched");
+    }
+}
+
 fn act_strategy() -> impl Strategy<Value = Activation> {
     prop_oneof![
         Just(Activation::Identity),
@@ -157,6 +254,21 @@ proptest! {
     }
 
     #[test]
+    fn forward_maxpool_matches_forward_then_pool(
+        s in shape_strategy(), act in act_strategy(), seed in any::<u64>(),
+        levels in any::<bool>(), nan in any::<bool>(),
+    ) {
+        check_forward_maxpool(&s, act, seed, levels, nan);
+    }
+
+    #[test]
+    fn backward_from_maxpool_matches_pool_then_backward(
+        s in shape_strategy(), seed in any::<u64>(), with_input in any::<bool>(),
+    ) {
+        check_backward_from_maxpool(&s, seed, with_input);
+    }
+
+    #[test]
     fn backward_input_matches_reference(s in shape_strategy(), seed in any::<u64>()) {
         check_backward_input(&s, seed);
     }
@@ -169,6 +281,17 @@ proptest! {
         dh in 0usize..=4, seed in any::<u64>(),
     ) {
         let s = ConvShape { batch, c_in, h: kh + dh, w: 10, c_out, kh, kw: 5 };
+        check_backward_input(&s, seed);
+    }
+
+    /// The column-block path (20-wide output, 9-wide kernel: conv1's shape)
+    /// at other heights and channel counts.
+    #[test]
+    fn backward_input_block_path_matches_reference(
+        batch in 1usize..=18, c_in in 1usize..=3, c_out in 1usize..=17, kh in 1usize..=9,
+        dh in 0usize..=3, seed in any::<u64>(),
+    ) {
+        let s = ConvShape { batch, c_in, h: kh + dh, w: 28, c_out, kh, kw: 9 };
         check_backward_input(&s, seed);
     }
 
@@ -201,8 +324,13 @@ const CONV2: ConvShape = ConvShape {
 fn model_layers_match_reference() {
     for s in [CONV1, CONV2, CONV1.with_batch(1), CONV2.with_batch(1)] {
         check_forward(&s, Activation::Relu, 7);
+        for (seed, levels, nan) in [(10, false, false), (11, true, false), (12, true, true)] {
+            check_forward_maxpool(&s, Activation::Relu, seed, levels, nan);
+        }
         check_backward_input(&s, 8);
         check_backward_filter(&s, 9);
+        check_backward_from_maxpool(&s, 13, true);
+        check_backward_from_maxpool(&s, 14, false);
     }
 }
 
@@ -305,4 +433,33 @@ fn reused_scratch_matches_fresh_calls() {
         conv::conv2d_backward_filter_with(s, &x, &go, &mut w2, &mut b2, &mut scratch);
         assert_eq!((w1, b1), (w2, b2), "backward_filter, shape {i}");
     }
+}
+
+#[test]
+#[should_panic(expected = "outside its 2x2 window")]
+fn backward_from_maxpool_rejects_an_argmax_outside_its_window() {
+    let s = ConvShape {
+        batch: 1,
+        c_in: 1,
+        h: 5,
+        w: 5,
+        c_out: 1,
+        kh: 2,
+        kw: 2,
+    };
+    // 4 x 4 output, 2 x 2 pooled; index 15 belongs to the last window only.
+    let am = [15u32, 2, 8, 10];
+    let (mut gw, mut gb) = (vec![0.0; 4], vec![0.0; 1]);
+    let mut scratch = conv::ConvScratch::default();
+    conv::conv2d_backward_from_maxpool2x2_with(
+        &s,
+        &[0.5; 25],
+        &[0.5; 4],
+        &[1.0; 4],
+        &am,
+        &mut gw,
+        &mut gb,
+        None,
+        &mut scratch,
+    );
 }

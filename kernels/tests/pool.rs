@@ -62,3 +62,42 @@ fn odd_sizes_floor() {
     assert_eq!(am, [6, 8, 16, 18]);
     assert_eq!(out, [6.0, 8.0, 16.0, 18.0]);
 }
+
+#[test]
+fn nan_wins_only_as_the_first_element_as_in_the_reference() {
+    // Planes of 2 x 34 (17 windows: one full 16-window step and a ragged
+    // one), a NaN at every position of some windows.
+    let (h, w) = (2, 34);
+    for pos in 0..4 {
+        let mut input: Vec<f32> = (0..h * w).map(|i| (i % 7) as f32).collect();
+        for win in (0..w / 2).step_by(3) {
+            let (dy, dx) = (pos / 2, pos % 2);
+            input[dy * w + 2 * win + dx] = f32::NAN;
+        }
+        let m = w / 2;
+        let (mut out, mut am) = (vec![0.0; m], vec![0; m]);
+        pool::maxpool2x2_forward(1, h, w, &input, &mut out, &mut am);
+        let (mut rout, mut ram) = (vec![0.0; m], vec![0; m]);
+        reference::maxpool2x2_forward(1, h, w, &input, &mut rout, &mut ram);
+        assert_eq!(am, ram, "NaN at window position {pos}");
+        assert!(out
+            .iter()
+            .zip(&rout)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+}
+
+#[test]
+fn backward_with_argmax_outside_its_window_matches_the_reference() {
+    // Hand-made indices (not from the forward pass): every window points at
+    // input 3 of its plane, so the terms pile up there as in the reference.
+    let (planes, h, w) = (2, 4, 18);
+    let m = planes * (h / 2) * (w / 2);
+    let go: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
+    let am = vec![3u32; m];
+    let mut gi = vec![f32::NAN; planes * h * w];
+    pool::maxpool2x2_backward(planes, h, w, &go, &am, &mut gi);
+    let mut rgi = vec![0.0; planes * h * w];
+    reference::maxpool2x2_backward(planes, h, w, &go, &am, &mut rgi);
+    assert!(gi.iter().zip(&rgi).all(|(a, b)| a.to_bits() == b.to_bits()));
+}

@@ -3,7 +3,10 @@
 
 use super::Classifier;
 use crate::bench::profile::{timed, Phase};
-use crate::kernels::conv::ConvScratch;
+use crate::kernels::activation::relu_backward;
+use crate::kernels::conv::{
+    conv2d_backward_from_maxpool2x2_with, conv2d_forward_maxpool2x2_with, ConvScratch,
+};
 use crate::kernels::gemm::Activation;
 use crate::kernels::rng::Rng;
 use crate::nn::params::split_two;
@@ -117,11 +120,12 @@ pub struct CnnWorkspace {
     dlogits: Vec<f32>,
     dh: Vec<f32>,
     dp2: Vec<f32>,
-    dc2: Vec<f32>,
     dp1: Vec<f32>,
-    dc1: Vec<f32>,
     /// The conv kernels' packing buffers, grown during the first batch.
     conv_scratch: ConvScratch,
+    /// Whether the last forward pass stored the conv outputs `c1`, `c2`
+    /// (training and evaluation fuse each conv with its pooling and skip them).
+    conv_maps: bool,
 }
 
 impl Cnn {
@@ -184,7 +188,10 @@ impl Cnn {
         &self.params[self.layout.range(name)]
     }
 
-    fn forward(&self, ws: &mut CnnWorkspace, rows: usize) {
+    /// Forward over `rows` inputs. Without `keep_conv_maps`, each convolution
+    /// is fused with its ReLU and pooling (the kernels give the same pooled
+    /// values and argmax bit for bit) and `c1`, `c2` are not written.
+    fn forward(&self, ws: &mut CnnWorkspace, rows: usize, keep_conv_maps: bool) {
         assert!(
             rows <= ws.max_rows,
             "CNN workspace holds {} rows, got {rows}",
@@ -194,34 +201,63 @@ impl Cnn {
         let (c2n, p2n) = (self.conv2.output_len(), self.pool2.output_len());
         let x = &ws.x[..rows * self.conv1.input_len()];
         let f = Phase::Forward;
-        timed("conv1", f, || {
-            self.conv1.forward_with(
-                self.p("conv1.weight"),
-                self.p("conv1.bias"),
-                x,
-                rows,
-                &mut ws.c1[..rows * c1n],
-                &mut ws.conv_scratch,
-            )
-        });
-        timed("pool1", f, || {
-            self.pool1
-                .forward(&ws.c1, rows, &mut ws.p1[..rows * p1n], &mut ws.a1)
-        });
-        timed("conv2", f, || {
-            self.conv2.forward_with(
-                self.p("conv2.weight"),
-                self.p("conv2.bias"),
-                &ws.p1[..rows * p1n],
-                rows,
-                &mut ws.c2[..rows * c2n],
-                &mut ws.conv_scratch,
-            )
-        });
-        timed("pool2", f, || {
-            self.pool2
-                .forward(&ws.c2, rows, &mut ws.p2[..rows * p2n], &mut ws.a2)
-        });
+        ws.conv_maps = keep_conv_maps;
+        if !keep_conv_maps {
+            // Profiled under the conv's name: the pooling happens inside it.
+            timed("conv1", f, || {
+                conv2d_forward_maxpool2x2_with(
+                    &self.conv1.shape.with_batch(rows),
+                    x,
+                    self.p("conv1.weight"),
+                    self.p("conv1.bias"),
+                    self.conv1.activation,
+                    &mut ws.p1[..rows * p1n],
+                    &mut ws.a1[..rows * p1n],
+                    &mut ws.conv_scratch,
+                )
+            });
+            timed("conv2", f, || {
+                conv2d_forward_maxpool2x2_with(
+                    &self.conv2.shape.with_batch(rows),
+                    &ws.p1[..rows * p1n],
+                    self.p("conv2.weight"),
+                    self.p("conv2.bias"),
+                    self.conv2.activation,
+                    &mut ws.p2[..rows * p2n],
+                    &mut ws.a2[..rows * p2n],
+                    &mut ws.conv_scratch,
+                )
+            });
+        } else {
+            timed("conv1", f, || {
+                self.conv1.forward_with(
+                    self.p("conv1.weight"),
+                    self.p("conv1.bias"),
+                    x,
+                    rows,
+                    &mut ws.c1[..rows * c1n],
+                    &mut ws.conv_scratch,
+                )
+            });
+            timed("pool1", f, || {
+                self.pool1
+                    .forward(&ws.c1, rows, &mut ws.p1[..rows * p1n], &mut ws.a1)
+            });
+            timed("conv2", f, || {
+                self.conv2.forward_with(
+                    self.p("conv2.weight"),
+                    self.p("conv2.bias"),
+                    &ws.p1[..rows * p1n],
+                    rows,
+                    &mut ws.c2[..rows * c2n],
+                    &mut ws.conv_scratch,
+                )
+            });
+            timed("pool2", f, || {
+                self.pool2
+                    .forward(&ws.c2, rows, &mut ws.p2[..rows * p2n], &mut ws.a2)
+            });
+        }
         timed("fc1", f, || {
             self.fc1.forward(
                 self.p("fc1.weight"),
@@ -247,7 +283,7 @@ impl Cnn {
         let n = images.len() / self.input_len();
         let mut ws = self.workspace(n.max(1));
         ws.x[..images.len()].copy_from_slice(images);
-        self.forward(&mut ws, n);
+        self.forward(&mut ws, n, true);
         CnnFeatures {
             conv1: ws.c1[..n * self.conv1.output_len()].to_vec(),
             pool1: ws.p1[..n * self.pool1.output_len()].to_vec(),
@@ -299,10 +335,9 @@ impl Classifier for Cnn {
             dlogits: z(self.fc2.n_out),
             dh: z(self.fc1.n_out),
             dp2: z(self.pool2.output_len()),
-            dc2: z(self.conv2.output_len()),
             dp1: z(self.pool1.output_len()),
-            dc1: z(self.conv1.output_len()),
             conv_scratch: ConvScratch::default(),
+            conv_maps: false,
         }
     }
 
@@ -318,7 +353,7 @@ impl Classifier for Cnn {
         grads: &mut [f32],
     ) -> f64 {
         let rows = labels.len();
-        self.forward(ws, rows);
+        self.forward(ws, rows, false);
         let l = &self.layout;
         let classes = self.fc2.n_out;
         let loss = timed("loss", Phase::Forward, || {
@@ -362,18 +397,21 @@ impl Classifier for Cnn {
                 Some(&mut ws.dp2[..rows * p2n]),
             );
         });
-        // pool2 with conv2's ReLU derivative folded in, then conv2.
+        // Each pooling's backward is fused into its conv's backward: ReLU's
+        // derivative on the pooled gradient (the argmax element is the pooled
+        // value), then both gradients straight from the pooled gradient and
+        // the argmax (bit-identical to pooling backward + conv backward).
         timed("pool2", bw, || {
-            self.pool2
-                .backward(&ws.p2, &mut ws.dp2, &ws.a2, true, rows, &mut ws.dc2)
+            relu_backward(&ws.p2[..rows * p2n], &mut ws.dp2[..rows * p2n])
         });
         timed("conv2", bw, || {
             let (dw, db) = split_two(grads, l.range("conv2.weight"), l.range("conv2.bias"));
-            self.conv2.backward_with(
-                self.p("conv2.weight"),
+            conv2d_backward_from_maxpool2x2_with(
+                &self.conv2.shape.with_batch(rows),
                 &ws.p1[..rows * p1n],
-                &ws.dc2,
-                rows,
+                self.p("conv2.weight"),
+                &ws.dp2[..rows * p2n],
+                &ws.a2[..rows * p2n],
                 dw,
                 db,
                 Some(&mut ws.dp1[..rows * p1n]),
@@ -381,16 +419,16 @@ impl Classifier for Cnn {
             );
         });
         timed("pool1", bw, || {
-            self.pool1
-                .backward(&ws.p1, &mut ws.dp1, &ws.a1, true, rows, &mut ws.dc1)
+            relu_backward(&ws.p1[..rows * p1n], &mut ws.dp1[..rows * p1n])
         });
         timed("conv1", bw, || {
             let (dw, db) = split_two(grads, l.range("conv1.weight"), l.range("conv1.bias"));
-            self.conv1.backward_with(
+            conv2d_backward_from_maxpool2x2_with(
+                &self.conv1.shape.with_batch(rows),
+                &ws.x[..rows * self.conv1.input_len()],
                 self.p("conv1.weight"),
-                &ws.x,
-                &ws.dc1,
-                rows,
+                &ws.dp1[..rows * p1n],
+                &ws.a1[..rows * p1n],
                 dw,
                 db,
                 None,
@@ -401,11 +439,24 @@ impl Classifier for Cnn {
     }
 
     fn first_non_finite_layer(&self, ws: &CnnWorkspace, rows: usize) -> Option<String> {
+        let (p1n, p2n) = (self.pool1.output_len(), self.pool2.output_len());
+        // A fused pass stores no conv output: each conv layer's output is
+        // then its pooled one.
+        let (c1, c1n, c2, c2n) = if ws.conv_maps {
+            (
+                &ws.c1,
+                self.conv1.output_len(),
+                &ws.c2,
+                self.conv2.output_len(),
+            )
+        } else {
+            (&ws.p1, p1n, &ws.p2, p2n)
+        };
         let stages: [(&str, &[f32], usize); 6] = [
-            ("conv1", &ws.c1, self.conv1.output_len()),
-            ("pool1", &ws.p1, self.pool1.output_len()),
-            ("conv2", &ws.c2, self.conv2.output_len()),
-            ("pool2", &ws.p2, self.pool2.output_len()),
+            ("conv1", c1, c1n),
+            ("pool1", &ws.p1, p1n),
+            ("conv2", c2, c2n),
+            ("pool2", &ws.p2, p2n),
             ("fc1", &ws.h, self.fc1.n_out),
             ("fc2", &ws.logits, self.fc2.n_out),
         ];
@@ -417,7 +468,7 @@ impl Classifier for Cnn {
 
     fn evaluate(&self, ws: &mut CnnWorkspace, labels: &[u8]) -> (f64, usize) {
         let rows = labels.len();
-        self.forward(ws, rows);
+        self.forward(ws, rows, false);
         let classes = self.fc2.n_out;
         let n = rows * classes;
         timed("loss", Phase::Forward, || {

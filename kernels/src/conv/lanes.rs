@@ -11,16 +11,24 @@
 //!   held in `C * X` accumulators; each (ci, ky, kx) step loads `X` input
 //!   vectors and broadcasts `C` weights for `C * X` FMAs.
 //! * backward to the input: conv2's shape (6-wide output, 5-wide kernel) keeps a
-//!   whole 10-wide input-gradient row in registers and does exactly the useful
-//!   multiply-adds; other shapes run the forward tile over the zero-padded output
-//!   gradient with flipped, transposed filters.
+//!   whole 10-wide input-gradient row in registers, conv1's (20-wide output,
+//!   9-wide kernel) 14-column blocks of its 28-wide rows; both do exactly the
+//!   useful multiply-adds. Other shapes run the forward tile over the
+//!   zero-padded output gradient with flipped, transposed filters.
 //! * backward to the filters: a tile of `C` output channels x `X` kernel columns
-//!   for one (ci, ky) accumulates over all output positions; lanes hold per-image
-//!   partial sums, reduced across lanes once at the end in a fixed order.
+//!   for one (ci, ky) accumulates over L1-sized passes of output rows; lanes
+//!   hold per-image partial sums, reduced across lanes once at the end in a
+//!   fixed order.
+//!
+//! Packing and unpacking are `L x L` register transposes (`transpose`). The
+//! fused kernels pool the forward output while it is still packed, and rebuild
+//! the packed output gradient from a pooled gradient and its argmax, so the
+//! full-size conv output and its gradient never exist in NCHW form.
 //!
 //! Ragged groups (batch not a multiple of `L`) are zero-padded; padded lanes are
 //! never stored.
 
+use super::transpose;
 use crate::conv::ConvShape;
 use crate::gemm::Activation;
 
@@ -28,11 +36,14 @@ use crate::gemm::Activation;
 mod width {
     pub type V = wide::f32x16;
     pub const L: usize = 16;
-    // 32 vector registers: up to ~24 accumulators plus operands.
+    // 32 vector registers: up to ~27 accumulators plus operands; the larger
+    // the tile, the fewer loads per FMA (C + X per C * X).
     pub const FWD_A: [usize; 2] = [5, 4]; // conv1: 15 = 3 * 5 channels, 20 = 5 * 4 columns
     pub const FWD_B: [usize; 2] = [5, 3]; // conv2: 20 = 4 * 5 channels, 6 = 2 * 3 columns
-    pub const BWF_A: [usize; 2] = [5, 3]; // conv1: 15 channels, 9 = 3 * 3 kernel columns
-    pub const BWF_B: [usize; 2] = [4, 5]; // conv2: 20 channels, 5 kernel columns
+    pub const BWF_A: [usize; 2] = [3, 9]; // conv1: 15 = 5 * 3 channels, 9 kernel columns
+    pub const BWF_B: [usize; 2] = [5, 5]; // conv2: 20 = 4 * 5 channels, 5 kernel columns
+                                          // conv1 backward-input: 14 accumulators + 9 filter taps + 1 operand.
+    pub const BWI_XB: usize = 14;
 }
 
 #[cfg(all(
@@ -49,6 +60,7 @@ mod width {
     pub const FWD_B: [usize; 2] = [2, 6];
     pub const BWF_A: [usize; 2] = [3, 3];
     pub const BWF_B: [usize; 2] = [2, 5];
+    pub const BWI_XB: usize = 7;
 }
 
 #[cfg(not(any(
@@ -66,9 +78,10 @@ mod width {
     pub const FWD_B: [usize; 2] = [2, 6];
     pub const BWF_A: [usize; 2] = [3, 3];
     pub const BWF_B: [usize; 2] = [2, 5];
+    pub const BWI_XB: usize = 7;
 }
 
-use width::{BWF_A, BWF_B, FWD_A, FWD_B};
+use width::{BWF_A, BWF_B, BWI_XB, FWD_A, FWD_B};
 pub use width::{L, V};
 
 /// Packs images `n0 .. n0 + g` of `src` (each `planes x h x w`, NCHW) into
@@ -90,42 +103,28 @@ fn pack_group(
     assert!((1..=L).contains(&g) && dst.len() == planes * ph * pw);
     let img = planes * h * w;
     assert!(src.len() >= (n0 + g) * img);
-    if g < L || pad_y > 0 || pad_x > 0 {
-        dst.fill(V::ZERO);
-    }
-    if g == L {
-        // Full group: build each vector from its L lanes (strided loads that
-        // hit L1/L2 rows) and store it whole; one vector store instead of L
-        // scalar stores into the same cell.
-        for c in 0..planes {
-            for y in 0..h {
-                let row_start = (c * ph + y + pad_y) * pw + pad_x;
-                let src_row = n0 * img + (c * h + y) * w;
-                for (x, cell) in dst[row_start..row_start + w].iter_mut().enumerate() {
-                    let p = src_row + x;
-                    // SAFETY: p + (L - 1) * img = (n0 + L - 1) * img + (c * h + y) * w + x
-                    // < (n0 + g) * img <= src.len(), asserted above.
-                    *cell = V::new(core::array::from_fn(|l| unsafe {
-                        *src.get_unchecked(p + l * img)
-                    }));
-                }
-            }
-        }
+    let src = src[n0 * img..].as_ptr();
+    if pad_y == 0 && pad_x == 0 {
+        // Unpadded, an image is one contiguous row of planes * h * w values.
+        // SAFETY: rows l < g of img values start at (n0 + l) * img and end
+        // within (n0 + g) * img <= src.len(), asserted above.
+        unsafe { transpose::pack(src, img, g, dst) };
         return;
     }
-    let d: &mut [f32] = bytemuck::cast_slice_mut(dst);
-    // Row by row: the destination row (w vectors) stays in L1 while the g
-    // source rows are read contiguously.
+    dst.fill(V::ZERO);
     for c in 0..planes {
         for y in 0..h {
-            let row_start = ((c * ph + y + pad_y) * pw + pad_x) * L;
-            let drow = &mut d[row_start..row_start + w * L];
-            for l in 0..g {
-                let s = (n0 + l) * img + (c * h + y) * w;
-                for (cell, &v) in drow.chunks_exact_mut(L).zip(&src[s..s + w]) {
-                    cell[l] = v;
-                }
-            }
+            let row_start = (c * ph + y + pad_y) * pw + pad_x;
+            // SAFETY: row (c, y) of image n0 + l < n0 + g has w values inside
+            // the images asserted above.
+            unsafe {
+                transpose::pack(
+                    src.add((c * h + y) * w),
+                    img,
+                    g,
+                    &mut dst[row_start..row_start + w],
+                )
+            };
         }
     }
 }
@@ -145,6 +144,11 @@ pub struct Scratch {
     bacc: Vec<V>,
     /// Flipped, transposed filters for the general backward-input path.
     flipped: Vec<f32>,
+    /// Pooled values and argmax vectors (fused forward + pool, or the
+    /// pooled gradient and argmax of a group in the fused backward).
+    pooled: Vec<V>,
+    /// Zero-padded output gradient for the general backward-input path.
+    gpad: Vec<V>,
 }
 
 /// The first `n` elements of `v`, grown (zero-filled) if it is shorter; the
@@ -157,45 +161,34 @@ fn grown<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) -> &mut [T] {
 }
 
 /// Unpacks lanes `l < g` of `src` (one vector per column) into `g` rows:
-/// `dst[l * stride + x] = src[x][l]`. Each destination row is written
-/// contiguously (whole cache lines), and the strided reads come from L1; a
-/// lane-by-lane scatter of each vector instead touches `g` lines per store.
+/// `dst[l * stride + x] = src[x][l]`, as register transposes of `L x L`
+/// blocks (see `transpose`).
 ///
 /// # Safety
 /// `dst + l * stride + x` must be valid for writes for every `l < g` and
 /// `x < src.len()`, and `g <= L`.
 #[inline(always)]
 unsafe fn unpack_rows(src: &[V], dst: *mut f32, stride: usize, g: usize) {
-    let f: &[f32] = bytemuck::cast_slice(src);
-    for l in 0..g {
-        // SAFETY: row l of the destination is valid per the caller.
-        let d = unsafe { dst.add(l * stride) };
-        for (x, v) in f[l..].iter().step_by(L).take(src.len()).enumerate() {
-            // SAFETY: x < src.len(), inside row l.
-            unsafe { *d.add(x) = *v };
+    // SAFETY: forwarded from the caller.
+    unsafe { transpose::unpack(src, dst, stride, g) }
+}
+
+/// Applies the activation in place to a row of tiles. A separate pass rather
+/// than fused into the tile's stores: any non-trivial code between the FMA
+/// loop and the stores (closures, a match per vector) has made LLVM keep the
+/// accumulators on the stack, a store after every FMA in the hot loop.
+fn activate_rows(rows: &mut [V], act: Activation) {
+    match act {
+        Activation::Identity => {}
+        // (The forward pass fuses ReLU into its unpack instead.)
+        Activation::Relu => rows.iter_mut().for_each(|v| *v = v.max(V::ZERO)),
+        Activation::Sigmoid => {
+            let f: &mut [f32] = bytemuck::cast_slice_mut(rows);
+            for x in f {
+                *x = crate::reference::sigmoid(*x);
+            }
         }
     }
-}
-
-#[inline(always)]
-fn activate(v: V, act: Activation) -> V {
-    match act {
-        Activation::Identity => v,
-        Activation::Relu => v.max(V::ZERO),
-        Activation::Sigmoid => sigmoid_lanes(v),
-    }
-}
-
-/// Out of line so that `activate` stays tiny: the tile's store loop must be
-/// fully unrolled, or the accumulator array is indexed at run time and LLVM
-/// keeps it on the stack (a store after every FMA in the hot loop).
-#[inline(never)]
-fn sigmoid_lanes(v: V) -> V {
-    let mut a = v.to_array();
-    for x in &mut a {
-        *x = crate::reference::sigmoid(*x);
-    }
-    V::new(a)
 }
 
 /// A valid convolution of one packed group into g NCHW output images.
@@ -222,9 +215,7 @@ impl PackedConv<'_> {
         self.w + 1 - self.kw
     }
 
-    /// Runs the whole convolution into `out` (g images of `c_out x oh x ow`);
-    /// `rows` is scratch for one row of tiles.
-    fn run(&self, out: &mut [f32], g: usize, rows: &mut Vec<V>) {
+    fn check(&self, g: usize) {
         assert!(self.kh >= 1 && self.kw >= 1 && self.kh <= self.h && self.kw <= self.w);
         assert_eq!(self.xin.len(), self.c_in * self.h * self.w);
         assert_eq!(
@@ -232,76 +223,192 @@ impl PackedConv<'_> {
             self.c_out * self.c_in * self.kh * self.kw
         );
         assert!(self.bias.is_none_or(|b| b.len() == self.c_out));
-        assert!((1..=L).contains(&g) && out.len() == g * self.c_out * self.oh() * self.ow());
+        assert!((1..=L).contains(&g));
+    }
+
+    /// Runs the whole convolution into `out` (g images of `c_out x oh x ow`);
+    /// `rows` is scratch for a block of tiles.
+    fn run(&self, out: &mut [f32], g: usize, rows: &mut Vec<V>) {
+        self.check(g);
+        let (oh, ow) = (self.oh(), self.ow());
+        let plane = oh * ow;
+        let img = self.c_out * plane;
+        assert_eq!(out.len(), g * img);
+        let act = self.act;
+        self.dispatch(rows, false, &mut |co, y0, block| {
+            let dst = out[co * plane + y0 * ow..].as_mut_ptr();
+            // SAFETY: lane l < g goes to image l (out holds g images of img),
+            // channel co < c_out, rows y0.. of the block: block.len()
+            // contiguous values inside that channel's plane (`tiles`).
+            unsafe {
+                if act == Activation::Relu {
+                    transpose::unpack_relu(block, dst, img, g);
+                } else {
+                    activate_rows(block, act);
+                    unpack_rows(block, dst, img, g);
+                }
+            }
+        });
+    }
+
+    /// The convolution followed by 2x2 / stride-2 max pooling, in the packed
+    /// layout: `pooled` and `argmax` (g images of `c_out x oh/2 x ow/2`) get
+    /// exactly what `maxpool2x2_forward` computes from `run`'s output (same
+    /// select chain, lane-wise: ties to the first element in row-major order,
+    /// NaN wins only as the first), without storing the convolution itself.
+    fn run_pooled(
+        &self,
+        pooled: &mut [f32],
+        argmax: &mut [u32],
+        g: usize,
+        rows: &mut Vec<V>,
+        buf: &mut Vec<V>,
+    ) {
+        self.check(g);
+        let (oh, ow) = (self.oh(), self.ow());
+        let (ph, pw) = (oh / 2, ow / 2);
+        let pimg = self.c_out * ph * pw;
+        assert!(pooled.len() == g * pimg && argmax.len() == g * pimg);
+        if pimg == 0 {
+            return;
+        }
+        let act = self.act;
+        self.dispatch(rows, true, &mut |co, y0, block| {
+            activate_rows(block, act);
+            // Whole row pairs of this block (y0 is even; a last odd row of
+            // the plane is dropped).
+            let pairs = (block.len() / ow).min(oh - y0) / 2;
+            if pairs == 0 {
+                return;
+            }
+            let n = pairs * pw;
+            let buf = grown(buf, 2 * n, V::ZERO);
+            let (vals, idxs) = buf.split_at_mut(n);
+            let index = |y: usize, x: usize| -> V { bytemuck::cast([(y * ow + x) as u32; L]) };
+            for k in 0..pairs {
+                let (top, bottom) = block[2 * k * ow..(2 * k + 2) * ow].split_at(ow);
+                let y = y0 + 2 * k;
+                for px in 0..pw {
+                    let x = 2 * px;
+                    let mut best = top[x];
+                    let mut idx = index(y, x);
+                    for (v, i) in [
+                        (top[x + 1], index(y, x + 1)),
+                        (bottom[x], index(y + 1, x)),
+                        (bottom[x + 1], index(y + 1, x + 1)),
+                    ] {
+                        // Ordered compare: false if either is NaN.
+                        let wins = v.simd_gt(best);
+                        best = wins.select(v, best);
+                        idx = wins.select(i, idx);
+                    }
+                    vals[k * pw + px] = best;
+                    idxs[k * pw + px] = idx;
+                }
+            }
+            let at = (co * ph + y0 / 2) * pw;
+            // SAFETY: lane l < g goes to image l (pooled and argmax hold g
+            // images of pimg), channel co < c_out, pooled rows y0 / 2 ..
+            // y0 / 2 + pairs <= ph: n contiguous values of that plane. The
+            // index vectors move as raw bits (no arithmetic in the unpack).
+            unsafe {
+                unpack_rows(vals, pooled[at..].as_mut_ptr(), pimg, g);
+                unpack_rows(idxs, argmax[at..].as_mut_ptr().cast::<f32>(), pimg, g);
+            }
+        });
+    }
+
+    /// Picks the register tile for this shape and runs `tiles`.
+    fn dispatch(
+        &self,
+        rows: &mut Vec<V>,
+        pool: bool,
+        sink: &mut impl FnMut(usize, usize, &mut [V]),
+    ) {
         let ow = self.ow();
         let prefer_a = ow.is_multiple_of(FWD_A[1]) && !ow.is_multiple_of(FWD_B[1]);
-        let rows = grown(rows, FWD_A[0].max(FWD_B[0]) * ow, V::ZERO);
         match (self.kw, prefer_a) {
-            (9, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 9>(out, g, rows),
-            (9, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 9>(out, g, rows),
-            (5, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 5>(out, g, rows),
-            (5, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 5>(out, g, rows),
-            (_, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 0>(out, g, rows),
-            (_, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 0>(out, g, rows),
+            (9, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 9>(rows, pool, sink),
+            (9, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 9>(rows, pool, sink),
+            (5, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 5>(rows, pool, sink),
+            (5, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 5>(rows, pool, sink),
+            (_, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 0>(rows, pool, sink),
+            (_, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 0>(rows, pool, sink),
         }
     }
 
     /// Covers the output with CM x XM tiles; leftover channels and columns get
     /// 1-wide tiles. KW = 0 means "kernel width known only at run time".
-    /// Each row of tiles (channels co0.., row y) lands in `rows` and is then
-    /// unpacked into the g images with contiguous row writes.
+    /// A block of tiles (channels co0.., rows y0..y1) lands in `rows`, then
+    /// `sink(co, y0, block)` gets each channel's rows y0..y1 (contiguous,
+    /// (y1 - y0) * ow vectors, not activated). Unpacking a block at once runs
+    /// the transposes over whole 16-column blocks (conv1: 4 rows of 20 are 5
+    /// full blocks; one row is 2 blocks, one of them mostly masked off). With
+    /// `pool`, blocks hold an even number of rows (or all of them).
     fn tiles<const CM: usize, const XM: usize, const KW: usize>(
         &self,
-        out: &mut [f32],
-        g: usize,
-        rows: &mut [V],
+        rows: &mut Vec<V>,
+        pool: bool,
+        sink: &mut impl FnMut(usize, usize, &mut [V]),
     ) {
         let (oh, ow, c_out) = (self.oh(), self.ow(), self.c_out);
-        assert!(rows.len() >= CM * ow);
-        let img = c_out * oh * ow;
+        // About 25 KiB of tiles per block: stays in L1 until the sink.
+        let mut rows_per_block = (400 / (CM * ow)).max(1);
+        if pool {
+            rows_per_block = (rows_per_block & !1).max(2);
+        }
+        let rows_per_block = rows_per_block.min(oh);
+        let cstride = rows_per_block * ow;
+        let rows = grown(rows, CM * cstride, V::ZERO);
         let mut co0 = 0;
         while co0 < c_out {
             let full_c = c_out - co0 >= CM;
             let cn = if full_c { CM } else { 1 };
-            for y in 0..oh {
-                let mut x0 = 0;
-                while x0 < ow {
-                    let full_x = ow - x0 >= XM;
-                    // SAFETY: co0 + C <= c_out, x0 + X <= ow and y < oh hold by
-                    // the loop bounds, which is what `tile` requires; `run`
-                    // checked every buffer length against the shape.
-                    unsafe {
-                        match (full_c, full_x) {
-                            (true, true) => self.tile::<CM, XM, KW>(rows, co0, y, x0),
-                            (true, false) => self.tile::<CM, 1, KW>(rows, co0, y, x0),
-                            (false, true) => self.tile::<1, XM, KW>(rows, co0, y, x0),
-                            (false, false) => self.tile::<1, 1, KW>(rows, co0, y, x0),
+            for y0 in (0..oh).step_by(rows_per_block) {
+                let y1 = (y0 + rows_per_block).min(oh);
+                for y in y0..y1 {
+                    let mut x0 = 0;
+                    while x0 < ow {
+                        let full_x = ow - x0 >= XM;
+                        let dst = rows[(y - y0) * ow + x0..].as_mut_ptr();
+                        // SAFETY: co0 + C <= c_out, x0 + X <= ow and y < oh hold
+                        // by the loop bounds; dst + c * cstride + j for c < C,
+                        // j < X stays inside rows (CM * cstride) as
+                        // (y - y0) * ow + x0 + j < cstride; `check` and the
+                        // callers checked every other buffer against the shape.
+                        unsafe {
+                            match (full_c, full_x) {
+                                (true, true) => self.tile::<CM, XM, KW>(dst, cstride, co0, y, x0),
+                                (true, false) => self.tile::<CM, 1, KW>(dst, cstride, co0, y, x0),
+                                (false, true) => self.tile::<1, XM, KW>(dst, cstride, co0, y, x0),
+                                (false, false) => self.tile::<1, 1, KW>(dst, cstride, co0, y, x0),
+                            }
                         }
+                        x0 += if full_x { XM } else { 1 };
                     }
-                    x0 += if full_x { XM } else { 1 };
                 }
+                let n = (y1 - y0) * ow;
                 for c in 0..cn {
-                    let dst = out[(co0 + c) * oh * ow + y * ow..].as_mut_ptr();
-                    // SAFETY: lane l < g goes to image l (out holds g images of
-                    // img), channel co0 + c < c_out, row y < oh, ow columns.
-                    unsafe { unpack_rows(&rows[c * ow..(c + 1) * ow], dst, img, g) };
+                    sink(co0 + c, y0, &mut rows[c * cstride..c * cstride + n]);
                 }
             }
             co0 += if full_c { CM } else { 1 };
         }
     }
 
-    /// Output channels co0..co0+C, row y, columns x0..x0+X, activated, into
-    /// `rows[c * ow + x0 + j]`.
+    /// Output channels co0..co0+C, row y, columns x0..x0+X, not activated, into
+    /// `dst[c * cstride + j]`.
     ///
     /// # Safety
-    /// co0 + C <= c_out, y < oh, x0 + X <= ow, rows.len() >= C * ow, and the
-    /// buffers match the shape (checked in `run`).
+    /// co0 + C <= c_out, y < oh, x0 + X <= ow, `dst + c * cstride + j` valid
+    /// for writes for c < C, j < X, and the buffers match the shape (checked
+    /// in `run`).
     #[inline(never)] // optimised alone, its accumulators stay in registers
     #[allow(clippy::needless_range_loop)] // acc[c][j] indexed by two loop counters
     unsafe fn tile<const C: usize, const X: usize, const KW: usize>(
         &self,
-        rows: &mut [V],
+        dst: *mut V,
+        cstride: usize,
         co0: usize,
         y: usize,
         x0: usize,
@@ -341,14 +448,10 @@ impl PackedConv<'_> {
                 }
             }
         }
-        let ow = self.ow();
-        let base = rows.as_mut_ptr().add(x0);
-        let act = self.act;
-        let acc = acc.map(|row| row.map(|v| activate(v, act)));
         for c in 0..C {
             for j in 0..X {
-                // SAFETY: c < C and x0 + j < ow, inside rows (C * ow).
-                *base.add(c * ow + j) = acc[c][j];
+                // SAFETY: c < C and j < X, valid per the caller.
+                *dst.add(c * cstride + j) = acc[c][j];
             }
         }
     }
@@ -391,6 +494,45 @@ pub fn forward(
     }
 }
 
+/// Forward pass fused with 2x2 / stride-2 max pooling (single-threaded).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_maxpool(
+    sc: &mut Scratch,
+    s: &ConvShape,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    act: Activation,
+    pooled: &mut [f32],
+    argmax: &mut [u32],
+) {
+    let pimg = s.c_out * (s.out_h() / 2) * (s.out_w() / 2);
+    let xin = grown(&mut sc.xin, s.c_in * s.h * s.w, V::ZERO);
+    for n0 in (0..s.batch).step_by(L) {
+        let g = L.min(s.batch - n0);
+        pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, xin);
+        let job = PackedConv {
+            xin,
+            c_in: s.c_in,
+            h: s.h,
+            w: s.w,
+            weight,
+            c_out: s.c_out,
+            kh: s.kh,
+            kw: s.kw,
+            bias: Some(bias),
+            act,
+        };
+        job.run_pooled(
+            &mut pooled[n0 * pimg..(n0 + g) * pimg],
+            &mut argmax[n0 * pimg..(n0 + g) * pimg],
+            g,
+            &mut sc.rows,
+            &mut sc.pooled,
+        );
+    }
+}
+
 /// Backward pass to the input over the whole batch (single-threaded, overwrites).
 pub fn backward_input(
     sc: &mut Scratch,
@@ -401,22 +543,49 @@ pub fn backward_input(
 ) {
     let (oh, ow) = (s.out_h(), s.out_w());
     let in_img = s.c_in * s.h * s.w;
-    {
-        if ow == 6 && s.kw == 5 {
-            // conv2's shape: whole input-gradient rows in registers, no wasted MACs.
-            let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
-            for n0 in (0..s.batch).step_by(L) {
-                let g = L.min(s.batch - n0);
-                pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, gp);
-                let out = &mut grad_input[n0 * in_img..(n0 + g) * in_img];
-                backward_input_rows::<6, 5>(s, gp, weight, out, g);
-            }
-            return;
+    let path = InputGradPath::new(s, weight, &mut sc.flipped);
+    let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
+    for n0 in (0..s.batch).step_by(L) {
+        let g = L.min(s.batch - n0);
+        pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, gp);
+        let out = &mut grad_input[n0 * in_img..(n0 + g) * in_img];
+        path.group(
+            s,
+            gp,
+            weight,
+            &sc.flipped,
+            &mut sc.gpad,
+            &mut sc.rows,
+            out,
+            g,
+        );
+    }
+}
+
+/// How one group's input gradient is computed from its packed output gradient.
+#[derive(Clone, Copy)]
+enum InputGradPath {
+    /// conv2's shape (6-wide output, 5-wide kernel): whole input-gradient
+    /// rows in registers, no wasted MACs.
+    Rows6x5,
+    /// conv1's shape (20-wide output, 9-wide kernel): blocks of
+    /// input-gradient columns in registers, no wasted MACs.
+    Blocks20x9,
+    /// Other shapes: a valid convolution of the zero-padded output gradient
+    /// with the filters flipped in both axes and c_in <-> c_out swapped.
+    General,
+}
+
+impl InputGradPath {
+    /// The path for `s`; for `General`, also fills `flipped`.
+    fn new(s: &ConvShape, weight: &[f32], flipped: &mut Vec<f32>) -> Self {
+        match (s.out_w(), s.kw) {
+            (6, 5) => return InputGradPath::Rows6x5,
+            (20, 9) => return InputGradPath::Blocks20x9,
+            _ => {}
         }
-        // General shapes: a valid convolution of the zero-padded output gradient
-        // with the filters flipped in both axes and c_in <-> c_out swapped.
         let (kh, kw) = (s.kh, s.kw);
-        let flipped = grown(&mut sc.flipped, s.weight_len(), 0.0);
+        let flipped = grown(flipped, s.weight_len(), 0.0);
         for co in 0..s.c_out {
             for ci in 0..s.c_in {
                 for ky in 0..kh {
@@ -427,28 +596,54 @@ pub fn backward_input(
                 }
             }
         }
-        let (ph, pw) = (oh + 2 * (kh - 1), ow + 2 * (kw - 1));
-        let gp = grown(&mut sc.gp, s.c_out * ph * pw, V::ZERO);
-        for n0 in (0..s.batch).step_by(L) {
-            let g = L.min(s.batch - n0);
-            pack_group(grad_output, s.c_out, oh, ow, kh - 1, kw - 1, n0, g, gp);
-            let job = PackedConv {
-                xin: gp,
-                c_in: s.c_out,
-                h: ph,
-                w: pw,
-                weight: flipped,
-                c_out: s.c_in,
-                kh,
-                kw,
-                bias: None,
-                act: Activation::Identity,
-            };
-            job.run(
-                &mut grad_input[n0 * in_img..(n0 + g) * in_img],
-                g,
-                &mut sc.rows,
-            );
+        InputGradPath::General
+    }
+
+    /// `out` (g images of the input gradient) from `gp`, the group's packed
+    /// output gradient (`c_out x oh x ow` vectors, unpadded).
+    #[allow(clippy::too_many_arguments)]
+    fn group(
+        self,
+        s: &ConvShape,
+        gp: &[V],
+        weight: &[f32],
+        flipped: &[f32],
+        gpad: &mut Vec<V>,
+        rows: &mut Vec<V>,
+        out: &mut [f32],
+        g: usize,
+    ) {
+        match self {
+            InputGradPath::Rows6x5 => backward_input_rows::<6, 5>(s, gp, weight, out, g),
+            InputGradPath::Blocks20x9 => {
+                let row = grown(rows, s.w, V::ZERO);
+                backward_input_blocks::<20, 9>(s, gp, weight, out, g, row);
+            }
+            InputGradPath::General => {
+                let (oh, ow, kh, kw) = (s.out_h(), s.out_w(), s.kh, s.kw);
+                let (ph, pw) = (oh + 2 * (kh - 1), ow + 2 * (kw - 1));
+                let gpad = grown(gpad, s.c_out * ph * pw, V::ZERO);
+                gpad.fill(V::ZERO);
+                for (c, plane) in gp.chunks_exact(oh * ow).enumerate() {
+                    for (y, row) in plane.chunks_exact(ow).enumerate() {
+                        let at = (c * ph + y + kh - 1) * pw + kw - 1;
+                        gpad[at..at + ow].copy_from_slice(row);
+                    }
+                }
+                let job = PackedConv {
+                    xin: gpad,
+                    c_in: s.c_out,
+                    h: ph,
+                    w: pw,
+                    weight: &flipped[..s.weight_len()],
+                    c_out: s.c_in,
+                    kh,
+                    kw,
+                    bias: None,
+                    act: Activation::Identity,
+                };
+                job.run(out, g, rows);
+            }
         }
     }
 }
@@ -477,29 +672,202 @@ fn backward_input_rows<const OW: usize, const KW: usize>(
             // Output rows y = iy - ky must lie in 0..oh.
             let ky_lo = (iy + 1).saturating_sub(oh);
             let ky_hi = iy.min(kh - 1);
-            let mut acc = [V::ZERO; MAXW];
-            for co in 0..c_out {
+            // Even and odd output channels in two accumulator sets: one set
+            // alone is latency bound (a column takes up to KW dependent
+            // FMAs per (co, ky) step of OW * KW FMAs). Fixed order: each set
+            // sums its channels in order, then even + odd.
+            let mut even = [V::ZERO; MAXW];
+            let mut odd = [V::ZERO; MAXW];
+            // SAFETY (both loops): co < c_out, iy - ky < oh (ky >= ky_lo) and
+            // x < OW index gp (c_out * oh * OW); the weight index
+            // (co, ci, ky, kx) with ky < kh, kx < KW is in range.
+            let taps = |co: usize, ky: usize| unsafe {
+                (
+                    gptr.add((co * oh + iy - ky) * OW),
+                    wptr.add(((co * c_in + ci) * kh + ky) * KW),
+                )
+            };
+            for co in (0..c_out / 2).map(|pair| 2 * pair) {
                 for ky in ky_lo..=ky_hi {
-                    // SAFETY: co < c_out, iy - ky < oh (ky >= ky_lo) and
-                    // x < OW index gp (c_out * oh * OW); the weight index
-                    // (co, ci, ky, kx) with ky < kh, kx < KW is in range.
+                    let (g0, w0) = taps(co, ky);
+                    let (g1, w1) = taps(co + 1, ky);
+                    // SAFETY: as above.
                     unsafe {
-                        let grow = gptr.add((co * oh + iy - ky) * OW);
-                        let gv: [V; OW] = core::array::from_fn(|x| *grow.add(x));
-                        let wrow = wptr.add(((co * c_in + ci) * kh + ky) * KW);
-                        for kx in 0..KW {
-                            let wb = V::splat(*wrow.add(kx));
-                            for x in 0..OW {
-                                acc[x + kx] = gv[x].mul_add(wb, acc[x + kx]);
-                            }
-                        }
+                        row_taps::<OW, KW, MAXW>(g0, w0, &mut even);
+                        row_taps::<OW, KW, MAXW>(g1, w1, &mut odd);
                     }
+                }
+            }
+            if c_out % 2 == 1 {
+                for ky in ky_lo..=ky_hi {
+                    let (g0, w0) = taps(c_out - 1, ky);
+                    // SAFETY: as above.
+                    unsafe { row_taps::<OW, KW, MAXW>(g0, w0, &mut even) };
+                }
+            }
+            let acc: [V; MAXW] = core::array::from_fn(|i| even[i] + odd[i]);
+            let base = (ci * s.h + iy) * wn;
+            // SAFETY: lane l < g writes image l, channel ci < c_in, row
+            // iy < h, columns x < wn = w: inside out (g images of in_img).
+            unsafe { unpack_rows(&acc[..wn], out.as_mut_ptr().add(base), in_img, g) };
+        }
+    }
+}
+
+/// acc[x + kx] += grow[x] * wrow[kx] for x < OW, kx < KW.
+///
+/// # Safety
+/// `grow` holds OW vectors, `wrow` KW floats, and OW + KW - 1 <= N.
+#[inline(always)]
+unsafe fn row_taps<const OW: usize, const KW: usize, const N: usize>(
+    grow: *const V,
+    wrow: *const f32,
+    acc: &mut [V; N],
+) {
+    let gv: [V; OW] = core::array::from_fn(|x| *grow.add(x));
+    for kx in 0..KW {
+        let wb = V::splat(*wrow.add(kx));
+        for x in 0..OW {
+            acc[x + kx] = gv[x].mul_add(wb, acc[x + kx]);
+        }
+    }
+}
+
+/// Input-gradient rows of a wide shape (conv1: 20-wide output, 9-wide
+/// kernel, 28-wide input), `BWI_XB` columns at a time in registers; each
+/// block does exactly the useful multiply-adds. Per element the sum runs over
+/// co, then ky, then kx descending (fixed: deterministic).
+fn backward_input_blocks<const OW: usize, const KW: usize>(
+    s: &ConvShape,
+    gp: &[V],
+    weight: &[f32],
+    out: &mut [f32],
+    g: usize,
+    row: &mut [V],
+) {
+    const XB: usize = BWI_XB;
+    let wn = OW + KW - 1;
+    let (oh, c_in, c_out) = (s.out_h(), s.c_in, s.c_out);
+    assert!(KW <= 9 && s.w == wn && s.kw == KW && s.out_w() == OW);
+    assert!(wn.is_multiple_of(XB) && wn <= 4 * XB);
+    assert!(gp.len() == c_out * oh * OW && weight.len() == s.weight_len());
+    assert!(row.len() == wn);
+    let in_img = c_in * s.h * wn;
+    assert!((1..=L).contains(&g) && out.len() == g * in_img);
+    let job = InputGradRow::<OW, KW> {
+        gp: gp.as_ptr(),
+        weight: weight.as_ptr(),
+        c_in,
+        c_out,
+        kh: s.kh,
+        oh,
+    };
+    let dst = row.as_mut_ptr();
+    for ci in 0..c_in {
+        for iy in 0..s.h {
+            // SAFETY: ci < c_in and iy < h = oh + kh - 1; the blocks cover
+            // columns X0 .. X0 + XB <= wn = row.len(); the asserts above
+            // checked gp and weight against the shape.
+            unsafe {
+                job.block::<XB, 0>(ci, iy, dst);
+                if XB < wn {
+                    job.block::<XB, { XB }>(ci, iy, dst);
+                }
+                if 2 * XB < wn {
+                    job.block::<XB, { 2 * XB }>(ci, iy, dst);
+                }
+                if 3 * XB < wn {
+                    job.block::<XB, { 3 * XB }>(ci, iy, dst);
                 }
             }
             let base = (ci * s.h + iy) * wn;
             // SAFETY: lane l < g writes image l, channel ci < c_in, row
             // iy < h, columns x < wn = w: inside out (g images of in_img).
-            unsafe { unpack_rows(&acc[..wn], out.as_mut_ptr().add(base), in_img, g) };
+            unsafe { unpack_rows(row, out.as_mut_ptr().add(base), in_img, g) };
+        }
+    }
+}
+
+/// One input-gradient row's operands for `backward_input_blocks`.
+struct InputGradRow<const OW: usize, const KW: usize> {
+    /// Packed output gradient, `c_out x oh x OW` vectors.
+    gp: *const V,
+    /// `[c_out][c_in][kh][KW]`.
+    weight: *const f32,
+    c_in: usize,
+    c_out: usize,
+    kh: usize,
+    oh: usize,
+}
+
+impl<const OW: usize, const KW: usize> InputGradRow<OW, KW> {
+    /// Columns X0 .. X0 + XB of input-gradient row iy, channel ci, into
+    /// `dst[X0..X0 + XB]`. All loop bounds over columns are constants, so
+    /// the block is straight-line code with its accumulators in registers.
+    ///
+    /// # Safety
+    /// ci < c_in, iy < oh + kh - 1, `dst` valid for X0 + XB vectors, and the
+    /// pointers hold the shapes described on the fields.
+    #[inline(never)] // optimised alone, its accumulators stay in registers
+    unsafe fn block<const XB: usize, const X0: usize>(&self, ci: usize, iy: usize, dst: *mut V) {
+        let (oh, kh) = (self.oh, self.kh);
+        // Output rows y = iy - ky must lie in 0..oh.
+        let ky_lo = (iy + 1).saturating_sub(oh);
+        let ky_hi = iy.min(kh - 1);
+        let mut acc = [V::ZERO; XB];
+        for co in 0..self.c_out {
+            for ky in ky_lo..=ky_hi {
+                // SAFETY: co < c_out, iy - ky < oh and x < OW index gp; the
+                // weight index (co, ci, ky, kx) with kx < KW is in range.
+                let grow = self.gp.add((co * oh + iy - ky) * OW);
+                let wrow = self.weight.add(((co * self.c_in + ci) * kh + ky) * KW);
+                // One call per filter tap with the tap index a constant: each
+                // is a short fixed loop over the accumulators that LLVM fully
+                // unrolls, so every accumulator index is a constant.
+                tap_step::<OW, KW, XB, X0, 0>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 1>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 2>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 3>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 4>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 5>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 6>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 7>(grow, wrow, &mut acc);
+                tap_step::<OW, KW, XB, X0, 8>(grow, wrow, &mut acc);
+            }
+        }
+        for (j, &a) in acc.iter().enumerate() {
+            // SAFETY: X0 + j < X0 + XB, inside dst per the caller.
+            *dst.add(X0 + j) = a;
+        }
+    }
+}
+
+/// acc[j] += grad row[X0 + j - KX] * w[KX] for the j whose output column lies
+/// in 0..OW (tap KX of input column X0 + j); nothing if KX >= KW.
+///
+/// # Safety
+/// `grow` holds OW vectors and `wrow` KW floats.
+#[inline(always)]
+unsafe fn tap_step<
+    const OW: usize,
+    const KW: usize,
+    const XB: usize,
+    const X0: usize,
+    const KX: usize,
+>(
+    grow: *const V,
+    wrow: *const f32,
+    acc: &mut [V; XB],
+) {
+    if KX >= KW {
+        return;
+    }
+    let tap = V::splat(*wrow.add(KX));
+    for (j, a) in acc.iter_mut().enumerate() {
+        let i = X0 + j;
+        if i >= KX && i - KX < OW {
+            // SAFETY: i - KX < OW, inside grow.
+            *a = (*grow.add(i - KX)).mul_add(tap, *a);
         }
     }
 }
@@ -514,36 +882,210 @@ pub fn backward_filter(
     grad_bias: &mut [f32],
 ) {
     let (oh, ow) = (s.out_h(), s.out_w());
-    {
-        let xin = grown(&mut sc.xin, s.c_in * s.h * s.w, V::ZERO);
-        let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
-        // Per-lane partial sums; lane l sums images l, l + L, ... in batch order.
-        let wacc = grown(&mut sc.wacc, s.weight_len(), V::ZERO);
-        let bacc = grown(&mut sc.bacc, s.c_out, V::ZERO);
+    let xin = grown(&mut sc.xin, s.c_in * s.h * s.w, V::ZERO);
+    let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
+    let mut sums = FilterSums::new(s, &mut sc.wacc, &mut sc.bacc);
+    for n0 in (0..s.batch).step_by(L) {
+        let g = L.min(s.batch - n0);
+        pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, xin);
+        pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, gp);
+        sums.add_group(s, xin, gp);
+    }
+    sums.reduce(grad_weight, grad_bias);
+}
+
+/// Per-lane partial sums of the filter and bias gradients; lane l sums
+/// images l, l + L, ... in batch order, reduced across lanes at the end.
+struct FilterSums<'a> {
+    wacc: &'a mut [V],
+    bacc: &'a mut [V],
+}
+
+impl<'a> FilterSums<'a> {
+    fn new(s: &ConvShape, wacc: &'a mut Vec<V>, bacc: &'a mut Vec<V>) -> Self {
+        let wacc = grown(wacc, s.weight_len(), V::ZERO);
+        let bacc = grown(bacc, s.c_out, V::ZERO);
         wacc.fill(V::ZERO);
         bacc.fill(V::ZERO);
-        let use_b = s.kw.is_multiple_of(BWF_B[1]) || !s.kw.is_multiple_of(BWF_A[1]);
-        for n0 in (0..s.batch).step_by(L) {
-            let g = L.min(s.batch - n0);
-            pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, xin);
-            pack_group(grad_output, s.c_out, oh, ow, 0, 0, n0, g, gp);
-            for (co, b) in bacc.iter_mut().enumerate() {
-                for &v in &gp[co * oh * ow..(co + 1) * oh * ow] {
-                    *b += v;
-                }
-            }
-            if use_b {
-                filter_tiles::<{ BWF_B[0] }, { BWF_B[1] }>(s, xin, gp, wacc);
-            } else {
-                filter_tiles::<{ BWF_A[0] }, { BWF_A[1] }>(s, xin, gp, wacc);
-            }
+        FilterSums { wacc, bacc }
+    }
+
+    /// Adds one group: `xin` its packed input, `gp` its packed output gradient.
+    fn add_group(&mut self, s: &ConvShape, xin: &[V], gp: &[V]) {
+        bias_sums(gp, s.out_h() * s.out_w(), self.bacc);
+        if s.kw.is_multiple_of(BWF_B[1]) || !s.kw.is_multiple_of(BWF_A[1]) {
+            filter_tiles::<{ BWF_B[0] }, { BWF_B[1] }>(s, xin, gp, self.wacc);
+        } else {
+            filter_tiles::<{ BWF_A[0] }, { BWF_A[1] }>(s, xin, gp, self.wacc);
         }
-        for (d, v) in grad_weight.iter_mut().zip(wacc.iter()) {
+    }
+
+    fn reduce(self, grad_weight: &mut [f32], grad_bias: &mut [f32]) {
+        for (d, v) in grad_weight.iter_mut().zip(self.wacc.iter()) {
             *d = v.reduce_add();
         }
-        for (d, v) in grad_bias.iter_mut().zip(bacc.iter()) {
+        for (d, v) in grad_bias.iter_mut().zip(self.bacc.iter()) {
             *d = v.reduce_add();
         }
+    }
+}
+
+/// Both gradients of a convolution whose output went through ReLU and 2x2 /
+/// stride-2 max pooling, from the pooled gradient (ReLU's derivative already
+/// applied) and the pooling's argmax: the output gradient is rebuilt in the
+/// packed layout (what `maxpool2x2_backward` would scatter, bit for bit), so
+/// results equal `maxpool2x2_backward` followed by `backward_filter` and
+/// `backward_input`. Returns false if an argmax index lies outside its
+/// window (the outputs are then unspecified).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_from_maxpool(
+    sc: &mut Scratch,
+    s: &ConvShape,
+    input: &[f32],
+    weight: &[f32],
+    pooled_grad: &[f32],
+    argmax: &[u32],
+    grad_weight: &mut [f32],
+    grad_bias: &mut [f32],
+    mut grad_input: Option<&mut [f32]>,
+) -> bool {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let in_img = s.c_in * s.h * s.w;
+    let path = grad_input
+        .is_some()
+        .then(|| InputGradPath::new(s, weight, &mut sc.flipped));
+    let xin = grown(&mut sc.xin, s.c_in * s.h * s.w, V::ZERO);
+    let gp = grown(&mut sc.gp, s.c_out * oh * ow, V::ZERO);
+    let mut sums = FilterSums::new(s, &mut sc.wacc, &mut sc.bacc);
+    let mut in_windows = true;
+    for n0 in (0..s.batch).step_by(L) {
+        let g = L.min(s.batch - n0);
+        pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, xin);
+        in_windows &= unpool_group(
+            pooled_grad,
+            argmax,
+            s.c_out,
+            oh,
+            ow,
+            n0,
+            g,
+            &mut sc.pooled,
+            gp,
+        );
+        sums.add_group(s, xin, gp);
+        if let (Some(path), Some(gi)) = (path, grad_input.as_deref_mut()) {
+            let out = &mut gi[n0 * in_img..(n0 + g) * in_img];
+            path.group(
+                s,
+                gp,
+                weight,
+                &sc.flipped,
+                &mut sc.gpad,
+                &mut sc.rows,
+                out,
+                g,
+            );
+        }
+    }
+    sums.reduce(grad_weight, grad_bias);
+    in_windows
+}
+
+/// `gp` (packed, `c_out x oh x ow`) <- the output gradient of images
+/// n0 .. n0 + g that `maxpool2x2_backward` scatters from `pooled_grad` and
+/// `argmax` (`[batch][c_out][oh/2][ow/2]`): `0.0 + g` at each window's
+/// argmax (as the scalar `+=` into zeros gives, -0.0 included), 0.0 elsewhere,
+/// including a dropped last row or column. Returns whether every index of
+/// the g images lies in its window.
+#[allow(clippy::too_many_arguments)]
+fn unpool_group(
+    pooled_grad: &[f32],
+    argmax: &[u32],
+    c_out: usize,
+    oh: usize,
+    ow: usize,
+    n0: usize,
+    g: usize,
+    buf: &mut Vec<V>,
+    gp: &mut [V],
+) -> bool {
+    use crate::lanes::I32s;
+    let (ph, pw) = (oh / 2, ow / 2);
+    let pimg = c_out * ph * pw;
+    assert!((1..=L).contains(&g) && gp.len() == c_out * oh * ow);
+    assert!(pooled_grad.len() >= (n0 + g) * pimg && argmax.len() >= (n0 + g) * pimg);
+    if pimg == 0 {
+        gp.fill(V::ZERO);
+        return true;
+    }
+    let buf = grown(buf, 2 * pimg, V::ZERO);
+    let (vals, idxs) = buf.split_at_mut(pimg);
+    // SAFETY: rows l < g of pimg values start at (n0 + l) * pimg and end
+    // within (n0 + g) * pimg <= both lengths, asserted above; the argmax
+    // moves as raw bits.
+    unsafe {
+        transpose::pack(pooled_grad[n0 * pimg..].as_ptr(), pimg, g, vals);
+        transpose::pack(argmax[n0 * pimg..].as_ptr().cast::<f32>(), pimg, g, idxs);
+    }
+    if oh % 2 == 1 || ow % 2 == 1 {
+        gp.fill(V::ZERO);
+    }
+    let at = |y: usize, x: usize| I32s::splat((y * ow + x) as i32);
+    let lanes = (1u32 << g) - 1;
+    let mut in_windows = true;
+    for co in 0..c_out {
+        for py in 0..ph {
+            let (y, p) = (2 * py, (co * ph + py) * pw);
+            let row = (co * oh + y) * ow;
+            let (top, bottom) = gp[row..row + 2 * ow].split_at_mut(ow);
+            for px in 0..pw {
+                let x = 2 * px;
+                let gz = V::ZERO + vals[p + px];
+                let a: I32s = bytemuck::cast(idxs[p + px]);
+                let hits: [V; 4] = [at(y, x), at(y, x + 1), at(y + 1, x), at(y + 1, x + 1)]
+                    .map(|i| bytemuck::cast(a.simd_eq(i)));
+                top[x] = hits[0].select(gz, V::ZERO);
+                top[x + 1] = hits[1].select(gz, V::ZERO);
+                bottom[x] = hits[2].select(gz, V::ZERO);
+                bottom[x + 1] = hits[3].select(gz, V::ZERO);
+                let any = hits[0] | hits[1] | hits[2] | hits[3];
+                in_windows &= any.to_bitmask() & lanes == lanes;
+            }
+        }
+    }
+    in_windows
+}
+
+/// bacc[co] += plane co of gp, position by position in order. Four planes
+/// at a time in registers: one plane alone is a chain of dependent adds
+/// (latency bound); interleaving planes keeps each sum's order, and so its bits.
+fn bias_sums(gp: &[V], plane: usize, bacc: &mut [V]) {
+    assert_eq!(gp.len(), plane * bacc.len());
+    let mut quads = bacc.chunks_exact_mut(4);
+    let mut planes = gp.chunks_exact(4 * plane);
+    for (sums, p) in (&mut quads).zip(&mut planes) {
+        let mut acc = [sums[0], sums[1], sums[2], sums[3]];
+        let (p0, rest) = p.split_at(plane);
+        let (p1, rest) = rest.split_at(plane);
+        let (p2, p3) = rest.split_at(plane);
+        for (((&v0, &v1), &v2), &v3) in p0.iter().zip(p1).zip(p2).zip(p3) {
+            acc[0] += v0;
+            acc[1] += v1;
+            acc[2] += v2;
+            acc[3] += v3;
+        }
+        sums.copy_from_slice(&acc);
+    }
+    for (b, p) in quads
+        .into_remainder()
+        .iter_mut()
+        .zip(planes.remainder().chunks_exact(plane))
+    {
+        let mut sum = *b;
+        for &v in p {
+            sum += v;
+        }
+        *b = sum;
     }
 }
 
@@ -556,33 +1098,75 @@ fn filter_tiles<const CM: usize, const XM: usize>(
 ) {
     assert!(xin.len() == s.input_len() / s.batch && gp.len() == s.output_len() / s.batch);
     assert_eq!(wacc.len(), s.weight_len());
+    let oh = s.out_h();
+    // Output rows per pass: a pass re-reads its CM x rows x ow gradient
+    // vectors once per (ci, ky, kx tile), so they must stay in L1 (conv1's
+    // whole 5 x 400 tile is 128 KiB). Splitting the rows only stores and
+    // reloads the accumulators in between: each sum still runs over y, then
+    // x, in ascending order, so results are bit-identical for any split.
+    let rows_per_pass = (256 / (CM * s.out_w()).max(1)).clamp(1, oh.max(1));
     let mut co0 = 0;
     while co0 < s.c_out {
         let full_c = s.c_out - co0 >= CM;
-        for ci in 0..s.c_in {
-            for ky in 0..s.kh {
-                let mut kx0 = 0;
-                while kx0 < s.kw {
-                    let full_x = s.kw - kx0 >= XM;
-                    // SAFETY: co0 + C <= c_out, kx0 + X <= kw, ci < c_in and
-                    // ky < kh by the loop bounds; lengths checked above.
-                    unsafe {
-                        match (full_c, full_x) {
-                            (true, true) => {
-                                filter_tile::<CM, XM>(s, xin, gp, wacc, co0, ci, ky, kx0)
-                            }
-                            (true, false) => {
-                                filter_tile::<CM, 1>(s, xin, gp, wacc, co0, ci, ky, kx0)
-                            }
-                            (false, true) => {
-                                filter_tile::<1, XM>(s, xin, gp, wacc, co0, ci, ky, kx0)
-                            }
-                            (false, false) => {
-                                filter_tile::<1, 1>(s, xin, gp, wacc, co0, ci, ky, kx0)
+        for y0 in (0..oh).step_by(rows_per_pass) {
+            let ys = y0..(y0 + rows_per_pass).min(oh);
+            for ci in 0..s.c_in {
+                for ky in 0..s.kh {
+                    let mut kx0 = 0;
+                    while kx0 < s.kw {
+                        let full_x = s.kw - kx0 >= XM;
+                        // SAFETY: co0 + C <= c_out, kx0 + X <= kw, ci < c_in and
+                        // ky < kh by the loop bounds; lengths checked above.
+                        unsafe {
+                            match (full_c, full_x) {
+                                (true, true) => filter_tile::<CM, XM>(
+                                    s,
+                                    xin,
+                                    gp,
+                                    wacc,
+                                    co0,
+                                    ci,
+                                    ky,
+                                    kx0,
+                                    ys.clone(),
+                                ),
+                                (true, false) => filter_tile::<CM, 1>(
+                                    s,
+                                    xin,
+                                    gp,
+                                    wacc,
+                                    co0,
+                                    ci,
+                                    ky,
+                                    kx0,
+                                    ys.clone(),
+                                ),
+                                (false, true) => filter_tile::<1, XM>(
+                                    s,
+                                    xin,
+                                    gp,
+                                    wacc,
+                                    co0,
+                                    ci,
+                                    ky,
+                                    kx0,
+                                    ys.clone(),
+                                ),
+                                (false, false) => filter_tile::<1, 1>(
+                                    s,
+                                    xin,
+                                    gp,
+                                    wacc,
+                                    co0,
+                                    ci,
+                                    ky,
+                                    kx0,
+                                    ys.clone(),
+                                ),
                             }
                         }
+                        kx0 += if full_x { XM } else { 1 };
                     }
-                    kx0 += if full_x { XM } else { 1 };
                 }
             }
         }
@@ -590,10 +1174,10 @@ fn filter_tiles<const CM: usize, const XM: usize>(
     }
 }
 
-/// dW[co0..co0+C][ci][ky][kx0..kx0+X] += sum over output positions.
+/// dW[co0..co0+C][ci][ky][kx0..kx0+X] += sum over output rows `ys`.
 ///
 /// # Safety
-/// co0 + C <= c_out, ci < c_in, ky < kh, kx0 + X <= kw, and the buffers have
+/// co0 + C <= c_out, ci < c_in, ky < kh, kx0 + X <= kw, ys.end <= oh, and the buffers have
 /// the lengths `filter_tiles` checks.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -607,6 +1191,7 @@ unsafe fn filter_tile<const C: usize, const X: usize>(
     ci: usize,
     ky: usize,
     kx0: usize,
+    ys: core::ops::Range<usize>,
 ) {
     let (oh, ow, w) = (s.out_h(), s.out_w(), s.w);
     let plane = oh * ow;
@@ -622,7 +1207,7 @@ unsafe fn filter_tile<const C: usize, const X: usize>(
     }
     let gbase = gp.as_ptr().add(co0 * plane);
     let xbase = xin.as_ptr().add((ci * s.h + ky) * w + kx0);
-    for y in 0..oh {
+    for y in ys {
         // SAFETY: gradient reads (co0 + c, y, x) with c < C, y < oh, x < ow;
         // input reads (ci, y + ky, x + kx0 + j) with y + ky < h and
         // x + kx0 + j < ow + kw - 1 = w.

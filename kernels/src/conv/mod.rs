@@ -10,6 +10,11 @@
 //! The first layer of a network needs no gradient to its input: simply do not
 //! call `conv2d_backward_input` for it (the filter gradient is a separate call).
 //!
+//! A conv -> ReLU -> 2x2 max-pool block can run fused:
+//! `conv2d_forward_maxpool2x2_with` and `conv2d_backward_from_maxpool2x2_with`
+//! give bit-identical results to the separate kernels without materialising
+//! the conv output or its gradient.
+//!
 //! Layouts: input [batch, c_in, h, w]; weight [c_out, c_in, kh, kw];
 //! bias [c_out]; output [batch, c_out, h - kh + 1, w - kw + 1].
 
@@ -18,6 +23,7 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 
 mod lanes;
+mod transpose;
 
 /// SIMD lanes (images per packed group) in this build: 16, 8 or 4.
 pub const LANES: usize = lanes::L;
@@ -129,6 +135,54 @@ pub fn conv2d_forward_with(
     lanes::forward(&mut scratch.0, s, input, weight, bias, output, act);
 }
 
+/// `conv2d_forward` followed by `pool::maxpool2x2_forward` on its output
+/// planes, fused: `pooled` and `argmax` (`[batch, c_out, out_h / 2, out_w / 2]`,
+/// indices within each `out_h x out_w` plane) are bit-identical to the two
+/// calls in sequence, but the convolution's output is never stored (no write
+/// and re-read of the largest tensor, a quarter of the unpacking). For a
+/// network whose backward pass needs only the pooled values and the argmax
+/// (ReLU's derivative folded into the pooling's backward).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_maxpool2x2_with(
+    s: &ConvShape,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    act: Activation,
+    pooled: &mut [f32],
+    argmax: &mut [u32],
+    scratch: &mut ConvScratch,
+) {
+    s.check();
+    let pooled_len = s.batch * s.c_out * (s.out_h() / 2) * (s.out_w() / 2);
+    assert_eq!(
+        input.len(),
+        s.input_len(),
+        "conv2d_forward_maxpool2x2: input length"
+    );
+    assert_eq!(
+        weight.len(),
+        s.weight_len(),
+        "conv2d_forward_maxpool2x2: weight length"
+    );
+    assert_eq!(
+        bias.len(),
+        s.c_out,
+        "conv2d_forward_maxpool2x2: bias length"
+    );
+    assert_eq!(
+        pooled.len(),
+        pooled_len,
+        "conv2d_forward_maxpool2x2: pooled length"
+    );
+    assert_eq!(
+        argmax.len(),
+        pooled_len,
+        "conv2d_forward_maxpool2x2: argmax length"
+    );
+    lanes::forward_maxpool(&mut scratch.0, s, input, weight, bias, act, pooled, argmax);
+}
+
 /// grad_input <- dL/d(input) given dL/d(output) (overwrites).
 pub fn conv2d_backward_input(
     s: &ConvShape,
@@ -164,6 +218,63 @@ pub fn conv2d_backward_input_with(
         "conv2d_backward_input: grad_input length"
     );
     lanes::backward_input(&mut scratch.0, s, grad_output, weight, grad_input);
+}
+
+/// The backward pass of a convolution followed by ReLU and
+/// `pool::maxpool2x2_forward`, from the pooled gradient: `pooled_grad` is
+/// dL/d(pooled) with ReLU's derivative already applied (zero where the pooled
+/// value is <= 0), `argmax` the pooling's indices. Gives exactly what
+/// `pool::maxpool2x2_backward` followed by `conv2d_backward_filter` (and
+/// `conv2d_backward_input` if `grad_input` is given) give, but the output
+/// gradient is rebuilt directly in the kernels' packed layout: it is never
+/// written out, re-read and transposed (one packing serves both gradients).
+///
+/// Panics if an argmax index is not one of its window's four positions (the
+/// argmax must come from the forward pass; a hand-made one can use the
+/// separate kernels).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_from_maxpool2x2_with(
+    s: &ConvShape,
+    input: &[f32],
+    weight: &[f32],
+    pooled_grad: &[f32],
+    argmax: &[u32],
+    grad_weight: &mut [f32],
+    grad_bias: &mut [f32],
+    grad_input: Option<&mut [f32]>,
+    scratch: &mut ConvScratch,
+) {
+    s.check();
+    let pooled_len = s.batch * s.c_out * (s.out_h() / 2) * (s.out_w() / 2);
+    let what = "conv2d_backward_from_maxpool2x2";
+    assert_eq!(input.len(), s.input_len(), "{what}: input length");
+    assert_eq!(weight.len(), s.weight_len(), "{what}: weight length");
+    assert_eq!(pooled_grad.len(), pooled_len, "{what}: pooled_grad length");
+    assert_eq!(argmax.len(), pooled_len, "{what}: argmax length");
+    assert_eq!(
+        grad_weight.len(),
+        s.weight_len(),
+        "{what}: grad_weight length"
+    );
+    assert_eq!(grad_bias.len(), s.c_out, "{what}: grad_bias length");
+    if let Some(gi) = &grad_input {
+        assert_eq!(gi.len(), s.input_len(), "{what}: grad_input length");
+    }
+    let in_windows = lanes::backward_from_maxpool(
+        &mut scratch.0,
+        s,
+        input,
+        weight,
+        pooled_grad,
+        argmax,
+        grad_weight,
+        grad_bias,
+        grad_input,
+    );
+    assert!(
+        in_windows,
+        "{what}: an argmax index lies outside its 2x2 window"
+    );
 }
 
 /// grad_weight, grad_bias <- sums over the batch of dL/dW, dL/db (overwrites).

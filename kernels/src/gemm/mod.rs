@@ -646,6 +646,60 @@ pub fn sgemm_on_path(
     );
 }
 
+/// The micro-kernel's own ceiling: GFLOP/s of full MR x NR tiles over one
+/// packed A micro-panel and one packed B micro-panel of `kc` steps, all in
+/// L1 (no packing, no cache misses, C overwritten with beta = 0). Best of a
+/// few runs, so a busy machine still yields an undisturbed one. For benches.
+#[doc(hidden)]
+pub fn micro_kernel_gflops(path: KernelPath, kc: usize) -> f64 {
+    fn measure<P: Path>(kc: usize) -> f64 {
+        let kc = kc.max(1);
+        let a: Vec<f32> = (0..P::MR * kc).map(|i| (i % 7) as f32 * 0.01).collect();
+        let b: Vec<f32> = (0..P::NR * kc).map(|i| (i % 5) as f32 * 0.01).collect();
+        let mut c = vec![0.0f32; P::MR * P::NR];
+        let ep = TileEpilogue {
+            alpha: 1.0,
+            beta: 0.0,
+            bias_row: core::ptr::null(),
+            bias_col: core::ptr::null(),
+            activation: Activation::Identity,
+        };
+        // About 20 M flops per run: a few milliseconds.
+        let reps = (20_000_000 / (2 * P::MR * P::NR * kc)).max(1);
+        let mut best = 0.0f64;
+        for _ in 0..15 {
+            let start = std::time::Instant::now();
+            for _ in 0..reps {
+                // SAFETY: a holds kc steps of MR floats, b kc rows of NR
+                // floats (stride NR), c is MR x NR with ldc = NR.
+                unsafe {
+                    P::tile(
+                        P::MR,
+                        kc,
+                        std::hint::black_box(a.as_ptr()),
+                        b.as_ptr(),
+                        P::NR,
+                        c.as_mut_ptr(),
+                        P::NR,
+                        P::NR,
+                        &ep,
+                        false,
+                    )
+                };
+            }
+            let secs = start.elapsed().as_secs_f64();
+            std::hint::black_box(&c);
+            best = best.max((2 * P::MR * P::NR * kc * reps) as f64 / secs / 1e9);
+        }
+        best
+    }
+    match path {
+        KernelPath::Avx512 => measure::<Avx512Fma12x32>(kc),
+        KernelPath::Avx2 => measure::<Avx2Fma6x16>(kc),
+        KernelPath::Portable => measure::<Portable4x8>(kc),
+    }
+}
+
 /// Single-threaded GEMM with a fused epilogue. Use inside per-chunk rayon loops.
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_with_epilogue(

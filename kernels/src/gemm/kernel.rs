@@ -81,6 +81,37 @@ fn prefetch(p: *const f32) {
     let _ = p;
 }
 
+/// One k step of the micro-kernel: NV loads of B, ROWS broadcasts of A (one
+/// register each, shared by the row's NV FMAs), ROWS x NV FMAs.
+///
+/// # Safety
+/// `a` readable for ROWS floats, `b` for NV * LANES floats.
+#[inline(always)]
+unsafe fn k_step<V: Lanes, const ROWS: usize, const NV: usize, const PREFETCH: bool>(
+    acc: &mut [[V; NV]; ROWS],
+    a: *const f32,
+    b: *const f32,
+    b_stride: usize,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let bv: [V; NV] = core::array::from_fn(|v| V::load(b.add(v * V::LANES)));
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            let av = V::splat(*a.add(r));
+            for v in 0..NV {
+                acc_row[v] = av.mul_add(bv[v], acc_row[v]);
+            }
+        }
+    }
+    if PREFETCH {
+        // B read in place from a strided matrix: its rows are more than
+        // 2 KiB apart, past the hardware stride prefetcher, so fetch
+        // PREFETCH_ROWS rows ahead (prefetch never faults).
+        prefetch(b.wrapping_add(PREFETCH_ROWS * b_stride));
+        prefetch(b.wrapping_add(PREFETCH_ROWS * b_stride + NV * V::LANES - 1));
+    }
+}
+
 /// The generic micro-kernel: ROWS x (NV vectors) accumulators.
 ///
 /// # Safety
@@ -109,27 +140,21 @@ unsafe fn tile_generic<V: Lanes, const ROWS: usize, const NV: usize, const PREFE
     }
     let mut acc = [[V::zero(); NV]; ROWS];
     let (mut ap, mut bp) = (a, b);
-    for _ in 0..kc {
+    // Two k steps per iteration: half the loop overhead, and the loads of
+    // the second step issue while the first step's FMAs are still queued.
+    for _ in 0..kc / 2 {
         // SAFETY: the caller guarantees kc steps of A (a_stride apart, ROWS
         // readable) and of B (b_stride apart, NV * LANES readable).
         unsafe {
-            let bv: [V; NV] = core::array::from_fn(|v| V::load(bp.add(v * V::LANES)));
-            for (r, acc_row) in acc.iter_mut().enumerate() {
-                let av = V::splat(*ap.add(r));
-                for v in 0..NV {
-                    acc_row[v] = av.mul_add(bv[v], acc_row[v]);
-                }
-            }
-            if PREFETCH {
-                // B read in place from a strided matrix: its rows are more
-                // than 2 KiB apart, past the hardware stride prefetcher, so
-                // fetch PREFETCH_ROWS rows ahead (prefetch never faults).
-                prefetch(bp.wrapping_add(PREFETCH_ROWS * b_stride));
-                prefetch(bp.wrapping_add(PREFETCH_ROWS * b_stride + NV * V::LANES - 1));
-            }
-            ap = ap.add(a_stride);
-            bp = bp.add(b_stride);
+            k_step::<V, ROWS, NV, PREFETCH>(&mut acc, ap, bp, b_stride);
+            k_step::<V, ROWS, NV, PREFETCH>(&mut acc, ap.add(a_stride), bp.add(b_stride), b_stride);
+            ap = ap.add(2 * a_stride);
+            bp = bp.add(2 * b_stride);
         }
+    }
+    if kc % 2 == 1 {
+        // SAFETY: as above, the last of kc steps.
+        unsafe { k_step::<V, ROWS, NV, PREFETCH>(&mut acc, ap, bp, b_stride) };
     }
 
     let nr = NV * V::LANES;
@@ -274,20 +299,28 @@ macro_rules! declare_path {
 
 declare_path!(
     /// AVX-512 FMA, f32, 12 x 32 tile (`avx512_fma_sgemm_f32_12x32`): 24 zmm
-    /// accumulators + 2 B vectors + 1 broadcast of the 32 registers; per k
-    /// step 2 loads + 12 broadcast-FMAs feed 24 FMAs, so the two FMA ports,
-    /// not the load ports, are the limit.
+    /// accumulators + 2 B vectors + 1-2 broadcasts of the 32 registers; per
+    /// k step 2 loads + 12 broadcasts (each into a register, shared by the
+    /// row's two FMAs) feed 24 FMAs, so the two FMA ports, not the load
+    /// ports, are the limit. Measured in L1 (`micro_kernel_gflops`) it runs
+    /// at ~86-90% of the FMA peak whatever the tile (8 x 48, 6 x 64 and
+    /// 14 x 32 measured no better).
     ///
     /// Cache blocks for this machine (Xeon, 48 KiB L1d, 2 MiB L2 per core):
-    /// KC = 192: the B micro-panel the ir loop re-reads (KC x 32 x 4 B =
-    /// 24 KiB) plus the streamed A micro-panel (9 KiB) stay in half-to-
-    /// two-thirds of L1d. MC = 192: the packed A block (192 x 192 x 4 B =
-    /// 144 KiB), re-read for every NR column tile, sits in L2 with room for
-    /// C's write-allocate traffic (MC = 384 measured ~7% slower on the
-    /// 784 x 128 x 900 A^T B product; a batch of 128 is still one block).
-    /// NC = 1024: the packed B panel (192 x 1024 x 4 B = 768 KiB), re-read
-    /// for every MC block, also fits L2 beside the A block (about 1 MiB of 2).
-    Avx512Fma12x32, f32x16, narrow = f32x8, mr = 12, nv = 2, kc = 192, mc = 192, nc = 1024,
+    /// KC = 1024 (cuts K, the pc loop): one K slice for every model product
+    /// (k <= 1024), because each further slice re-reads and re-writes all
+    /// of C through the epilogue, which cost ~10% at KC = 192 (1024^3: 166
+    /// -> 193 GFLOP/s at KC = 512). The micro-panels then exceed L1 (B
+    /// 1024 x 32 x 4 B = 128 KiB, A 48 KiB), but they stream from L2 at
+    /// 176 B per ~12-cycle k step, far below L2's bandwidth, and the k loop
+    /// is unrolled by two to keep those loads ahead of the FMAs.
+    /// MC = 192 (cuts M, the ic loop): the packed A block (192 x 1024 x 4 B
+    /// = 768 KiB), re-read for every NR column tile, stays in L2; a batch of
+    /// 128 is one block, so B is read in place (direct-B) there.
+    /// NC = 1024 (cuts N, the jc loop): each B micro-panel is re-read by
+    /// the 16 row tiles of an MC block while it is L2-resident; the whole
+    /// panel (up to 4 MiB) is fetched from L3 once per MC block.
+    Avx512Fma12x32, f32x16, narrow = f32x8, mr = 12, nv = 2, kc = 1024, mc = 192, nc = 1024,
     m_lanes = true,
     rows = [1 2 3 4 5 6 7 8 9 10 11 12]
 );

@@ -654,9 +654,27 @@ pub fn sgemm_on_path(
 pub fn micro_kernel_gflops(path: KernelPath, kc: usize) -> f64 {
     fn measure<P: Path>(kc: usize) -> f64 {
         let kc = kc.max(1);
-        let a: Vec<f32> = (0..P::MR * kc).map(|i| (i % 7) as f32 * 0.01).collect();
-        let b: Vec<f32> = (0..P::NR * kc).map(|i| (i % 5) as f32 * 0.01).collect();
-        let mut c = vec![0.0f32; P::MR * P::NR];
+        // Cache-line-aligned, as the packing buffers are: a misaligned
+        // 64-byte load splits across two lines.
+        let lines = |floats: usize, step: usize| -> Vec<Line> {
+            (0..floats.div_ceil(16))
+                .map(|l| {
+                    Line(core::array::from_fn(|i| {
+                        ((l * 16 + i) % step) as f32 * 0.01
+                    }))
+                })
+                .collect()
+        };
+        let (a, b, mut c) = (
+            lines(P::MR * kc, 7),
+            lines(P::NR * kc, 5),
+            lines(P::MR * P::NR, 1),
+        );
+        let (a, b, c) = (
+            a.as_ptr() as *const f32,
+            b.as_ptr() as *const f32,
+            c.as_mut_ptr() as *mut f32,
+        );
         let ep = TileEpilogue {
             alpha: 1.0,
             beta: 0.0,
@@ -676,10 +694,10 @@ pub fn micro_kernel_gflops(path: KernelPath, kc: usize) -> f64 {
                     P::tile(
                         P::MR,
                         kc,
-                        std::hint::black_box(a.as_ptr()),
-                        b.as_ptr(),
+                        std::hint::black_box(a),
+                        b,
                         P::NR,
-                        c.as_mut_ptr(),
+                        c,
                         P::NR,
                         P::NR,
                         &ep,
@@ -688,7 +706,7 @@ pub fn micro_kernel_gflops(path: KernelPath, kc: usize) -> f64 {
                 };
             }
             let secs = start.elapsed().as_secs_f64();
-            std::hint::black_box(&c);
+            std::hint::black_box(c);
             best = best.max((2 * P::MR * P::NR * kc * reps) as f64 / secs / 1e9);
         }
         best

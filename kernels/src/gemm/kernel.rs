@@ -31,8 +31,13 @@ pub(crate) trait Path {
     /// Computes a `rows` x NR tile (rows <= MR) and writes its first `cols`
     /// columns through the epilogue.
     ///
+    /// With `a_rows = None`, `a` is a packed panel; with `Some(lda)`, `a`
+    /// points at row 0 of a row-major op(A) read in place (`rows` rows,
+    /// `lda` apart, `kc` floats each): no packing for products whose A
+    /// block would be used by few column tiles.
+    ///
     /// # Safety
-    /// `a` holds `kc` steps of MR floats; `b` holds `kc` rows of NR readable
+    /// `a` holds `kc` steps of MR floats (or the rows above); `b` holds `kc` rows of NR readable
     /// floats, `b_stride` apart; `c` is valid for `rows` rows of `cols`
     /// floats, `ldc` apart (read only when `ep.beta != 0`); the bias pointers
     /// cover the tile's rows / `cols` columns.
@@ -41,6 +46,7 @@ pub(crate) trait Path {
         rows: usize,
         kc: usize,
         a: *const f32,
+        a_rows: Option<usize>,
         b: *const f32,
         b_stride: usize,
         c: *mut f32,
@@ -84,12 +90,25 @@ fn prefetch(p: *const f32) {
 /// One k step of the micro-kernel: NV loads of B, ROWS broadcasts of A (one
 /// register each, shared by the row's NV FMAs), ROWS x NV FMAs.
 ///
+/// A packed (A_ROWS false): the step's ROWS values are adjacent at `a[0]`.
+/// A in place (A_ROWS true): row r is at `a[r / 4] + (r % 4) * lda`, so
+/// every address is a base register plus lda scaled by 1 or 2 (or 3 lda):
+/// three moving pointers instead of twelve row offsets, which would not fit
+/// the general registers beside the loop's own.
+///
 /// # Safety
-/// `a` readable for ROWS floats, `b` for NV * LANES floats.
+/// `a` readable for ROWS floats as above, `b` for NV * LANES floats.
 #[inline(always)]
-unsafe fn k_step<V: Lanes, const ROWS: usize, const NV: usize, const PREFETCH: bool>(
+unsafe fn k_step<
+    V: Lanes,
+    const ROWS: usize,
+    const NV: usize,
+    const PREFETCH: bool,
+    const A_ROWS: bool,
+>(
     acc: &mut [[V; NV]; ROWS],
-    a: *const f32,
+    a: &[*const f32; 3],
+    lda: usize,
     b: *const f32,
     b_stride: usize,
 ) {
@@ -97,7 +116,12 @@ unsafe fn k_step<V: Lanes, const ROWS: usize, const NV: usize, const PREFETCH: b
     unsafe {
         let bv: [V; NV] = core::array::from_fn(|v| V::load(b.add(v * V::LANES)));
         for (r, acc_row) in acc.iter_mut().enumerate() {
-            let av = V::splat(*a.add(r));
+            let x = if A_ROWS {
+                *a[r / 4].add((r % 4) * lda)
+            } else {
+                *a[0].add(r)
+            };
+            let av = V::splat(x);
             for v in 0..NV {
                 acc_row[v] = av.mul_add(bv[v], acc_row[v]);
             }
@@ -115,13 +139,22 @@ unsafe fn k_step<V: Lanes, const ROWS: usize, const NV: usize, const PREFETCH: b
 /// The generic micro-kernel: ROWS x (NV vectors) accumulators.
 ///
 /// # Safety
-/// As [`Path::tile`], with ROWS rows and `a_stride` floats per step of A.
+/// As [`Path::tile`], with ROWS rows. A_ROWS: A is read in place from a
+/// row-major op(A), rows `lda` apart, one float per step; otherwise it is a
+/// packed panel of `a_stride` floats per step.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_generic<V: Lanes, const ROWS: usize, const NV: usize, const PREFETCH: bool>(
+unsafe fn tile_generic<
+    V: Lanes,
+    const ROWS: usize,
+    const NV: usize,
+    const PREFETCH: bool,
+    const A_ROWS: bool,
+>(
     kc: usize,
     a: *const f32,
     a_stride: usize,
+    lda: usize,
     b: *const f32,
     b_stride: usize,
     c: *mut f32,
@@ -139,22 +172,40 @@ unsafe fn tile_generic<V: Lanes, const ROWS: usize, const NV: usize, const PREFE
         prefetch(row.wrapping_add(NV * V::LANES - 1));
     }
     let mut acc = [[V::zero(); NV]; ROWS];
-    let (mut ap, mut bp) = (a, b);
-    // Two k steps per iteration: half the loop overhead, and the loads of
-    // the second step issue while the first step's FMAs are still queued.
-    for _ in 0..kc / 2 {
-        // SAFETY: the caller guarantees kc steps of A (a_stride apart, ROWS
-        // readable) and of B (b_stride apart, NV * LANES readable).
-        unsafe {
-            k_step::<V, ROWS, NV, PREFETCH>(&mut acc, ap, bp, b_stride);
-            k_step::<V, ROWS, NV, PREFETCH>(&mut acc, ap.add(a_stride), bp.add(b_stride), b_stride);
-            ap = ap.add(2 * a_stride);
-            bp = bp.add(2 * b_stride);
+    // The A pointers (see k_step); only the first moves when A is packed.
+    let mut ap = [a, a.wrapping_add(4 * lda), a.wrapping_add(8 * lda)];
+    let mut bp = b;
+    if A_ROWS {
+        // One step per iteration: unrolled, LLVM hoists both steps' strided
+        // broadcasts (24 with 12 rows) and spills accumulators.
+        for _ in 0..kc {
+            // SAFETY: the caller guarantees kc steps of A (ROWS rows, lda
+            // apart, advancing a_stride per step) and of B (b_stride apart,
+            // NV * LANES readable).
+            unsafe {
+                k_step::<V, ROWS, NV, PREFETCH, A_ROWS>(&mut acc, &ap, lda, bp, b_stride);
+                ap = ap.map(|p| p.add(a_stride));
+                bp = bp.add(b_stride);
+            }
         }
-    }
-    if kc % 2 == 1 {
-        // SAFETY: as above, the last of kc steps.
-        unsafe { k_step::<V, ROWS, NV, PREFETCH>(&mut acc, ap, bp, b_stride) };
+    } else {
+        // Two k steps per iteration: half the loop overhead, and the loads
+        // of the second step issue while the first step's FMAs are queued.
+        for _ in 0..kc / 2 {
+            // SAFETY: the caller guarantees kc steps of A (a_stride apart,
+            // ROWS readable) and of B (b_stride apart, NV * LANES readable).
+            unsafe {
+                k_step::<V, ROWS, NV, PREFETCH, A_ROWS>(&mut acc, &ap, lda, bp, b_stride);
+                let (ap1, bp1) = ([ap[0].add(a_stride); 3], bp.add(b_stride));
+                k_step::<V, ROWS, NV, PREFETCH, A_ROWS>(&mut acc, &ap1, lda, bp1, b_stride);
+                ap[0] = ap[0].add(2 * a_stride);
+                bp = bp.add(2 * b_stride);
+            }
+        }
+        if kc % 2 == 1 {
+            // SAFETY: as above, the last of kc steps.
+            unsafe { k_step::<V, ROWS, NV, PREFETCH, A_ROWS>(&mut acc, &ap, lda, bp, b_stride) };
+        }
     }
 
     let nr = NV * V::LANES;
@@ -252,6 +303,7 @@ macro_rules! declare_path {
                 rows: usize,
                 kc: usize,
                 a: *const f32,
+                a_rows: Option<usize>,
                 b: *const f32,
                 b_stride: usize,
                 c: *mut f32,
@@ -269,7 +321,10 @@ macro_rules! declare_path {
                         // The last few columns (n = 100 leaves 4) on half-width
                         // vectors: half the wasted lanes of a full vector.
                         match rows {
-                            $($r => tile_generic::<$narrow, $r, 1, false>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            $($r => match a_rows {
+                                None => tile_generic::<$narrow, $r, 1, false, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
+                                Some(lda) => tile_generic::<$narrow, $r, 1, false, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
+                            },)+
                             _ => unreachable!("tile rows {rows} > MR"),
                         }
                     } else if $nv > 1 && cols <= <$v as Lanes>::LANES {
@@ -277,17 +332,26 @@ macro_rules! declare_path {
                         // n = 900) needs one vector per row, not NV. It is
                         // always packed, so it never needs prefetching.
                         match rows {
-                            $($r => tile_generic::<$v, $r, 1, false>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            $($r => match a_rows {
+                                None => tile_generic::<$v, $r, 1, false, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
+                                Some(lda) => tile_generic::<$v, $r, 1, false, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
+                            },)+
                             _ => unreachable!("tile rows {rows} > MR"),
                         }
                     } else if prefetch_b {
                         match rows {
-                            $($r => tile_generic::<$v, $r, $nv, true>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            $($r => match a_rows {
+                                None => tile_generic::<$v, $r, $nv, true, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
+                                Some(lda) => tile_generic::<$v, $r, $nv, true, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
+                            },)+
                             _ => unreachable!("tile rows {rows} > MR"),
                         }
                     } else {
                         match rows {
-                            $($r => tile_generic::<$v, $r, $nv, false>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            $($r => match a_rows {
+                                None => tile_generic::<$v, $r, $nv, false, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
+                                Some(lda) => tile_generic::<$v, $r, $nv, false, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
+                            },)+
                             _ => unreachable!("tile rows {rows} > MR"),
                         }
                     }

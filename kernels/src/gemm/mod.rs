@@ -177,6 +177,13 @@ const PARALLEL_MIN_FLOPS: usize = 1 << 22;
 /// against 900 x 784 weights.
 const M_LANES_MAX_M: usize = 128;
 
+/// Up to this many columns of C, a row-major op(A) is read in place by the
+/// micro-kernel instead of packed (see [`gemm_serial`]): packing costs about
+/// as much as the product when the block serves few column tiles (n = 10:
+/// 70% of the time), while for n >= 625 the packed panel's compact layout
+/// measured 2-8% faster.
+const DIRECT_A_MAX_N: usize = 256;
+
 /// Up to this K slice the tile loops run along rows of C (see
 /// [`gemm_serial`]).
 const ROW_MAJOR_TILES_MAX_K: usize = 64;
@@ -326,7 +333,18 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     } else {
         nc_size.div_ceil(nr) * nr * kc_size
     };
-    let a_floats = mc_size.div_ceil(mr) * mr * kc_size;
+    // A row-major op(A) is read in place when the product is a single,
+    // narrow column block (n <= DIRECT_A_MAX_N and n <= NC): each A row
+    // tile then serves few column tiles, too few to pay for its packing.
+    // Not with lda a multiple of 64 floats, for the same L1-set reason as
+    // direct B below.
+    let direct_a =
+        op.ta == Trans::N && n <= DIRECT_A_MAX_N.min(blk.nc) && !op.lda.is_multiple_of(64);
+    let a_floats = if direct_a {
+        0
+    } else {
+        mc_size.div_ceil(mr) * mr * kc_size
+    };
 
     with_pack_buffers(a_floats, b_floats, |pa, pb| {
         for jc in (0..n).step_by(nc_size) {
@@ -368,8 +386,10 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                 }
                 for ic in (0..m).step_by(mc_size) {
                     let mc = mc_size.min(m - ic);
-                    // SAFETY: the block lies inside op(A); pa holds a_floats.
-                    unsafe { pack::pack_a(op.ta, op.a, op.lda, ic, mc, p0, kc, mr, pa) };
+                    if !direct_a {
+                        // SAFETY: the block lies inside op(A); pa holds a_floats.
+                        unsafe { pack::pack_a(op.ta, op.a, op.lda, ic, mc, p0, kc, mr, pa) };
+                    }
                     let a_block = pa as *const f32;
                     let run_tile = |ir: usize, jr: usize| {
                         let cols = nr.min(nc - jr);
@@ -390,15 +410,22 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                         if !tile_ep.bias_col.is_null() {
                             tile_ep.bias_col = tile_ep.bias_col.wrapping_add(j);
                         }
+                        let (a_tile, a_rows) = if direct_a {
+                            (op.a.wrapping_add(i * op.lda + p0), Some(op.lda))
+                        } else {
+                            (a_block.wrapping_add(ir / mr * mr * kc), None)
+                        };
                         // SAFETY: the tile (rows x cols at (i, j)) lies in C;
-                        // the A panel has kc steps of MR, the B panel kc rows
-                        // of NR readable floats (packed, or a full in-place
-                        // strip of B); bias offsets match.
+                        // A is a packed panel of kc steps of MR, or `rows`
+                        // in-place rows of op(A) from column p0 on; the B
+                        // panel has kc rows of NR readable floats (packed, or
+                        // a full in-place strip of B); bias offsets match.
                         unsafe {
                             P::tile(
                                 rows,
                                 kc,
-                                a_block.wrapping_add(ir / mr * mr * kc),
+                                a_tile,
+                                a_rows,
                                 b_panel,
                                 b_stride,
                                 op.c.wrapping_add(i * op.ldc + j),
@@ -695,6 +722,7 @@ pub fn micro_kernel_gflops(path: KernelPath, kc: usize) -> f64 {
                         P::MR,
                         kc,
                         std::hint::black_box(a),
+                        None,
                         b,
                         P::NR,
                         c,

@@ -7,9 +7,12 @@
 //! the epilogue while the tile is in registers. Small-m products with B
 //! transposed (the trainer's `x W^T`) skip the transpose of B on the AVX-512
 //! path: an M-on-lanes kernel packs only A^T and reads B's rows in place
-//! (`kernel::tile_m_lanes`). The instruction set is chosen at compile time (AVX-512, AVX2 + FMA, or portable); every path is compiled
-//! in every build and reachable through the doc-hidden [`sgemm_on_path`] so
-//! the tests cover all of them.
+//! (`kernel::tile_m_lanes`). Narrow products (n <= 256) read a row-major A
+//! in place instead of packing it, and B stored k x n is read in place when
+//! M is one block. The instruction set is chosen at compile time (AVX-512,
+//! AVX2 + FMA, or portable); every path is compiled in every build and
+//! reachable through the doc-hidden [`sgemm_on_path`] so the tests cover all
+//! of them.
 //!
 //! Storage is row-major with leading dimensions. op(A) is m x k: with
 //! `Trans::N` A is stored m x k (lda >= k); with `Trans::T` A is stored k x m
@@ -674,8 +677,9 @@ pub fn sgemm_on_path(
 }
 
 /// The micro-kernel's own ceiling: GFLOP/s of full MR x NR tiles over one
-/// packed A micro-panel and one packed B micro-panel of `kc` steps, all in
-/// L1 (no packing, no cache misses, C overwritten with beta = 0). Best of a
+/// packed A micro-panel and one packed B micro-panel of `kc` steps, reused
+/// call after call (in L1 up to kc ~ 256 on AVX-512; no packing, C
+/// overwritten with beta = 0). Best of a
 /// few runs, so a busy machine still yields an undisturbed one. For benches.
 #[doc(hidden)]
 pub fn micro_kernel_gflops(path: KernelPath, kc: usize) -> f64 {
@@ -692,15 +696,15 @@ pub fn micro_kernel_gflops(path: KernelPath, kc: usize) -> f64 {
                 })
                 .collect()
         };
-        let (a, b, mut c) = (
+        let (a_buf, b_buf, mut c_buf) = (
             lines(P::MR * kc, 7),
             lines(P::NR * kc, 5),
             lines(P::MR * P::NR, 1),
         );
         let (a, b, c) = (
-            a.as_ptr() as *const f32,
-            b.as_ptr() as *const f32,
-            c.as_mut_ptr() as *mut f32,
+            a_buf.as_ptr() as *const f32,
+            b_buf.as_ptr() as *const f32,
+            c_buf.as_mut_ptr() as *mut f32,
         );
         let ep = TileEpilogue {
             alpha: 1.0,

@@ -435,7 +435,8 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                                 op.ldc,
                                 cols,
                                 &tile_ep,
-                                direct_b && cols == nr,
+                                // Full tiles prefetch B ahead (see kernel).
+                                cols == nr,
                             );
                         }
                     };

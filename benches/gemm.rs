@@ -8,7 +8,9 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use vcortex_kernels::gemm::{sgemm, sgemm_parallel, Epilogue, Trans};
+use vcortex_kernels::gemm::{
+    micro_kernel_gflops, sgemm, sgemm_parallel, Epilogue, KernelPath, Trans,
+};
 use vcortex_kernels::peak::measure_fma_peak_gflops;
 
 /// (m, k, n, op(A), op(B)): C is m x n, the shared dimension k.
@@ -178,6 +180,14 @@ fn summary_table() {
     let (pa, pb) = rayon::join(measure_fma_peak_gflops, measure_fma_peak_gflops);
     let peak2 = pa + pb;
     println!("\nFMA peak: {peak1:.1} GFLOP/s on 1 thread, {peak2:.1} on 2 (measured)");
+    let (mr, nr) = KernelPath::NATIVE.tile();
+    for kc in [64, 192, 256] {
+        let g = micro_kernel_gflops(KernelPath::NATIVE, kc);
+        println!(
+            "micro-kernel {mr}x{nr} in L1, kc = {kc}: {g:.1} GFLOP/s ({:.1}% of peak)",
+            100.0 * g / peak1
+        );
+    }
     println!(
         "{:<16} {:<8} {:>3} {:>9} {:>7} {:>9} {:>7} {:>6}",
         "m x k x n", "form", "thr", "ours", "%peak", "gemm", "%peak", "ratio"

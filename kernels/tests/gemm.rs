@@ -370,6 +370,43 @@ proptest! {
     }
 }
 
+/// Default blocking on both sides of the choice between reading a
+/// row-major A in place (n <= 256, lda not a multiple of 64) and packing it
+/// (n > 256, or lda = 256), on every path, with K spanning one or two
+/// slices, ragged row and column tiles, and the fused epilogue.
+#[test]
+fn direct_and_packed_a() {
+    let shapes = [
+        (50, 200, 300, 1),
+        (50, 257, 300, 1),
+        (50, 200, 256, 0),
+        (29, 10, 1100, 3),
+        (130, 256, 70, 3),
+    ];
+    for path in KernelPath::ALL {
+        for (i, &(m, n, k, lda_pad)) in shapes.iter().enumerate() {
+            let c = Case {
+                ta: Trans::N,
+                // B^T only past the M-on-lanes limit (m > 128).
+                tb: if m > 128 { Trans::T } else { Trans::N },
+                m,
+                n,
+                k,
+                alpha: 0.5,
+                beta: if i == 3 { 0.0 } else { 1.5 },
+                lda_pad,
+                ldb_pad: 1,
+                ldc_pad: 2,
+                bias: (i % 3) as u8,
+                activation: Activation::Relu,
+                integers: true,
+                seed: i as u64,
+            };
+            check(&c, Entry::Path(path, None, false)).unwrap();
+        }
+    }
+}
+
 #[test]
 fn native_path_matches_build() {
     assert_eq!(

@@ -31,16 +31,23 @@ pub(crate) trait Path {
     /// Computes a `rows` x NR tile (rows <= MR) and writes its first `cols`
     /// columns through the epilogue.
     ///
+    /// With `a_rows = None`, `a` is a packed panel; with `Some(lda)`, `a`
+    /// points at row 0 of a row-major op(A) read in place (`rows` rows,
+    /// `lda` apart, `kc` floats each): no packing for products whose A
+    /// block would be used by few column tiles.
+    ///
     /// # Safety
-    /// `a` holds `kc` steps of MR floats; `b` holds `kc` rows of NR readable
-    /// floats, `b_stride` apart; `c` is valid for `rows` rows of `cols`
-    /// floats, `ldc` apart (read only when `ep.beta != 0`); the bias pointers
-    /// cover the tile's rows / `cols` columns.
+    /// `a` holds `kc` steps of MR floats (or the rows above); `b` holds
+    /// `kc` rows of NR readable floats, `b_stride` apart; `c` is valid for
+    /// `rows` rows of `cols` floats, `ldc` apart (read only when
+    /// `ep.beta != 0`); the bias pointers cover the tile's rows / `cols`
+    /// columns.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         rows: usize,
         kc: usize,
         a: *const f32,
+        a_rows: Option<usize>,
         b: *const f32,
         b_stride: usize,
         c: *mut f32,
@@ -64,7 +71,7 @@ pub(crate) struct TileEpilogue {
 /// The largest NR of any path (stack buffers for ragged tiles).
 const MAX_NR: usize = 32;
 
-/// How many k steps ahead the micro-kernel prefetches an in-place B strip:
+/// How many k steps ahead the micro-kernel prefetches B (see k_step):
 /// about one memory latency (~100 ns) of k steps at ~3 ns per 12 x 32 step
 /// would be ~30, but the first row tile of a strip is the only one that
 /// misses, and 16 rows already hide most of the latency without evicting.
@@ -81,16 +88,76 @@ fn prefetch(p: *const f32) {
     let _ = p;
 }
 
+/// One k step of the micro-kernel: NV loads of B, ROWS broadcasts of A (one
+/// register each, shared by the row's NV FMAs), ROWS x NV FMAs.
+///
+/// A packed (A_ROWS false): the step's ROWS values are adjacent at `a[0]`.
+/// A in place (A_ROWS true): row r is at `a[r / 4] + (r % 4) * lda`, so
+/// every address is a base register plus lda scaled by 1 or 2 (or 3 lda):
+/// three moving pointers instead of twelve row offsets, which would not fit
+/// the general registers beside the loop's own.
+///
+/// # Safety
+/// `a` readable for ROWS floats as above, `b` for NV * LANES floats.
+#[inline(always)]
+unsafe fn k_step<
+    V: Lanes,
+    const ROWS: usize,
+    const NV: usize,
+    const PREFETCH: bool,
+    const A_ROWS: bool,
+>(
+    acc: &mut [[V; NV]; ROWS],
+    a: &[*const f32; 3],
+    lda: usize,
+    b: *const f32,
+    b_stride: usize,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let bv: [V; NV] = core::array::from_fn(|v| V::load(b.add(v * V::LANES)));
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            let x = if A_ROWS {
+                *a[r / 4].add((r % 4) * lda)
+            } else {
+                *a[0].add(r)
+            };
+            let av = V::splat(x);
+            for v in 0..NV {
+                acc_row[v] = av.mul_add(bv[v], acc_row[v]);
+            }
+        }
+    }
+    if PREFETCH {
+        // B read in place from a strided matrix: its rows are more than
+        // 2 KiB apart, past the hardware stride prefetcher. Packed, a
+        // 1024-step micro-panel (128 KiB) streams from L2, and the L1
+        // prefetcher fetches only the next line (+4% on 1024^3). So fetch
+        // PREFETCH_ROWS rows ahead (prefetch never faults).
+        prefetch(b.wrapping_add(PREFETCH_ROWS * b_stride));
+        prefetch(b.wrapping_add(PREFETCH_ROWS * b_stride + NV * V::LANES - 1));
+    }
+}
+
 /// The generic micro-kernel: ROWS x (NV vectors) accumulators.
 ///
 /// # Safety
-/// As [`Path::tile`], with ROWS rows and `a_stride` floats per step of A.
+/// As [`Path::tile`], with ROWS rows. A_ROWS: A is read in place from a
+/// row-major op(A), rows `lda` apart, one float per step; otherwise it is a
+/// packed panel of `a_stride` floats per step.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_generic<V: Lanes, const ROWS: usize, const NV: usize, const PREFETCH: bool>(
+unsafe fn tile_generic<
+    V: Lanes,
+    const ROWS: usize,
+    const NV: usize,
+    const PREFETCH: bool,
+    const A_ROWS: bool,
+>(
     kc: usize,
     a: *const f32,
     a_stride: usize,
+    lda: usize,
     b: *const f32,
     b_stride: usize,
     c: *mut f32,
@@ -108,27 +175,39 @@ unsafe fn tile_generic<V: Lanes, const ROWS: usize, const NV: usize, const PREFE
         prefetch(row.wrapping_add(NV * V::LANES - 1));
     }
     let mut acc = [[V::zero(); NV]; ROWS];
-    let (mut ap, mut bp) = (a, b);
-    for _ in 0..kc {
-        // SAFETY: the caller guarantees kc steps of A (a_stride apart, ROWS
-        // readable) and of B (b_stride apart, NV * LANES readable).
-        unsafe {
-            let bv: [V; NV] = core::array::from_fn(|v| V::load(bp.add(v * V::LANES)));
-            for (r, acc_row) in acc.iter_mut().enumerate() {
-                let av = V::splat(*ap.add(r));
-                for v in 0..NV {
-                    acc_row[v] = av.mul_add(bv[v], acc_row[v]);
-                }
+    // The A pointers (see k_step); only the first moves when A is packed.
+    let mut ap = [a, a.wrapping_add(4 * lda), a.wrapping_add(8 * lda)];
+    let mut bp = b;
+    if A_ROWS {
+        // One step per iteration: unrolled, LLVM hoists both steps' strided
+        // broadcasts (24 with 12 rows) and spills accumulators.
+        for _ in 0..kc {
+            // SAFETY: the caller guarantees kc steps of A (ROWS rows, lda
+            // apart, advancing a_stride per step) and of B (b_stride apart,
+            // NV * LANES readable).
+            unsafe {
+                k_step::<V, ROWS, NV, PREFETCH, A_ROWS>(&mut acc, &ap, lda, bp, b_stride);
+                ap = ap.map(|p| p.add(a_stride));
+                bp = bp.add(b_stride);
             }
-            if PREFETCH {
-                // B read in place from a strided matrix: its rows are more
-                // than 2 KiB apart, past the hardware stride prefetcher, so
-                // fetch PREFETCH_ROWS rows ahead (prefetch never faults).
-                prefetch(bp.wrapping_add(PREFETCH_ROWS * b_stride));
-                prefetch(bp.wrapping_add(PREFETCH_ROWS * b_stride + NV * V::LANES - 1));
+        }
+    } else {
+        // Two k steps per iteration: half the loop overhead, and the loads
+        // of the second step issue while the first step's FMAs are queued.
+        for _ in 0..kc / 2 {
+            // SAFETY: the caller guarantees kc steps of A (a_stride apart,
+            // ROWS readable) and of B (b_stride apart, NV * LANES readable).
+            unsafe {
+                k_step::<V, ROWS, NV, PREFETCH, A_ROWS>(&mut acc, &ap, lda, bp, b_stride);
+                let (ap1, bp1) = ([ap[0].add(a_stride); 3], bp.add(b_stride));
+                k_step::<V, ROWS, NV, PREFETCH, A_ROWS>(&mut acc, &ap1, lda, bp1, b_stride);
+                ap[0] = ap[0].add(2 * a_stride);
+                bp = bp.add(2 * b_stride);
             }
-            ap = ap.add(a_stride);
-            bp = bp.add(b_stride);
+        }
+        if kc % 2 == 1 {
+            // SAFETY: as above, the last of kc steps.
+            unsafe { k_step::<V, ROWS, NV, PREFETCH, A_ROWS>(&mut acc, &ap, lda, bp, b_stride) };
         }
     }
 
@@ -153,6 +232,27 @@ unsafe fn tile_generic<V: Lanes, const ROWS: usize, const NV: usize, const PREFE
             // SAFETY: buf holds MAX_NR >= nr floats.
             *bc = unsafe { V::load(buf.as_ptr().add(v * V::LANES)) };
         }
+    }
+    // A full tile of the plain product (alpha = 1, beta = 0, no bias or
+    // activation: most backward-pass products) is stored straight from the
+    // accumulators. The general loop below is too large for LLVM to unroll,
+    // so it first spills the accumulators to the stack; with k = 64 that
+    // round trip cost ~5% (784 x 64 x 900 A^T B). Wider fast paths (bias,
+    // ReLU, beta) measured no better than the general loop.
+    if full
+        && !scale
+        && !read_c
+        && !has_bias_row
+        && !has_bias_col
+        && ep.activation == Activation::Identity
+    {
+        for (r, acc_row) in acc.iter().enumerate() {
+            for (v, x) in acc_row.iter().enumerate() {
+                // SAFETY: row r < ROWS of C holds nr = NV * LANES floats.
+                unsafe { x.store(c.add(r * ldc + v * V::LANES)) };
+            }
+        }
+        return;
     }
     for (r, acc_row) in acc.iter().enumerate() {
         // SAFETY: row r < rows of C is valid for `cols` floats.
@@ -227,6 +327,7 @@ macro_rules! declare_path {
                 rows: usize,
                 kc: usize,
                 a: *const f32,
+                a_rows: Option<usize>,
                 b: *const f32,
                 b_stride: usize,
                 c: *mut f32,
@@ -244,7 +345,10 @@ macro_rules! declare_path {
                         // The last few columns (n = 100 leaves 4) on half-width
                         // vectors: half the wasted lanes of a full vector.
                         match rows {
-                            $($r => tile_generic::<$narrow, $r, 1, false>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            $($r => match a_rows {
+                                None => tile_generic::<$narrow, $r, 1, false, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
+                                Some(lda) => tile_generic::<$narrow, $r, 1, false, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
+                            },)+
                             _ => unreachable!("tile rows {rows} > MR"),
                         }
                     } else if $nv > 1 && cols <= <$v as Lanes>::LANES {
@@ -252,17 +356,26 @@ macro_rules! declare_path {
                         // n = 900) needs one vector per row, not NV. It is
                         // always packed, so it never needs prefetching.
                         match rows {
-                            $($r => tile_generic::<$v, $r, 1, false>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            $($r => match a_rows {
+                                None => tile_generic::<$v, $r, 1, false, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
+                                Some(lda) => tile_generic::<$v, $r, 1, false, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
+                            },)+
                             _ => unreachable!("tile rows {rows} > MR"),
                         }
                     } else if prefetch_b {
                         match rows {
-                            $($r => tile_generic::<$v, $r, $nv, true>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            $($r => match a_rows {
+                                None => tile_generic::<$v, $r, $nv, true, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
+                                Some(lda) => tile_generic::<$v, $r, $nv, true, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
+                            },)+
                             _ => unreachable!("tile rows {rows} > MR"),
                         }
                     } else {
                         match rows {
-                            $($r => tile_generic::<$v, $r, $nv, false>(kc, a, $mr, b, b_stride, c, ldc, cols, ep),)+
+                            $($r => match a_rows {
+                                None => tile_generic::<$v, $r, $nv, false, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
+                                Some(lda) => tile_generic::<$v, $r, $nv, false, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
+                            },)+
                             _ => unreachable!("tile rows {rows} > MR"),
                         }
                     }
@@ -274,20 +387,28 @@ macro_rules! declare_path {
 
 declare_path!(
     /// AVX-512 FMA, f32, 12 x 32 tile (`avx512_fma_sgemm_f32_12x32`): 24 zmm
-    /// accumulators + 2 B vectors + 1 broadcast of the 32 registers; per k
-    /// step 2 loads + 12 broadcast-FMAs feed 24 FMAs, so the two FMA ports,
-    /// not the load ports, are the limit.
+    /// accumulators + 2 B vectors + 1-2 broadcasts of the 32 registers; per
+    /// k step 2 loads + 12 broadcasts (each into a register, shared by the
+    /// row's two FMAs) feed 24 FMAs, so the two FMA ports, not the load
+    /// ports, are the limit. Measured in L1 (`micro_kernel_gflops`) it runs
+    /// at ~90-96% of the measured FMA peak; 8 x 48, 6 x 64 and 14 x 32
+    /// tiles measured no better.
     ///
     /// Cache blocks for this machine (Xeon, 48 KiB L1d, 2 MiB L2 per core):
-    /// KC = 192: the B micro-panel the ir loop re-reads (KC x 32 x 4 B =
-    /// 24 KiB) plus the streamed A micro-panel (9 KiB) stay in half-to-
-    /// two-thirds of L1d. MC = 192: the packed A block (192 x 192 x 4 B =
-    /// 144 KiB), re-read for every NR column tile, sits in L2 with room for
-    /// C's write-allocate traffic (MC = 384 measured ~7% slower on the
-    /// 784 x 128 x 900 A^T B product; a batch of 128 is still one block).
-    /// NC = 1024: the packed B panel (192 x 1024 x 4 B = 768 KiB), re-read
-    /// for every MC block, also fits L2 beside the A block (about 1 MiB of 2).
-    Avx512Fma12x32, f32x16, narrow = f32x8, mr = 12, nv = 2, kc = 192, mc = 192, nc = 1024,
+    /// KC = 1024 (cuts K, the pc loop): one K slice for every model product
+    /// (k <= 1024), because each further slice re-reads and re-writes all
+    /// of C through the epilogue, which cost ~10% at KC = 192 (1024^3: 166
+    /// -> 193 GFLOP/s at KC = 512). The micro-panels then exceed L1 (B
+    /// 1024 x 32 x 4 B = 128 KiB, A 48 KiB), but they stream from L2 at
+    /// 176 B per ~12-cycle k step, far below L2's bandwidth, and the k loop
+    /// is unrolled by two to keep those loads ahead of the FMAs.
+    /// MC = 192 (cuts M, the ic loop): the packed A block (192 x 1024 x 4 B
+    /// = 768 KiB), re-read for every NR column tile, stays in L2; a batch of
+    /// 128 is one block, so B is read in place (direct-B) there.
+    /// NC = 1024 (cuts N, the jc loop): each B micro-panel is re-read by
+    /// the 16 row tiles of an MC block while it is L2-resident; the whole
+    /// panel (up to 4 MiB) is fetched from L3 once per MC block.
+    Avx512Fma12x32, f32x16, narrow = f32x8, mr = 12, nv = 2, kc = 1024, mc = 192, nc = 1024,
     m_lanes = true,
     rows = [1 2 3 4 5 6 7 8 9 10 11 12]
 );

@@ -7,9 +7,12 @@
 //! the epilogue while the tile is in registers. Small-m products with B
 //! transposed (the trainer's `x W^T`) skip the transpose of B on the AVX-512
 //! path: an M-on-lanes kernel packs only A^T and reads B's rows in place
-//! (`kernel::tile_m_lanes`). The instruction set is chosen at compile time (AVX-512, AVX2 + FMA, or portable); every path is compiled
-//! in every build and reachable through the doc-hidden [`sgemm_on_path`] so
-//! the tests cover all of them.
+//! (`kernel::tile_m_lanes`). Narrow products (n <= 256) read a row-major A
+//! in place instead of packing it, and B stored k x n is read in place when
+//! M is one block. The instruction set is chosen at compile time (AVX-512,
+//! AVX2 + FMA, or portable); every path is compiled in every build and
+//! reachable through the doc-hidden [`sgemm_on_path`] so the tests cover all
+//! of them.
 //!
 //! Storage is row-major with leading dimensions. op(A) is m x k: with
 //! `Trans::N` A is stored m x k (lda >= k); with `Trans::T` A is stored k x m
@@ -177,6 +180,13 @@ const PARALLEL_MIN_FLOPS: usize = 1 << 22;
 /// against 900 x 784 weights.
 const M_LANES_MAX_M: usize = 128;
 
+/// Up to this many columns of C, a row-major op(A) is read in place by the
+/// micro-kernel instead of packed (see [`gemm_serial`]): packing costs about
+/// as much as the product when the block serves few column tiles (n = 10:
+/// 70% of the time), while for n >= 625 the packed panel's compact layout
+/// measured 2-8% faster.
+const DIRECT_A_MAX_N: usize = 256;
+
 /// Up to this K slice the tile loops run along rows of C (see
 /// [`gemm_serial`]).
 const ROW_MAJOR_TILES_MAX_K: usize = 64;
@@ -326,7 +336,18 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     } else {
         nc_size.div_ceil(nr) * nr * kc_size
     };
-    let a_floats = mc_size.div_ceil(mr) * mr * kc_size;
+    // A row-major op(A) is read in place when the product is a single,
+    // narrow column block (n <= DIRECT_A_MAX_N and n <= NC): each A row
+    // tile then serves few column tiles, too few to pay for its packing.
+    // Not with lda a multiple of 64 floats, for the same L1-set reason as
+    // direct B below.
+    let direct_a =
+        op.ta == Trans::N && n <= DIRECT_A_MAX_N.min(blk.nc) && !op.lda.is_multiple_of(64);
+    let a_floats = if direct_a {
+        0
+    } else {
+        mc_size.div_ceil(mr) * mr * kc_size
+    };
 
     with_pack_buffers(a_floats, b_floats, |pa, pb| {
         for jc in (0..n).step_by(nc_size) {
@@ -368,8 +389,10 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                 }
                 for ic in (0..m).step_by(mc_size) {
                     let mc = mc_size.min(m - ic);
-                    // SAFETY: the block lies inside op(A); pa holds a_floats.
-                    unsafe { pack::pack_a(op.ta, op.a, op.lda, ic, mc, p0, kc, mr, pa) };
+                    if !direct_a {
+                        // SAFETY: the block lies inside op(A); pa holds a_floats.
+                        unsafe { pack::pack_a(op.ta, op.a, op.lda, ic, mc, p0, kc, mr, pa) };
+                    }
                     let a_block = pa as *const f32;
                     let run_tile = |ir: usize, jr: usize| {
                         let cols = nr.min(nc - jr);
@@ -390,22 +413,30 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                         if !tile_ep.bias_col.is_null() {
                             tile_ep.bias_col = tile_ep.bias_col.wrapping_add(j);
                         }
+                        let (a_tile, a_rows) = if direct_a {
+                            (op.a.wrapping_add(i * op.lda + p0), Some(op.lda))
+                        } else {
+                            (a_block.wrapping_add(ir / mr * mr * kc), None)
+                        };
                         // SAFETY: the tile (rows x cols at (i, j)) lies in C;
-                        // the A panel has kc steps of MR, the B panel kc rows
-                        // of NR readable floats (packed, or a full in-place
-                        // strip of B); bias offsets match.
+                        // A is a packed panel of kc steps of MR, or `rows`
+                        // in-place rows of op(A) from column p0 on; the B
+                        // panel has kc rows of NR readable floats (packed, or
+                        // a full in-place strip of B); bias offsets match.
                         unsafe {
                             P::tile(
                                 rows,
                                 kc,
-                                a_block.wrapping_add(ir / mr * mr * kc),
+                                a_tile,
+                                a_rows,
                                 b_panel,
                                 b_stride,
                                 op.c.wrapping_add(i * op.ldc + j),
                                 op.ldc,
                                 cols,
                                 &tile_ep,
-                                direct_b && cols == nr,
+                                // Full tiles prefetch B ahead (see kernel).
+                                cols == nr,
                             );
                         }
                     };
@@ -644,6 +675,80 @@ pub fn sgemm_on_path(
     run(
         path, blocking, parallel, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, epilogue,
     );
+}
+
+/// The micro-kernel's own ceiling: GFLOP/s of full MR x NR tiles over one
+/// packed A micro-panel and one packed B micro-panel of `kc` steps, reused
+/// call after call (in L1 up to kc ~ 256 on AVX-512; no packing, C
+/// overwritten with beta = 0). Best of a
+/// few runs, so a busy machine still yields an undisturbed one. For benches.
+#[doc(hidden)]
+pub fn micro_kernel_gflops(path: KernelPath, kc: usize) -> f64 {
+    fn measure<P: Path>(kc: usize) -> f64 {
+        let kc = kc.max(1);
+        // Cache-line-aligned, as the packing buffers are: a misaligned
+        // 64-byte load splits across two lines.
+        let lines = |floats: usize, step: usize| -> Vec<Line> {
+            (0..floats.div_ceil(16))
+                .map(|l| {
+                    Line(core::array::from_fn(|i| {
+                        ((l * 16 + i) % step) as f32 * 0.01
+                    }))
+                })
+                .collect()
+        };
+        let (a_buf, b_buf, mut c_buf) = (
+            lines(P::MR * kc, 7),
+            lines(P::NR * kc, 5),
+            lines(P::MR * P::NR, 1),
+        );
+        let (a, b, c) = (
+            a_buf.as_ptr() as *const f32,
+            b_buf.as_ptr() as *const f32,
+            c_buf.as_mut_ptr() as *mut f32,
+        );
+        let ep = TileEpilogue {
+            alpha: 1.0,
+            beta: 0.0,
+            bias_row: core::ptr::null(),
+            bias_col: core::ptr::null(),
+            activation: Activation::Identity,
+        };
+        // About 20 M flops per run: a few milliseconds.
+        let reps = (20_000_000 / (2 * P::MR * P::NR * kc)).max(1);
+        let mut best = 0.0f64;
+        for _ in 0..15 {
+            let start = std::time::Instant::now();
+            for _ in 0..reps {
+                // SAFETY: a holds kc steps of MR floats, b kc rows of NR
+                // floats (stride NR), c is MR x NR with ldc = NR.
+                unsafe {
+                    P::tile(
+                        P::MR,
+                        kc,
+                        std::hint::black_box(a),
+                        None,
+                        b,
+                        P::NR,
+                        c,
+                        P::NR,
+                        P::NR,
+                        &ep,
+                        false,
+                    )
+                };
+            }
+            let secs = start.elapsed().as_secs_f64();
+            std::hint::black_box(c);
+            best = best.max((2 * P::MR * P::NR * kc * reps) as f64 / secs / 1e9);
+        }
+        best
+    }
+    match path {
+        KernelPath::Avx512 => measure::<Avx512Fma12x32>(kc),
+        KernelPath::Avx2 => measure::<Avx2Fma6x16>(kc),
+        KernelPath::Portable => measure::<Portable4x8>(kc),
+    }
 }
 
 /// Single-threaded GEMM with a fused epilogue. Use inside per-chunk rayon loops.

@@ -26,7 +26,7 @@ use std::ops::Range;
 
 use super::Optimizer;
 use crate::kernels::gemm::{sgemm_with_epilogue, Epilogue, Trans};
-use crate::kernels::optim::{momentum_finish, momentum_update, rmsprop_update, scale, sgd_update};
+use crate::kernels::optim::{momentum_finish, momentum_update, rmsprop_update, sgd_update};
 use crate::nn::{column_sums, Factors, TensorGrad};
 
 /// Output units per weight block: a multiple of every GEMM register tile's
@@ -157,8 +157,13 @@ pub(crate) fn run<T, F>(
 
 /// The gradient of one block over the whole batch and its update. `p`, `s`
 /// and `g` start at the block's first element (`s` is empty for SGD).
-fn step_block<T, F>(step: &Step<'_, T, F>, block: &Block, p: &mut [f32], s: &mut [f32], g: &mut [f32])
-where
+fn step_block<T, F>(
+    step: &Step<'_, T, F>,
+    block: &Block,
+    p: &mut [f32],
+    s: &mut [f32],
+    g: &mut [f32],
+) where
     F: Fn(&T, usize, usize) -> Factors<'_>,
 {
     let len = block.span.len();
@@ -204,15 +209,9 @@ where
                     products += 1;
                 }
             }
-            if products == 0 {
-                // No chunk had rows (more threads than batch rows): the
-                // gradient is zero.
-                if beta0 == 0.0 {
-                    target.fill(0.0);
-                } else {
-                    scale(target, beta0);
-                }
-            }
+            // A batch has at least one row (the engine checks the batch
+            // size), so some chunk applied beta0.
+            assert!(products > 0, "fused update of an empty batch");
             match step.optimizer {
                 Optimizer::Sgd => {}
                 Optimizer::Momentum { .. } => momentum_finish(p, s, lr * decay),
@@ -258,7 +257,13 @@ mod tests {
         let rows: Vec<_> = blocks.iter().map(|b| (b.tensor, b.rows.clone())).collect();
         assert_eq!(
             rows,
-            [(0, 0..96), (0, 96..192), (0, 192..200), (1, 0..200), (2, 0..3)]
+            [
+                (0, 0..96),
+                (0, 96..192),
+                (0, 192..200),
+                (1, 0..200),
+                (2, 0..3)
+            ]
         );
         let mut end = 0;
         for b in &blocks {

@@ -144,6 +144,9 @@ fn fused_step<T: Sync, F>(
     }
 }
 
+/// The profile label of the fused phase (weight gradients + optimizer).
+const FUSED_UPDATE: &str = "dW+update";
+
 /// Parameter counts up to which the reduction and update run on the calling
 /// thread (a few blocks: tens of microseconds of work).
 const SEQUENTIAL_STEP_MAX: usize = 4 * REDUCE_BLOCK;
@@ -191,6 +194,10 @@ trait Task {
         lr: f32,
         decay: f32,
     );
+    /// The profile's name for [`Task::step`]: "update" (chunk-gradient
+    /// reduction + optimizer) or "dW+update" (the fused phase, which also
+    /// computes the weight gradients).
+    fn update_label(&self) -> &'static str;
     /// (test cost, test accuracy).
     fn evaluate(&mut self, pool: &ThreadPool) -> (Option<f64>, Option<f64>);
     /// Images in the (subset) test split.
@@ -431,7 +438,7 @@ fn run<T: Task + Send>(
                 if !cost.is_finite() {
                     return Err(b + 1);
                 }
-                timed("update", Phase::Pool, || {
+                timed(task.update_label(), Phase::Pool, || {
                     task.step(pool, grad_ref, opt_ref, cfg.lr, cfg.decay)
                 });
                 cost_sum += cost;
@@ -686,6 +693,13 @@ where
             decay,
         );
         fused_step(pool, &step, blocks, params, opt, grad);
+    }
+
+    fn update_label(&self) -> &'static str {
+        match self.fused {
+            Some(_) => FUSED_UPDATE,
+            None => "update",
+        }
     }
 
     fn evaluate(&mut self, pool: &ThreadPool) -> (Option<f64>, Option<f64>) {
@@ -959,6 +973,10 @@ impl Task for DaeTask<'_, '_> {
             decay,
         );
         fused_step(pool, &step, &self.blocks, params, opt, grad);
+    }
+
+    fn update_label(&self) -> &'static str {
+        FUSED_UPDATE
     }
 
     fn evaluate(&mut self, pool: &ThreadPool) -> (Option<f64>, Option<f64>) {

@@ -6,7 +6,8 @@
 //! (rows) of a dense weight, or a whole bias. One parallel phase hands the
 //! blocks to the threads; each computes its block's gradient over the whole
 //! batch as GEMMs over the chunks' kept deltas and inputs (k = the chunk's
-//! rows, accumulated with beta = 1 in chunk order, then term order) and
+//! rows, accumulated with beta = 1 in chunk order, each chunk's terms in
+//! order) and
 //! applies the optimizer while the block is in cache:
 //!
 //! * SGD: the GEMM is the update, W <- (1 - lr decay) W - lr sum_c A_c^T B_c
@@ -30,10 +31,12 @@ use crate::kernels::optim::{momentum_finish, momentum_update, rmsprop_update, sg
 use crate::nn::{column_sums, Factors, TensorGrad};
 
 /// Output units per weight block: a multiple of every GEMM register tile's
-/// rows and columns (12 and 32 on AVX-512, 6 and 16 on AVX2, 4 and 8
-/// portable). 96 rows of a 784-wide weight are 300 KB, well inside L2 while
-/// the block takes its GEMMs and its update; the study's layers give 22
-/// blocks, plenty to balance two threads.
+/// height (12 rows on AVX-512, 6 on AVX2, 4 portable), so only a layer's
+/// last block has a partial tile. 96 rows of a 784-wide weight are 300 KB,
+/// well inside L2 while the block takes its GEMMs and its update; the
+/// study's MLP gets 23 weight blocks and DAE layer 1 ten, fine enough for
+/// work stealing to balance two threads (larger blocks, up to whole layers,
+/// measured the same per GEMM flop within noise).
 const BLOCK_ROWS: usize = 96;
 
 /// One block of the trainable range.

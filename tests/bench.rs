@@ -64,8 +64,15 @@ fn every_row_and_profile_line_is_filled() {
             Work::CnnSgd | Work::CnnRmsprop => &[
                 "input", "conv1", "pool1", "conv2", "pool2", "fc1", "fc2", "loss", "update",
             ],
-            Work::Mlp => &["input", "fc1", "fc2", "fc3", "fc4", "loss", "update"],
-            Work::Dae1 => &["input", "noise", "dae1.enc", "dae1.dec", "loss", "update"],
+            Work::Mlp => &["input", "fc1", "fc2", "fc3", "fc4", "loss", "dW+update"],
+            Work::Dae1 => &[
+                "input",
+                "noise",
+                "dae1.enc",
+                "dae1.dec",
+                "loss",
+                "dW+update",
+            ],
             // Inference runs each conv fused with its pooling (one line each).
             Work::CnnInfer => &["conv1", "conv2", "fc1", "fc2", "loss"],
         };

@@ -59,6 +59,32 @@ pub fn momentum_update(p: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, decay: 
     });
 }
 
+/// The second half of a momentum step whose first half the caller fused
+/// into its gradient GEMM (v <- gamma * v - lr * g, with alpha = -lr and
+/// beta = gamma): v <- v - lr_decay * p; p <- p + v, where `lr_decay` is
+/// lr * decay. Together they give `momentum_update` up to rounding.
+pub fn momentum_finish(p: &mut [f32], v: &mut [f32], lr_decay: f32) {
+    check(p.len(), v.len(), "momentum_finish");
+    let lr_decay = F32s::splat(lr_decay);
+    let step = |p: F32s, v: F32s| {
+        let v = v - lr_decay * p;
+        (p + v, v)
+    };
+    let mut pc = p.chunks_exact_mut(LANES);
+    let mut vc = v.chunks_exact_mut(LANES);
+    for (p, v) in (&mut pc).zip(&mut vc) {
+        let (pn, vn) = step(load(p), load(v));
+        store(pn, p);
+        store(vn, v);
+    }
+    let (p, v) = (pc.into_remainder(), vc.into_remainder());
+    if !p.is_empty() {
+        let (pn, vn) = step(load_partial(p, 0.0), load_partial(v, 0.0));
+        store_partial(pn, p);
+        store_partial(vn, v);
+    }
+}
+
 /// r <- rho * r + (1 - rho) * g^2; p <- p - lr * (g / sqrt(r + eps) + decay * p).
 #[allow(clippy::too_many_arguments)]
 pub fn rmsprop_update(

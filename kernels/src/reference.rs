@@ -319,6 +319,13 @@ pub fn momentum_update(p: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, decay: 
     }
 }
 
+pub fn momentum_finish(p: &mut [f32], v: &mut [f32], lr_decay: f32) {
+    for (p, v) in p.iter_mut().zip(v.iter_mut()) {
+        *v -= lr_decay * *p;
+        *p += *v;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn rmsprop_update(
     p: &mut [f32],

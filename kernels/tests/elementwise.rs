@@ -289,6 +289,12 @@ proptest! {
         assert_same(&fp, &sp, "momentum p");
         assert_same(&fv, &sv, "momentum v");
 
+        let (mut fp, mut sp, mut fv, mut sv) = (p0.clone(), p0.clone(), s0.clone(), s0.clone());
+        optim::momentum_finish(&mut fp, &mut fv, lr * decay);
+        reference::momentum_finish(&mut sp, &mut sv, lr * decay);
+        assert_same(&fp, &sp, "momentum_finish p");
+        assert_same(&fv, &sv, "momentum_finish v");
+
         let (mut fp, mut sp, mut fr, mut sr) = (p0.clone(), p0.clone(), s0.clone(), s0.clone());
         optim::rmsprop_update(&mut fp, &mut fr, &g, lr, decay, gamma, eps);
         reference::rmsprop_update(&mut sp, &mut sr, &g, lr, decay, gamma, eps);

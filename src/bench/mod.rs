@@ -479,8 +479,13 @@ pub fn render(r: &BenchReport) -> String {
     out.push_str("(PyTorch and target: the issue's figures for the full data on 2 threads)\n");
     for row in r.rows.iter().filter(|row| row.profile.len() > 1) {
         out.push_str(&format!(
-            "\nprofile of {} (seconds per epoch, average thread; update = reduction + optimizer, wall)\n",
-            row.work.name()
+            "\nprofile of {} (seconds per epoch, average thread; {})\n",
+            row.work.name(),
+            if row.profile.iter().any(|p| p.layer == "dW+update") {
+                "dW+update = weight gradients + optimizer, wall; backward = deltas only"
+            } else {
+                "update = reduction of chunk gradients + optimizer, wall"
+            }
         ));
         out.push_str(&format!(
             "{:<10} {:>9} {:>9} {:>7}\n",

@@ -1,6 +1,7 @@
 //! Per-layer timing for `vcortex bench`: wall time of every layer's forward
 //! and backward call, summed over chunks and batches, plus the engine's
-//! gradient reduction and optimizer step.
+//! update step (chunk-gradient reduction or fused weight gradients, and the
+//! optimizer).
 //!
 //! Off by default. While off, a hook costs one relaxed atomic load and a
 //! branch, against layer calls of tens to hundreds of microseconds, so normal
@@ -22,7 +23,7 @@ pub enum Phase {
     /// A layer's backward pass on one chunk (runs on every thread at once).
     Backward,
     /// A step of the whole pool, timed once on the calling thread (e.g. the
-    /// fused gradient reduction and optimizer update).
+    /// engine's update step).
     Pool,
 }
 

@@ -33,8 +33,8 @@ use crate::kernels::activation::sigmoid_backward;
 use crate::kernels::gemm::Activation;
 use crate::kernels::rng::Rng;
 use crate::nn::{
-    column_sums, init_uniform, sigmoid_binary_cross_entropy, sigmoid_bound, ParamLayout, Sparsity,
-    TiedAutoencoder,
+    column_sums, init_uniform, sigmoid_binary_cross_entropy, sigmoid_bound, Factors, ParamLayout,
+    Sparsity, TensorGrad, TiedAutoencoder,
 };
 
 /// The stack and its parameters.
@@ -78,6 +78,35 @@ impl DaeWorkspace {
     /// The column sums written by [`DaeStack::hidden_sums`].
     pub fn col_sums(&self) -> &[f32] {
         &self.col_sums
+    }
+
+    /// The input of layer `layer` in the last forward pass: the corrupted
+    /// h_{layer-1} in the layer-local scheme, else the (noisy or clean)
+    /// image for layer 1 and h_{layer-1} above.
+    fn layer_input(&self, layer: usize) -> &[f32] {
+        match (self.local, layer, self.input_noisy) {
+            (true, _, _) => &self.local_noisy,
+            (false, 1, true) => &self.noisy,
+            (false, 1, false) => &self.clean,
+            _ => &self.enc[layer - 2],
+        }
+    }
+
+    /// After [`DaeStack::loss_and_deltas`] for layer `layer`: this chunk's
+    /// factors of term `term` of tensor `tensor` of
+    /// [`DaeStack::fused_tensors`]. Weight: dz^T x (encoder, term 0) and
+    /// h^T da (decoder, term 1); hidden bias: dz; visible bias: da, where dz
+    /// is the gradient at the encoder's pre-activation and da at the
+    /// reconstruction logits.
+    pub fn grad_factors(&self, layer: usize, tensor: usize, term: usize) -> Factors<'_> {
+        let (dz, h, da) = (&self.dh, &self.enc[layer - 1], &self.dlev[layer - 1]);
+        let (a, b): (&[f32], &[f32]) = match (tensor, term) {
+            (0, 0) => (dz, self.layer_input(layer)),
+            (0, _) => (h, da),
+            (1, _) => (dz, &[]),
+            _ => (da, &[]),
+        };
+        Factors { a, b }
     }
 }
 
@@ -333,9 +362,53 @@ impl DaeStack {
         sparsity: Option<(Sparsity, &[f32], usize)>,
         grads: &mut [f32],
     ) -> f64 {
+        self.loss_backward(layer, ws, rows, grad_scale, sparsity, Some(grads))
+    }
+
+    /// [`DaeStack::loss_and_gradient`] without the parameter gradients: keeps
+    /// the deltas in `ws` for the trainer's fused update, which reads them
+    /// through [`DaeWorkspace::grad_factors`] (tensors as
+    /// [`DaeStack::fused_tensors`] lists them).
+    pub fn loss_and_deltas(
+        &self,
+        layer: usize,
+        ws: &mut DaeWorkspace,
+        rows: usize,
+        grad_scale: f32,
+        sparsity: Option<(Sparsity, &[f32], usize)>,
+    ) -> f64 {
+        self.loss_backward(layer, ws, rows, grad_scale, sparsity, None)
+    }
+
+    /// Layer `layer`'s tensors (weight, hidden bias, visible bias) as the
+    /// fused update sees them: the tied weight has an encoder and a decoder
+    /// term.
+    pub fn fused_tensors(&self, layer: usize) -> Vec<TensorGrad> {
+        self.check_layer(layer);
+        let ae = &self.layers[layer - 1];
+        vec![
+            TensorGrad::Dense {
+                n_out: ae.n_hidden,
+                n_in: ae.n_visible,
+                terms: 2,
+            },
+            TensorGrad::Bias { len: ae.n_hidden },
+            TensorGrad::Bias { len: ae.n_visible },
+        ]
+    }
+
+    fn loss_backward(
+        &self,
+        layer: usize,
+        ws: &mut DaeWorkspace,
+        rows: usize,
+        grad_scale: f32,
+        sparsity: Option<(Sparsity, &[f32], usize)>,
+        grads: Option<&mut [f32]>,
+    ) -> f64 {
         self.check_layer(layer);
         if ws.local {
-            return self.local_loss_and_gradient(layer, ws, rows, grad_scale, sparsity, grads);
+            return self.local_loss_backward(layer, ws, rows, grad_scale, sparsity, grads);
         }
         let n0 = self.sizes[0];
         self.decode_to_image(layer, ws, rows);
@@ -360,9 +433,12 @@ impl DaeStack {
         }
         let ae = &self.layers[layer - 1];
         let (nh, nv) = (ae.n_hidden, ae.n_visible);
-        assert_eq!(grads.len(), nh * nv + nh + nv, "DAE layer gradient length");
-        let (dw, rest) = grads.split_at_mut(nh * nv);
-        let (db, dbv) = rest.split_at_mut(nh);
+        let mut grads = grads.map(|g| {
+            assert_eq!(g.len(), nh * nv + nh + nv, "DAE layer gradient length");
+            let (dw, rest) = g.split_at_mut(nh * nv);
+            let (db, dbv) = rest.split_at_mut(nh);
+            (dw, db, dbv)
+        });
         let h = &ws.enc[layer - 1][..rows * nh];
         let dh = &mut ws.dh[..rows * nh];
         timed(numbered(&DAE_DEC, layer), Phase::Backward, || {
@@ -371,7 +447,9 @@ impl DaeStack {
                 h,
                 &ws.dlev[layer - 1],
                 rows,
-                Some((&mut *dw, dbv, false)),
+                grads
+                    .as_mut()
+                    .map(|(dw, _, dbv)| (&mut **dw, &mut **dbv, false)),
                 Some(&mut *dh),
             )
         });
@@ -385,9 +463,12 @@ impl DaeStack {
             (1, false) => &ws.clean,
             _ => &ws.enc[layer - 2],
         };
-        db.fill(0.0);
-        timed(numbered(&DAE_ENC, layer), Phase::Backward, || {
-            ae.encode_backward(&x[..rows * nv], h, dh, rows, dw, db, true)
+        timed(numbered(&DAE_ENC, layer), Phase::Backward, || match grads {
+            Some((dw, db, _)) => {
+                db.fill(0.0);
+                ae.encode_backward(&x[..rows * nv], h, dh, rows, dw, db, true)
+            }
+            None => sigmoid_backward(h, dh),
         });
         loss
     }
@@ -395,21 +476,24 @@ impl DaeStack {
     /// The layer-local counterpart of [`DaeStack::loss_and_gradient`] (after
     /// [`DaeStack::encode_local`]): one decoder, cross-entropy against the
     /// clean h_{layer-1} summed over its units.
-    fn local_loss_and_gradient(
+    fn local_loss_backward(
         &self,
         layer: usize,
         ws: &mut DaeWorkspace,
         rows: usize,
         grad_scale: f32,
         sparsity: Option<(Sparsity, &[f32], usize)>,
-        grads: &mut [f32],
+        grads: Option<&mut [f32]>,
     ) -> f64 {
         let ae = &self.layers[layer - 1];
         let (nh, nv) = (ae.n_hidden, ae.n_visible);
         let loss = self.local_decode_cost(layer, ws, rows, grad_scale);
-        assert_eq!(grads.len(), nh * nv + nh + nv, "DAE layer gradient length");
-        let (dw, rest) = grads.split_at_mut(nh * nv);
-        let (db, dbv) = rest.split_at_mut(nh);
+        let mut grads = grads.map(|g| {
+            assert_eq!(g.len(), nh * nv + nh + nv, "DAE layer gradient length");
+            let (dw, rest) = g.split_at_mut(nh * nv);
+            let (db, dbv) = rest.split_at_mut(nh);
+            (dw, db, dbv)
+        });
         let h = &ws.enc[layer - 1][..rows * nh];
         let dh = &mut ws.dh[..rows * nh];
         ae.decode_backward(
@@ -417,14 +501,21 @@ impl DaeStack {
             h,
             &ws.dlev[layer - 1],
             rows,
-            Some((&mut *dw, dbv, false)),
+            grads
+                .as_mut()
+                .map(|(dw, _, dbv)| (&mut **dw, &mut **dbv, false)),
             Some(&mut *dh),
         );
         if let Some((penalty, rho_hat, batch_rows)) = sparsity {
             penalty.backward(dh, &rho_hat[..nh], batch_rows);
         }
-        db.fill(0.0);
-        ae.encode_backward(&ws.local_noisy[..rows * nv], h, dh, rows, dw, db, true);
+        match grads {
+            Some((dw, db, _)) => {
+                db.fill(0.0);
+                ae.encode_backward(&ws.local_noisy[..rows * nv], h, dh, rows, dw, db, true);
+            }
+            None => sigmoid_backward(h, dh),
+        }
         loss
     }
 

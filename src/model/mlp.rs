@@ -10,7 +10,8 @@ use crate::kernels::gemm::Activation;
 use crate::kernels::rng::Rng;
 use crate::nn::params::split_two;
 use crate::nn::{
-    count_correct, init_uniform, sigmoid_bound, softmax_cross_entropy, Dense, ParamLayout,
+    count_correct, init_uniform, sigmoid_bound, softmax_cross_entropy, Dense, Factors, ParamLayout,
+    TensorGrad,
 };
 
 /// A multilayer perceptron with sigmoid hidden layers and a softmax output.
@@ -132,6 +133,51 @@ impl Mlp {
         }
     }
 
+    /// Forward, loss and backward; with `grads`, writes every layer's
+    /// parameter gradients, else keeps only the deltas (for the fused update).
+    fn loss_backward(
+        &self,
+        ws: &mut MlpWorkspace,
+        labels: &[u8],
+        grad_scale: f32,
+        mut grads: Option<&mut [f32]>,
+    ) -> f64 {
+        let rows = labels.len();
+        self.forward(ws, rows);
+        let last = self.layers.len() - 1;
+        let classes = self.classes();
+        let loss = timed("loss", Phase::Forward, || {
+            softmax_cross_entropy(
+                &ws.acts[last],
+                labels,
+                classes,
+                &mut ws.probs,
+                &mut ws.deltas[last],
+                grad_scale,
+            )
+        });
+        for (i, d) in self.layers.iter().enumerate().rev() {
+            let (rw, rb) = &self.ranges[i];
+            let w = &self.params[rw.clone()];
+            let input: &[f32] = if i == 0 { &ws.x } else { &ws.acts[i - 1] };
+            let (lower, upper) = ws.deltas.split_at_mut(i);
+            let dx = if i == 0 {
+                None
+            } else {
+                Some(&mut lower[i - 1][..rows * d.n_in])
+            };
+            let dy = &mut upper[0];
+            timed(numbered(&FC, i + 1), Phase::Backward, || match grads {
+                Some(ref mut g) => {
+                    let (dw, db) = split_two(g, rw.clone(), rb.clone());
+                    d.backward(w, input, &ws.acts[i], dy, rows, dw, db, dx)
+                }
+                None => d.backward_delta(w, &ws.acts[i], dy, rows, dx),
+            });
+        }
+        loss
+    }
+
     /// Every layer's output for `images` (n x inputs): hidden activations,
     /// then the logits last.
     pub fn activations(&self, images: &[f32]) -> Vec<Vec<f32>> {
@@ -196,36 +242,40 @@ impl Classifier for Mlp {
         grad_scale: f32,
         grads: &mut [f32],
     ) -> f64 {
-        let rows = labels.len();
-        self.forward(ws, rows);
-        let last = self.layers.len() - 1;
-        let classes = self.classes();
-        let loss = timed("loss", Phase::Forward, || {
-            softmax_cross_entropy(
-                &ws.acts[last],
-                labels,
-                classes,
-                &mut ws.probs,
-                &mut ws.deltas[last],
-                grad_scale,
-            )
+        self.loss_backward(ws, labels, grad_scale, Some(grads))
+    }
+
+    fn fused_tensors(&self) -> Option<Vec<TensorGrad>> {
+        let tensors = self.layers.iter().flat_map(|d| {
+            [
+                TensorGrad::Dense {
+                    n_out: d.n_out,
+                    n_in: d.n_in,
+                    terms: 1,
+                },
+                TensorGrad::Bias { len: d.n_out },
+            ]
         });
-        for (i, d) in self.layers.iter().enumerate().rev() {
-            let (rw, rb) = &self.ranges[i];
-            let w = &self.params[rw.clone()];
-            let (dw, db) = split_two(grads, rw.clone(), rb.clone());
-            let input: &[f32] = if i == 0 { &ws.x } else { &ws.acts[i - 1] };
-            let (lower, upper) = ws.deltas.split_at_mut(i);
-            let dx = if i == 0 {
-                None
-            } else {
-                Some(&mut lower[i - 1][..rows * d.n_in])
-            };
-            timed(numbered(&FC, i + 1), Phase::Backward, || {
-                d.backward(w, input, &ws.acts[i], &mut upper[0], rows, dw, db, dx)
-            });
+        Some(tensors.collect())
+    }
+
+    fn loss_and_deltas(&self, ws: &mut MlpWorkspace, labels: &[u8], grad_scale: f32) -> f64 {
+        self.loss_backward(ws, labels, grad_scale, None)
+    }
+
+    /// Layer i's weight (tensor 2i) is dz_i^T x_i, its bias (2i + 1) the
+    /// column sums of dz_i.
+    fn grad_factors(ws: &MlpWorkspace, tensor: usize, _term: usize) -> Factors<'_> {
+        let i = tensor / 2;
+        let b: &[f32] = match (tensor % 2, i) {
+            (1, _) => &[],
+            (_, 0) => &ws.x,
+            _ => &ws.acts[i - 1],
+        };
+        Factors {
+            a: &ws.deltas[i],
+            b,
         }
-        loss
     }
 
     fn first_non_finite_layer(&self, ws: &MlpWorkspace, rows: usize) -> Option<String> {

@@ -14,7 +14,7 @@ pub use cnn::{Cnn, CnnFeatures, CnnShape, CnnWorkspace};
 pub use dae::{DaeScheme, DaeStack, DaeWorkspace};
 pub use mlp::{Mlp, MlpWorkspace};
 
-use crate::nn::ParamLayout;
+use crate::nn::{Factors, ParamLayout, TensorGrad};
 
 /// A model that maps images to class scores, trained with softmax
 /// cross-entropy by [`crate::train::train_classifier`].
@@ -47,6 +47,30 @@ pub trait Classifier: Send + Sync {
         grad_scale: f32,
         grads: &mut [f32],
     ) -> f64;
+
+    /// The trainable tensors, in layout order, as the fused update sees them
+    /// (see [`crate::nn::TensorGrad`]), for models made of dense layers; `None`
+    /// (the default) trains with per-chunk gradients from
+    /// [`Classifier::loss_and_gradient`].
+    fn fused_tensors(&self) -> Option<Vec<TensorGrad>> {
+        None
+    }
+
+    /// For models with [`Classifier::fused_tensors`]: forward and backward
+    /// over the first `labels.len()` inputs of `ws` like
+    /// [`Classifier::loss_and_gradient`], but keeping the deltas (scaled by
+    /// `grad_scale`) in `ws` instead of writing parameter gradients.
+    fn loss_and_deltas(&self, _ws: &mut Self::Workspace, _labels: &[u8], _grad_scale: f32) -> f64 {
+        unreachable!("{} has no fused update", self.kind())
+    }
+
+    /// For models with [`Classifier::fused_tensors`], after
+    /// [`Classifier::loss_and_deltas`]: this chunk's factors of term `term`
+    /// of trainable tensor `tensor`. An associated function, so the trainer
+    /// can read workspaces while it updates the model's parameters.
+    fn grad_factors(_ws: &Self::Workspace, _tensor: usize, _term: usize) -> Factors<'_> {
+        unreachable!("this model has no fused update")
+    }
 
     /// Forward only: (summed cross-entropy, number classified correctly).
     fn evaluate(&self, ws: &mut Self::Workspace, labels: &[u8]) -> (f64, usize);

@@ -100,6 +100,9 @@ impl Dense {
         let n = rows * self.n_out;
         activation_backward(self.activation, &y[..n], &mut dy[..n]);
         let dz = &dy[..n];
+        if let Some(dx) = dx {
+            self.input_gradient(w, dz, rows, dx);
+        }
         // dW[n_out, n_in] = dz^T x
         sgemm_with_epilogue(
             Trans::T,
@@ -118,25 +121,45 @@ impl Dense {
             Epilogue::NONE,
         );
         column_sums(dz, db, false);
+    }
+
+    /// Backward pass without parameter gradients (the trainer's fused update
+    /// computes them later from the kept `dy` and `x`, see
+    /// [`crate::nn::TensorGrad`]). `dy` holds dL/dy on entry and
+    /// dL/d(pre-activation) on return; writes dx if given.
+    pub fn backward_delta(
+        &self,
+        w: &[f32],
+        y: &[f32],
+        dy: &mut [f32],
+        rows: usize,
+        dx: Option<&mut [f32]>,
+    ) {
+        let n = rows * self.n_out;
+        activation_backward(self.activation, &y[..n], &mut dy[..n]);
         if let Some(dx) = dx {
-            // dx[rows, n_in] = dz W
-            sgemm_with_epilogue(
-                Trans::N,
-                Trans::N,
-                rows,
-                self.n_in,
-                self.n_out,
-                1.0,
-                dz,
-                self.n_out,
-                w,
-                self.n_in,
-                0.0,
-                dx,
-                self.n_in,
-                Epilogue::NONE,
-            );
+            self.input_gradient(w, &dy[..n], rows, dx);
         }
+    }
+
+    /// dx[rows, n_in] <- dz W.
+    fn input_gradient(&self, w: &[f32], dz: &[f32], rows: usize, dx: &mut [f32]) {
+        sgemm_with_epilogue(
+            Trans::N,
+            Trans::N,
+            rows,
+            self.n_in,
+            self.n_out,
+            1.0,
+            dz,
+            self.n_out,
+            w,
+            self.n_in,
+            0.0,
+            dx,
+            self.n_in,
+            Epilogue::NONE,
+        );
     }
 }
 

@@ -9,6 +9,7 @@ use rayon::ThreadPool;
 use serde_json::{json, Map, Value};
 
 use super::checkpoint::Checkpoint;
+use super::fused::{self, Block};
 use super::progress::EpochProgress;
 use super::report;
 use super::{DaeConfig, EpochMetrics, Optimizer, TrainConfig, TrainError};
@@ -18,7 +19,7 @@ use crate::kernels::noise::mask_noise;
 use crate::kernels::optim::{momentum_update, rmsprop_update, sgd_update};
 use crate::kernels::rng::Rng;
 use crate::model::{Classifier, DaeScheme, DaeStack, DaeWorkspace};
-use crate::nn::{u8_to_unit, ParamLayout};
+use crate::nn::{u8_to_unit, Factors, ParamLayout, TensorGrad};
 
 /// Full minibatches per epoch: the last partial batch is dropped
 /// (60000 / 128 -> 468, 12000 / 128 -> 93).
@@ -122,6 +123,30 @@ fn reduce_and_step<T: Sync>(
     });
 }
 
+/// The fused update ([`fused::run`]) of `params` with the optimizer's state,
+/// on the calling thread for small models (as [`reduce_and_step`]; the
+/// blocks and their order are the same, so is the result).
+fn fused_step<T: Sync, F>(
+    pool: &ThreadPool,
+    step: &fused::Step<'_, T, F>,
+    blocks: &[Block],
+    params: &mut [f32],
+    opt: &mut OptimizerState,
+    grad: &mut [f32],
+) where
+    F: Fn(&T, usize, usize) -> Factors<'_> + Sync,
+{
+    let state = &mut opt.buf;
+    if params.len() <= SEQUENTIAL_STEP_MAX {
+        fused::run(step, blocks, params, state, grad, false);
+    } else {
+        pool.install(|| fused::run(step, blocks, params, state, grad, true));
+    }
+}
+
+/// The profile label of the fused phase (weight gradients + optimizer).
+const FUSED_UPDATE: &str = "dW+update";
+
 /// Parameter counts up to which the reduction and update run on the calling
 /// thread (a few blocks: tens of microseconds of work).
 const SEQUENTIAL_STEP_MAX: usize = 4 * REDUCE_BLOCK;
@@ -155,10 +180,12 @@ trait Task {
     /// The first layer whose output in the last batch was non-finite.
     fn diverged_layer(&self) -> Option<String>;
     /// Runs forward and backward on the batch `images` (each chunk keeps its
-    /// gradient) and returns the batch's mean cost.
+    /// gradient, or its deltas for the fused update) and returns the batch's
+    /// mean cost.
     fn batch(&mut self, pool: &ThreadPool, images: &[u32], epoch: usize, batch: usize) -> f64;
-    /// Sums the chunk gradients of the last batch into `grad` and applies
-    /// the optimizer to the trainable parameters.
+    /// Applies the optimizer to the trainable parameters with the last
+    /// batch's gradient: summed from the chunk gradients into `grad`, or
+    /// computed block by block by the fused update (`grad` as scratch).
     fn step(
         &mut self,
         pool: &ThreadPool,
@@ -167,6 +194,10 @@ trait Task {
         lr: f32,
         decay: f32,
     );
+    /// The profile's name for [`Task::step`]: "update" (chunk-gradient
+    /// reduction + optimizer) or "dW+update" (the fused phase, which also
+    /// computes the weight gradients).
+    fn update_label(&self) -> &'static str;
     /// (test cost, test accuracy).
     fn evaluate(&mut self, pool: &ThreadPool) -> (Option<f64>, Option<f64>);
     /// Images in the (subset) test split.
@@ -414,7 +445,7 @@ fn run<T: Task + Send>(
                 if !cost.is_finite() {
                     return Err(b + 1);
                 }
-                timed("update", Phase::Pool, || {
+                timed(task.update_label(), Phase::Pool, || {
                     task.step(pool, grad_ref, opt_ref, cfg.lr, cfg.decay)
                 });
                 cost_sum += cost;
@@ -490,6 +521,9 @@ pub(crate) struct ClassifierChunk<W> {
 
 struct ClassifierTask<'a, 'd, C: Classifier> {
     model: &'a mut C,
+    /// The model's tensors and the update's blocks, for models with a fused
+    /// update.
+    fused: Option<(Vec<TensorGrad>, Vec<Block>)>,
     chunks: Vec<ClassifierChunk<C::Workspace>>,
     max_rows: usize,
     train: Split<'d>,
@@ -502,7 +536,11 @@ pub(crate) fn classifier_chunks<C: Classifier>(
     threads: usize,
     max_rows: usize,
 ) -> Vec<ClassifierChunk<C::Workspace>> {
-    let n = model.params().len();
+    // Models with a fused update keep no per-chunk gradient.
+    let n = match model.fused_tensors() {
+        Some(_) => 0,
+        None => model.params().len(),
+    };
     (0..threads)
         .map(|_| ClassifierChunk {
             ws: model.workspace(max_rows),
@@ -606,6 +644,7 @@ where
         let rows = images.len();
         let chunks = self.chunks.len();
         let scale = 1.0 / rows as f32;
+        let fused = self.fused.is_some();
         pool.install(|| {
             self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
                 let r = chunk_bounds(rows, chunks, c);
@@ -619,7 +658,12 @@ where
                 timed("input", Phase::Forward, || {
                     fill_classifier_chunk(model, ch, train, images[r].iter().map(|&i| i as usize))
                 });
-                ch.loss = model.loss_and_gradient(&mut ch.ws, &ch.labels[..n], scale, &mut ch.grad);
+                let labels = &ch.labels[..n];
+                ch.loss = if fused {
+                    model.loss_and_deltas(&mut ch.ws, labels, scale)
+                } else {
+                    model.loss_and_gradient(&mut ch.ws, labels, scale, &mut ch.grad)
+                };
             })
         });
         self.chunks.iter().map(|ch| ch.loss).sum::<f64>() / rows as f64
@@ -634,16 +678,35 @@ where
         decay: f32,
     ) {
         let params = self.model.params_mut();
-        reduce_and_step(
-            pool,
+        let Some((tensors, blocks)) = &self.fused else {
+            return reduce_and_step(
+                pool,
+                &self.chunks,
+                |ch| &ch.grad,
+                grad,
+                params,
+                opt,
+                lr,
+                decay,
+            );
+        };
+        let step = fused::Step::new(
+            tensors,
             &self.chunks,
-            |ch| &ch.grad,
-            grad,
-            params,
-            opt,
+            |ch| ch.rows,
+            |ch, tensor, term| C::grad_factors(&ch.ws, tensor, term),
+            opt.optimizer,
             lr,
             decay,
         );
+        fused_step(pool, &step, blocks, params, opt, grad);
+    }
+
+    fn update_label(&self) -> &'static str {
+        match self.fused {
+            Some(_) => FUSED_UPDATE,
+            None => "update",
+        }
     }
 
     fn evaluate(&mut self, pool: &ThreadPool) -> (Option<f64>, Option<f64>) {
@@ -710,8 +773,13 @@ where
     let pool = build_pool(threads)?;
     let max_rows = cfg.batch_size.div_ceil(threads);
     let chunks = classifier_chunks(model, threads, max_rows);
+    let fused = model.fused_tensors().map(|t| {
+        let blocks = fused::plan(&t);
+        (t, blocks)
+    });
     let mut task = ClassifierTask {
         model,
+        fused,
         chunks,
         max_rows,
         train,
@@ -730,7 +798,6 @@ struct DaeChunk {
     ws: DaeWorkspace,
     /// Rows of the last batch in this chunk.
     rows: usize,
-    grad: Vec<f32>,
     loss: f64,
 }
 
@@ -738,6 +805,9 @@ struct DaeTask<'a, 'd> {
     stack: &'a mut DaeStack,
     dae: DaeConfig,
     seed: u64,
+    /// The layer's tensors and the fused update's blocks.
+    tensors: Vec<TensorGrad>,
+    blocks: Vec<Block>,
     chunks: Vec<DaeChunk>,
     max_rows: usize,
     rho_hat: Vec<f32>,
@@ -847,8 +917,7 @@ impl Task for DaeTask<'_, '_> {
             None => pool.install(|| {
                 self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
                     let n = encode(c, ch);
-                    ch.loss =
-                        stack.loss_and_gradient(layer, &mut ch.ws, n, scale, None, &mut ch.grad);
+                    ch.loss = stack.loss_and_deltas(layer, &mut ch.ws, n, scale, None);
                 })
             }),
             Some(sp) => {
@@ -876,13 +945,12 @@ impl Task for DaeTask<'_, '_> {
                 pool.install(|| {
                     self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
                         let n = chunk_bounds(rows, chunks, c).len();
-                        ch.loss = stack.loss_and_gradient(
+                        ch.loss = stack.loss_and_deltas(
                             layer,
                             &mut ch.ws,
                             n,
                             scale,
                             Some((sp, rho_hat, rows)),
-                            &mut ch.grad,
                         );
                     })
                 });
@@ -899,18 +967,23 @@ impl Task for DaeTask<'_, '_> {
         lr: f32,
         decay: f32,
     ) {
-        let range = self.stack.layer_range(self.dae.layer);
+        let layer = self.dae.layer;
+        let range = self.stack.layer_range(layer);
         let params = &mut self.stack.params_mut()[range];
-        reduce_and_step(
-            pool,
+        let step = fused::Step::new(
+            &self.tensors,
             &self.chunks,
-            |ch| &ch.grad,
-            grad,
-            params,
-            opt,
+            |ch| ch.rows,
+            |ch, tensor, term| ch.ws.grad_factors(layer, tensor, term),
+            opt.optimizer,
             lr,
             decay,
         );
+        fused_step(pool, &step, &self.blocks, params, opt, grad);
+    }
+
+    fn update_label(&self) -> &'static str {
+        FUSED_UPDATE
     }
 
     fn evaluate(&mut self, pool: &ThreadPool) -> (Option<f64>, Option<f64>) {
@@ -1016,20 +1089,22 @@ pub fn pretrain_dae(
     let threads = resolve_threads(cfg.threads);
     let pool = build_pool(threads)?;
     let max_rows = cfg.batch_size.div_ceil(threads);
-    let n = stack.layer_range(dae.layer).len();
     let chunks = (0..threads)
         .map(|_| DaeChunk {
             ws: stack.workspace(max_rows),
             rows: 0,
-            grad: vec![0.0; n],
             loss: 0.0,
         })
         .collect();
+    let tensors = stack.fused_tensors(dae.layer);
+    let blocks = fused::plan(&tensors);
     let units = stack.sizes()[dae.layer];
     let mut task = DaeTask {
         stack,
         dae: *dae,
         seed: cfg.seed,
+        tensors,
+        blocks,
         chunks,
         max_rows,
         rho_hat: vec![0.0; units],

@@ -9,8 +9,12 @@
 //! `batch_size`; the last partial batch is dropped (468 batches for 60000
 //! images, 93 for 12000). Each minibatch is split into `threads` contiguous
 //! chunks; each chunk runs its whole forward and backward pass on one rayon
-//! thread with its own workspace and gradient buffer, and the chunk gradients
-//! are summed in chunk order. The same seed and thread count therefore give
+//! thread with its own workspace. The MLP and the DAE layers keep each
+//! layer's deltas per chunk and compute the batch's weight gradients in one
+//! parallel phase, fixed blocks of output units at a time, summing over the
+//! chunks in chunk order and applying the optimizer to each block while it is
+//! in cache (see `fused.rs`); the CNN writes a gradient per chunk and the
+//! chunk gradients are summed in chunk order. The same seed and thread count therefore give
 //! bit-identical runs; a different thread count changes the rounding only.
 //! Denoising masks come from one generator per image,
 //! `Rng::stream(key(seed, epoch, batch), row in batch)`, so they do not depend
@@ -76,6 +80,7 @@
 
 mod checkpoint;
 mod engine;
+mod fused;
 mod progress;
 mod report;
 

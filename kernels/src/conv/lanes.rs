@@ -207,7 +207,29 @@ struct PackedConv<'a> {
     act: Activation,
 }
 
-impl PackedConv<'_> {
+impl<'a> PackedConv<'a> {
+    /// The layer's own forward convolution of one packed input group.
+    fn forward_of(
+        s: &ConvShape,
+        xin: &'a [V],
+        weight: &'a [f32],
+        bias: &'a [f32],
+        act: Activation,
+    ) -> Self {
+        PackedConv {
+            xin,
+            c_in: s.c_in,
+            h: s.h,
+            w: s.w,
+            weight,
+            c_out: s.c_out,
+            kh: s.kh,
+            kw: s.kw,
+            bias: Some(bias),
+            act,
+        }
+    }
+
     fn oh(&self) -> usize {
         self.h + 1 - self.kh
     }
@@ -473,18 +495,7 @@ pub fn forward(
         for n0 in (0..s.batch).step_by(L) {
             let g = L.min(s.batch - n0);
             pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, xin);
-            let job = PackedConv {
-                xin,
-                c_in: s.c_in,
-                h: s.h,
-                w: s.w,
-                weight,
-                c_out: s.c_out,
-                kh: s.kh,
-                kw: s.kw,
-                bias: Some(bias),
-                act,
-            };
+            let job = PackedConv::forward_of(s, xin, weight, bias, act);
             job.run(
                 &mut output[n0 * out_img..(n0 + g) * out_img],
                 g,
@@ -511,18 +522,7 @@ pub fn forward_maxpool(
     for n0 in (0..s.batch).step_by(L) {
         let g = L.min(s.batch - n0);
         pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, xin);
-        let job = PackedConv {
-            xin,
-            c_in: s.c_in,
-            h: s.h,
-            w: s.w,
-            weight,
-            c_out: s.c_out,
-            kh: s.kh,
-            kw: s.kw,
-            bias: Some(bias),
-            act,
-        };
+        let job = PackedConv::forward_of(s, xin, weight, bias, act);
         job.run_pooled(
             &mut pooled[n0 * pimg..(n0 + g) * pimg],
             &mut argmax[n0 * pimg..(n0 + g) * pimg],

@@ -407,6 +407,37 @@ fn direct_and_packed_a() {
     }
 }
 
+/// Short K (A^T B weight gradients, k <= 128) with default blocking: M
+/// spans several of the taller short-K blocks (MC_SHORT_K = 264), the tiles
+/// run in row order, and the last column tile is ragged.
+#[test]
+fn short_k_tall_blocks() {
+    for path in KernelPath::ALL {
+        for (i, &(m, n, k)) in [(600, 100, 128), (541, 70, 64), (300, 45, 129)]
+            .iter()
+            .enumerate()
+        {
+            let c = Case {
+                ta: Trans::T,
+                tb: Trans::N,
+                m,
+                n,
+                k,
+                alpha: 1.0,
+                beta: if i == 1 { 0.5 } else { 0.0 },
+                lda_pad: 1,
+                ldb_pad: 0,
+                ldc_pad: 1,
+                bias: i as u8,
+                activation: Activation::Identity,
+                integers: true,
+                seed: 7 + i as u64,
+            };
+            check(&c, Entry::Path(path, None, false)).unwrap();
+        }
+    }
+}
+
 #[test]
 fn native_path_matches_build() {
     assert_eq!(

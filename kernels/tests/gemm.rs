@@ -438,6 +438,49 @@ fn short_k_tall_blocks() {
     }
 }
 
+/// The dot-product edge kernel (AVX-512 path, op(A) read in place, 1 to 12
+/// ragged last columns): k tails shorter than a vector, K spanning two
+/// slices, ragged row sub-tiles, both forms of B (B^T with m > 128, past
+/// the M-on-lanes kernel), every bias and epilogue.
+#[test]
+fn dot_edge_columns() {
+    let shapes = [
+        (37, 100, 181, Trans::N),
+        (130, 44, 17, Trans::T),
+        (50, 9, 1100, Trans::N),
+        (7, 1, 3, Trans::N),
+        (140, 76, 64, Trans::T),
+    ];
+    for path in KernelPath::ALL {
+        for (i, &(m, n, k, tb)) in shapes.iter().enumerate() {
+            for integers in [false, true] {
+                let c = Case {
+                    ta: Trans::N,
+                    tb,
+                    m,
+                    n,
+                    k,
+                    alpha: if integers { 2.0 } else { 0.7 },
+                    beta: if i % 2 == 0 { 0.0 } else { 0.5 },
+                    lda_pad: 1,
+                    ldb_pad: i % 2,
+                    ldc_pad: 3,
+                    bias: (i % 3) as u8,
+                    activation: match i % 3 {
+                        0 => Activation::Identity,
+                        1 => Activation::Relu,
+                        _ if integers => Activation::Relu,
+                        _ => Activation::Sigmoid,
+                    },
+                    integers,
+                    seed: 40 + i as u64,
+                };
+                check(&c, Entry::Path(path, None, false)).unwrap();
+            }
+        }
+    }
+}
+
 #[test]
 fn native_path_matches_build() {
     assert_eq!(

@@ -101,8 +101,8 @@ mod lanes;
 mod pack;
 
 use kernel::{
-    tile_m_lanes, Avx2Fma6x16, Avx512Fma12x32, Path, Portable4x8, TileEpilogue, MLANES_COLS,
-    MLANES_VECS,
+    tile_dot, tile_m_lanes, Avx2Fma6x16, Avx512Fma12x32, Path, Portable4x8, TileEpilogue, DOT_COLS,
+    DOT_ROWS, MLANES_COLS, MLANES_VECS,
 };
 use std::cell::RefCell;
 
@@ -186,6 +186,11 @@ const M_LANES_MAX_M: usize = 128;
 /// 70% of the time), while for n >= 625 the packed panel's compact layout
 /// measured 2-8% faster.
 const DIRECT_A_MAX_N: usize = 256;
+
+/// Up to this many ragged last columns, a product whose op(A) is read in
+/// place computes them with the dot-product kernel (`kernel::tile_dot`) on
+/// paths that have it.
+const DOT_EDGE_MAX_COLS: usize = 12;
 
 /// Up to this K slice the tile loops run along rows of C (see
 /// [`gemm_serial`]): at k = 128 (784 x 128 x 900 A^T B) row order measured
@@ -356,6 +361,18 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     // direct B below.
     let direct_a =
         op.ta == Trans::N && n <= DIRECT_A_MAX_N.min(blk.nc) && !op.lda.is_multiple_of(64);
+    // The ragged last column strip (n = 100 leaves 4) of such a product: K
+    // on the lanes against a transposed copy of those columns of B, packed
+    // after the B panels (direct A means one column block: nc = n).
+    let edge_cols = n % nr;
+    let dot_edge = P::DOT_EDGE && direct_a && edge_cols != 0 && edge_cols <= DOT_EDGE_MAX_COLS;
+    let edge_width = edge_cols.next_multiple_of(DOT_COLS);
+    let b_main_floats = b_floats;
+    let b_floats = if dot_edge {
+        b_main_floats + edge_width * kc_size.next_multiple_of(16)
+    } else {
+        b_main_floats
+    };
     let a_floats = if direct_a {
         0
     } else {
@@ -386,7 +403,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                 unsafe {
                     if !direct_b {
                         pack::pack_b(op.tb, op.b, op.ldb, p0, kc, jc, nc, nr, pb);
-                    } else if full_nc < nc {
+                    } else if full_nc < nc && !dot_edge {
                         pack::pack_b(
                             op.tb,
                             op.b,
@@ -399,6 +416,26 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                             pb,
                         );
                     }
+                }
+                let edge_kc_pad = kc.next_multiple_of(16);
+                let edge_panel = pb.wrapping_add(b_main_floats);
+                if dot_edge {
+                    // SAFETY: the columns lie inside op(B); the buffer holds
+                    // b_main_floats + edge_width * kc_pad floats.
+                    unsafe {
+                        pack::pack_b_edge_transposed(
+                            op.tb,
+                            op.b,
+                            op.ldb,
+                            p0,
+                            kc,
+                            jc + full_nc,
+                            nc - full_nc,
+                            edge_width,
+                            edge_kc_pad,
+                            edge_panel,
+                        )
+                    };
                 }
                 for ic in (0..m).step_by(mc_size) {
                     let mc = mc_size.min(m - ic);
@@ -425,6 +462,39 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                         }
                         if !tile_ep.bias_col.is_null() {
                             tile_ep.bias_col = tile_ep.bias_col.wrapping_add(j);
+                        }
+                        if dot_edge && cols < nr {
+                            for r0 in (0..rows).step_by(DOT_ROWS) {
+                                for q0 in (0..cols).step_by(DOT_COLS) {
+                                    let mut dot_ep = tile_ep;
+                                    if !dot_ep.bias_row.is_null() {
+                                        dot_ep.bias_row = dot_ep.bias_row.wrapping_add(r0);
+                                    }
+                                    if !dot_ep.bias_col.is_null() {
+                                        dot_ep.bias_col = dot_ep.bias_col.wrapping_add(q0);
+                                    }
+                                    // SAFETY: rows i + r0.. of op(A) (in
+                                    // place) hold kc floats from column p0;
+                                    // the edge panel holds edge_width rows of
+                                    // edge_kc_pad floats, zero-padded; the
+                                    // sub-tile lies in C; bias offsets match.
+                                    unsafe {
+                                        tile_dot::<wide::f32x16>(
+                                            kc,
+                                            op.a.wrapping_add((i + r0) * op.lda + p0),
+                                            op.lda,
+                                            DOT_ROWS.min(rows - r0),
+                                            edge_panel.wrapping_add(q0 * edge_kc_pad),
+                                            edge_kc_pad,
+                                            op.c.wrapping_add((i + r0) * op.ldc + j + q0),
+                                            op.ldc,
+                                            DOT_COLS.min(cols - q0),
+                                            &dot_ep,
+                                        )
+                                    };
+                                }
+                            }
+                            return;
                         }
                         let (a_tile, a_rows) = if direct_a {
                             (op.a.wrapping_add(i * op.lda + p0), Some(op.lda))

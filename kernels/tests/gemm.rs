@@ -438,8 +438,8 @@ fn short_k_tall_blocks() {
     }
 }
 
-/// The dot-product edge kernel (AVX-512 path, op(A) read in place, 1 to 12
-/// ragged last columns): k tails shorter than a vector, K spanning two
+/// The dot-product edge kernel (AVX-512 path, row-major op(A), 1 to 12
+/// ragged last columns, A read in place or packed for the full tiles): k tails shorter than a vector, K spanning two
 /// slices, ragged row sub-tiles, both forms of B (B^T with m > 128, past
 /// the M-on-lanes kernel), every bias and epilogue.
 #[test]
@@ -450,6 +450,9 @@ fn dot_edge_columns() {
         (50, 9, 1100, Trans::N),
         (7, 1, 3, Trans::N),
         (140, 76, 64, Trans::T),
+        // A packed for the full tiles: n > 256, or lda = 64.
+        (37, 268, 70, Trans::N),
+        (30, 100, 64, Trans::N),
     ];
     for path in KernelPath::ALL {
         for (i, &(m, n, k, tb)) in shapes.iter().enumerate() {
@@ -462,7 +465,7 @@ fn dot_edge_columns() {
                     k,
                     alpha: if integers { 2.0 } else { 0.7 },
                     beta: if i % 2 == 0 { 0.0 } else { 0.5 },
-                    lda_pad: 1,
+                    lda_pad: if i == 6 { 0 } else { 1 },
                     ldb_pad: i % 2,
                     ldc_pad: 3,
                     bias: (i % 3) as u8,

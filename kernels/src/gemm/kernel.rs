@@ -574,8 +574,9 @@ pub(crate) const DOT_ROWS: usize = 6;
 /// accumulators, 4 B vectors and one A vector of the 32 zmm registers.
 pub(crate) const DOT_COLS: usize = 4;
 
-/// The dot-product kernel for the last few columns of C when op(A) is read
-/// in place (row-major, `n <= DIRECT_A_MAX_N`): K runs along the lanes, so
+/// The dot-product kernel for the last few columns of C when op(A) is
+/// row-major (read in place here even when the full tiles pack it): K runs
+/// along the lanes, so
 /// each step of LANES k values loads one vector from each of DOT_ROWS rows
 /// of A and from each of DOT_COLS rows of a transposed B edge panel and
 /// issues 24 FMAs, all lanes useful. The broadcast kernel would spend a

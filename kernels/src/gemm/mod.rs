@@ -187,9 +187,9 @@ const M_LANES_MAX_M: usize = 128;
 /// measured 2-8% faster.
 const DIRECT_A_MAX_N: usize = 256;
 
-/// Up to this many ragged last columns, a product whose op(A) is read in
-/// place computes them with the dot-product kernel (`kernel::tile_dot`) on
-/// paths that have it.
+/// Up to this many ragged last columns, a product with a row-major op(A)
+/// computes them with the dot-product kernel (`kernel::tile_dot`) on paths
+/// that have it.
 const DOT_EDGE_MAX_COLS: usize = 12;
 
 /// Up to this K slice the tile loops run along rows of C (see
@@ -361,11 +361,14 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     // direct B below.
     let direct_a =
         op.ta == Trans::N && n <= DIRECT_A_MAX_N.min(blk.nc) && !op.lda.is_multiple_of(64);
-    // The ragged last column strip (n = 100 leaves 4) of such a product: K
-    // on the lanes against a transposed copy of those columns of B, packed
-    // after the B panels (direct A means one column block: nc = n).
+    // The ragged last column strip (n = 100 leaves 4, n = 900 too) of a
+    // product with a row-major op(A), whether or not A is packed for the
+    // full tiles: K on the lanes, reading A's rows in place, against a
+    // transposed copy of those columns of B packed after the B panels.
+    // Column blocks are multiples of NR, so only the last one is ragged.
     let edge_cols = n % nr;
-    let dot_edge = P::DOT_EDGE && direct_a && edge_cols != 0 && edge_cols <= DOT_EDGE_MAX_COLS;
+    let dot_edge =
+        P::DOT_EDGE && op.ta == Trans::N && edge_cols != 0 && edge_cols <= DOT_EDGE_MAX_COLS;
     let edge_width = edge_cols.next_multiple_of(DOT_COLS);
     let b_main_floats = b_floats;
     let b_floats = if dot_edge {
@@ -419,7 +422,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                 }
                 let edge_kc_pad = kc.next_multiple_of(16);
                 let edge_panel = pb.wrapping_add(b_main_floats);
-                if dot_edge {
+                if dot_edge && full_nc < nc {
                     // SAFETY: the columns lie inside op(B); the buffer holds
                     // b_main_floats + edge_width * kc_pad floats.
                     unsafe {

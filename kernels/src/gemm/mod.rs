@@ -9,7 +9,10 @@
 //! path: an M-on-lanes kernel packs only A^T and reads B's rows in place
 //! (`kernel::tile_m_lanes`). Narrow products (n <= 256) read a row-major A
 //! in place instead of packing it, and B stored k x n is read in place when
-//! M is one block. The instruction set is chosen at compile time (AVX-512,
+//! M is one block. The last few ragged columns (n = 100 or 900 leave 4) of
+//! a product with a row-major op(A) run a dot-product kernel with K on the
+//! lanes (`kernel::tile_dot`, AVX-512 path) instead of a mostly empty
+//! vector per row. The instruction set is chosen at compile time (AVX-512,
 //! AVX2 + FMA, or portable); every path is compiled in every build and
 //! reachable through the doc-hidden [`sgemm_on_path`] so the tests cover all
 //! of them.

@@ -27,7 +27,7 @@ pub(crate) trait Path {
     /// Whether small-m products with B transposed run the M-on-lanes
     /// kernel ([`tile_m_lanes`], 16-lane vectors) instead of packing B.
     const M_LANES: bool;
-    /// Whether the last few columns of a product with op(A) read in place
+    /// Whether the last few columns of a product with a row-major op(A)
     /// run the dot-product kernel ([`tile_dot`], 16-lane vectors).
     const DOT_EDGE: bool;
 
@@ -45,6 +45,10 @@ pub(crate) trait Path {
     /// `rows` rows of `cols` floats, `ldc` apart (read only when
     /// `ep.beta != 0`); the bias pointers cover the tile's rows / `cols`
     /// columns.
+    ///
+    /// `prefetch_b`: a full-width tile prefetches B ahead; `prefetch_a`
+    /// (with `prefetch_b`, a packed A panel): the A panel too, for tiles
+    /// whose A panel streams from L2.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         rows: usize,
@@ -58,6 +62,7 @@ pub(crate) trait Path {
         cols: usize,
         ep: &TileEpilogue,
         prefetch_b: bool,
+        prefetch_a: bool,
     );
 }
 
@@ -142,11 +147,13 @@ unsafe fn k_step<
         prefetch(b.wrapping_add(PREFETCH_ROWS * b_stride + NV * V::LANES - 1));
     }
     if PREFETCH_A {
-        // With B packed too, the packed A micro-panel (48 KiB at KC = 1024)
-        // streams from L2 like B's: fetch it the same number of steps ahead
-        // (ROWS floats per step in a full-height panel; 1024^3 +3-4%). With
-        // B read in place it measured 3-6% slower (64 x 784 x 900): there
-        // the strided B prefetches already keep the fill buffers busy.
+        // In the column-order tile loop with B packed too, the packed A
+        // micro-panel (48 KiB at KC = 1024) streams from L2 like B's: fetch
+        // it the same number of steps ahead (ROWS floats per step in a
+        // full-height panel; 1024^3 +0-3%, near the noise). With B in place it
+        // measured 3-6% slower (64 x 784 x 900: the strided B prefetches
+        // already keep the fill buffers busy), and in the row-order loop,
+        // where the A panel stays in L1, 3-4% slower (784 x 64 x 900).
         prefetch(a[0].wrapping_add(PREFETCH_ROWS * ROWS));
     }
 }
@@ -360,6 +367,7 @@ macro_rules! declare_path {
                 cols: usize,
                 ep: &TileEpilogue,
                 prefetch_b: bool,
+                prefetch_a: bool,
             ) {
                 // SAFETY: forwarded contract; `rows` selects an instance with
                 // exactly that many rows.
@@ -390,8 +398,8 @@ macro_rules! declare_path {
                     } else if prefetch_b {
                         match rows {
                             $($r => match a_rows {
-                                // Both packed: prefetch A too (see k_step).
-                                None if b_stride == $nv * <$v as Lanes>::LANES => tile_generic::<$v, $r, $nv, true, true, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
+                                // A streams from L2: prefetch it too (see k_step).
+                                None if prefetch_a => tile_generic::<$v, $r, $nv, true, true, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
                                 None => tile_generic::<$v, $r, $nv, true, false, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
                                 Some(lda) => tile_generic::<$v, $r, $nv, true, false, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
                             },)+

@@ -449,6 +449,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                         // SAFETY: the block lies inside op(A); pa holds a_floats.
                         unsafe { pack::pack_a(op.ta, op.a, op.lda, ic, mc, p0, kc, mr, pa) };
                     }
+                    let row_order = kc <= ROW_MAJOR_TILES_MAX_K && !direct_b;
                     let a_block = pa as *const f32;
                     let run_tile = |ir: usize, jr: usize| {
                         let cols = nr.min(nc - jr);
@@ -524,12 +525,15 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                                 op.ldc,
                                 cols,
                                 &tile_ep,
-                                // Full tiles prefetch B ahead (see kernel).
+                                // Full tiles prefetch B ahead (see kernel),
+                                // and a packed A panel where it streams from
+                                // L2 (column order, B packed too).
                                 cols == nr,
+                                !row_order && !direct_a && !direct_b,
                             );
                         }
                     };
-                    if kc <= ROW_MAJOR_TILES_MAX_K && !direct_b {
+                    if row_order {
                         // Short k (weight gradients, k <= 128): C traffic, not
                         // arithmetic, dominates. Sweeping each row strip of
                         // C left to right gives MR sequential streams the
@@ -823,6 +827,7 @@ pub fn micro_kernel_gflops(path: KernelPath, kc: usize) -> f64 {
                         P::NR,
                         P::NR,
                         &ep,
+                        false,
                         false,
                     )
                 };

@@ -150,10 +150,11 @@ unsafe fn k_step<
         // In the column-order tile loop with B packed too, the packed A
         // micro-panel (48 KiB at KC = 1024) streams from L2 like B's: fetch
         // it the same number of steps ahead (ROWS floats per step in a
-        // full-height panel; 1024^3 +0-3%, near the noise). With B in place it
-        // measured 3-6% slower (64 x 784 x 900: the strided B prefetches
-        // already keep the fill buffers busy), and in the row-order loop,
-        // where the A panel stays in L1, 3-4% slower (784 x 64 x 900).
+        // full-height panel; 1024^3 +0-3%, near the noise). With B in
+        // place it measured 3-6% slower (64 x 784 x 900: the strided B
+        // prefetches already keep the fill buffers busy), and in the
+        // row-order loop, where the A panel stays in L1, 3-4% slower
+        // (784 x 64 x 900).
         prefetch(a[0].wrapping_add(PREFETCH_ROWS * ROWS));
     }
 }

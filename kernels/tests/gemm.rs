@@ -407,6 +407,83 @@ fn direct_and_packed_a() {
     }
 }
 
+/// Short K (A^T B weight gradients, k <= 128) with default blocking: M
+/// spans several of the taller short-K blocks (MC_SHORT_K = 264), the tiles
+/// run in row order, and the last column tile is ragged.
+#[test]
+fn short_k_tall_blocks() {
+    for path in KernelPath::ALL {
+        for (i, &(m, n, k)) in [(600, 100, 128), (541, 70, 64), (300, 45, 129)]
+            .iter()
+            .enumerate()
+        {
+            let c = Case {
+                ta: Trans::T,
+                tb: Trans::N,
+                m,
+                n,
+                k,
+                alpha: 1.0,
+                beta: if i == 1 { 0.5 } else { 0.0 },
+                lda_pad: 1,
+                ldb_pad: 0,
+                ldc_pad: 1,
+                bias: i as u8,
+                activation: Activation::Identity,
+                integers: true,
+                seed: 7 + i as u64,
+            };
+            check(&c, Entry::Path(path, None, false)).unwrap();
+        }
+    }
+}
+
+/// The dot-product edge kernel (AVX-512 path, row-major op(A), 1 to 12
+/// ragged last columns, A read in place or packed for the full tiles): k tails shorter than a vector, K spanning two
+/// slices, ragged row sub-tiles, both forms of B (B^T with m > 128, past
+/// the M-on-lanes kernel), every bias and epilogue.
+#[test]
+fn dot_edge_columns() {
+    let shapes = [
+        (37, 100, 181, Trans::N),
+        (130, 44, 17, Trans::T),
+        (50, 9, 1100, Trans::N),
+        (7, 1, 3, Trans::N),
+        (140, 76, 64, Trans::T),
+        // A packed for the full tiles: n > 256, or lda = 64.
+        (37, 268, 70, Trans::N),
+        (30, 100, 64, Trans::N),
+    ];
+    for path in KernelPath::ALL {
+        for (i, &(m, n, k, tb)) in shapes.iter().enumerate() {
+            for integers in [false, true] {
+                let c = Case {
+                    ta: Trans::N,
+                    tb,
+                    m,
+                    n,
+                    k,
+                    alpha: if integers { 2.0 } else { 0.7 },
+                    beta: if i % 2 == 0 { 0.0 } else { 0.5 },
+                    lda_pad: if i == 6 { 0 } else { 1 },
+                    ldb_pad: i % 2,
+                    ldc_pad: 3,
+                    bias: (i % 3) as u8,
+                    activation: match i % 3 {
+                        0 => Activation::Identity,
+                        1 => Activation::Relu,
+                        _ if integers => Activation::Relu,
+                        _ => Activation::Sigmoid,
+                    },
+                    integers,
+                    seed: 40 + i as u64,
+                };
+                check(&c, Entry::Path(path, None, false)).unwrap();
+            }
+        }
+    }
+}
+
 #[test]
 fn native_path_matches_build() {
     assert_eq!(

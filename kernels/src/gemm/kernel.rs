@@ -27,6 +27,9 @@ pub(crate) trait Path {
     /// Whether small-m products with B transposed run the M-on-lanes
     /// kernel ([`tile_m_lanes`], 16-lane vectors) instead of packing B.
     const M_LANES: bool;
+    /// Whether the last few columns of a product with a row-major op(A)
+    /// run the dot-product kernel ([`tile_dot`], 16-lane vectors).
+    const DOT_EDGE: bool;
 
     /// Computes a `rows` x NR tile (rows <= MR) and writes its first `cols`
     /// columns through the epilogue.
@@ -42,6 +45,10 @@ pub(crate) trait Path {
     /// `rows` rows of `cols` floats, `ldc` apart (read only when
     /// `ep.beta != 0`); the bias pointers cover the tile's rows / `cols`
     /// columns.
+    ///
+    /// `prefetch_b`: a full-width tile prefetches B ahead; `prefetch_a`
+    /// (with `prefetch_b`, a packed A panel): the A panel too, for tiles
+    /// whose A panel streams from L2.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         rows: usize,
@@ -55,6 +62,7 @@ pub(crate) trait Path {
         cols: usize,
         ep: &TileEpilogue,
         prefetch_b: bool,
+        prefetch_a: bool,
     );
 }
 
@@ -105,6 +113,7 @@ unsafe fn k_step<
     const ROWS: usize,
     const NV: usize,
     const PREFETCH: bool,
+    const PREFETCH_A: bool,
     const A_ROWS: bool,
 >(
     acc: &mut [[V; NV]; ROWS],
@@ -137,6 +146,17 @@ unsafe fn k_step<
         prefetch(b.wrapping_add(PREFETCH_ROWS * b_stride));
         prefetch(b.wrapping_add(PREFETCH_ROWS * b_stride + NV * V::LANES - 1));
     }
+    if PREFETCH_A {
+        // In the column-order tile loop with B packed too, the packed A
+        // micro-panel (48 KiB at KC = 1024) streams from L2 like B's: fetch
+        // it the same number of steps ahead (ROWS floats per step in a
+        // full-height panel; 1024^3 +0-3%, near the noise). With B in
+        // place it measured 3-6% slower (64 x 784 x 900: the strided B
+        // prefetches already keep the fill buffers busy), and in the
+        // row-order loop, where the A panel stays in L1, 3-4% slower
+        // (784 x 64 x 900).
+        prefetch(a[0].wrapping_add(PREFETCH_ROWS * ROWS));
+    }
 }
 
 /// The generic micro-kernel: ROWS x (NV vectors) accumulators.
@@ -152,6 +172,7 @@ unsafe fn tile_generic<
     const ROWS: usize,
     const NV: usize,
     const PREFETCH: bool,
+    const PREFETCH_A: bool,
     const A_ROWS: bool,
 >(
     kc: usize,
@@ -186,7 +207,9 @@ unsafe fn tile_generic<
             // apart, advancing a_stride per step) and of B (b_stride apart,
             // NV * LANES readable).
             unsafe {
-                k_step::<V, ROWS, NV, PREFETCH, A_ROWS>(&mut acc, &ap, lda, bp, b_stride);
+                k_step::<V, ROWS, NV, PREFETCH, PREFETCH_A, A_ROWS>(
+                    &mut acc, &ap, lda, bp, b_stride,
+                );
                 ap = ap.map(|p| p.add(a_stride));
                 bp = bp.add(b_stride);
             }
@@ -198,16 +221,24 @@ unsafe fn tile_generic<
             // SAFETY: the caller guarantees kc steps of A (a_stride apart,
             // ROWS readable) and of B (b_stride apart, NV * LANES readable).
             unsafe {
-                k_step::<V, ROWS, NV, PREFETCH, A_ROWS>(&mut acc, &ap, lda, bp, b_stride);
+                k_step::<V, ROWS, NV, PREFETCH, PREFETCH_A, A_ROWS>(
+                    &mut acc, &ap, lda, bp, b_stride,
+                );
                 let (ap1, bp1) = ([ap[0].add(a_stride); 3], bp.add(b_stride));
-                k_step::<V, ROWS, NV, PREFETCH, A_ROWS>(&mut acc, &ap1, lda, bp1, b_stride);
+                k_step::<V, ROWS, NV, PREFETCH, PREFETCH_A, A_ROWS>(
+                    &mut acc, &ap1, lda, bp1, b_stride,
+                );
                 ap[0] = ap[0].add(2 * a_stride);
                 bp = bp.add(2 * b_stride);
             }
         }
         if kc % 2 == 1 {
             // SAFETY: as above, the last of kc steps.
-            unsafe { k_step::<V, ROWS, NV, PREFETCH, A_ROWS>(&mut acc, &ap, lda, bp, b_stride) };
+            unsafe {
+                k_step::<V, ROWS, NV, PREFETCH, PREFETCH_A, A_ROWS>(
+                    &mut acc, &ap, lda, bp, b_stride,
+                )
+            };
         }
     }
 
@@ -310,6 +341,7 @@ macro_rules! declare_path {
         $(#[$meta:meta])*
         $name:ident, $v:ty, narrow = $narrow:ty, mr = $mr:literal, nv = $nv:literal,
         kc = $kc:expr, mc = $mc:expr, nc = $nc:expr, m_lanes = $m_lanes:expr,
+        dot_edge = $dot_edge:expr,
         rows = [$($r:literal)+]
     ) => {
         $(#[$meta])*
@@ -322,6 +354,7 @@ macro_rules! declare_path {
             const MC: usize = $mc;
             const NC: usize = $nc;
             const M_LANES: bool = $m_lanes;
+            const DOT_EDGE: bool = $dot_edge;
             #[inline]
             unsafe fn tile(
                 rows: usize,
@@ -335,6 +368,7 @@ macro_rules! declare_path {
                 cols: usize,
                 ep: &TileEpilogue,
                 prefetch_b: bool,
+                prefetch_a: bool,
             ) {
                 // SAFETY: forwarded contract; `rows` selects an instance with
                 // exactly that many rows.
@@ -346,8 +380,8 @@ macro_rules! declare_path {
                         // vectors: half the wasted lanes of a full vector.
                         match rows {
                             $($r => match a_rows {
-                                None => tile_generic::<$narrow, $r, 1, false, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
-                                Some(lda) => tile_generic::<$narrow, $r, 1, false, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
+                                None => tile_generic::<$narrow, $r, 1, false, false, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
+                                Some(lda) => tile_generic::<$narrow, $r, 1, false, false, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
                             },)+
                             _ => unreachable!("tile rows {rows} > MR"),
                         }
@@ -357,24 +391,26 @@ macro_rules! declare_path {
                         // always packed, so it never needs prefetching.
                         match rows {
                             $($r => match a_rows {
-                                None => tile_generic::<$v, $r, 1, false, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
-                                Some(lda) => tile_generic::<$v, $r, 1, false, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
+                                None => tile_generic::<$v, $r, 1, false, false, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
+                                Some(lda) => tile_generic::<$v, $r, 1, false, false, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
                             },)+
                             _ => unreachable!("tile rows {rows} > MR"),
                         }
                     } else if prefetch_b {
                         match rows {
                             $($r => match a_rows {
-                                None => tile_generic::<$v, $r, $nv, true, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
-                                Some(lda) => tile_generic::<$v, $r, $nv, true, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
+                                // A streams from L2: prefetch it too (see k_step).
+                                None if prefetch_a => tile_generic::<$v, $r, $nv, true, true, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
+                                None => tile_generic::<$v, $r, $nv, true, false, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
+                                Some(lda) => tile_generic::<$v, $r, $nv, true, false, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
                             },)+
                             _ => unreachable!("tile rows {rows} > MR"),
                         }
                     } else {
                         match rows {
                             $($r => match a_rows {
-                                None => tile_generic::<$v, $r, $nv, false, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
-                                Some(lda) => tile_generic::<$v, $r, $nv, false, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
+                                None => tile_generic::<$v, $r, $nv, false, false, false>(kc, a, $mr, 0, b, b_stride, c, ldc, cols, ep),
+                                Some(lda) => tile_generic::<$v, $r, $nv, false, false, true>(kc, a, 1, lda, b, b_stride, c, ldc, cols, ep),
                             },)+
                             _ => unreachable!("tile rows {rows} > MR"),
                         }
@@ -410,6 +446,7 @@ declare_path!(
     /// panel (up to 4 MiB) is fetched from L3 once per MC block.
     Avx512Fma12x32, f32x16, narrow = f32x8, mr = 12, nv = 2, kc = 1024, mc = 192, nc = 1024,
     m_lanes = true,
+    dot_edge = true,
     rows = [1 2 3 4 5 6 7 8 9 10 11 12]
 );
 
@@ -419,6 +456,7 @@ declare_path!(
     /// B micro-panel at 16 KiB in L1d; MC and NC as for AVX-512 (L2-sized).
     Avx2Fma6x16, f32x8, narrow = f32x4, mr = 6, nv = 2, kc = 256, mc = 192, nc = 1024,
     m_lanes = false,
+    dot_edge = false,
     rows = [1 2 3 4 5 6]
 );
 
@@ -428,6 +466,7 @@ declare_path!(
     /// SSE registers. Blocks as for AVX2.
     Portable4x8, f32x4, narrow = f32x4, mr = 4, nv = 2, kc = 256, mc = 192, nc = 1024,
     m_lanes = false,
+    dot_edge = false,
     rows = [1 2 3 4]
 );
 
@@ -535,5 +574,121 @@ pub(crate) unsafe fn tile_m_lanes<V: Lanes, const COLS: usize>(
             // SAFETY: row r < rows, column q < COLS of the tile.
             unsafe { *c.add(r * ldc + q) = col[r] };
         }
+    }
+}
+
+/// Rows of C per tile of the dot-product edge kernel ([`tile_dot`]).
+pub(crate) const DOT_ROWS: usize = 6;
+/// Columns of C per tile of the dot-product edge kernel: 6 x 4 = 24
+/// accumulators, 4 B vectors and one A vector of the 32 zmm registers.
+pub(crate) const DOT_COLS: usize = 4;
+
+/// The dot-product kernel for the last few columns of C when op(A) is
+/// row-major (read in place here even when the full tiles pack it): K runs
+/// along the lanes, so
+/// each step of LANES k values loads one vector from each of DOT_ROWS rows
+/// of A and from each of DOT_COLS rows of a transposed B edge panel and
+/// issues 24 FMAs, all lanes useful. The broadcast kernel would spend a
+/// broadcast and an FMA per row and k step on a mostly empty vector (n =
+/// 100 leaves 4 columns: 12 FMAs of 8 lanes per step for 48 products).
+/// Each accumulator is summed across its lanes at the end.
+///
+/// `a` points at row 0 of the tile in op(A) (`rows` <= DOT_ROWS rows, `lda`
+/// apart, `kc` floats each); missing rows re-read row 0 and are dropped.
+/// `bt` holds DOT_COLS rows of `kc_pad` floats (kc_pad >= kc rounded up to
+/// LANES), zero past `kc` and in rows past `cols`.
+///
+/// # Safety
+/// As described; `c` is valid for `rows` rows of `cols` floats, `ldc` apart
+/// (read only when `ep.beta != 0`); the bias pointers cover the tile.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn tile_dot<V: Lanes>(
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    rows: usize,
+    bt: *const f32,
+    kc_pad: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    ep: &TileEpilogue,
+) {
+    let a_rows: [*const f32; DOT_ROWS] =
+        core::array::from_fn(|r| a.wrapping_add(r.min(rows - 1) * lda));
+    let b_rows: [*const f32; DOT_COLS] = core::array::from_fn(|q| bt.wrapping_add(q * kc_pad));
+    let mut acc = [[V::zero(); DOT_COLS]; DOT_ROWS];
+    let whole = kc / V::LANES * V::LANES;
+    let mut p = 0;
+    while p < whole {
+        // SAFETY: p + LANES <= kc: inside every A row and B edge row.
+        unsafe {
+            let bv: [V; DOT_COLS] = core::array::from_fn(|q| V::load(b_rows[q].add(p)));
+            for (acc_row, a_row) in acc.iter_mut().zip(a_rows) {
+                let av = V::load(a_row.add(p));
+                for q in 0..DOT_COLS {
+                    acc_row[q] = av.mul_add(bv[q], acc_row[q]);
+                }
+            }
+        }
+        p += V::LANES;
+    }
+    if p < kc {
+        // The last kc - p < LANES values: A rows go through a zeroed buffer
+        // (reading past row kc could leave the slice); B is zero-padded.
+        // SAFETY: kc_pad >= p + LANES; kc - p floats remain in each A row.
+        unsafe {
+            let bv: [V; DOT_COLS] = core::array::from_fn(|q| V::load(b_rows[q].add(p)));
+            for (acc_row, a_row) in acc.iter_mut().zip(a_rows) {
+                let mut buf = [0.0f32; 16];
+                core::ptr::copy_nonoverlapping(a_row.add(p), buf.as_mut_ptr(), kc - p);
+                let av = V::load(buf.as_ptr());
+                for q in 0..DOT_COLS {
+                    acc_row[q] = av.mul_add(bv[q], acc_row[q]);
+                }
+            }
+        }
+    }
+
+    // The epilogue on one f32x4 per row (DOT_COLS = 4 columns).
+    let alpha = f32x4::splat(ep.alpha);
+    let beta = f32x4::splat(ep.beta);
+    let bias_col = if ep.bias_col.is_null() {
+        f32x4::ZERO
+    } else {
+        let mut buf = [0.0f32; DOT_COLS];
+        // SAFETY: the column bias covers the tile's `cols` columns.
+        unsafe { core::ptr::copy_nonoverlapping(ep.bias_col, buf.as_mut_ptr(), cols) };
+        f32x4::from(buf)
+    };
+    for (r, acc_row) in acc.iter().enumerate().take(rows) {
+        let mut x = f32x4::from(acc_row.map(V::reduce_add));
+        if ep.alpha != 1.0 {
+            x *= alpha;
+        }
+        // SAFETY: row r < rows of C is valid for `cols` floats.
+        let c_row = unsafe { c.add(r * ldc) };
+        if ep.beta != 0.0 {
+            let mut buf = [0.0f32; DOT_COLS];
+            // SAFETY: as above.
+            unsafe { core::ptr::copy_nonoverlapping(c_row, buf.as_mut_ptr(), cols) };
+            x = f32x4::from(buf).mul_add(beta, x);
+        }
+        if !ep.bias_row.is_null() {
+            // SAFETY: the row bias covers the tile's rows.
+            x += f32x4::splat(unsafe { *ep.bias_row.add(r) });
+        }
+        if !ep.bias_col.is_null() {
+            x += bias_col;
+        }
+        x = match ep.activation {
+            Activation::Identity => x,
+            Activation::Relu => Lanes::relu(x),
+            Activation::Sigmoid => Lanes::sigmoid(x),
+        };
+        let out = x.to_array();
+        // SAFETY: as above.
+        unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), c_row, cols) };
     }
 }

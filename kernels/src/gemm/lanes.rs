@@ -23,6 +23,8 @@ pub(crate) trait Lanes: Copy {
     fn mul(self, b: Self) -> Self;
     fn add(self, b: Self) -> Self;
     fn relu(self) -> Self;
+    /// The sum of the lanes.
+    fn reduce_add(self) -> f32;
     /// 1 / (1 + exp(-x)); `wide`'s exp saturates to 0 / inf outside
     /// [-103, 88], which gives exactly 1 and 0 there.
     fn sigmoid(self) -> Self;
@@ -66,6 +68,10 @@ macro_rules! impl_lanes {
             #[inline(always)]
             fn relu(self) -> Self {
                 self.max(<$v>::ZERO)
+            }
+            #[inline(always)]
+            fn reduce_add(self) -> f32 {
+                <$v>::reduce_add(self)
             }
             #[inline(always)]
             fn sigmoid(self) -> Self {

@@ -238,3 +238,50 @@ unsafe fn transpose_scalar(
         }
     }
 }
+
+/// Packs columns `j0..j0 + cols` of op(B), shared indices `p0..p0 + kc`,
+/// transposed: row j of `dst` (`kc_pad` floats) holds column j0 + j, zero
+/// from kc on, and rows cols..`width` are zero. The edge panel of the
+/// dot-product kernel (`kernel::tile_dot`); it is a few columns, so the
+/// strided walk of a row-major B costs little.
+///
+/// # Safety
+/// op(B) must be readable at every packed index through `b`/`ldb`; `dst`
+/// must hold `width * kc_pad` floats; cols <= width, kc <= kc_pad.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn pack_b_edge_transposed(
+    tb: Trans,
+    b: *const f32,
+    ldb: usize,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    cols: usize,
+    width: usize,
+    kc_pad: usize,
+    dst: *mut f32,
+) {
+    // SAFETY: every source index is inside op(B)'s block, every destination
+    // inside the `width` rows of kc_pad floats.
+    unsafe {
+        core::ptr::write_bytes(dst, 0, width * kc_pad);
+        match tb {
+            // B(p, j) = b[j * ldb + p]: a contiguous copy per column.
+            Trans::T => {
+                for j in 0..cols {
+                    copy_floats(b.add((j0 + j) * ldb + p0), dst.add(j * kc_pad), kc);
+                }
+            }
+            // B(p, j) = b[p * ldb + j]: the `cols` floats of each row of B
+            // are adjacent; read them together, row after row.
+            Trans::N => {
+                for p in 0..kc {
+                    let src = b.add((p0 + p) * ldb + j0);
+                    for j in 0..cols {
+                        *dst.add(j * kc_pad + p) = *src.add(j);
+                    }
+                }
+            }
+        }
+    }
+}

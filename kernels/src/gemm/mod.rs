@@ -337,7 +337,11 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     // blocks: 264 x 128 floats is 132 KiB, so taller blocks still sit in L2
     // and cut the number of passes over the packed B panel (784 x 128 x 900:
     // +3% over MC = 192, with the row-order tiles below).
-    let mc_limit = if default_blocking && kc_size <= ROW_MAJOR_TILES_MAX_K {
+    // Only where M spans more than one tall block: making M a single block
+    // would switch B to the in-place path, whose column-order sweep is slow
+    // for short k (the trainer's 228 x 64 x 784 update blocks: DAE epoch
+    // 1.78 -> 2.0 s).
+    let mc_limit = if default_blocking && kc_size <= ROW_MAJOR_TILES_MAX_K && m > MC_SHORT_K {
         MC_SHORT_K
     } else {
         blk.mc

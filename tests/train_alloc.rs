@@ -43,13 +43,7 @@ fn data(n: usize) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn split<'a>(images: &'a [u8], labels: &'a [u8]) -> Split<'a> {
-    Split {
-        images,
-        labels,
-        count: labels.len(),
-        rows: 8,
-        cols: 8,
-    }
+    Split::in_memory(images, labels, 8, 8)
 }
 
 /// Allocations of one run training on the first `n` images, one epoch.

@@ -43,13 +43,7 @@ fn synthetic(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn split<'a>(images: &'a [u8], labels: &'a [u8]) -> Split<'a> {
-    Split {
-        images,
-        labels,
-        count: labels.len(),
-        rows: SIDE,
-        cols: SIDE,
-    }
+    Split::in_memory(images, labels, SIDE, SIDE)
 }
 
 const TINY_CNN: CnnShape = CnnShape {

@@ -24,13 +24,7 @@ fn data(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn split<'a>(images: &'a [u8], labels: &'a [u8]) -> Split<'a> {
-    Split {
-        images,
-        labels,
-        count: labels.len(),
-        rows: 8,
-        cols: 8,
-    }
+    Split::in_memory(images, labels, 8, 8)
 }
 
 /// Every image is one batch: each epoch is one step on the same batch (in

@@ -34,6 +34,28 @@ pub struct Split<'a> {
 }
 
 impl<'a> Split<'a> {
+    /// A split over images already in memory (`rows x cols` bytes each, one
+    /// label per image), e.g. synthetic data in tests.
+    ///
+    /// # Panics
+    /// If `images` does not hold exactly one `rows x cols` image per label.
+    pub fn in_memory(images: &'a [u8], labels: &'a [u8], rows: usize, cols: usize) -> Self {
+        assert_eq!(
+            images.len(),
+            labels.len() * rows * cols,
+            "Split::in_memory: {} bytes for {} images of {rows}x{cols}",
+            images.len(),
+            labels.len()
+        );
+        Split {
+            images,
+            labels,
+            count: labels.len(),
+            rows,
+            cols,
+        }
+    }
+
     /// Pixels per image.
     pub fn image_len(&self) -> usize {
         self.rows * self.cols

@@ -76,6 +76,22 @@ pub(crate) struct TileEpilogue {
     pub activation: Activation,
 }
 
+impl TileEpilogue {
+    /// The epilogue of the sub-tile `i` rows and `j` columns further on:
+    /// each bias pointer present is moved along (null ones stay null).
+    #[inline(always)]
+    pub fn offset(&self, i: usize, j: usize) -> TileEpilogue {
+        let mut ep = *self;
+        if !ep.bias_row.is_null() {
+            ep.bias_row = ep.bias_row.wrapping_add(i);
+        }
+        if !ep.bias_col.is_null() {
+            ep.bias_col = ep.bias_col.wrapping_add(j);
+        }
+        ep
+    }
+}
+
 /// The largest NR of any path (stack buffers for ragged tiles).
 const MAX_NR: usize = 32;
 

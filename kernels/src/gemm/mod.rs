@@ -467,23 +467,11 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                         let j = jc + jr;
                         let rows = mr.min(mc - ir);
                         let i = ic + ir;
-                        let mut tile_ep = ep;
-                        if !tile_ep.bias_row.is_null() {
-                            tile_ep.bias_row = tile_ep.bias_row.wrapping_add(i);
-                        }
-                        if !tile_ep.bias_col.is_null() {
-                            tile_ep.bias_col = tile_ep.bias_col.wrapping_add(j);
-                        }
+                        let tile_ep = ep.offset(i, j);
                         if dot_edge && cols < nr {
                             for r0 in (0..rows).step_by(DOT_ROWS) {
                                 for q0 in (0..cols).step_by(DOT_COLS) {
-                                    let mut dot_ep = tile_ep;
-                                    if !dot_ep.bias_row.is_null() {
-                                        dot_ep.bias_row = dot_ep.bias_row.wrapping_add(r0);
-                                    }
-                                    if !dot_ep.bias_col.is_null() {
-                                        dot_ep.bias_col = dot_ep.bias_col.wrapping_add(q0);
-                                    }
+                                    let dot_ep = tile_ep.offset(r0, q0);
                                     // SAFETY: rows i + r0.. of op(A) (in
                                     // place) hold kc floats from column p0;
                                     // the edge panel holds edge_width rows of
@@ -611,13 +599,7 @@ unsafe fn gemm_m_lanes(op: &Operands) {
             for blk in 0..blocks {
                 let i = blk * height;
                 let rows = height.min(m - i);
-                let mut tile_ep = ep;
-                if !tile_ep.bias_row.is_null() {
-                    tile_ep.bias_row = tile_ep.bias_row.wrapping_add(i);
-                }
-                if !tile_ep.bias_col.is_null() {
-                    tile_ep.bias_col = tile_ep.bias_col.wrapping_add(j);
-                }
+                let tile_ep = ep.offset(i, j);
                 let a_t = pa.wrapping_add(blk * height * k) as *const f32;
                 let b = op.b.wrapping_add(j * op.ldb);
                 let c = op.c.wrapping_add(i * op.ldc + j);

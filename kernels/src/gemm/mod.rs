@@ -668,8 +668,12 @@ unsafe fn gemm_parallel<P: Path>(op: &Operands, blk: Blocking) {
     });
 }
 
+/// [`sgemm_with_epilogue`] (or [`sgemm_parallel`] when `parallel`) on a chosen
+/// path and, optionally, cache blocking: for tests and benches of paths other
+/// than the build's own.
+#[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
-fn run(
+pub fn sgemm_on_path(
     path: KernelPath,
     blocking: Option<Blocking>,
     parallel: bool,
@@ -725,35 +729,6 @@ fn run(
             (KernelPath::Portable, true) => gemm_parallel::<Portable4x8>(&op, blk),
         }
     }
-}
-
-/// [`sgemm_with_epilogue`] (or [`sgemm_parallel`] when `parallel`) on a chosen
-/// path and, optionally, cache blocking: for tests and benches of paths other
-/// than the build's own.
-#[doc(hidden)]
-#[allow(clippy::too_many_arguments)]
-pub fn sgemm_on_path(
-    path: KernelPath,
-    blocking: Option<Blocking>,
-    parallel: bool,
-    ta: Trans,
-    tb: Trans,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    beta: f32,
-    c: &mut [f32],
-    ldc: usize,
-    epilogue: Epilogue,
-) {
-    run(
-        path, blocking, parallel, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, epilogue,
-    );
 }
 
 /// The micro-kernel's own ceiling: GFLOP/s of full MR x NR tiles over one
@@ -849,7 +824,7 @@ pub fn sgemm_with_epilogue(
     ldc: usize,
     epilogue: Epilogue,
 ) {
-    run(
+    sgemm_on_path(
         KernelPath::NATIVE,
         None,
         false,
@@ -925,7 +900,7 @@ pub fn sgemm_parallel(
     ldc: usize,
     epilogue: Epilogue,
 ) {
-    run(
+    sgemm_on_path(
         KernelPath::NATIVE,
         None,
         true,

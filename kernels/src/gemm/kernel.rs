@@ -76,6 +76,22 @@ pub(crate) struct TileEpilogue {
     pub activation: Activation,
 }
 
+impl TileEpilogue {
+    /// The epilogue of the sub-tile `i` rows and `j` columns further on:
+    /// each bias pointer present is moved along (null ones stay null).
+    #[inline(always)]
+    pub fn offset(&self, i: usize, j: usize) -> TileEpilogue {
+        let mut ep = *self;
+        if !ep.bias_row.is_null() {
+            ep.bias_row = ep.bias_row.wrapping_add(i);
+        }
+        if !ep.bias_col.is_null() {
+            ep.bias_col = ep.bias_col.wrapping_add(j);
+        }
+        ep
+    }
+}
+
 /// The largest NR of any path (stack buffers for ragged tiles).
 const MAX_NR: usize = 32;
 
@@ -319,11 +335,7 @@ unsafe fn tile_generic<
             if has_bias_col {
                 x = x.add(bias_col[v]);
             }
-            x = match ep.activation {
-                Activation::Identity => x,
-                Activation::Relu => x.relu(),
-                Activation::Sigmoid => x.sigmoid(),
-            };
+            x = x.activate(ep.activation);
             // SAFETY: dst has nr writable floats.
             unsafe { x.store(dst.add(v * V::LANES)) };
         }
@@ -560,11 +572,7 @@ pub(crate) unsafe fn tile_m_lanes<V: Lanes, const COLS: usize>(
                 if !ep.bias_col.is_null() {
                     x = x.add(bias_c);
                 }
-                x = match ep.activation {
-                    Activation::Identity => x,
-                    Activation::Relu => x.relu(),
-                    Activation::Sigmoid => x.sigmoid(),
-                };
+                x = x.activate(ep.activation);
                 x.store(out[q].as_mut_ptr().add(v * V::LANES));
             }
         }
@@ -682,11 +690,7 @@ pub(crate) unsafe fn tile_dot<V: Lanes>(
         if !ep.bias_col.is_null() {
             x += bias_col;
         }
-        x = match ep.activation {
-            Activation::Identity => x,
-            Activation::Relu => Lanes::relu(x),
-            Activation::Sigmoid => Lanes::sigmoid(x),
-        };
+        x = x.activate(ep.activation);
         let out = x.to_array();
         // SAFETY: as above.
         unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), c_row, cols) };

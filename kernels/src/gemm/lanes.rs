@@ -1,6 +1,7 @@
 //! The few vector operations the GEMM needs, over `wide`'s f32x4 / f32x8 /
 //! f32x16, so one generic micro-kernel serves every instruction set.
 
+use super::Activation;
 use wide::{f32x16, f32x4, f32x8};
 
 /// A SIMD vector of f32 lanes.
@@ -28,6 +29,15 @@ pub(crate) trait Lanes: Copy {
     /// 1 / (1 + exp(-x)); `wide`'s exp saturates to 0 / inf outside
     /// [-103, 88], which gives exactly 1 and 0 there.
     fn sigmoid(self) -> Self;
+    /// The epilogue's activation.
+    #[inline(always)]
+    fn activate(self, act: Activation) -> Self {
+        match act {
+            Activation::Identity => self,
+            Activation::Relu => self.relu(),
+            Activation::Sigmoid => self.sigmoid(),
+        }
+    }
 }
 
 macro_rules! impl_lanes {

@@ -467,23 +467,11 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                         let j = jc + jr;
                         let rows = mr.min(mc - ir);
                         let i = ic + ir;
-                        let mut tile_ep = ep;
-                        if !tile_ep.bias_row.is_null() {
-                            tile_ep.bias_row = tile_ep.bias_row.wrapping_add(i);
-                        }
-                        if !tile_ep.bias_col.is_null() {
-                            tile_ep.bias_col = tile_ep.bias_col.wrapping_add(j);
-                        }
+                        let tile_ep = ep.offset(i, j);
                         if dot_edge && cols < nr {
                             for r0 in (0..rows).step_by(DOT_ROWS) {
                                 for q0 in (0..cols).step_by(DOT_COLS) {
-                                    let mut dot_ep = tile_ep;
-                                    if !dot_ep.bias_row.is_null() {
-                                        dot_ep.bias_row = dot_ep.bias_row.wrapping_add(r0);
-                                    }
-                                    if !dot_ep.bias_col.is_null() {
-                                        dot_ep.bias_col = dot_ep.bias_col.wrapping_add(q0);
-                                    }
+                                    let dot_ep = tile_ep.offset(r0, q0);
                                     // SAFETY: rows i + r0.. of op(A) (in
                                     // place) hold kc floats from column p0;
                                     // the edge panel holds edge_width rows of
@@ -611,13 +599,7 @@ unsafe fn gemm_m_lanes(op: &Operands) {
             for blk in 0..blocks {
                 let i = blk * height;
                 let rows = height.min(m - i);
-                let mut tile_ep = ep;
-                if !tile_ep.bias_row.is_null() {
-                    tile_ep.bias_row = tile_ep.bias_row.wrapping_add(i);
-                }
-                if !tile_ep.bias_col.is_null() {
-                    tile_ep.bias_col = tile_ep.bias_col.wrapping_add(j);
-                }
+                let tile_ep = ep.offset(i, j);
                 let a_t = pa.wrapping_add(blk * height * k) as *const f32;
                 let b = op.b.wrapping_add(j * op.ldb);
                 let c = op.c.wrapping_add(i * op.ldc + j);
@@ -686,8 +668,12 @@ unsafe fn gemm_parallel<P: Path>(op: &Operands, blk: Blocking) {
     });
 }
 
+/// [`sgemm_with_epilogue`] (or [`sgemm_parallel`] when `parallel`) on a chosen
+/// path and, optionally, cache blocking: for tests and benches of paths other
+/// than the build's own.
+#[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
-fn run(
+pub fn sgemm_on_path(
     path: KernelPath,
     blocking: Option<Blocking>,
     parallel: bool,
@@ -743,35 +729,6 @@ fn run(
             (KernelPath::Portable, true) => gemm_parallel::<Portable4x8>(&op, blk),
         }
     }
-}
-
-/// [`sgemm_with_epilogue`] (or [`sgemm_parallel`] when `parallel`) on a chosen
-/// path and, optionally, cache blocking: for tests and benches of paths other
-/// than the build's own.
-#[doc(hidden)]
-#[allow(clippy::too_many_arguments)]
-pub fn sgemm_on_path(
-    path: KernelPath,
-    blocking: Option<Blocking>,
-    parallel: bool,
-    ta: Trans,
-    tb: Trans,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    beta: f32,
-    c: &mut [f32],
-    ldc: usize,
-    epilogue: Epilogue,
-) {
-    run(
-        path, blocking, parallel, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, epilogue,
-    );
 }
 
 /// The micro-kernel's own ceiling: GFLOP/s of full MR x NR tiles over one
@@ -867,7 +824,7 @@ pub fn sgemm_with_epilogue(
     ldc: usize,
     epilogue: Epilogue,
 ) {
-    run(
+    sgemm_on_path(
         KernelPath::NATIVE,
         None,
         false,
@@ -943,7 +900,7 @@ pub fn sgemm_parallel(
     ldc: usize,
     epilogue: Epilogue,
 ) {
-    run(
+    sgemm_on_path(
         KernelPath::NATIVE,
         None,
         true,

@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use vcortex_kernels::gemm::{
-    micro_kernel_gflops, sgemm, sgemm_parallel, Epilogue, KernelPath, Trans,
+    micro_kernel_gflops, sgemm_parallel, sgemm_with_epilogue, Epilogue, KernelPath, Trans,
 };
 use vcortex_kernels::peak::measure_fma_peak_gflops;
 
@@ -70,40 +70,27 @@ impl Operands {
         let (m, k, n, ta, tb) = self.shape;
         let lda = if ta == N { k } else { m };
         let ldb = if tb == N { n } else { k };
-        if threads == 1 {
-            sgemm(
-                ta,
-                tb,
-                m,
-                n,
-                k,
-                1.0,
-                &self.a,
-                lda,
-                &self.b,
-                ldb,
-                0.0,
-                &mut self.c,
-                n,
-            );
+        let product = if threads == 1 {
+            sgemm_with_epilogue
         } else {
-            sgemm_parallel(
-                ta,
-                tb,
-                m,
-                n,
-                k,
-                1.0,
-                &self.a,
-                lda,
-                &self.b,
-                ldb,
-                0.0,
-                &mut self.c,
-                n,
-                Epilogue::NONE,
-            );
-        }
+            sgemm_parallel
+        };
+        product(
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            1.0,
+            &self.a,
+            lda,
+            &self.b,
+            ldb,
+            0.0,
+            &mut self.c,
+            n,
+            Epilogue::NONE,
+        );
     }
 
     fn gemm_crate(&mut self, threads: usize) {

@@ -438,10 +438,12 @@ fn short_k_tall_blocks() {
     }
 }
 
-/// The dot-product edge kernel (AVX-512 path, row-major op(A), 1 to 12
-/// ragged last columns, A read in place or packed for the full tiles): k tails shorter than a vector, K spanning two
-/// slices, ragged row sub-tiles, both forms of B (B^T with m > 128, past
-/// the M-on-lanes kernel), every bias and epilogue.
+/// The dot-product edge kernel (row-major op(A), 1 to 12 ragged last
+/// columns, A read in place or packed for the full tiles): k tails shorter
+/// than a vector, K spanning two slices, ragged row sub-tiles, both forms of
+/// B (B^T with m > 128, past the M-on-lanes kernel), every bias and
+/// epilogue. Only the AVX-512 path has that kernel; on the other paths the
+/// same shapes exercise their ordinary edge tiles.
 #[test]
 fn dot_edge_columns() {
     let shapes = [

@@ -365,7 +365,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     // narrow column block (n <= DIRECT_A_MAX_N and n <= NC): each A row
     // tile then serves few column tiles, too few to pay for its packing.
     // Not with lda a multiple of 64 floats, for the same L1-set reason as
-    // direct B below.
+    // direct B above.
     let direct_a =
         op.ta == Trans::N && n <= DIRECT_A_MAX_N.min(blk.nc) && !op.lda.is_multiple_of(64);
     // The ragged last column strip (n = 100 leaves 4, n = 900 too) of a

@@ -438,20 +438,23 @@ pub fn conv2d_backward_filter_parallel(
     if in_img == 0 || out_img == 0 {
         return conv2d_backward_filter(s, input, grad_output, grad_weight, grad_bias);
     }
-    let parts: Vec<(Vec<f32>, Vec<f32>)> = input
-        .par_chunks(PAR_CHUNK * in_img)
+    // One buffer for all chunks' partial gradients (weights then bias per
+    // chunk), summed below in chunk order.
+    let part_len = s.weight_len() + s.c_out;
+    let mut parts = vec![0.0f32; s.batch.div_ceil(PAR_CHUNK) * part_len];
+    parts
+        .par_chunks_mut(part_len)
+        .zip(input.par_chunks(PAR_CHUNK * in_img))
         .zip(grad_output.par_chunks(PAR_CHUNK * out_img))
-        .map(|(inp, go)| {
+        .for_each(|((part, inp), go)| {
             let cs = s.with_batch(inp.len() / in_img);
-            let mut gw = vec![0.0f32; s.weight_len()];
-            let mut gb = vec![0.0f32; s.c_out];
-            conv2d_backward_filter(&cs, inp, go, &mut gw, &mut gb);
-            (gw, gb)
-        })
-        .collect();
+            let (gw, gb) = part.split_at_mut(s.weight_len());
+            conv2d_backward_filter(&cs, inp, go, gw, gb);
+        });
     grad_weight.fill(0.0);
     grad_bias.fill(0.0);
-    for (gw, gb) in &parts {
+    for part in parts.chunks_exact(part_len) {
+        let (gw, gb) = part.split_at(s.weight_len());
         for (d, v) in grad_weight.iter_mut().zip(gw) {
             *d += v;
         }

@@ -85,6 +85,16 @@ impl ConvShape {
     pub fn with_batch(&self, batch: usize) -> Self {
         ConvShape { batch, ..*self }
     }
+    /// Elements of one image's input and output, or None if there are none
+    /// (empty batch or empty planes): the `_parallel` functions then defer
+    /// to the plain ones.
+    fn image_lens(&self) -> Option<(usize, usize)> {
+        let (i, o) = (
+            self.c_in * self.h * self.w,
+            self.c_out * self.out_h() * self.out_w(),
+        );
+        (self.batch > 0 && i > 0 && o > 0).then_some((i, o))
+    }
     fn check(&self) {
         assert!(
             self.kh >= 1 && self.kw >= 1 && self.kh <= self.h && self.kw <= self.w,
@@ -350,16 +360,12 @@ pub fn conv2d_forward_parallel(
         s.output_len(),
         "conv2d_forward_parallel: output length"
     );
-    let (in_img, out_img) = (
-        s.input_len() / s.batch.max(1),
-        s.output_len() / s.batch.max(1),
-    );
-    if in_img == 0 || out_img == 0 {
+    let Some((in_img, out_img)) = s.image_lens() else {
         return conv2d_forward(s, input, weight, bias, output, act);
-    }
+    };
     output
-        .par_chunks_mut(PAR_CHUNK * out_img.max(1))
-        .zip(input.par_chunks(PAR_CHUNK * in_img.max(1)))
+        .par_chunks_mut(PAR_CHUNK * out_img)
+        .zip(input.par_chunks(PAR_CHUNK * in_img))
         .for_each(|(out, inp)| {
             let cs = s.with_batch(inp.len() / in_img);
             conv2d_forward(&cs, inp, weight, bias, out, act);
@@ -384,16 +390,12 @@ pub fn conv2d_backward_input_parallel(
         s.input_len(),
         "conv2d_backward_input_parallel: grad_input length"
     );
-    let (in_img, out_img) = (
-        s.input_len() / s.batch.max(1),
-        s.output_len() / s.batch.max(1),
-    );
-    if in_img == 0 || out_img == 0 {
+    let Some((in_img, out_img)) = s.image_lens() else {
         return conv2d_backward_input(s, grad_output, weight, grad_input);
-    }
+    };
     grad_input
-        .par_chunks_mut(PAR_CHUNK * in_img.max(1))
-        .zip(grad_output.par_chunks(PAR_CHUNK * out_img.max(1)))
+        .par_chunks_mut(PAR_CHUNK * in_img)
+        .zip(grad_output.par_chunks(PAR_CHUNK * out_img))
         .for_each(|(gi, go)| {
             let cs = s.with_batch(gi.len() / in_img);
             conv2d_backward_input(&cs, go, weight, gi);
@@ -431,27 +433,26 @@ pub fn conv2d_backward_filter_parallel(
         s.c_out,
         "conv2d_backward_filter_parallel: grad_bias length"
     );
-    let (in_img, out_img) = (
-        s.input_len() / s.batch.max(1),
-        s.output_len() / s.batch.max(1),
-    );
-    if in_img == 0 || out_img == 0 {
+    let Some((in_img, out_img)) = s.image_lens() else {
         return conv2d_backward_filter(s, input, grad_output, grad_weight, grad_bias);
-    }
-    let parts: Vec<(Vec<f32>, Vec<f32>)> = input
-        .par_chunks(PAR_CHUNK * in_img)
+    };
+    // One buffer for all chunks' partial gradients (weights then bias per
+    // chunk), summed below in chunk order.
+    let part_len = s.weight_len() + s.c_out;
+    let mut parts = vec![0.0f32; s.batch.div_ceil(PAR_CHUNK) * part_len];
+    parts
+        .par_chunks_mut(part_len)
+        .zip(input.par_chunks(PAR_CHUNK * in_img))
         .zip(grad_output.par_chunks(PAR_CHUNK * out_img))
-        .map(|(inp, go)| {
+        .for_each(|((part, inp), go)| {
             let cs = s.with_batch(inp.len() / in_img);
-            let mut gw = vec![0.0f32; s.weight_len()];
-            let mut gb = vec![0.0f32; s.c_out];
-            conv2d_backward_filter(&cs, inp, go, &mut gw, &mut gb);
-            (gw, gb)
-        })
-        .collect();
+            let (gw, gb) = part.split_at_mut(s.weight_len());
+            conv2d_backward_filter(&cs, inp, go, gw, gb);
+        });
     grad_weight.fill(0.0);
     grad_bias.fill(0.0);
-    for (gw, gb) in &parts {
+    for part in parts.chunks_exact(part_len) {
+        let (gw, gb) = part.split_at(s.weight_len());
         for (d, v) in grad_weight.iter_mut().zip(gw) {
             *d += v;
         }

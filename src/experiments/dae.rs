@@ -502,13 +502,7 @@ pub fn b2(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
             ),
         ]),
     );
-    extra.insert(
-        "wall_seconds".into(),
-        json!(runs
-            .iter()
-            .flat_map(|(_, m)| m.iter().map(|e| e.seconds))
-            .sum::<f64>()),
-    );
+    extra.insert("wall_seconds".into(), json!(wall(&runs)));
     merge_summary(&dir, extra)?;
     Ok(vec![pre, rnd])
 }

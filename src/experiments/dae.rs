@@ -416,7 +416,8 @@ fn finetune(
     Ok((merge_summary(&dir, extra)?, report.metrics))
 }
 
-fn five_layer_sizes() -> Vec<usize> {
+/// The five-layer classifier: the B1 stack plus the softmax layer.
+pub(super) fn five_layer_sizes() -> Vec<usize> {
     let mut s = STACK.to_vec();
     s.push(CLASSES);
     s

@@ -19,7 +19,7 @@ use crate::train::{
 };
 
 use super::cnn::SUBSET_RUNS;
-use super::figures::{self, pad_square, square_side, tiles};
+use super::figures::{self, square_side, square_tiles, tiles};
 use super::{
     epochs, figure, group_summary, images_f32, merge_summary, reference, sizes, train_config,
     DaeSchemeArg, ExpError, Options, Sizes,
@@ -164,7 +164,6 @@ fn stack_figures(
     seed: u64,
 ) -> Result<Vec<Value>, ExpError> {
     let mut figs = Vec::new();
-    let side = |n: usize| (n as f64).sqrt() as usize;
     let (iw, ih) = (data.train().cols, data.train().rows);
     for layer in 1..=stack.layers() {
         let n = stack.sizes()[layer];
@@ -186,7 +185,6 @@ fn stack_figures(
             format!("projected to image space through the encoders below (W1^T..W{}^T w, nonlinearities ignored)", layer - 1)
         };
         figs.push(figure(&file, &format!("Weights of the first {shown} units of layer {layer}, {how}; each unit scaled on its own.")));
-        let _ = side;
     }
     let test = data.test();
     let count = SHOWN.min(test.count);
@@ -194,11 +192,7 @@ fn stack_figures(
     for layer in 1..=stack.layers() {
         let n = stack.sizes()[layer];
         let s = square_side(n);
-        let h = stack.hidden(layer, &images);
-        let t: Vec<Tile> = h
-            .chunks_exact(n)
-            .map(|a| Tile::new(s, s, pad_square(a, s)))
-            .collect();
+        let t = square_tiles(&stack.hidden(layer, &images), n);
         let file = format!("activations_layer{layer}.png");
         figures::grid(
             &dir.join(&file),
@@ -422,7 +416,8 @@ fn finetune(
     Ok((merge_summary(&dir, extra)?, report.metrics))
 }
 
-fn five_layer_sizes() -> Vec<usize> {
+/// The five-layer classifier: the B1 stack plus the softmax layer.
+pub(super) fn five_layer_sizes() -> Vec<usize> {
     let mut s = STACK.to_vec();
     s.push(CLASSES);
     s
@@ -502,13 +497,7 @@ pub fn b2(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
             ),
         ]),
     );
-    extra.insert(
-        "wall_seconds".into(),
-        json!(runs
-            .iter()
-            .flat_map(|(_, m)| m.iter().map(|e| e.seconds))
-            .sum::<f64>()),
-    );
+    extra.insert("wall_seconds".into(), json!(wall(&runs)));
     merge_summary(&dir, extra)?;
     Ok(vec![pre, rnd])
 }
@@ -566,30 +555,26 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
         let test = data.test();
         let count = 20.min(test.count);
         let images = images_f32(test, 0, count);
-        let s = square_side(STACK[1]);
-        let act = |st: &DaeStack| -> Vec<Tile> {
-            st.hidden(1, &images)
-                .chunks_exact(STACK[1])
-                .map(|a| Tile::new(s, s, pad_square(a, s)))
-                .collect()
-        };
-        let mean = |st: &DaeStack| -> f64 {
+        // Layer 1 activations of both stacks as tiles, with their mean.
+        let act = |st: &DaeStack| -> (Vec<Tile>, f64) {
             let h = st.hidden(1, &images);
-            h.iter().map(|&v| v as f64).sum::<f64>() / h.len() as f64
+            let mean = h.iter().map(|&v| v as f64).sum::<f64>() / h.len() as f64;
+            (square_tiles(&h, STACK[1]), mean)
         };
+        let ((plain_tiles, plain_mean), (sparse_tiles, sparse_mean)) = (act(&plain), act(&stack));
         figures::rows(
             &dir.join("activations_b1_vs_b3.png"),
             "Layer 1 activations without and with sparsity",
             vec![
-                ("B1 (no sparsity)".into(), act(&plain)),
-                ("B3 (sparse)".into(), act(&stack)),
+                ("B1 (no sparsity)".into(), plain_tiles),
+                ("B3 (sparse)".into(), sparse_tiles),
             ],
             56,
             Normalise::Fixed(0.0, 1.0),
         )?;
         figs.push(figure("activations_b1_vs_b3.png", &format!(
             "Layer 1 activations of 20 test images as 30x30 squares: mean activation {:.3} without, {:.3} with sparsity (target rho 0.05).",
-            mean(&plain), mean(&stack)
+            plain_mean, sparse_mean
         )));
     }
 

@@ -184,11 +184,16 @@ pub fn square_side(n: usize) -> usize {
     (n as f64).sqrt().ceil() as usize
 }
 
-/// `v` padded with zeros to `side * side`.
-pub fn pad_square(v: &[f32], side: usize) -> Vec<f32> {
-    let mut out = v.to_vec();
-    out.resize(side * side, 0.0);
-    out
+/// Each `n`-value row of `data` as a square tile of side [`square_side`]`(n)`, padded with zeros.
+pub fn square_tiles(data: &[f32], n: usize) -> Vec<Tile> {
+    let side = square_side(n);
+    data.chunks_exact(n)
+        .map(|a| {
+            let mut px = a.to_vec();
+            px.resize(side * side, 0.0);
+            Tile::new(side, side, px)
+        })
+        .collect()
 }
 
 /// Parses a `metrics.csv` written by the engine back into metrics.

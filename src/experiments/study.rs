@@ -80,7 +80,7 @@ fn measure_speed(data: &Dataset, opts: &Options) -> Result<(f64, f64, f64), ExpE
     })?;
     let mlp = time(&mut || {
         train_classifier(
-            &mut Mlp::new(&[784, 900, 625, 400, 10], opts.seed),
+            &mut Mlp::new(&super::dae::five_layer_sizes(), opts.seed),
             data.train(),
             data.test(),
             &cfg("mlp"),
@@ -112,20 +112,13 @@ fn format_duration(seconds: f64) -> String {
     }
 }
 
-fn headline(stage: Experiment, runs: &[Map<String, Value>]) -> String {
-    let acc = |m: &Map<String, Value>| {
-        m.get("final_test_accuracy")
-            .and_then(Value::as_f64)
-            .map(|a| format!("{a:.4}"))
-    };
+fn headline(runs: &[Map<String, Value>]) -> String {
     let parts: Vec<String> = runs
         .iter()
         .filter_map(|m| {
             let name = m.get("name").and_then(Value::as_str).unwrap_or("?");
-            match stage {
-                Experiment::B1 | Experiment::B3 if acc(m).is_none() => None,
-                _ => acc(m).map(|a| format!("{name} {a}")),
-            }
+            let acc = m.get("final_test_accuracy").and_then(Value::as_f64)?;
+            Some(format!("{name} {acc:.4}"))
         })
         .collect();
     if parts.is_empty() {
@@ -216,7 +209,7 @@ pub fn run_all(
             "{:<10} {:>9}  {}",
             o.stage.name(),
             format_duration(o.wall_seconds),
-            headline(o.stage, &o.runs)
+            headline(&o.runs)
         );
     }
     eprintln!("{:<10} {:>9}", "total", format_duration(total));

@@ -180,7 +180,7 @@ fn stack_figures(
             Colormap::Gray,
         )?;
         let how = if layer == 1 {
-            "as 28x28 images".to_string()
+            format!("as {iw}x{ih} images")
         } else {
             format!("projected to image space through the encoders below (W1^T..W{}^T w, nonlinearities ignored)", layer - 1)
         };
@@ -573,8 +573,8 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
             Normalise::Fixed(0.0, 1.0),
         )?;
         figs.push(figure("activations_b1_vs_b3.png", &format!(
-            "Layer 1 activations of 20 test images as 30x30 squares: mean activation {:.3} without, {:.3} with sparsity (target rho 0.05).",
-            plain_mean, sparse_mean
+            "Layer 1 activations of {count} test images as {side}x{side} squares: mean activation {:.3} without, {:.3} with sparsity (target rho 0.05).",
+            plain_mean, sparse_mean, side = square_side(STACK[1])
         )));
     }
 

@@ -407,30 +407,14 @@ impl DaeStack {
         grads: Option<&mut [f32]>,
     ) -> f64 {
         self.check_layer(layer);
-        if ws.local {
-            return self.local_loss_backward(layer, ws, rows, grad_scale, sparsity, grads);
-        }
-        let n0 = self.sizes[0];
-        self.decode_to_image(layer, ws, rows);
-        let loss = timed("loss", Phase::Forward, || {
-            sigmoid_binary_cross_entropy(
-                &ws.dec[0][..rows * n0],
-                &ws.clean[..rows * n0],
-                &mut ws.recon,
-                &mut ws.dlev[0],
-                grad_scale,
-            )
-        });
-        // Back up through the fixed decoders 1..layer-1.
-        for k in 1..layer {
-            let ae = &self.layers[k - 1];
-            let (lower, upper) = ws.dlev.split_at_mut(k);
-            let dv = &mut upper[0][..rows * ae.n_hidden];
-            timed(numbered(&DAE_DEC, k), Phase::Backward, || {
-                ae.decode_backward(self.w(k), &ws.dec[k], &lower[k - 1], rows, None, Some(dv));
-                sigmoid_backward(&ws.dec[k][..rows * ae.n_hidden], dv);
-            });
-        }
+        // The loss and its gradient at layer `layer`'s reconstruction logits
+        // (dlev[layer-1]): the layer-local scheme decodes one level, else
+        // down to the image and back up through the fixed decoders.
+        let loss = if ws.local {
+            self.local_decode_cost(layer, ws, rows, grad_scale)
+        } else {
+            self.image_decode_cost(layer, ws, rows, grad_scale)
+        };
         let ae = &self.layers[layer - 1];
         let (nh, nv) = (ae.n_hidden, ae.n_visible);
         let mut grads = grads.map(|g| {
@@ -458,9 +442,12 @@ impl DaeStack {
                 penalty.backward(dh, &rho_hat[..nh], batch_rows)
             });
         }
-        let x: &[f32] = match (layer, ws.input_noisy) {
-            (1, true) => &ws.noisy,
-            (1, false) => &ws.clean,
+        // As [`DaeWorkspace::layer_input`] (a call would borrow all of `ws`
+        // while `dh` is borrowed mutably).
+        let x: &[f32] = match (ws.local, layer, ws.input_noisy) {
+            (true, _, _) => &ws.local_noisy,
+            (false, 1, true) => &ws.noisy,
+            (false, 1, false) => &ws.clean,
             _ => &ws.enc[layer - 2],
         };
         timed(numbered(&DAE_ENC, layer), Phase::Backward, || match grads {
@@ -473,48 +460,35 @@ impl DaeStack {
         loss
     }
 
-    /// The layer-local counterpart of [`DaeStack::loss_and_gradient`] (after
-    /// [`DaeStack::encode_local`]): one decoder, cross-entropy against the
-    /// clean h_{layer-1} summed over its units.
-    fn local_loss_backward(
+    /// Decodes h_layer down to the image and returns the summed
+    /// cross-entropy against the clean image, its gradient backed up through
+    /// the fixed decoders 1..layer-1 into dlev[layer-1].
+    fn image_decode_cost(
         &self,
         layer: usize,
         ws: &mut DaeWorkspace,
         rows: usize,
         grad_scale: f32,
-        sparsity: Option<(Sparsity, &[f32], usize)>,
-        grads: Option<&mut [f32]>,
     ) -> f64 {
-        let ae = &self.layers[layer - 1];
-        let (nh, nv) = (ae.n_hidden, ae.n_visible);
-        let loss = self.local_decode_cost(layer, ws, rows, grad_scale);
-        let mut grads = grads.map(|g| {
-            assert_eq!(g.len(), nh * nv + nh + nv, "DAE layer gradient length");
-            let (dw, rest) = g.split_at_mut(nh * nv);
-            let (db, dbv) = rest.split_at_mut(nh);
-            (dw, db, dbv)
+        let n0 = self.sizes[0];
+        self.decode_to_image(layer, ws, rows);
+        let loss = timed("loss", Phase::Forward, || {
+            sigmoid_binary_cross_entropy(
+                &ws.dec[0][..rows * n0],
+                &ws.clean[..rows * n0],
+                &mut ws.recon,
+                &mut ws.dlev[0],
+                grad_scale,
+            )
         });
-        let h = &ws.enc[layer - 1][..rows * nh];
-        let dh = &mut ws.dh[..rows * nh];
-        ae.decode_backward(
-            self.w(layer),
-            h,
-            &ws.dlev[layer - 1],
-            rows,
-            grads
-                .as_mut()
-                .map(|(dw, _, dbv)| (&mut **dw, &mut **dbv, false)),
-            Some(&mut *dh),
-        );
-        if let Some((penalty, rho_hat, batch_rows)) = sparsity {
-            penalty.backward(dh, &rho_hat[..nh], batch_rows);
-        }
-        match grads {
-            Some((dw, db, _)) => {
-                db.fill(0.0);
-                ae.encode_backward(&ws.local_noisy[..rows * nv], h, dh, rows, dw, db, true);
-            }
-            None => sigmoid_backward(h, dh),
+        for k in 1..layer {
+            let ae = &self.layers[k - 1];
+            let (lower, upper) = ws.dlev.split_at_mut(k);
+            let dv = &mut upper[0][..rows * ae.n_hidden];
+            timed(numbered(&DAE_DEC, k), Phase::Backward, || {
+                ae.decode_backward(self.w(k), &ws.dec[k], &lower[k - 1], rows, None, Some(dv));
+                sigmoid_backward(&ws.dec[k][..rows * ae.n_hidden], dv);
+            });
         }
         loss
     }

@@ -145,11 +145,7 @@ pub struct InfoArgs {
 pub fn run(cli: Cli) -> Result<(), Error> {
     // Subnormals flushed on every compute thread (see the kernel's doc).
     crate::kernels::flush_subnormals_on_this_thread();
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(cli.threads)
-        .start_handler(|_| {
-            crate::kernels::flush_subnormals_on_this_thread();
-        })
+    crate::train::compute_pool_builder(cli.threads)
         .build_global()
         .map_err(Error::ThreadPool)?;
     match cli.command {

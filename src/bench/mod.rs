@@ -344,11 +344,7 @@ fn infer_work(
             "test label {bad} is out of range for 10 classes"
         )));
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .start_handler(|_| {
-            crate::kernels::flush_subnormals_on_this_thread();
-        })
+    let pool = crate::train::compute_pool_builder(threads)
         .build()
         .map_err(|e| ExpError::Config(format!("cannot start {threads} threads: {e}")))?;
     let cnn = Cnn::study(opts.seed);

@@ -311,16 +311,24 @@ fn resolve_threads(threads: usize) -> usize {
     }
 }
 
-/// The training pool. Its workers, and the calling thread (which runs the
-/// small sequential updates), flush subnormals to zero: see
-/// [`crate::kernels::flush_subnormals_on_this_thread`] for why.
-fn build_pool(threads: usize) -> Result<ThreadPool, TrainError> {
-    crate::kernels::flush_subnormals_on_this_thread();
+/// A builder for a compute pool of `threads` workers (0 = rayon's default)
+/// whose workers flush subnormals to zero; see
+/// [`crate::kernels::flush_subnormals_on_this_thread`] for why. Every pool
+/// that runs kernels is built from it (training, the bench, the CLI's global
+/// pool).
+pub fn compute_pool_builder(threads: usize) -> rayon::ThreadPoolBuilder {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .start_handler(|_| {
             crate::kernels::flush_subnormals_on_this_thread();
         })
+}
+
+/// The training pool. The calling thread flushes subnormals too, for the
+/// work that runs outside the pool.
+fn build_pool(threads: usize) -> Result<ThreadPool, TrainError> {
+    crate::kernels::flush_subnormals_on_this_thread();
+    compute_pool_builder(threads)
         .build()
         .map_err(|e| TrainError::Config(format!("cannot start {threads} threads: {e}")))
 }

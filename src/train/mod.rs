@@ -90,7 +90,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use checkpoint::{Checkpoint, CHECKPOINT_VERSION};
-pub use engine::{batches_per_epoch, pretrain_dae, train_classifier, Observer, RunReport};
+pub use engine::{
+    batches_per_epoch, compute_pool_builder, pretrain_dae, train_classifier, Observer, RunReport,
+};
 pub(crate) use engine::{classifier_chunks, evaluate_classifier};
 
 pub use crate::model::DaeScheme;

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod experiments;
+pub mod jsonfile;
 pub mod model;
 pub mod nn;
 pub mod plot;

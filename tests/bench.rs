@@ -85,6 +85,41 @@ fn every_row_and_profile_line_is_filled() {
         for p in &row.profile {
             assert!(p.forward_s >= 0.0 && p.backward_s >= 0.0 && p.share >= 0.0);
         }
+        // The derived columns follow from the timings and the FLOP counts.
+        let mut sorted = row.runs.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = (sorted[0] + sorted[1]) / 2.0;
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+        assert!(
+            close(row.seconds, median) || row.runs.contains(&row.seconds),
+            "{name}: seconds {} vs runs {:?}",
+            row.seconds,
+            row.runs
+        );
+        let macs = match row.work {
+            Work::CnnSgd | Work::CnnRmsprop => cnn_macs(&CnnShape::STUDY).1,
+            Work::CnnInfer => cnn_macs(&CnnShape::STUDY).0,
+            Work::Mlp => mlp_train_macs(&[784, 900, 625, 400, 10]),
+            Work::Dae1 => dae_train_macs(&[784, 900, 625, 400], 1),
+        };
+        assert!(
+            close(row.gflop, 2.0 * macs as f64 * row.images as f64 / 1e9),
+            "{name}"
+        );
+        assert!(close(row.gflops, row.gflop / row.seconds), "{name}");
+        assert!(
+            close(row.images_per_s, row.images as f64 / row.seconds),
+            "{name}"
+        );
+        assert!(
+            close(row.peak_fraction, row.gflops / report.peak_gflops),
+            "{name}"
+        );
+        let shares: f64 = row.profile.iter().map(|p| p.share).sum();
+        assert!(
+            (shares - 1.0).abs() < 1e-6,
+            "{name}: shares sum to {shares}"
+        );
         if row.work != Work::CnnInfer {
             for w in ["conv1", "fc1", "dae1.enc"] {
                 if let Some(p) = row.profile.iter().find(|p| p.layer == w) {

@@ -178,17 +178,8 @@ const SIMD_MIN_OW: usize = 8;
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
 mod avx512 {
+    use crate::simd::first_lanes_mask16 as mask;
     use core::arch::x86_64::*;
-
-    /// The first `m` of 16 lanes.
-    #[inline(always)]
-    fn mask(m: usize) -> __mmask16 {
-        if m >= 16 {
-            0xFFFF
-        } else {
-            (1u16 << m) - 1
-        }
-    }
 
     /// One row pair: `out[x]`, `am[x]` for the windows over columns 2x, 2x + 1
     /// of `top` and `bottom` (each `2 * out.len()` long); indices are

@@ -18,6 +18,18 @@ pub const SIMD_LEVEL: &str = if cfg!(all(target_arch = "x86_64", target_feature 
     "scalar"
 };
 
+/// The AVX-512 write mask of the first `m` of 16 lanes (all 16 for m >= 16),
+/// for the kernels' masked loads and stores of ragged rows.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+#[inline(always)]
+pub(crate) const fn first_lanes_mask16(m: usize) -> u16 {
+    if m >= 16 {
+        0xFFFF
+    } else {
+        (1u16 << m) - 1
+    }
+}
+
 /// Makes this thread's float arithmetic flush subnormal results to zero and
 /// read subnormal inputs as zero (x86: MXCSR FTZ and DAZ; aarch64: FPCR FZ).
 ///

@@ -335,7 +335,8 @@ fn model_layers_match_reference() {
 }
 
 /// The parallel filter gradient sums fixed chunks in a fixed order: repeated
-/// runs, and runs on 1 and 2 threads, give the same bits.
+/// runs, and runs on 1, 2 and 3 threads, give the same bits, which match the
+/// reference.
 #[test]
 fn parallel_filter_gradient_is_deterministic() {
     let s = CONV2.with_batch(2 * conv::PAR_CHUNK + 5);
@@ -359,10 +360,22 @@ fn parallel_filter_gradient_is_deterministic() {
             .map(|x| x.to_bits())
             .collect::<Vec<u32>>()
     };
-    let one = bits(&run(1));
+    let (gw, gb) = run(1);
+    let one = bits(&(gw.clone(), gb.clone()));
     assert_eq!(one, bits(&run(1)));
     assert_eq!(one, bits(&run(2)));
     assert_eq!(one, bits(&run(3)));
+    // Same bits, and the right values: several chunks (plus a ragged one)
+    // summed in order still match the reference.
+    let mut ew = vec![0.0; s.weight_len()];
+    let mut eb = vec![0.0; s.c_out];
+    reference::conv2d_backward_filter(&s, &x, &go, &mut ew, &mut eb);
+    let mut aw = vec![0.0; s.weight_len()];
+    let mut ab = vec![0.0; s.c_out];
+    reference::conv2d_backward_filter(&s, &abs(&x), &abs(&go), &mut aw, &mut ab);
+    let n = s.batch * s.out_h() * s.out_w();
+    assert_close("grad_weight (chunked)", &gw, &ew, &aw, n);
+    assert_close("grad_bias (chunked)", &gb, &eb, &ab, n);
 }
 
 #[test]

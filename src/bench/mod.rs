@@ -10,7 +10,7 @@
 
 pub mod profile;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -500,11 +500,9 @@ pub fn render(r: &BenchReport) -> String {
     out
 }
 
-/// Writes the report as pretty JSON.
-pub fn write_json(r: &BenchReport, path: &PathBuf) -> Result<(), ExpError> {
-    let text = serde_json::to_string_pretty(r).expect("bench report serialises");
-    std::fs::write(path, text).map_err(|source| ExpError::Io {
-        path: path.clone(),
-        source,
-    })
+/// Writes the report as pretty JSON, atomically.
+pub fn write_json(r: &BenchReport, path: &Path) -> Result<(), ExpError> {
+    let value = serde_json::to_value(r).expect("bench report serialises");
+    crate::jsonfile::write_atomic(path, &value)
+        .map_err(|(path, source)| ExpError::Io { path, source })
 }

@@ -420,37 +420,19 @@ pub(crate) fn images_f32(split: Split, first: usize, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Reads a JSON object file, or an empty object if it does not exist.
-pub(crate) fn read_summary(dir: &Path) -> Map<String, Value> {
-    std::fs::read_to_string(dir.join("summary.json"))
-        .ok()
-        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-        .and_then(|v| match v {
-            Value::Object(m) => Some(m),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
 /// Merges `extra` into `dir/summary.json` (written atomically).
 pub(crate) fn merge_summary(
     dir: &Path,
     extra: Map<String, Value>,
 ) -> Result<Map<String, Value>, ExpError> {
-    let mut summary = read_summary(dir);
-    for (k, v) in extra {
-        summary.insert(k, v);
-    }
-    write_json(&dir.join("summary.json"), &Value::Object(summary.clone()))?;
-    Ok(summary)
+    crate::jsonfile::merge_object(&dir.join("summary.json"), extra)
+        .map_err(|(path, source)| ExpError::Io { path, source })
 }
 
-/// Writes JSON to a temporary file and renames it into place.
+/// Writes JSON atomically (see [`crate::jsonfile::write_atomic`]).
 pub(crate) fn write_json(path: &Path, value: &Value) -> Result<(), ExpError> {
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(value).expect("JSON values always serialise");
-    std::fs::write(&tmp, text + "\n").map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    crate::jsonfile::write_atomic(path, value)
+        .map_err(|(path, source)| ExpError::Io { path, source })
 }
 
 /// A figure entry for summary.json.

@@ -95,20 +95,7 @@ pub fn summary_fields(metrics: &[EpochMetrics]) -> Map<String, Value> {
 /// Rewrites summary.json: the existing file's keys are kept unless `fields`
 /// sets them.
 pub fn write_summary(dir: &Path, fields: Map<String, Value>) -> Result<(), TrainError> {
-    let path = dir.join("summary.json");
-    let mut merged = fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|v| match v {
-            Value::Object(m) => Some(m),
-            _ => None,
-        })
-        .unwrap_or_default();
-    for (k, v) in fields {
-        merged.insert(k, v);
-    }
-    let text = serde_json::to_string_pretty(&Value::Object(merged)).expect("summary serialises");
-    let tmp = dir.join("summary.json.tmp");
-    fs::write(&tmp, text + "\n").map_err(|e| TrainError::io(&tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| TrainError::io(&path, e))
+    crate::jsonfile::merge_object(&dir.join("summary.json"), fields)
+        .map(|_| ())
+        .map_err(|(path, e)| TrainError::io(&path, e))
 }

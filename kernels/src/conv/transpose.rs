@@ -51,6 +51,7 @@ pub(super) unsafe fn unpack_relu(src: &[V], dst: *mut f32, stride: usize, g: usi
 #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
 mod imp {
     use super::V;
+    use crate::simd::first_lanes_mask16 as mask;
     use core::arch::x86_64::*;
 
     /// In-register 16 x 16 transpose: afterwards `r[c]` lane `l` holds what
@@ -93,16 +94,6 @@ mod imp {
                 r[4 + j] = _mm512_shuffle_f32x4::<0x88>(w0, w1);
                 r[12 + j] = _mm512_shuffle_f32x4::<0xDD>(w0, w1);
             }
-        }
-    }
-
-    /// The first `m` of 16 lanes.
-    #[inline(always)]
-    fn mask(m: usize) -> __mmask16 {
-        if m >= 16 {
-            0xFFFF
-        } else {
-            (1u16 << m) - 1
         }
     }
 

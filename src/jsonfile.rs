@@ -1,0 +1,96 @@
+//! JSON files the runs leave behind (summary.json, study.json, the bench's
+//! report): written atomically, so an interrupted run never leaves half a
+//! file where a reader (the report, a script) expects a whole one.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+/// Writes `value` (pretty-printed, newline-terminated) to a temporary file
+/// beside `path` and renames it into place. On failure, the path that failed
+/// (the temporary file or the target) comes with the error.
+pub fn write_atomic(path: &Path, value: &Value) -> Result<(), (PathBuf, io::Error)> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let text = serde_json::to_string_pretty(value).expect("JSON values always serialise");
+    fs::write(&tmp, text + "\n").map_err(|e| (tmp.clone(), e))?;
+    fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))
+}
+
+/// The JSON object stored at `path`, or an empty one if the file is missing
+/// or is not a JSON object.
+pub fn read_object(path: &Path) -> Map<String, Value> {
+    fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| match v {
+            Value::Object(m) => Some(m),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// Sets `fields` in the object at `path` (keeping its other keys), writes it
+/// back atomically and returns the merged object.
+pub fn merge_object(
+    path: &Path,
+    fields: Map<String, Value>,
+) -> Result<Map<String, Value>, (PathBuf, io::Error)> {
+    let mut merged = read_object(path);
+    for (k, v) in fields {
+        merged.insert(k, v);
+    }
+    let value = Value::Object(merged);
+    write_atomic(path, &value)?;
+    match value {
+        Value::Object(m) => Ok(m),
+        _ => unreachable!("built as an object"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_keeps_other_keys_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.json");
+        let mut first = Map::new();
+        first.insert("a".into(), json!(1));
+        first.insert("b".into(), json!("x"));
+        merge_object(&path, first).unwrap();
+        let mut second = Map::new();
+        second.insert("b".into(), json!("y"));
+        let merged = merge_object(&path, second).unwrap();
+        assert_eq!(merged.get("a"), Some(&json!(1)));
+        assert_eq!(merged.get("b"), Some(&json!("y")));
+        assert_eq!(read_object(&path), merged);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["summary.json"]);
+    }
+
+    #[test]
+    fn unwritable_target_names_the_failing_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-dir").join("out.json");
+        let (failed, _) = write_atomic(&path, &json!({})).unwrap_err();
+        assert!(failed.starts_with(dir.path().join("missing-dir")));
+    }
+
+    #[test]
+    fn a_file_that_is_not_an_object_reads_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        fs::write(&path, "[1, 2]").unwrap();
+        assert!(read_object(&path).is_empty());
+        assert!(read_object(&dir.path().join("none.json")).is_empty());
+    }
+}

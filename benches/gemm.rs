@@ -33,8 +33,9 @@ const SHAPES: [Shape; 8] = [
 ];
 
 /// The trainer's per-core chunks (half of a 128 batch), single-threaded.
-const SMALL_M_SHAPES: [Shape; 7] = [
+const SMALL_M_SHAPES: [Shape; 8] = [
     (64, 784, 900, N, N),
+    (64, 900, 784, N, N),
     (64, 900, 625, N, N),
     (64, 625, 400, N, N),
     (64, 400, 10, N, N),

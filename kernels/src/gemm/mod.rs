@@ -196,7 +196,9 @@ const M_LANES_MAX_M: usize = 128;
 /// 154 -> 164, 128x625x400 160 -> 163; but 64x180x100 153 -> 125,
 /// 128x180x100 159 -> 124 and 64x400x10 75 -> 37 (the narrow products read
 /// A in place on the 12 x 32 path and the ragged last group wastes lanes),
-/// so narrower products stay there.
+/// so narrower products stay there. The MLP's backward shapes, in a later,
+/// busier run (everything ~10% slower): 64x625x900 139 -> 144, 64x400x625
+/// 139 -> 145 (64x900x784 130 -> 144 in the same run).
 const M_LANES_NN_MIN_N: usize = 400;
 
 /// Up to this many columns of C, a row-major op(A) is read in place by the

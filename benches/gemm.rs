@@ -32,9 +32,14 @@ const SHAPES: [Shape; 8] = [
     (1024, 1024, 1024, N, N),
 ];
 
-/// The trainer's per-core chunks (half of a 128 batch), single-threaded.
-const SMALL_M_SHAPES: [Shape; 7] = [
+/// The trainer's per-core chunks (half of a 128 batch), single-threaded;
+/// 64x900x784, 64x625x900 and 64x400x625 A B are the DAE decoder's `h W` and
+/// the MLP's backward `delta W`.
+const SMALL_M_SHAPES: [Shape; 10] = [
     (64, 784, 900, N, N),
+    (64, 900, 784, N, N),
+    (64, 625, 900, N, N),
+    (64, 400, 625, N, N),
     (64, 900, 625, N, N),
     (64, 625, 400, N, N),
     (64, 400, 10, N, N),

@@ -572,3 +572,97 @@ fn empty_products() {
         0,
     );
 }
+
+/// Products for the M-on-lanes kernel with B stored k x n (NN and T N
+/// forms, AVX-512 path, default blocking, m <= 128 and n >= 400): m from 1
+/// to 127 and never a multiple of 16 (ragged last vector of the 64-row
+/// block, and one or two blocks), n from 400 to 437 and never a multiple of
+/// 6 (a ragged last column group), k from 0, leading dimensions up to 70
+/// floats past the matrix (B's rows then fall at unaligned, varying
+/// offsets), every bias and activation, and beta 0 with NaN-poisoned C
+/// (set up by `check`).
+fn m_lanes_nn_case(integers: bool) -> impl Strategy<Value = Case> {
+    (
+        case(46, 6, 40, integers),
+        1..=127usize,
+        400..=437usize,
+        (0..=70usize, 0..=70usize, 0..=70usize),
+    )
+        .prop_map(move |(c, m, n, (lda_pad, ldb_pad, ldc_pad))| Case {
+            tb: Trans::N,
+            m: if m % 16 == 0 { m - 1 } else { m },
+            n: if n % 6 == 0 { n + 1 } else { n },
+            lda_pad,
+            ldb_pad,
+            ldc_pad,
+            ..c
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Tolerance: `check`'s rtol = (k + 4) * 2u relative to the sum of
+    /// magnitudes (each k step is one FMA in a fixed order; the epilogue
+    /// adds at most three roundings), atol 1e-6 for sigmoid.
+    #[test]
+    fn m_lanes_nn_floats(c in m_lanes_nn_case(false)) {
+        check(&c, Entry::Path(KernelPath::Avx512, None, false))?;
+    }
+
+    /// Small integers and power-of-two scalars: exact, any summation order.
+    #[test]
+    fn m_lanes_nn_integers_exact(c in m_lanes_nn_case(true)) {
+        check(&c, Entry::Path(KernelPath::Avx512, None, false))?;
+    }
+
+    /// The same products through the public single-threaded entries (this
+    /// build's native path: the M-on-lanes kernel where it is AVX-512).
+    #[test]
+    fn m_lanes_nn_public_entry(c in m_lanes_nn_case(false)) {
+        check(&c, Entry::Public)?;
+    }
+}
+
+/// The trainer's NN products on the M-on-lanes kernel, exactly, on small
+/// integers: the DAE decoder `h W` (64 x 900 x 784, column bias and ReLU in
+/// place of sigmoid, which is not exact), the backward deltas `delta W`
+/// (64 x 625 x 900, 64 x 400 x 625, beta 2), a 128-row product (two
+/// blocks) and the limits 400 columns and 128 rows, k = 0 and k = 1.
+#[test]
+fn m_lanes_nn_trainer_shapes_exact() {
+    for (m, k, n, beta, bias) in [
+        (64, 784, 900, 0.0, 2),
+        (64, 900, 625, 2.0, 0),
+        (64, 625, 400, 0.5, 1),
+        (128, 300, 402, 0.0, 1),
+        (127, 33, 400, 0.0, 2),
+        (65, 0, 401, -1.0, 2),
+        (3, 1, 777, 0.0, 0),
+    ] {
+        for (ta, seed) in [(Trans::N, 1u64), (Trans::T, 2u64)] {
+            let c = Case {
+                ta,
+                tb: Trans::N,
+                m,
+                n,
+                k,
+                alpha: 1.0,
+                beta,
+                lda_pad: 3,
+                ldb_pad: 5,
+                ldc_pad: 1,
+                bias,
+                activation: if bias == 2 {
+                    Activation::Relu
+                } else {
+                    Activation::Identity
+                },
+                integers: true,
+                seed,
+            };
+            check(&c, Entry::Path(KernelPath::Avx512, None, false)).unwrap();
+            check(&c, Entry::Public).unwrap();
+        }
+    }
+}

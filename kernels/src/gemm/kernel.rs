@@ -488,21 +488,36 @@ pub(crate) const MLANES_VECS: usize = 4;
 /// 4 A vectors and a broadcast of the 32 zmm registers.
 pub(crate) const MLANES_COLS: usize = 6;
 
-/// The M-on-lanes micro-kernel for C = op(A) B^T with B stored n x k (the
-/// trainer's `x W^T` with W `[n_out, n_in]`): C's rows run along the lanes,
-/// so each k step loads MLANES_VECS vectors of a packed A^T block and
-/// broadcasts one element from each of COLS rows of B, which are read in
-/// place, front to back. Nothing of B is packed or transposed; only the
-/// small A (m x k) is, once per call. The tile is transposed on its way out.
+/// How many k steps ahead the M-on-lanes kernel prefetches B when B is
+/// stored k x n: each step reads one row of B, `ldb` floats (> 2 KiB for
+/// the trainer's weights) past the last, beyond the hardware stride
+/// prefetcher.
+const MLANES_PREFETCH_ROWS: usize = 16;
+
+/// The M-on-lanes micro-kernel: C's rows run along the lanes, so each k
+/// step loads MLANES_VECS vectors of a packed A^T block and broadcasts COLS
+/// elements of B, which is read in place. Nothing of B is packed or
+/// transposed; only the small A (m x k) is, once per call. The tile is
+/// transposed on its way out.
+///
+/// B's element (step p, column q of the tile) is read at
+/// `b + q * col_stride + p * row_stride`:
+/// - `B_KN = false`: B stored n x k (C = op(A) B^T, the trainer's `x W^T`
+///   with W `[n_out, n_in]`): col_stride = ldb, row_stride = 1; the COLS
+///   rows of B are each read front to back.
+/// - `B_KN = true`: B stored k x n (C = op(A) B, the DAE decoder's `h W`
+///   and the backward `delta W`): col_stride = 1, row_stride = ldb; a step's
+///   COLS broadcasts come from adjacent floats of one row of B, prefetched
+///   MLANES_PREFETCH_ROWS rows ahead.
 ///
 /// # Safety
-/// `a_t` holds `kc` steps of `MLANES_VECS * LANES` floats; `b` is readable
-/// for COLS rows of `kc` floats, `ldb` apart; `c` is valid for `rows` rows
+/// `a_t` holds `kc` steps of `MLANES_VECS * LANES` floats; B is readable at
+/// every address above for p < kc, q < COLS; `c` is valid for `rows` rows
 /// of COLS floats, `ldc` apart (read only when `ep.beta != 0`); the bias
 /// pointers cover the tile's `rows` rows / COLS columns.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn tile_m_lanes<V: Lanes, const COLS: usize>(
+pub(crate) unsafe fn tile_m_lanes<V: Lanes, const COLS: usize, const B_KN: bool>(
     kc: usize,
     a_t: *const f32,
     b: *const f32,
@@ -515,17 +530,41 @@ pub(crate) unsafe fn tile_m_lanes<V: Lanes, const COLS: usize>(
     const MAX_ROWS: usize = MLANES_VECS * 16;
     let height = MLANES_VECS * V::LANES;
     let mut acc = [[V::zero(); MLANES_VECS]; COLS];
-    let b_rows: [*const f32; COLS] = core::array::from_fn(|q| b.wrapping_add(q * ldb));
-    for p in 0..kc {
-        // SAFETY: the caller guarantees kc steps of the packed A^T block and
-        // kc floats in each of the COLS rows of B.
-        unsafe {
-            let av: [V; MLANES_VECS] =
-                core::array::from_fn(|v| V::load(a_t.add(p * height + v * V::LANES)));
-            for (q, acc_col) in acc.iter_mut().enumerate() {
-                let bq = V::splat(*b_rows[q].add(p));
-                for v in 0..MLANES_VECS {
-                    acc_col[v] = av[v].mul_add(bq, acc_col[v]);
+    if B_KN {
+        let mut bp = b;
+        let mut ap = a_t;
+        for _ in 0..kc {
+            // One prefetch per step, of the line holding the step's last
+            // column: its first column lies in the same line or in the
+            // previous column group's last, fetched already.
+            prefetch(bp.wrapping_add(MLANES_PREFETCH_ROWS * ldb + COLS - 1));
+            // SAFETY: the caller guarantees kc steps of the packed A^T
+            // block and COLS floats at each of the kc rows of B, ldb apart.
+            unsafe {
+                let av: [V; MLANES_VECS] = core::array::from_fn(|v| V::load(ap.add(v * V::LANES)));
+                for (q, acc_col) in acc.iter_mut().enumerate() {
+                    let bq = V::splat(*bp.add(q));
+                    for v in 0..MLANES_VECS {
+                        acc_col[v] = av[v].mul_add(bq, acc_col[v]);
+                    }
+                }
+                ap = ap.add(height);
+                bp = bp.add(ldb);
+            }
+        }
+    } else {
+        let b_rows: [*const f32; COLS] = core::array::from_fn(|q| b.wrapping_add(q * ldb));
+        for p in 0..kc {
+            // SAFETY: the caller guarantees kc steps of the packed A^T block
+            // and kc floats in each of the COLS rows of B.
+            unsafe {
+                let av: [V; MLANES_VECS] =
+                    core::array::from_fn(|v| V::load(a_t.add(p * height + v * V::LANES)));
+                for (q, acc_col) in acc.iter_mut().enumerate() {
+                    let bq = V::splat(*b_rows[q].add(p));
+                    for v in 0..MLANES_VECS {
+                        acc_col[v] = av[v].mul_add(bq, acc_col[v]);
+                    }
                 }
             }
         }

@@ -177,11 +177,29 @@ pub struct Blocking {
 /// fork-join costs a few microseconds, as much as such a product takes.
 const PARALLEL_MIN_FLOPS: usize = 1 << 22;
 
-/// Up to this many rows, C = op(A) B^T runs the M-on-lanes kernel on paths
-/// that have it: packing A^T (m x k) instead of transposing B (n x k) saves
+/// Up to this many rows, C = op(A) B^T (and C = op(A) B from
+/// [`M_LANES_NN_MIN_N`] columns) runs the M-on-lanes kernel on paths that
+/// have it: packing A^T (m x k) instead of transposing B (n x k) saves
 /// most of the packing work when m < n, as in the trainer's 64-row chunks
 /// against 900 x 784 weights.
 const M_LANES_MAX_M: usize = 128;
+
+/// From this many columns, C = op(A) B with B stored k x n (the DAE
+/// decoder's `h W`, the backward `delta W`) also runs the M-on-lanes kernel
+/// when m <= [`M_LANES_MAX_M`]: its COLS broadcasts per k step come from one
+/// row of B, read in place, and all 64 lanes of M are used (the 12 x 32
+/// tiles spend 72 rows on m = 64). Measured single
+/// thread (`GEMM_TABLE_ROWS="A B t1" cargo bench --bench gemm -- table-only`,
+/// GFLOP/s, median of 3 alternating runs, 12 x 32 path -> M-on-lanes; FMA
+/// peak ~242): 64x784x900 144 -> 158, 64x900x784 140 -> 158, 64x900x625
+/// 145 -> 161, 64x625x400 160 -> 165, 128x784x900 157 -> 159, 128x900x625
+/// 154 -> 164, 128x625x400 160 -> 163; but 64x180x100 153 -> 125,
+/// 128x180x100 159 -> 124 and 64x400x10 75 -> 37 (the narrow products read
+/// A in place on the 12 x 32 path and the ragged last group wastes lanes),
+/// so narrower products stay there. The MLP's backward shapes, in a later,
+/// busier run (everything ~10% slower): 64x625x900 139 -> 144, 64x400x625
+/// 139 -> 145 (64x900x784 130 -> 144 in the same run).
+const M_LANES_NN_MIN_N: usize = 400;
 
 /// Up to this many columns of C, a row-major op(A) is read in place by the
 /// micro-kernel instead of packed (see [`gemm_serial`]): packing costs about
@@ -324,7 +342,11 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     // Only with the default blocking, so the tests' tiny blocks still drive
     // the packed loops with B transposed.
     let default_blocking = blk.kc == P::KC && blk.mc == P::MC && blk.nc == P::NC;
-    if P::M_LANES && default_blocking && op.tb == Trans::T && m <= M_LANES_MAX_M {
+    if P::M_LANES
+        && default_blocking
+        && m <= M_LANES_MAX_M
+        && (op.tb == Trans::T || (op.tb == Trans::N && n >= M_LANES_NN_MIN_N))
+    {
         // SAFETY: forwarded.
         return unsafe { gemm_m_lanes(op) };
     }
@@ -551,13 +573,13 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     });
 }
 
-/// C = op(A) B^T (B stored n x k) on the M-on-lanes kernel: op(A) is packed
-/// once into A^T blocks of 64 rows (zero-padded), B is read in place.
+/// C = op(A) op(B) on the M-on-lanes kernel: op(A) is packed once into A^T
+/// blocks of 64 rows (zero-padded), B (stored n x k or k x n) is read in
+/// place.
 ///
 /// # Safety
-/// As [`gemm_serial`], with `op.tb == Trans::T`.
+/// As [`gemm_serial`].
 unsafe fn gemm_m_lanes(op: &Operands) {
-    use wide::f32x16;
     let (m, n, k) = (op.m, op.n, op.k);
     let height = MLANES_VECS * 16;
     let blocks = m.div_ceil(height);
@@ -592,45 +614,68 @@ unsafe fn gemm_m_lanes(op: &Operands) {
             bias_col: op.bias_col,
             activation: op.activation,
         };
-        // Column groups outer: the COLS rows of B (COLS x k floats) stay in
-        // L1 while the packed A^T blocks stream from L2.
+        // Column groups outer: the COLS rows (B^T) or columns (B) of B,
+        // COLS x k floats, stay in L1 or L2 while the packed A^T blocks
+        // stream from L2.
+        let b_kn = op.tb == Trans::N;
         for j in (0..n).step_by(MLANES_COLS) {
             let cols = MLANES_COLS.min(n - j);
+            let b = if b_kn {
+                op.b.wrapping_add(j)
+            } else {
+                op.b.wrapping_add(j * op.ldb)
+            };
             for blk in 0..blocks {
                 let i = blk * height;
                 let rows = height.min(m - i);
                 let tile_ep = ep.offset(i, j);
                 let a_t = pa.wrapping_add(blk * height * k) as *const f32;
-                let b = op.b.wrapping_add(j * op.ldb);
                 let c = op.c.wrapping_add(i * op.ldc + j);
                 // SAFETY: the packed block has k steps of `height` floats;
-                // rows j..j + cols of B hold k floats each; the tile (rows x
-                // cols at (i, j)) lies in C; bias offsets match.
+                // columns j..j + cols of op(B) hold k floats each; the tile
+                // (rows x cols at (i, j)) lies in C; bias offsets match.
                 unsafe {
-                    match cols {
-                        1 => {
-                            tile_m_lanes::<f32x16, 1>(k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
-                        }
-                        2 => {
-                            tile_m_lanes::<f32x16, 2>(k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
-                        }
-                        3 => {
-                            tile_m_lanes::<f32x16, 3>(k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
-                        }
-                        4 => {
-                            tile_m_lanes::<f32x16, 4>(k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
-                        }
-                        5 => {
-                            tile_m_lanes::<f32x16, 5>(k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
-                        }
-                        _ => tile_m_lanes::<f32x16, MLANES_COLS>(
-                            k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep,
-                        ),
+                    if b_kn {
+                        m_lanes_tile::<true>(cols, k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
+                    } else {
+                        m_lanes_tile::<false>(cols, k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
                     }
                 }
             }
         }
     });
+}
+
+/// One M-on-lanes tile of `cols` <= MLANES_COLS columns: the kernel
+/// instance with exactly that many.
+///
+/// # Safety
+/// As [`tile_m_lanes`] with COLS = `cols`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn m_lanes_tile<const B_KN: bool>(
+    cols: usize,
+    k: usize,
+    a_t: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    ep: &TileEpilogue,
+) {
+    use wide::f32x16;
+    // SAFETY: forwarded; each arm's COLS equals `cols`.
+    unsafe {
+        match cols {
+            1 => tile_m_lanes::<f32x16, 1, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            2 => tile_m_lanes::<f32x16, 2, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            3 => tile_m_lanes::<f32x16, 3, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            4 => tile_m_lanes::<f32x16, 4, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            5 => tile_m_lanes::<f32x16, 5, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            _ => tile_m_lanes::<f32x16, MLANES_COLS, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+        }
+    }
 }
 
 /// The product split over the rayon pool, along N (or M when C is taller

@@ -336,7 +336,9 @@ mod tests {
         }];
         let int = |i: usize| ((i * 7919) % 9) as f32 - 4.0;
         // Chunk c has c % 4 rows (some empty) and factors (a_t, b_t).
-        let data: Vec<(usize, [Vec<f32>; 2], [Vec<f32>; 2])> = (0..chunks)
+        /// A chunk's rows and its two terms' factors a and b.
+        type Chunk = (usize, [Vec<f32>; 2], [Vec<f32>; 2]);
+        let data: Vec<Chunk> = (0..chunks)
             .map(|c| {
                 let rows = c % 4;
                 let a = |t: usize| (0..rows * n_out).map(|i| int(i + 31 * c + t)).collect();

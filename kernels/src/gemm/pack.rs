@@ -20,6 +20,7 @@ use wide::{f32x4, f32x8};
 /// op(A) must be readable at every packed index through `a`/`lda`; `dst` must
 /// hold `ceil(mc / mr) * mr * kc` floats.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) unsafe fn pack_a(
     ta: Trans,
     a: *const f32,
@@ -87,6 +88,7 @@ pub(crate) unsafe fn pack_a_strided(
 /// op(B) must be readable at every packed index through `b`/`ldb`; `dst` must
 /// hold `ceil(nc / nr) * nr * kc` floats.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) unsafe fn pack_b(
     tb: Trans,
     b: *const f32,

@@ -666,3 +666,431 @@ fn m_lanes_nn_trainer_shapes_exact() {
         }
     }
 }
+// ---------------------------------------------------------------------------
+// sgemm_sum: several (A, B) pairs summed along K in one blocked product.
+
+use vcortex_kernels::gemm::{sgemm_sum, sgemm_sum_on_path, KTerm};
+
+/// One generated sum: a term per entry of `ks` (k may be 0), each with its
+/// own leading-dimension padding.
+#[derive(Clone, Debug)]
+struct SumCase {
+    ta: Trans,
+    tb: Trans,
+    m: usize,
+    n: usize,
+    ks: Vec<usize>,
+    alpha: f32,
+    beta: f32,
+    ldc_pad: usize,
+    bias: u8,
+    activation: Activation,
+    integers: bool,
+    seed: u64,
+}
+
+/// Shapes from 1 to three tiles plus one in m and n, 0 to 4 terms of k from
+/// 0 to `k_max` (a term of k == 0 in a third of them).
+fn sum_case(mr: usize, nr: usize, k_max: usize, integers: bool) -> impl Strategy<Value = SumCase> {
+    let scalars = if integers {
+        prop_oneof![Just(0.0f32), Just(1.0), Just(-1.0), Just(2.0), Just(0.5)].boxed()
+    } else {
+        (-2.0f32..2.0).boxed()
+    };
+    let beta = prop_oneof![Just(0.0f32), scalars.clone()];
+    let k = prop_oneof![1 => Just(0usize), 2 => 0..=k_max];
+    (
+        (trans(), trans(), 1..=3 * mr + 1, 1..=3 * nr + 1),
+        prop::collection::vec(k, 0..=4),
+        (scalars, beta, 0..3usize, 0..3u8, activation(), any::<u64>()),
+    )
+        .prop_map(
+            move |((ta, tb, m, n), ks, (alpha, beta, ldc_pad, bias, activation, seed))| SumCase {
+                ta,
+                tb,
+                m,
+                n,
+                ks,
+                alpha,
+                beta,
+                ldc_pad,
+                bias,
+                activation: if integers && activation == Activation::Sigmoid {
+                    Activation::Relu
+                } else {
+                    activation
+                },
+                integers,
+                seed,
+            },
+        )
+}
+
+/// How a sum is run: on a path (with optional blocking), or the public entry.
+#[derive(Clone, Copy)]
+enum SumEntry {
+    Path(KernelPath, Option<Blocking>),
+    Public,
+}
+
+fn check_sum(case: &SumCase, entry: SumEntry) -> Result<(), TestCaseError> {
+    let SumCase {
+        ta,
+        tb,
+        m,
+        n,
+        alpha,
+        beta,
+        ..
+    } = *case;
+    let mut rng = Lcg(case.seed);
+    // Each term's operands, stored per ta / tb with leading dims 0-2 wider.
+    let mut stored = Vec::new();
+    for (t, &k) in case.ks.iter().enumerate() {
+        let (ar, ac) = if ta == Trans::N { (m, k) } else { (k, m) };
+        let (br, bc) = if tb == Trans::N { (k, n) } else { (n, k) };
+        let (lda, ldb) = (ac + t % 3, bc + (t + 1) % 3);
+        let a = filled(ar * lda, &mut rng, case.integers);
+        let b = filled(br * ldb, &mut rng, case.integers);
+        stored.push((a, lda, b, ldb, k));
+    }
+    let terms: Vec<KTerm> = stored
+        .iter()
+        .map(|(a, lda, b, ldb, k)| KTerm {
+            a,
+            lda: *lda,
+            b,
+            ldb: *ldb,
+            k: *k,
+        })
+        .collect();
+    // The reference: one product over the concatenated K, with op(A) stored
+    // m x K and op(B) K x n.
+    let k_total: usize = case.ks.iter().sum();
+    let at = |x: &[f32], ld: usize, t: Trans, r: usize, col: usize| match t {
+        Trans::N => x[r * ld + col],
+        Trans::T => x[col * ld + r],
+    };
+    let mut a_cat = vec![0.0f32; m * k_total];
+    let mut b_cat = vec![0.0f32; k_total * n];
+    let mut p0 = 0;
+    for (a, lda, b, ldb, k) in &stored {
+        for p in 0..*k {
+            for i in 0..m {
+                a_cat[i * k_total + p0 + p] = at(a, *lda, ta, i, p);
+            }
+            for j in 0..n {
+                b_cat[(p0 + p) * n + j] = at(b, *ldb, tb, p, j);
+            }
+        }
+        p0 += k;
+    }
+
+    let ldc = n + case.ldc_pad;
+    let mut c = filled(m * ldc, &mut rng, case.integers);
+    for (idx, x) in c.iter_mut().enumerate() {
+        if idx % ldc >= n {
+            *x = PAD_SENTINEL;
+        } else if beta == 0.0 {
+            // beta == 0 must never read C.
+            *x = f32::NAN;
+        }
+    }
+    let bias_values = filled(m.max(n), &mut rng, case.integers);
+    let bias = match case.bias {
+        0 => Bias::None,
+        1 => Bias::Row(&bias_values[..m]),
+        _ => Bias::Col(&bias_values[..n]),
+    };
+    let epilogue = Epilogue {
+        bias,
+        activation: case.activation,
+    };
+    let mut want = c.clone();
+    reference::sgemm(
+        Trans::N,
+        Trans::N,
+        m,
+        n,
+        k_total,
+        alpha,
+        &a_cat,
+        k_total,
+        &b_cat,
+        n,
+        beta,
+        &mut want,
+        ldc,
+        bias,
+        case.activation,
+    );
+    let mut got = c.clone();
+    match entry {
+        SumEntry::Path(path, blocking) => sgemm_sum_on_path(
+            path, blocking, ta, tb, m, n, &terms, alpha, beta, &mut got, ldc, epilogue,
+        ),
+        SumEntry::Public => sgemm_sum(ta, tb, m, n, &terms, alpha, beta, &mut got, ldc, epilogue),
+    }
+
+    for i in 0..m {
+        for col in 0..ldc {
+            let j = i * ldc + col;
+            let (g, w) = (got[j], want[j]);
+            if col >= n {
+                prop_assert_eq!(
+                    g.to_bits(),
+                    PAD_SENTINEL.to_bits(),
+                    "padding at ({}, {})",
+                    i,
+                    col
+                );
+                continue;
+            }
+            if case.integers {
+                // As in `check`: |x| <= 4, K <= 3 KC and power-of-two scalars
+                // keep every intermediate exact, in any summation order.
+                prop_assert_eq!(g, w, "({}, {}) of {:?}", i, col, case);
+                continue;
+            }
+            // The tolerance of `check`, with k the total K: however the sum
+            // over all terms is blocked, it is one float sum of K products,
+            // within K u of the exact sum relative to the sum of magnitudes
+            // S; rtol = (K + 4) * 2u leaves a factor 2 and the roundings of
+            // alpha, beta and the bias; atol covers sigmoid's own rounding.
+            let mut s = 0.0f64;
+            for p in 0..k_total {
+                s += (a_cat[i * k_total + p] as f64 * b_cat[p * n + col] as f64).abs();
+            }
+            s *= alpha.abs() as f64;
+            if beta != 0.0 {
+                s += (beta as f64 * c[j] as f64).abs();
+            }
+            s += match bias {
+                Bias::None => 0.0,
+                Bias::Row(r) => r[i].abs() as f64,
+                Bias::Col(cb) => cb[col].abs() as f64,
+            };
+            let tol = 1e-6 + (k_total + 4) as f64 * f32::EPSILON as f64 * s;
+            let err = (g as f64 - w as f64).abs();
+            prop_assert!(
+                err <= tol,
+                "({}, {}): got {} want {} err {} > tol {} in {:?}",
+                i,
+                col,
+                g,
+                w,
+                err,
+                tol,
+                case
+            );
+        }
+    }
+    Ok(())
+}
+
+macro_rules! sum_path_tests {
+    ($module:ident, $path:expr) => {
+        mod $module {
+            use super::*;
+            const PATH: KernelPath = $path;
+
+            proptest! {
+                #![proptest_config(ProptestConfig::with_cases(24))]
+
+                /// Default blocking: up to four terms of up to 3/4 KC each,
+                /// so the concatenated K runs one to three slices, with term
+                /// boundaries inside slices.
+                #[test]
+                fn sum_floats_default_blocking(
+                    c in sum_case(PATH.tile().0, PATH.tile().1, PATH.blocking().kc * 3 / 4, false)
+                ) {
+                    check_sum(&c, SumEntry::Path(PATH, None))?;
+                }
+
+                #[test]
+                fn sum_integers_exact_default_blocking(
+                    c in sum_case(PATH.tile().0, PATH.tile().1, PATH.blocking().kc * 3 / 4, true)
+                ) {
+                    check_sum(&c, SumEntry::Path(PATH, None))?;
+                }
+            }
+
+            proptest! {
+                #![proptest_config(ProptestConfig::with_cases(96))]
+
+                /// Tiny cache blocks: terms span several KC slices and
+                /// slices span several terms; several jc and ic blocks.
+                #[test]
+                fn sum_floats_tiny_blocking(
+                    (blk, c) in tiny_blocking(PATH).prop_flat_map(|blk| {
+                        (Just(blk), sum_case(PATH.tile().0, PATH.tile().1, 3 * blk.kc, false))
+                    })
+                ) {
+                    check_sum(&c, SumEntry::Path(PATH, Some(blk)))?;
+                }
+
+                #[test]
+                fn sum_integers_exact_tiny_blocking(
+                    (blk, c) in tiny_blocking(PATH).prop_flat_map(|blk| {
+                        (Just(blk), sum_case(PATH.tile().0, PATH.tile().1, 3 * blk.kc, true))
+                    })
+                ) {
+                    check_sum(&c, SumEntry::Path(PATH, Some(blk)))?;
+                }
+            }
+        }
+    };
+}
+
+sum_path_tests!(sum_avx512, KernelPath::Avx512);
+sum_path_tests!(sum_avx2, KernelPath::Avx2);
+sum_path_tests!(sum_portable, KernelPath::Portable);
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The public entry (this build's native path).
+    #[test]
+    fn sum_public_entry(c in sum_case(12, 32, 150, false)) {
+        check_sum(&c, SumEntry::Public)?;
+    }
+}
+
+/// The trainer's shapes with default blocking, exact: A^T B weight-gradient
+/// blocks (228 and 216 rows, and 300 > MC_SHORT_K) against n = 784 or a
+/// ragged 100, over two chunks x two terms of k = 64 (one slice of 256 on
+/// AVX-512, short row-order slices elsewhere) and two terms of 64 and 32.
+#[test]
+fn sum_trainer_shapes() {
+    let shapes: [(usize, usize, &[usize]); 4] = [
+        (228, 784, &[64, 64, 64, 64]),
+        (216, 100, &[64, 0, 64]),
+        (300, 100, &[64, 32]),
+        (10, 400, &[64, 64]),
+    ];
+    for path in KernelPath::ALL {
+        for (i, &(m, n, ks)) in shapes.iter().enumerate() {
+            let c = SumCase {
+                ta: Trans::T,
+                tb: Trans::N,
+                m,
+                n,
+                ks: ks.to_vec(),
+                alpha: -0.5,
+                beta: if i % 2 == 0 { 1.0 } else { 0.0 },
+                ldc_pad: 0,
+                bias: 0,
+                activation: Activation::Identity,
+                integers: true,
+                seed: 90 + i as u64,
+            };
+            check_sum(&c, SumEntry::Path(path, None)).unwrap();
+        }
+    }
+}
+
+/// With at most one non-empty term the sum is the single product, bit for
+/// bit (same code path), and empty terms are skipped.
+#[test]
+fn sum_of_one_term_is_the_product() {
+    let (m, n, k) = (37, 45, 70);
+    let mut rng = Lcg(5);
+    let a = filled(k * m, &mut rng, false);
+    let b = filled(k * n, &mut rng, false);
+    let c0 = filled(m * n, &mut rng, false);
+    for path in KernelPath::ALL {
+        let mut want = c0.clone();
+        sgemm_on_path(
+            path,
+            None,
+            false,
+            Trans::T,
+            Trans::N,
+            m,
+            n,
+            k,
+            0.3,
+            &a,
+            m,
+            &b,
+            n,
+            0.7,
+            &mut want,
+            n,
+            Epilogue::NONE,
+        );
+        let empty = KTerm {
+            a: &[],
+            lda: m,
+            b: &[],
+            ldb: n,
+            k: 0,
+        };
+        let term = KTerm {
+            a: &a,
+            lda: m,
+            b: &b,
+            ldb: n,
+            k,
+        };
+        let mut got = c0.clone();
+        sgemm_sum_on_path(
+            path,
+            None,
+            Trans::T,
+            Trans::N,
+            m,
+            n,
+            &[empty, term, empty],
+            0.3,
+            0.7,
+            &mut got,
+            n,
+            Epilogue::NONE,
+        );
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want));
+    }
+    // No terms: C <- beta * C.
+    let mut c = vec![1.0f32; 6];
+    sgemm_sum(
+        Trans::N,
+        Trans::N,
+        2,
+        3,
+        &[],
+        1.0,
+        2.0,
+        &mut c,
+        3,
+        Epilogue::NONE,
+    );
+    assert_eq!(c, vec![2.0; 6]);
+}
+
+#[test]
+#[should_panic(expected = "B too short")]
+fn sum_checks_every_term() {
+    let a = [0.0f32; 6];
+    let mut c = [0.0f32; 4];
+    let good = KTerm {
+        a: &a,
+        lda: 3,
+        b: &a,
+        ldb: 2,
+        k: 3,
+    };
+    let short = KTerm { b: &a[..5], ..good };
+    sgemm_sum(
+        Trans::N,
+        Trans::N,
+        2,
+        2,
+        &[good, short],
+        1.0,
+        0.0,
+        &mut c,
+        2,
+        Epilogue::NONE,
+    );
+}

@@ -5,16 +5,17 @@
 //! L2), the parameters are cut into fixed blocks: a block of output units
 //! (rows) of a dense weight, or a whole bias. One parallel phase hands the
 //! blocks to the threads; each computes its block's gradient over the whole
-//! batch as GEMMs over the chunks' kept deltas and inputs (k = the chunk's
-//! rows, accumulated with beta = 1 in chunk order, each chunk's terms in
-//! order) and
-//! applies the optimizer while the block is in cache:
+//! batch as ONE GEMM summing, along K, the products of the chunks' kept
+//! deltas and inputs (each (chunk, term) pair a stretch of k = the chunk's
+//! rows, in chunk order, each chunk's terms in order: [`sgemm_sum`]), so the
+//! block of C is loaded and stored once per K slice rather than once per
+//! product, and applies the optimizer while the block is in cache:
 //!
 //! * SGD: the GEMM is the update, W <- (1 - lr decay) W - lr sum_c A_c^T B_c
-//!   (beta = 1 - lr decay on the first product), no gradient buffer at all.
-//! * Momentum: the GEMMs write v <- gamma v - lr g (beta = gamma first), then
+//!   (beta = 1 - lr decay), no gradient buffer at all.
+//! * Momentum: the GEMM writes v <- gamma v - lr g (beta = gamma), then
 //!   [`momentum_finish`] subtracts lr decay p and adds v to p.
-//! * RMSProp: the GEMMs write g into the block's gradient buffer, then the
+//! * RMSProp: the GEMM writes g into the block's gradient buffer, then the
 //!   usual kernel.
 //!
 //! Biases sum their deltas' columns over the chunks in chunk order, then run
@@ -26,7 +27,7 @@
 use std::ops::Range;
 
 use super::Optimizer;
-use crate::kernels::gemm::{sgemm_with_epilogue, Epilogue, Trans};
+use crate::kernels::gemm::{sgemm_sum, Epilogue, KTerm, Trans};
 use crate::kernels::optim::{momentum_finish, momentum_update, rmsprop_update, sgd_update};
 use crate::nn::{column_sums, Factors, TensorGrad};
 
@@ -36,11 +37,16 @@ use crate::nn::{column_sums, Factors, TensorGrad};
 /// larger blocks run the GEMMs faster (a block taller than the GEMM's MC of
 /// 192 packs B once per call instead of re-reading it in place for every
 /// row panel); blocks of similar size keep two threads balanced. Measured on
-/// DAE layer 1's four dW products of a 128-image batch (2 threads, best of
-/// 1000): 228-row blocks 1.10-1.24 ms, 96-row 1.24-1.38 ms, 3 blocks of 300
-/// rows 1.76 ms (one thread does two); the per-chunk GEMMs and reduction
-/// this replaces, 1.12-1.22 + 0.21-0.25 ms.
+/// DAE layer 1's dW of a 128-image batch, then four GEMMs per block (2
+/// threads, best of 1000): 228-row blocks 1.10-1.24 ms, 96-row 1.24-1.38
+/// ms, 3 blocks of 300 rows 1.76 ms (one thread does two); the per-chunk
+/// GEMMs and reduction this replaces, 1.12-1.22 + 0.21-0.25 ms.
 const TARGET_BLOCK_ROWS: usize = 240;
+
+/// (chunk, term) products a block hands to one [`sgemm_sum`]: the trainer
+/// has one chunk per thread and at most 2 terms, so 16 covers 8 threads in
+/// one call; more pairs run as several calls, in order.
+const TERMS_PER_CALL: usize = 16;
 
 /// Block heights are multiples of every GEMM register tile's height (12 rows
 /// on AVX-512, 6 on AVX2, 4 portable), so only a tensor's last block can
@@ -193,38 +199,68 @@ fn step_block<T, F>(
                 Optimizer::RmsProp { .. } => (&mut *g, 1.0, 0.0),
             };
             let m = block.rows.len();
-            let mut products = 0;
+            // Every (chunk, term) product in chunk order, each chunk's terms
+            // in order, summed along K by one GEMM (several only past
+            // TERMS_PER_CALL pairs), in a stack array: no allocation.
+            let empty = KTerm {
+                a: &[],
+                lda: n_out,
+                b: &[],
+                ldb: n_in,
+                k: 0,
+            };
+            let mut pairs = [empty; TERMS_PER_CALL];
+            let (mut held, mut products, mut beta) = (0, 0, beta0);
             for ch in step.chunks {
                 let k = (step.rows_of)(ch);
                 if k == 0 {
                     continue;
                 }
                 for term in 0..terms {
+                    if held == TERMS_PER_CALL {
+                        sgemm_sum(
+                            Trans::T,
+                            Trans::N,
+                            m,
+                            n_in,
+                            &pairs,
+                            alpha,
+                            beta,
+                            target,
+                            n_in,
+                            Epilogue::NONE,
+                        );
+                        (held, beta) = (0, 1.0);
+                    }
                     let f = (step.factors)(ch, block.tensor, term);
                     // dW[rows] += a[:, rows]^T b: A is stored k x n_out, so
                     // its columns from rows.start are this block's units.
-                    sgemm_with_epilogue(
-                        Trans::T,
-                        Trans::N,
-                        m,
-                        n_in,
+                    pairs[held] = KTerm {
+                        a: &f.a[block.rows.start..],
+                        lda: n_out,
+                        b: f.b,
+                        ldb: n_in,
                         k,
-                        alpha,
-                        &f.a[block.rows.start..],
-                        n_out,
-                        f.b,
-                        n_in,
-                        if products == 0 { beta0 } else { 1.0 },
-                        target,
-                        n_in,
-                        Epilogue::NONE,
-                    );
+                    };
+                    held += 1;
                     products += 1;
                 }
             }
             // A batch has at least one row (the engine checks the batch
-            // size), so some chunk applied beta0.
+            // size), so some product applies beta0.
             assert!(products > 0, "fused update of an empty batch");
+            sgemm_sum(
+                Trans::T,
+                Trans::N,
+                m,
+                n_in,
+                &pairs[..held],
+                alpha,
+                beta,
+                target,
+                n_in,
+                Epilogue::NONE,
+            );
             match step.optimizer {
                 Optimizer::Sgd => {}
                 Optimizer::Momentum { .. } => momentum_finish(p, s, lr * decay),
@@ -284,5 +320,63 @@ mod tests {
             end = b.span.end;
         }
         assert_eq!(end, 500 * 7 + 500 + 15);
+    }
+
+    /// More (chunk, term) pairs than one sgemm_sum call takes (18 from 12
+    /// chunks, 3 of them empty): the later calls accumulate onto the
+    /// first, in order. Small integers keep every sum exact, so the block's
+    /// gradient (RMSProp leaves it in `g`) equals the plain sum exactly.
+    #[test]
+    fn more_pairs_than_one_call() {
+        let (n_out, n_in, chunks) = (30, 7, 12);
+        let tensors = [TensorGrad::Dense {
+            n_out,
+            n_in,
+            terms: 2,
+        }];
+        let int = |i: usize| ((i * 7919) % 9) as f32 - 4.0;
+        // Chunk c has c % 4 rows (some empty) and factors (a_t, b_t).
+        /// A chunk's rows and its two terms' factors a and b.
+        type Chunk = (usize, [Vec<f32>; 2], [Vec<f32>; 2]);
+        let data: Vec<Chunk> = (0..chunks)
+            .map(|c| {
+                let rows = c % 4;
+                let a = |t: usize| (0..rows * n_out).map(|i| int(i + 31 * c + t)).collect();
+                let b = |t: usize| (0..rows * n_in).map(|i| int(i + 17 * c + 5 * t)).collect();
+                (rows, [a(0), a(1)], [b(0), b(1)])
+            })
+            .collect();
+        let step = Step::new(
+            &tensors,
+            &data,
+            |d| d.0,
+            |d, _, t| Factors {
+                a: &d.1[t],
+                b: &d.2[t],
+            },
+            Optimizer::RmsProp {
+                rho: 0.9,
+                eps: 1e-6,
+            },
+            0.01,
+            0.0,
+        );
+        let blocks = plan(&tensors);
+        let len = n_out * n_in;
+        let (mut p, mut s, mut g) = (vec![0.0; len], vec![0.0; len], vec![f32::NAN; len]);
+        run(&step, &blocks, &mut p, &mut s, &mut g, false);
+        let mut want = vec![0.0f32; len];
+        for (rows, a, b) in &data {
+            for t in 0..2 {
+                for r in 0..*rows {
+                    for o in 0..n_out {
+                        for i in 0..n_in {
+                            want[o * n_in + i] += a[t][r * n_out + o] * b[t][r * n_in + i];
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(g, want);
     }
 }

@@ -102,6 +102,7 @@ fn check_shapes(
 mod kernel;
 mod lanes;
 mod pack;
+mod sum;
 
 use kernel::{
     tile_dot, tile_m_lanes, Avx2Fma6x16, Avx512Fma12x32, Path, Portable4x8, TileEpilogue, DOT_COLS,
@@ -850,6 +851,10 @@ pub fn micro_kernel_gflops(path: KernelPath, kc: usize) -> f64 {
         KernelPath::Portable => measure::<Portable4x8>(kc),
     }
 }
+
+/// Several products summed along K in one GEMM (the trainer's weight
+/// gradients over chunks and terms).
+pub use sum::{sgemm_sum, sgemm_sum_on_path, KTerm};
 
 /// Single-threaded GEMM with a fused epilogue. Use inside per-chunk rayon loops.
 #[allow(clippy::too_many_arguments)]

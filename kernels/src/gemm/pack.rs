@@ -20,6 +20,7 @@ use wide::{f32x4, f32x8};
 /// op(A) must be readable at every packed index through `a`/`lda`; `dst` must
 /// hold `ceil(mc / mr) * mr * kc` floats.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) unsafe fn pack_a(
     ta: Trans,
     a: *const f32,
@@ -31,15 +32,41 @@ pub(crate) unsafe fn pack_a(
     mr: usize,
     dst: *mut f32,
 ) {
+    // SAFETY: forwarded, with panels exactly kc steps long.
+    unsafe { pack_a_strided(ta, a, lda, i0, mc, p0, kc, mr, kc, dst) }
+}
+
+/// [`pack_a`] into panels of `panel_kc >= kc` steps (`mr * panel_kc` floats
+/// apart), writing steps 0..kc of each: with `dst` offset by `q * mr` floats,
+/// this fills steps q..q + kc, so several operands can be packed one after
+/// another along K into the same panels (`sgemm_sum`).
+///
+/// # Safety
+/// As [`pack_a`]; `dst` must hold `(ceil(mc / mr) - 1) * mr * panel_kc +
+/// mr * kc` floats.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn pack_a_strided(
+    ta: Trans,
+    a: *const f32,
+    lda: usize,
+    i0: usize,
+    mc: usize,
+    p0: usize,
+    kc: usize,
+    mr: usize,
+    panel_kc: usize,
+    dst: *mut f32,
+) {
     // SAFETY: every source index is inside op(A)'s block, every destination
-    // inside the ceil(mc / mr) panels of mr * kc floats.
+    // inside the first kc steps of the ceil(mc / mr) panels of mr * panel_kc
+    // floats.
     unsafe {
         match ta {
             // A(i, p) = a[i * lda + p]: each panel is a transpose.
             Trans::N => {
                 for (panel, ip) in (0..mc).step_by(mr).enumerate() {
                     let rows = mr.min(mc - ip);
-                    let out = dst.add(panel * mr * kc);
+                    let out = dst.add(panel * mr * panel_kc);
                     transpose_into(a.add((i0 + ip) * lda + p0), lda, rows, kc, out, mr);
                     zero_columns(out, mr, rows, kc);
                 }
@@ -48,7 +75,7 @@ pub(crate) unsafe fn pack_a(
             Trans::T => {
                 for p in 0..kc {
                     let src = a.add((p0 + p) * lda + i0);
-                    copy_row_into_panels(src, mc, mr, kc, p, dst);
+                    copy_row_into_panels(src, mc, mr, panel_kc, p, dst);
                 }
             }
         }
@@ -61,6 +88,7 @@ pub(crate) unsafe fn pack_a(
 /// op(B) must be readable at every packed index through `b`/`ldb`; `dst` must
 /// hold `ceil(nc / nr) * nr * kc` floats.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) unsafe fn pack_b(
     tb: Trans,
     b: *const f32,
@@ -72,21 +100,45 @@ pub(crate) unsafe fn pack_b(
     nr: usize,
     dst: *mut f32,
 ) {
-    // SAFETY: as in pack_a, for op(B) and ceil(nc / nr) panels of nr * kc.
+    // SAFETY: forwarded, with panels exactly kc rows long.
+    unsafe { pack_b_strided(tb, b, ldb, p0, kc, j0, nc, nr, kc, dst) }
+}
+
+/// [`pack_b`] into panels of `panel_kc >= kc` rows (`nr * panel_kc` floats
+/// apart), writing rows 0..kc of each (see [`pack_a_strided`]).
+///
+/// # Safety
+/// As [`pack_b`]; `dst` must hold `(ceil(nc / nr) - 1) * nr * panel_kc +
+/// nr * kc` floats.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn pack_b_strided(
+    tb: Trans,
+    b: *const f32,
+    ldb: usize,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    nr: usize,
+    panel_kc: usize,
+    dst: *mut f32,
+) {
+    // SAFETY: as in pack_a_strided, for op(B) and ceil(nc / nr) panels of
+    // nr * panel_kc.
     unsafe {
         match tb {
             // B(p, j) = b[p * ldb + j]: a packed row is a contiguous copy.
             Trans::N => {
                 for p in 0..kc {
                     let src = b.add((p0 + p) * ldb + j0);
-                    copy_row_into_panels(src, nc, nr, kc, p, dst);
+                    copy_row_into_panels(src, nc, nr, panel_kc, p, dst);
                 }
             }
             // B(p, j) = b[j * ldb + p]: each panel is a transpose.
             Trans::T => {
                 for (panel, jp) in (0..nc).step_by(nr).enumerate() {
                     let cols = nr.min(nc - jp);
-                    let out = dst.add(panel * nr * kc);
+                    let out = dst.add(panel * nr * panel_kc);
                     transpose_into(b.add((j0 + jp) * ldb + p0), ldb, cols, kc, out, nr);
                     zero_columns(out, nr, cols, kc);
                 }

@@ -809,7 +809,7 @@ where
     let max_rows = cfg.batch_size.div_ceil(threads);
     let chunks = classifier_chunks(model, threads, max_rows);
     let fused = model.fused_tensors().map(|t| {
-        let blocks = fused::plan(&t);
+        let blocks = fused::plan(&t, threads);
         (t, blocks)
     });
     let mut task = ClassifierTask {
@@ -1129,7 +1129,7 @@ pub fn pretrain_dae(
         })
         .collect();
     let tensors = stack.fused_tensors(dae.layer);
-    let blocks = fused::plan(&tensors);
+    let blocks = fused::plan(&tensors, threads);
     let units = stack.sizes()[dae.layer];
     let mut task = DaeTask {
         stack,

@@ -19,10 +19,10 @@
 //!   usual kernel.
 //!
 //! Biases sum their deltas' columns over the chunks in chunk order, then run
-//! the usual optimizer kernel. The blocks are fixed by the model's shapes
-//! alone, and each is computed by the same operations whatever thread takes
-//! it, so the result depends on the chunk count only (as with the per-chunk
-//! path), not on scheduling.
+//! the usual optimizer kernel. The blocks depend on the model's shapes and
+//! the thread count, and each is computed by the same operations whatever
+//! thread takes it, so the result depends on the chunk count only (as with
+//! the per-chunk path), not on scheduling.
 
 use std::ops::Range;
 
@@ -31,17 +31,19 @@ use crate::kernels::gemm::{sgemm_sum, Epilogue, KTerm, Trans};
 use crate::kernels::optim::{momentum_finish, momentum_update, rmsprop_update, sgd_update};
 use crate::nn::{column_sums, Factors, TensorGrad};
 
-/// Weight blocks hold about this many output units (rows): a tensor of
-/// `n_out` rows is cut into ceil(n_out / 240) blocks of equal height (up to
-/// rounding), e.g. 900 -> 4 x 228 (the last 216), 625 -> 3, 400 -> 2. Fewer,
-/// larger blocks run the GEMMs faster (a block taller than the GEMM's MC of
-/// 192 packs B once per call instead of re-reading it in place for every
-/// row panel); blocks of similar size keep two threads balanced. Measured on
-/// DAE layer 1's dW of a 128-image batch, then four GEMMs per block (2
-/// threads, best of 1000): 228-row blocks 1.10-1.24 ms, 96-row 1.24-1.38
-/// ms, 3 blocks of 300 rows 1.76 ms (one thread does two); the per-chunk
-/// GEMMs and reduction this replaces, 1.12-1.22 + 0.21-0.25 ms.
-const TARGET_BLOCK_ROWS: usize = 240;
+/// Weight blocks hold at most about this many output units (rows), and a
+/// tensor is cut into at least one block per thread (blocks of equal height
+/// up to rounding; see [`plan`]): at 2 threads 900 -> 2 x 456 (the last
+/// 444), 625 -> 2, 400 -> 2, 10 -> 1. Fewer, larger blocks run faster: each
+/// block packs the batch's B operand once and its C rows once, and one per
+/// thread keeps the threads balanced. Measured on DAE layer 1 (2 threads,
+/// `vcortex bench`, 3 runs each, alternated): the phase took 0.64-0.65 s per
+/// epoch with 4 blocks of 228 rows and 0.60-0.61 s with 2 of 456.
+const TARGET_BLOCK_ROWS: usize = 456;
+
+/// Blocks are never cut below this height to make one per thread: smaller
+/// GEMMs lose more to packing and edges than an idle thread costs.
+const MIN_BLOCK_ROWS: usize = 48;
 
 /// (chunk, term) products a block hands to one [`sgemm_sum`]: the trainer
 /// has one chunk per thread and at most 2 terms, so 16 covers 8 threads in
@@ -64,14 +66,20 @@ pub(crate) struct Block {
     rows: Range<usize>,
 }
 
-/// The fixed blocks of `tensors` (laid out back to back from 0), in order.
-pub(crate) fn plan(tensors: &[TensorGrad]) -> Vec<Block> {
+/// The blocks of `tensors` (laid out back to back from 0), in order, for
+/// `threads` threads. Block boundaries do not change any value: a block's
+/// GEMM computes each element of C from the same K terms in the same order
+/// whatever rows share its block.
+pub(crate) fn plan(tensors: &[TensorGrad], threads: usize) -> Vec<Block> {
     let mut blocks = Vec::new();
     let mut offset = 0;
     for (tensor, t) in tensors.iter().enumerate() {
         match *t {
             TensorGrad::Dense { n_out, n_in, .. } => {
-                let count = n_out.div_ceil(TARGET_BLOCK_ROWS).max(1);
+                let count = n_out
+                    .div_ceil(TARGET_BLOCK_ROWS)
+                    .max(threads.min(n_out.div_ceil(MIN_BLOCK_ROWS)))
+                    .max(1);
                 let height = n_out.div_ceil(count).next_multiple_of(ROW_QUANTUM);
                 for r0 in (0..n_out).step_by(height) {
                     let rows = r0..(r0 + height).min(n_out);
@@ -302,10 +310,24 @@ mod tests {
                 terms: 2,
             },
         ];
-        let blocks = plan(&tensors);
-        let rows: Vec<_> = blocks.iter().map(|b| (b.tensor, b.rows.clone())).collect();
+        let rows_of = |threads: usize| -> Vec<_> {
+            let blocks = plan(&tensors, threads);
+            let mut end = 0;
+            for b in &blocks {
+                assert_eq!(b.span.start, end);
+                end = b.span.end;
+            }
+            assert_eq!(end, 500 * 7 + 500 + 15);
+            blocks.iter().map(|b| (b.tensor, b.rows.clone())).collect()
+        };
+        // At most TARGET_BLOCK_ROWS high, at least one block per thread.
         assert_eq!(
-            rows,
+            rows_of(1),
+            [(0, 0..252), (0, 252..500), (1, 0..500), (2, 0..3)]
+        );
+        assert_eq!(rows_of(2), rows_of(1));
+        assert_eq!(
+            rows_of(3),
             [
                 (0, 0..168),
                 (0, 168..336),
@@ -314,12 +336,11 @@ mod tests {
                 (2, 0..3)
             ]
         );
-        let mut end = 0;
-        for b in &blocks {
-            assert_eq!(b.span.start, end);
-            end = b.span.end;
-        }
-        assert_eq!(end, 500 * 7 + 500 + 15);
+        // No block below MIN_BLOCK_ROWS to serve 16 threads: 11 of 48.
+        let many = rows_of(16);
+        assert_eq!(many.len(), 11 + 2);
+        assert_eq!(many[0], (0, 0..48));
+        assert_eq!(many[10], (0, 480..500));
     }
 
     /// More (chunk, term) pairs than one sgemm_sum call takes (18 from 12
@@ -361,7 +382,7 @@ mod tests {
             0.01,
             0.0,
         );
-        let blocks = plan(&tensors);
+        let blocks = plan(&tensors, 1);
         let len = n_out * n_in;
         let (mut p, mut s, mut g) = (vec![0.0; len], vec![0.0; len], vec![f32::NAN; len]);
         run(&step, &blocks, &mut p, &mut s, &mut g, false);
@@ -378,5 +399,48 @@ mod tests {
             }
         }
         assert_eq!(g, want);
+        // Other block plans (more threads) give the same bits, on floats.
+        let float = |i: usize| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5;
+        let data: Vec<Chunk> = data
+            .iter()
+            .enumerate()
+            .map(|(c, (rows, a, b))| {
+                let f = |v: &Vec<f32>, t: usize| -> Vec<f32> {
+                    (0..v.len()).map(|i| float(i * 3 + c + t)).collect()
+                };
+                (
+                    *rows,
+                    [f(&a[0], 0), f(&a[1], 1)],
+                    [f(&b[0], 2), f(&b[1], 3)],
+                )
+            })
+            .collect();
+        let step = Step::new(
+            &tensors,
+            &data,
+            |d| d.0,
+            |d, _, t| Factors {
+                a: &d.1[t],
+                b: &d.2[t],
+            },
+            Optimizer::Sgd,
+            0.1,
+            1e-4,
+        );
+        let after = |threads: usize| {
+            let mut p: Vec<f32> = (0..len).map(|i| float(i + 7)).collect();
+            let mut g = vec![0.0; len];
+            run(
+                &step,
+                &plan(&tensors, threads),
+                &mut p,
+                &mut [],
+                &mut g,
+                false,
+            );
+            p.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()
+        };
+        assert_eq!(after(1), after(2));
+        assert_eq!(after(1), after(16));
     }
 }

@@ -8,6 +8,7 @@ pub mod cache;
 mod dataset;
 mod error;
 pub mod idx;
+pub mod resident;
 
 pub use cache::{CacheLocation, LoadOptions};
 pub use dataset::{

@@ -14,6 +14,7 @@ use super::progress::EpochProgress;
 use super::report;
 use super::{DaeConfig, EpochMetrics, Optimizer, TrainConfig, TrainError};
 use crate::bench::profile::{timed, Phase};
+use crate::data::resident::ResidentImages;
 use crate::data::Split;
 use crate::kernels::noise::mask_noise;
 use crate::kernels::optim::{momentum_update, rmsprop_update, sgd_update};
@@ -793,6 +794,8 @@ where
     C::Workspace: Sync,
 {
     let (train, test) = validate_common(cfg, train, test, model.input_len())?;
+    let resident = ResidentImages::of(&train);
+    let train = resident.split(train);
     let classes = model.classes();
     for (what, s) in [("training", &train), ("test", &test)] {
         if let Some(&bad) = s.labels[..s.count].iter().find(|&&l| l as usize >= classes) {
@@ -1094,6 +1097,8 @@ pub fn pretrain_dae(
     mut observer: Option<Observer<'_, DaeStack>>,
 ) -> Result<RunReport, TrainError> {
     let (train, test) = validate_common(cfg, train, test, stack.sizes()[0])?;
+    let resident = ResidentImages::of(&train);
+    let train = resident.split(train);
     if !(1..=stack.layers()).contains(&dae.layer) {
         return config_error(format!(
             "DAE layer {} does not exist: the stack has layers 1..={}",

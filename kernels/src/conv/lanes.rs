@@ -441,11 +441,16 @@ impl<'a> PackedConv<'a> {
         let wstride = c_in * kh * kw;
         // No bounds checks here: a panic path into the accumulators keeps LLVM
         // from holding them in registers.
-        let mut acc: [[V; X]; C] = match self.bias {
-            // SAFETY: co0 + C <= c_out = b.len() (checked in `run`).
-            Some(b) => core::array::from_fn(|c| [V::splat(*b.get_unchecked(co0 + c)); X]),
-            None => [[V::ZERO; X]; C],
-        };
+        // (A plain loop, not `array::from_fn`: LLVM sometimes leaves that
+        // as an out-of-line call writing through the stack, which cost conv1
+        // about 14% once some unrelated code in the crate changed.)
+        let mut acc = [[V::ZERO; X]; C];
+        if let Some(b) = self.bias {
+            for c in 0..C {
+                // SAFETY: co0 + C <= c_out = b.len() (checked in `run`).
+                acc[c] = [V::splat(*b.get_unchecked(co0 + c)); X];
+            }
+        }
         let xin = self.xin.as_ptr();
         let wgt = self.weight.as_ptr().add(co0 * wstride);
         for ci in 0..c_in {

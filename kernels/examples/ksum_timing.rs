@@ -8,6 +8,8 @@
 use std::time::Instant;
 use vcortex_kernels::gemm::{sgemm_sum, sgemm_with_epilogue, Epilogue, KTerm, Trans};
 
+/// One timed way of computing the block's product into C.
+type Product<'a> = dyn Fn(&mut [f32]) + 'a;
 fn main() {
     let (m, n, k, parts) = (228usize, 784usize, 64usize, 4usize);
     let n_out = 900;
@@ -84,7 +86,7 @@ fn main() {
             Epilogue::NONE,
         )
     };
-    let variants: [(&str, &dyn Fn(&mut [f32])); 3] = [
+    let variants: [(&str, &Product); 3] = [
         ("4 x (228x784x64), beta 1 after the first", &separate),
         ("1 x (228x784x256)", &single),
         ("sgemm_sum of 4 x (228x784x64)", &summed),

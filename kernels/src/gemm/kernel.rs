@@ -77,6 +77,33 @@ pub(crate) struct TileEpilogue {
 }
 
 impl TileEpilogue {
+    /// The epilogue of one K slice of a product whose full epilogue is
+    /// `whole`: the first slice applies beta to C, later ones accumulate onto
+    /// the partial sums (beta 1); only the last adds the bias and applies the
+    /// activation.
+    #[inline(always)]
+    pub fn k_slice(whole: &TileEpilogue, first: bool, last: bool) -> TileEpilogue {
+        TileEpilogue {
+            alpha: whole.alpha,
+            beta: if first { whole.beta } else { 1.0 },
+            bias_row: if last {
+                whole.bias_row
+            } else {
+                core::ptr::null()
+            },
+            bias_col: if last {
+                whole.bias_col
+            } else {
+                core::ptr::null()
+            },
+            activation: if last {
+                whole.activation
+            } else {
+                Activation::Identity
+            },
+        }
+    }
+
     /// The epilogue of the sub-tile `i` rows and `j` columns further on:
     /// each bias pointer present is moved along (null ones stay null).
     #[inline(always)]

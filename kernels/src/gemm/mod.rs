@@ -412,6 +412,13 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
         mc_size.div_ceil(mr) * mr * kc_size
     };
 
+    let whole = TileEpilogue {
+        alpha: op.alpha,
+        beta: op.beta,
+        bias_row: op.bias_row,
+        bias_col: op.bias_col,
+        activation: op.activation,
+    };
     with_pack_buffers(a_floats, b_floats, |pa, pb| {
         for jc in (0..n).step_by(nc_size) {
             let nc = nc_size.min(n - jc);
@@ -420,18 +427,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                 let p0 = kb * kc_size;
                 let kc = kc_size.min(k - p0);
                 let last = kb + 1 == kc_count;
-                let ep = TileEpilogue {
-                    alpha: op.alpha,
-                    // Later K slices accumulate onto the partial sums in C.
-                    beta: if kb == 0 { op.beta } else { 1.0 },
-                    bias_row: if last { op.bias_row } else { core::ptr::null() },
-                    bias_col: if last { op.bias_col } else { core::ptr::null() },
-                    activation: if last {
-                        op.activation
-                    } else {
-                        Activation::Identity
-                    },
-                };
+                let ep = TileEpilogue::k_slice(&whole, kb == 0, last);
                 // SAFETY: the block lies inside op(B); pb holds b_floats.
                 unsafe {
                     if !direct_b {

@@ -205,6 +205,13 @@ unsafe fn gemm_sum_serial<P: Path>(op: &SumOperands, blk: Blocking) {
     let b_floats = nc_size.div_ceil(nr) * nr * kc_size;
     let a_floats = mc_size.div_ceil(mr) * mr * kc_size;
 
+    let whole = TileEpilogue {
+        alpha: op.alpha,
+        beta: op.beta,
+        bias_row: op.bias_row,
+        bias_col: op.bias_col,
+        activation: op.activation,
+    };
     with_pack_buffers(a_floats, b_floats, |pa, pb| {
         for jc in (0..n).step_by(nc_size) {
             let nc = nc_size.min(n - jc);
@@ -212,18 +219,7 @@ unsafe fn gemm_sum_serial<P: Path>(op: &SumOperands, blk: Blocking) {
                 let p0 = kb * kc_size;
                 let kc = kc_size.min(k - p0);
                 let last = kb + 1 == kc_count;
-                let ep = TileEpilogue {
-                    alpha: op.alpha,
-                    // Later K slices accumulate onto the partial sums in C.
-                    beta: if kb == 0 { op.beta } else { 1.0 },
-                    bias_row: if last { op.bias_row } else { core::ptr::null() },
-                    bias_col: if last { op.bias_col } else { core::ptr::null() },
-                    activation: if last {
-                        op.activation
-                    } else {
-                        Activation::Identity
-                    },
-                };
+                let ep = TileEpilogue::k_slice(&whole, kb == 0, last);
                 // The terms fill consecutive rows of the kc-row B panels.
                 for (t, q0, len, off) in op.overlaps(p0, kc) {
                     // SAFETY: rows q0..q0 + len of the term's op(B), columns

@@ -1094,3 +1094,222 @@ fn sum_checks_every_term() {
         Epilogue::NONE,
     );
 }
+
+// ---- sgemm_skipping_zero_columns: the product with op(A)'s all-zero steps skipped ----
+
+use vcortex_kernels::gemm::sgemm_skipping_zero_columns;
+
+/// A sparse op(A) (m x k, stored as `ta` says): each element is zero with
+/// probability 3/4 and whole columns (steps) are zero for two in five, as
+/// in a batch of digit images; the rest are uniform in [-1, 1).
+fn sparse_a(ta: Trans, m: usize, k: usize, lda: usize, seed: u64) -> Vec<f32> {
+    let rows = if ta == Trans::N { m } else { k };
+    let mut a = vec![0.0f32; rows * lda];
+    let mut rng = Lcg(seed);
+    for p in 0..k {
+        let zero_step = rng.next_f32() < -0.2;
+        for i in 0..m {
+            let v = rng.next_f32();
+            let keep = !zero_step && rng.next_f32() > 0.5;
+            let at = if ta == Trans::N {
+                i * lda + p
+            } else {
+                p * lda + i
+            };
+            // Signed zeros too: -0.0 is skipped like +0.0.
+            a[at] = if keep {
+                v
+            } else if v < 0.0 {
+                -0.0
+            } else {
+                0.0
+            };
+        }
+    }
+    a
+}
+
+/// `sgemm_skipping_zero_columns` against `sgemm_with_epilogue` on the same
+/// operands: the skipped steps only ever add 0 * finite, so every element
+/// must be equal (== treats the two zeros as equal; NaN from the activation
+/// or the NaN-poisoned C must match as NaN).
+#[allow(clippy::too_many_arguments)]
+fn check_skipping(
+    ta: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    ldc_pad: usize,
+    beta: f32,
+    bias: u8,
+    activation: Activation,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let lda = if ta == Trans::N { k } else { m } + 3;
+    let a = sparse_a(ta, m, k, lda, seed);
+    let mut rng = Lcg(seed ^ 0x5eed);
+    let ldb = k + 1;
+    let b = filled(n * ldb, &mut rng, false);
+    let ldc = n + ldc_pad;
+    let c0: Vec<f32> = if beta == 0.0 {
+        vec![f32::NAN; m * ldc]
+    } else {
+        filled(m * ldc, &mut rng, false)
+    };
+    let bias_row = filled(m, &mut rng, false);
+    let bias_col = filled(n, &mut rng, false);
+    let ep = || Epilogue {
+        bias: match bias {
+            1 => Bias::Row(&bias_row),
+            2 => Bias::Col(&bias_col),
+            _ => Bias::None,
+        },
+        activation,
+    };
+    let (mut want, mut got) = (c0.clone(), c0);
+    sgemm_with_epilogue(
+        ta,
+        Trans::T,
+        m,
+        n,
+        k,
+        0.7,
+        &a,
+        lda,
+        &b,
+        ldb,
+        beta,
+        &mut want,
+        ldc,
+        ep(),
+    );
+    sgemm_skipping_zero_columns(
+        ta,
+        Trans::T,
+        m,
+        n,
+        k,
+        0.7,
+        &a,
+        lda,
+        &b,
+        ldb,
+        beta,
+        &mut got,
+        ldc,
+        ep(),
+    );
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        prop_assert!(
+            g == w || (g.is_nan() && w.is_nan()),
+            "C[{}]: skipping {} full {}",
+            i,
+            g,
+            w
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn skipping_zero_columns_equals_the_full_product(
+        ta in trans(),
+        m in 1usize..=128,
+        n in 1usize..40,
+        k in 0usize..200,
+        ldc_pad in 0usize..3,
+        beta in prop_oneof![Just(0.0f32), -1.0f32..1.0],
+        bias in 0u8..3,
+        activation in activation(),
+        seed in any::<u64>(),
+    ) {
+        check_skipping(ta, m, n, k, ldc_pad, beta, bias, activation, seed)?;
+    }
+}
+
+/// The trainer's shapes (the first layer's x W^T on 64- and 128-row chunks
+/// of images), and blocks that are all zero or have no zero step.
+#[test]
+fn skipping_zero_columns_trainer_shapes() {
+    for (m, n, k) in [(64, 900, 784), (128, 900, 784), (64, 500, 784), (96, 7, 33)] {
+        check_skipping(Trans::N, m, n, k, 0, 0.0, 2, Activation::Sigmoid, 7).unwrap();
+    }
+    let (m, n, k) = (64, 30, 50);
+    for fill in [0.0f32, 1.5] {
+        let a = vec![fill; m * k];
+        let b: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 - 3.0).collect();
+        let (mut want, mut got) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+        let ep = Epilogue::NONE;
+        sgemm_with_epilogue(
+            Trans::N,
+            Trans::T,
+            m,
+            n,
+            k,
+            1.0,
+            &a,
+            k,
+            &b,
+            k,
+            0.0,
+            &mut want,
+            n,
+            ep,
+        );
+        sgemm_skipping_zero_columns(
+            Trans::N,
+            Trans::T,
+            m,
+            n,
+            k,
+            1.0,
+            &a,
+            k,
+            &b,
+            k,
+            0.0,
+            &mut got,
+            n,
+            ep,
+        );
+        assert_eq!(got, want, "A filled with {fill}");
+    }
+}
+
+/// A NaN in op(A) is not a zero: its step is kept, and the NaN reaches C.
+#[test]
+fn skipping_keeps_nan_steps() {
+    let (m, n, k) = (16, 6, 10);
+    let mut a = vec![0.0f32; m * k];
+    a[3 * k + 4] = f32::NAN;
+    let b = vec![1.0f32; n * k];
+    let mut c = vec![0.0f32; m * n];
+    sgemm_skipping_zero_columns(
+        Trans::N,
+        Trans::T,
+        m,
+        n,
+        k,
+        1.0,
+        &a,
+        k,
+        &b,
+        k,
+        0.0,
+        &mut c,
+        n,
+        Epilogue::NONE,
+    );
+    for i in 0..m {
+        for j in 0..n {
+            assert_eq!(
+                c[i * n + j].is_nan(),
+                i == 3,
+                "C[{i}][{j}] = {}",
+                c[i * n + j]
+            );
+        }
+    }
+}

@@ -259,8 +259,15 @@ impl DaeStack {
                 (1, false) => &ws.clean,
                 _ => &below[k - 2],
             };
+            // Layer 1 encodes images: mostly exact zeros.
+            let encode = if k == 1 {
+                TiedAutoencoder::encode_sparse_input
+            } else {
+                TiedAutoencoder::encode
+            };
             timed(numbered(&DAE_ENC, k), Phase::Forward, || {
-                ae.encode(
+                encode(
+                    ae,
                     self.w(k),
                     self.b(k),
                     &x[..rows * ae.n_visible],

@@ -121,8 +121,15 @@ impl Mlp {
             let (w, b) = (&self.params[rw.clone()], &self.params[rb.clone()]);
             let (before, after) = ws.acts.split_at_mut(i);
             let input: &[f32] = if i == 0 { &ws.x } else { &before[i - 1] };
+            // The first layer's input is the images: mostly exact zeros.
+            let forward = if i == 0 {
+                Dense::forward_sparse_input
+            } else {
+                Dense::forward
+            };
             timed(numbered(&FC, i + 1), Phase::Forward, || {
-                d.forward(
+                forward(
+                    d,
                     w,
                     b,
                     &input[..rows * d.n_in],

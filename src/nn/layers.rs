@@ -13,7 +13,27 @@ use crate::kernels::conv::{
     conv2d_backward_filter, conv2d_backward_filter_with, conv2d_backward_input,
     conv2d_backward_input_with, conv2d_forward, conv2d_forward_with, ConvScratch, ConvShape,
 };
-use crate::kernels::gemm::{sgemm_with_epilogue, Activation, Bias, Epilogue, Trans};
+use crate::kernels::gemm::{
+    sgemm_skipping_zero_columns, sgemm_with_epilogue, Activation, Bias, Epilogue, Trans,
+};
+
+/// A GEMM entry with `sgemm_with_epilogue`'s signature.
+type GemmEntry = fn(
+    Trans,
+    Trans,
+    usize,
+    usize,
+    usize,
+    f32,
+    &[f32],
+    usize,
+    &[f32],
+    usize,
+    f32,
+    &mut [f32],
+    usize,
+    Epilogue,
+);
 use crate::kernels::pool::{maxpool2x2_backward, maxpool2x2_forward};
 
 /// Applies the derivative of `act` to `grad` in place, given the activation's
@@ -62,7 +82,34 @@ impl Dense {
     /// y[rows, n_out] <- act(x[rows, n_in] W^T + b), bias and activation
     /// fused into the GEMM epilogue.
     pub fn forward(&self, w: &[f32], b: &[f32], x: &[f32], rows: usize, y: &mut [f32]) {
-        sgemm_with_epilogue(
+        self.forward_by(sgemm_with_epilogue, w, b, x, rows, y);
+    }
+
+    /// [`Dense::forward`] for inputs with many exact zeros (image pixels):
+    /// input columns that are zero in a whole block of rows are skipped
+    /// (see `sgemm_skipping_zero_columns`), with the same result for finite
+    /// weights.
+    pub fn forward_sparse_input(
+        &self,
+        w: &[f32],
+        b: &[f32],
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+    ) {
+        self.forward_by(sgemm_skipping_zero_columns, w, b, x, rows, y);
+    }
+
+    fn forward_by(
+        &self,
+        product: GemmEntry,
+        w: &[f32],
+        b: &[f32],
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+    ) {
+        product(
             Trans::N,
             Trans::T,
             rows,
@@ -363,6 +410,12 @@ impl TiedAutoencoder {
     /// h <- sigmoid(x W^T + b).
     pub fn encode(&self, w: &[f32], b: &[f32], x: &[f32], rows: usize, h: &mut [f32]) {
         self.encoder().forward(w, b, x, rows, h);
+    }
+
+    /// [`TiedAutoencoder::encode`] of images (many exact zeros; see
+    /// [`Dense::forward_sparse_input`]).
+    pub fn encode_sparse_input(&self, w: &[f32], b: &[f32], x: &[f32], rows: usize, h: &mut [f32]) {
+        self.encoder().forward_sparse_input(w, b, x, rows, h);
     }
 
     /// out <- act(h W + b_vis): `Identity` gives the logits (for the loss),

@@ -349,7 +349,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
         && (op.tb == Trans::T || (op.tb == Trans::N && n >= M_LANES_NN_MIN_N))
     {
         // SAFETY: forwarded.
-        return unsafe { gemm_m_lanes(op) };
+        return unsafe { gemm_m_lanes(op, false) };
     }
     let (mr, nr) = (P::MR, P::NR);
     // Balanced blocks: k = 784 with KC = 192 runs five slices of 157, not four
@@ -576,18 +576,26 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
 ///
 /// # Safety
 /// As [`gemm_serial`].
-unsafe fn gemm_m_lanes(op: &Operands) {
+unsafe fn gemm_m_lanes(op: &Operands, skip_zero_steps: bool) {
     let (m, n, k) = (op.m, op.n, op.k);
     let height = MLANES_VECS * 16;
     let blocks = m.div_ceil(height);
-    with_pack_buffers(blocks * height * k, 0, |pa, _| {
+    // Step lists only for B stored n x k (the trainer's first-layer x W^T).
+    let listed = skip_zero_steps && op.tb == Trans::T;
+    let list_floats = if listed { blocks * k } else { 0 };
+    with_pack_buffers(blocks * height * k, list_floats, |pa, lists| {
         // op(A)^T as a k x m "B" operand: stored the other way round.
         let flipped = match op.ta {
             Trans::N => Trans::T,
             Trans::T => Trans::N,
         };
+        // (The step lists are u32 in the f32-sized second buffer.)
+        let lists = lists as *mut u32;
+        let mut counts = [0usize; M_LANES_MAX_M.div_ceil(MLANES_VECS * 16)];
+        #[allow(clippy::needless_range_loop)] // blk also places the block and its list
         for blk in 0..blocks {
             let i = blk * height;
+            let block = pa.wrapping_add(blk * height * k);
             // SAFETY: rows i..i + mb of op(A), all k; the buffer holds
             // `blocks` panels of height x k.
             unsafe {
@@ -600,9 +608,14 @@ unsafe fn gemm_m_lanes(op: &Operands) {
                     i,
                     height.min(m - i),
                     height,
-                    pa.add(blk * height * k),
+                    block,
                 )
             };
+            if listed {
+                // SAFETY: the block holds k steps of `height` floats; the
+                // list area holds k u32 per block.
+                counts[blk] = unsafe { nonzero_steps(block, height, k, lists.add(blk * k)) };
+            }
         }
         let ep = TileEpilogue {
             alpha: op.alpha,
@@ -622,25 +635,68 @@ unsafe fn gemm_m_lanes(op: &Operands) {
             } else {
                 op.b.wrapping_add(j * op.ldb)
             };
+            #[allow(clippy::needless_range_loop)] // blk also places the tile
             for blk in 0..blocks {
                 let i = blk * height;
                 let rows = height.min(m - i);
                 let tile_ep = ep.offset(i, j);
                 let a_t = pa.wrapping_add(blk * height * k) as *const f32;
                 let c = op.c.wrapping_add(i * op.ldc + j);
+                let steps = lists.wrapping_add(blk * k) as *const u32;
                 // SAFETY: the packed block has k steps of `height` floats;
                 // columns j..j + cols of op(B) hold k floats each; the tile
-                // (rows x cols at (i, j)) lies in C; bias offsets match.
+                // (rows x cols at (i, j)) lies in C; bias offsets match; a
+                // block's list holds counts[blk] steps below k.
                 unsafe {
-                    if b_kn {
-                        m_lanes_tile::<true>(cols, k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
+                    if listed {
+                        m_lanes_tile::<false, true>(
+                            cols,
+                            counts[blk],
+                            a_t,
+                            b,
+                            op.ldb,
+                            c,
+                            op.ldc,
+                            rows,
+                            &tile_ep,
+                            steps,
+                        )
+                    } else if b_kn {
+                        m_lanes_tile::<true, false>(
+                            cols, k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep, steps,
+                        )
                     } else {
-                        m_lanes_tile::<false>(cols, k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
+                        m_lanes_tile::<false, false>(
+                            cols, k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep, steps,
+                        )
                     }
                 }
             }
         }
     });
+}
+
+/// Writes to `list` the steps p < k at which the packed A^T block (k steps
+/// of `height` floats) holds anything but +0.0 or -0.0 (NaN included), in
+/// order, and returns how many.
+///
+/// # Safety
+/// `block` holds k * height floats; `list` is writable for k u32.
+unsafe fn nonzero_steps(block: *const f32, height: usize, k: usize, list: *mut u32) -> usize {
+    let mut count = 0;
+    for p in 0..k {
+        // SAFETY: step p of the block.
+        let step = unsafe { core::slice::from_raw_parts(block.add(p * height), height) };
+        let any = step
+            .iter()
+            .fold(0u32, |acc, x| acc | (x.to_bits() & 0x7FFF_FFFF));
+        if any != 0 {
+            // SAFETY: count <= p < k.
+            unsafe { *list.add(count) = p as u32 };
+            count += 1;
+        }
+    }
+    count
 }
 
 /// One M-on-lanes tile of `cols` <= MLANES_COLS columns: the kernel
@@ -650,7 +706,7 @@ unsafe fn gemm_m_lanes(op: &Operands) {
 /// As [`tile_m_lanes`] with COLS = `cols`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn m_lanes_tile<const B_KN: bool>(
+unsafe fn m_lanes_tile<const B_KN: bool, const STEPS: bool>(
     cols: usize,
     k: usize,
     a_t: *const f32,
@@ -660,17 +716,20 @@ unsafe fn m_lanes_tile<const B_KN: bool>(
     ldc: usize,
     rows: usize,
     ep: &TileEpilogue,
+    steps: *const u32,
 ) {
     use wide::f32x16;
     // SAFETY: forwarded; each arm's COLS equals `cols`.
     unsafe {
         match cols {
-            1 => tile_m_lanes::<f32x16, 1, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
-            2 => tile_m_lanes::<f32x16, 2, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
-            3 => tile_m_lanes::<f32x16, 3, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
-            4 => tile_m_lanes::<f32x16, 4, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
-            5 => tile_m_lanes::<f32x16, 5, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
-            _ => tile_m_lanes::<f32x16, MLANES_COLS, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            1 => tile_m_lanes::<f32x16, 1, B_KN, STEPS>(k, a_t, b, ldb, c, ldc, rows, ep, steps),
+            2 => tile_m_lanes::<f32x16, 2, B_KN, STEPS>(k, a_t, b, ldb, c, ldc, rows, ep, steps),
+            3 => tile_m_lanes::<f32x16, 3, B_KN, STEPS>(k, a_t, b, ldb, c, ldc, rows, ep, steps),
+            4 => tile_m_lanes::<f32x16, 4, B_KN, STEPS>(k, a_t, b, ldb, c, ldc, rows, ep, steps),
+            5 => tile_m_lanes::<f32x16, 5, B_KN, STEPS>(k, a_t, b, ldb, c, ldc, rows, ep, steps),
+            _ => tile_m_lanes::<f32x16, MLANES_COLS, B_KN, STEPS>(
+                k, a_t, b, ldb, c, ldc, rows, ep, steps,
+            ),
         }
     }
 }
@@ -734,13 +793,49 @@ pub fn sgemm_on_path(
     ldc: usize,
     epilogue: Epilogue,
 ) {
-    check_shapes(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, &epilogue);
+    let op = checked_operands(
+        ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &epilogue,
+    );
+    let blk = blocking.unwrap_or_else(|| path.blocking());
+    // SAFETY: check_shapes verified every index the core touches is inside
+    // the slices; `c` is borrowed mutably for the whole call.
+    unsafe {
+        match (path, parallel) {
+            (KernelPath::Avx512, false) => gemm_serial::<Avx512Fma12x32>(&op, blk),
+            (KernelPath::Avx512, true) => gemm_parallel::<Avx512Fma12x32>(&op, blk),
+            (KernelPath::Avx2, false) => gemm_serial::<Avx2Fma6x16>(&op, blk),
+            (KernelPath::Avx2, true) => gemm_parallel::<Avx2Fma6x16>(&op, blk),
+            (KernelPath::Portable, false) => gemm_serial::<Portable4x8>(&op, blk),
+            (KernelPath::Portable, true) => gemm_parallel::<Portable4x8>(&op, blk),
+        }
+    }
+}
+
+/// The operands of a call, after [`check_shapes`] verified them.
+#[allow(clippy::too_many_arguments)]
+fn checked_operands(
+    ta: Trans,
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue,
+) -> Operands {
+    check_shapes(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, epilogue);
     let (bias_row, bias_col) = match epilogue.bias {
         Bias::None => (core::ptr::null(), core::ptr::null()),
         Bias::Row(r) => (r.as_ptr(), core::ptr::null()),
         Bias::Col(cb) => (core::ptr::null(), cb.as_ptr()),
     };
-    let op = Operands {
+    Operands {
         ta,
         tb,
         m,
@@ -757,19 +852,46 @@ pub fn sgemm_on_path(
         bias_row,
         bias_col,
         activation: epilogue.activation,
-    };
-    let blk = blocking.unwrap_or_else(|| path.blocking());
-    // SAFETY: check_shapes verified every index the core touches is inside
-    // the slices; `c` is borrowed mutably for the whole call.
-    unsafe {
-        match (path, parallel) {
-            (KernelPath::Avx512, false) => gemm_serial::<Avx512Fma12x32>(&op, blk),
-            (KernelPath::Avx512, true) => gemm_parallel::<Avx512Fma12x32>(&op, blk),
-            (KernelPath::Avx2, false) => gemm_serial::<Avx2Fma6x16>(&op, blk),
-            (KernelPath::Avx2, true) => gemm_parallel::<Avx2Fma6x16>(&op, blk),
-            (KernelPath::Portable, false) => gemm_serial::<Portable4x8>(&op, blk),
-            (KernelPath::Portable, true) => gemm_parallel::<Portable4x8>(&op, blk),
-        }
+    }
+}
+
+/// [`sgemm_with_epilogue`] for a sparse op(A) such as a batch of images,
+/// whose zero pixels make up most of the input: on the M-on-the-lanes path
+/// (AVX-512, m <= 128, B stored n x k) the shared indices p at which op(A)
+/// is +-0.0 in every row of a 64-row block are skipped, after packing. A
+/// skipped step adds 0 * B(p, j) to the sums, so the result is that of
+/// [`sgemm_with_epilogue`] (the same FMAs on the other steps, in the same
+/// order) except where B holds an infinity or NaN at a skipped step (0 * inf
+/// would have made the sum NaN) and possibly in the sign of a zero result.
+/// Other shapes and paths run [`sgemm_with_epilogue`] itself.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_skipping_zero_columns(
+    ta: Trans,
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue,
+) {
+    if KernelPath::NATIVE == KernelPath::Avx512 && tb == Trans::T && m <= M_LANES_MAX_M {
+        let op = checked_operands(
+            ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &epilogue,
+        );
+        // SAFETY: checked_operands verified every index the core touches is
+        // inside the slices; `c` is borrowed mutably for the whole call.
+        unsafe { gemm_m_lanes(&op, true) }
+    } else {
+        sgemm_with_epilogue(
+            ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, epilogue,
+        )
     }
 }
 

@@ -330,6 +330,90 @@ fn split_even(len: usize, parts: usize, unit: usize) -> usize {
     units.div_ceil(parts.max(1)) * unit
 }
 
+impl Blocking {
+    /// Whether these are path P's own blocks (tests shrink them to drive the
+    /// packed loops on small matrices; the shape-specific variants then stay
+    /// off).
+    fn is_default_for<P: Path>(self) -> bool {
+        self.kc == P::KC && self.mc == P::MC && self.nc == P::NC
+    }
+}
+
+/// The cache blocks of one product (also of a sum's concatenated K).
+struct BlockSizes {
+    kc_count: usize,
+    kc_size: usize,
+    mc_size: usize,
+    nc_size: usize,
+}
+
+impl BlockSizes {
+    fn of<P: Path>(m: usize, n: usize, k: usize, blk: Blocking) -> BlockSizes {
+        let default_blocking = blk.is_default_for::<P>();
+        // Balanced blocks: k = 784 with KC = 192 runs five slices of 157, not
+        // four of 192 and a sliver of 16.
+        let kc_count = k.div_ceil(blk.kc.max(1)).max(1);
+        let kc_size = k.div_ceil(kc_count);
+        // Short K slices (A^T B weight gradients, k = 64 or 128) make thin A
+        // blocks: 264 x 128 floats is 132 KiB, so taller blocks still sit in
+        // L2 and cut the number of passes over the packed B panel (784 x 128
+        // x 900: +3% over MC = 192, with the row-order tiles of
+        // [`sweep_tiles`]). Only where M spans more than one tall block:
+        // making M a single block would switch B to the in-place path, whose
+        // column-order sweep is slow for short k (the trainer's 228 x 64 x
+        // 784 update blocks: DAE epoch 1.78 -> 2.0 s).
+        let mc_limit = if default_blocking && kc_size <= ROW_MAJOR_TILES_MAX_K && m > MC_SHORT_K {
+            MC_SHORT_K
+        } else {
+            blk.mc
+        };
+        BlockSizes {
+            kc_count,
+            kc_size,
+            mc_size: split_even(m, m.div_ceil(mc_limit.max(1)), P::MR),
+            nc_size: split_even(n, n.div_ceil(blk.nc.max(1)), P::NR),
+        }
+    }
+}
+
+/// Runs `tile(ir, jr)` over an mc x nc block in steps of mr x nr. With
+/// `row_order` (short k, weight gradients: C traffic, not arithmetic,
+/// dominates) each row strip of C is swept left to right, MR sequential
+/// streams the hardware prefetcher follows, re-reading the packed B panel
+/// (at most 512 KiB) from L2; otherwise column by column, so the B
+/// micro-panel stays in L1 while the A block streams from L2.
+fn sweep_tiles(
+    mc: usize,
+    nc: usize,
+    mr: usize,
+    nr: usize,
+    row_order: bool,
+    mut tile: impl FnMut(usize, usize),
+) {
+    if row_order {
+        for ir in (0..mc).step_by(mr) {
+            for jr in (0..nc).step_by(nr) {
+                tile(ir, jr);
+            }
+        }
+    } else {
+        for jr in (0..nc).step_by(nr) {
+            for ir in (0..mc).step_by(mr) {
+                tile(ir, jr);
+            }
+        }
+    }
+}
+
+/// The bias pointers (row, column) of an epilogue; null where absent.
+fn bias_pointers(bias: &Bias) -> (*const f32, *const f32) {
+    match *bias {
+        Bias::None => (core::ptr::null(), core::ptr::null()),
+        Bias::Row(r) => (r.as_ptr(), core::ptr::null()),
+        Bias::Col(cb) => (core::ptr::null(), cb.as_ptr()),
+    }
+}
+
 /// The blocked single-threaded product on one path.
 ///
 /// # Safety
@@ -342,7 +426,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     }
     // Only with the default blocking, so the tests' tiny blocks still drive
     // the packed loops with B transposed.
-    let default_blocking = blk.kc == P::KC && blk.mc == P::MC && blk.nc == P::NC;
+    let default_blocking = blk.is_default_for::<P>();
     if P::M_LANES
         && default_blocking
         && m <= M_LANES_MAX_M
@@ -352,25 +436,12 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
         return unsafe { gemm_m_lanes(op, false) };
     }
     let (mr, nr) = (P::MR, P::NR);
-    // Balanced blocks: k = 784 with KC = 192 runs five slices of 157, not four
-    // of 192 and a sliver of 16.
-    let kc_count = k.div_ceil(blk.kc.max(1)).max(1);
-    let kc_size = k.div_ceil(kc_count);
-    // Short K slices (A^T B weight gradients, k = 64 or 128) make thin A
-    // blocks: 264 x 128 floats is 132 KiB, so taller blocks still sit in L2
-    // and cut the number of passes over the packed B panel (784 x 128 x 900:
-    // +3% over MC = 192, with the row-order tiles below).
-    // Only where M spans more than one tall block: making M a single block
-    // would switch B to the in-place path, whose column-order sweep is slow
-    // for short k (the trainer's 228 x 64 x 784 update blocks: DAE epoch
-    // 1.78 -> 2.0 s).
-    let mc_limit = if default_blocking && kc_size <= ROW_MAJOR_TILES_MAX_K && m > MC_SHORT_K {
-        MC_SHORT_K
-    } else {
-        blk.mc
-    };
-    let mc_size = split_even(m, m.div_ceil(mc_limit.max(1)), mr);
-    let nc_size = split_even(n, n.div_ceil(blk.nc.max(1)), nr);
+    let BlockSizes {
+        kc_count,
+        kc_size,
+        mc_size,
+        nc_size,
+    } = BlockSizes::of::<P>(m, n, k, blk);
     // With B stored k x n, full NR-wide strips of B are already laid out as a
     // packed panel with row stride ldb; the micro-kernel reads them in place
     // and only the ragged last strip is packed. This saves a full pass over
@@ -544,26 +615,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                             );
                         }
                     };
-                    if row_order {
-                        // Short k (weight gradients, k <= 128): C traffic, not
-                        // arithmetic, dominates. Sweeping each row strip of
-                        // C left to right gives MR sequential streams the
-                        // hardware prefetcher follows; the packed B panel
-                        // (kc x nc, at most 512 KiB) is re-read from L2.
-                        for ir in (0..mc).step_by(mr) {
-                            for jr in (0..nc).step_by(nr) {
-                                run_tile(ir, jr);
-                            }
-                        }
-                    } else {
-                        // The B micro-panel stays in L1 while the A block
-                        // streams from L2.
-                        for jr in (0..nc).step_by(nr) {
-                            for ir in (0..mc).step_by(mr) {
-                                run_tile(ir, jr);
-                            }
-                        }
-                    }
+                    sweep_tiles(mc, nc, mr, nr, row_order, run_tile);
                 }
             }
         }
@@ -830,11 +882,7 @@ fn checked_operands(
     epilogue: &Epilogue,
 ) -> Operands {
     check_shapes(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, epilogue);
-    let (bias_row, bias_col) = match epilogue.bias {
-        Bias::None => (core::ptr::null(), core::ptr::null()),
-        Bias::Row(r) => (r.as_ptr(), core::ptr::null()),
-        Bias::Col(cb) => (core::ptr::null(), cb.as_ptr()),
-    };
+    let (bias_row, bias_col) = bias_pointers(&epilogue.bias);
     Operands {
         ta,
         tb,

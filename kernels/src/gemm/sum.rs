@@ -16,8 +16,8 @@
 
 use super::kernel::{Avx2Fma6x16, Avx512Fma12x32, Path, Portable4x8, TileEpilogue};
 use super::{
-    check_shapes, pack, sgemm_on_path, split_even, with_pack_buffers, Activation, Bias, Blocking,
-    Epilogue, KernelPath, Trans, MC_SHORT_K, ROW_MAJOR_TILES_MAX_K,
+    bias_pointers, check_shapes, pack, sgemm_on_path, sweep_tiles, with_pack_buffers, Activation,
+    BlockSizes, Blocking, Epilogue, KernelPath, Trans, ROW_MAJOR_TILES_MAX_K,
 };
 
 /// One term op(A) op(B) of [`sgemm_sum`]: op(A) is m x k, op(B) is k x n,
@@ -111,11 +111,7 @@ pub fn sgemm_sum_on_path(
     if m == 0 || n == 0 {
         return;
     }
-    let (bias_row, bias_col) = match epilogue.bias {
-        Bias::None => (core::ptr::null(), core::ptr::null()),
-        Bias::Row(r) => (r.as_ptr(), core::ptr::null()),
-        Bias::Col(cb) => (core::ptr::null(), cb.as_ptr()),
-    };
+    let (bias_row, bias_col) = bias_pointers(&epilogue.bias);
     let op = SumOperands {
         ta,
         tb,
@@ -190,18 +186,13 @@ unsafe fn gemm_sum_serial<P: Path>(op: &SumOperands, blk: Blocking) {
     let k: usize = op.terms.iter().map(|t| t.k).sum();
     let (mr, nr) = (P::MR, P::NR);
     // The same block choices as gemm_serial's packed path for a single
-    // product of this total k (balanced K slices, taller M blocks and
-    // row-order tiles for short slices).
-    let default_blocking = blk.kc == P::KC && blk.mc == P::MC && blk.nc == P::NC;
-    let kc_count = k.div_ceil(blk.kc.max(1)).max(1);
-    let kc_size = k.div_ceil(kc_count);
-    let mc_limit = if default_blocking && kc_size <= ROW_MAJOR_TILES_MAX_K && m > MC_SHORT_K {
-        MC_SHORT_K
-    } else {
-        blk.mc
-    };
-    let mc_size = split_even(m, m.div_ceil(mc_limit.max(1)), mr);
-    let nc_size = split_even(n, n.div_ceil(blk.nc.max(1)), nr);
+    // product of this total k.
+    let BlockSizes {
+        kc_count,
+        kc_size,
+        mc_size,
+        nc_size,
+    } = BlockSizes::of::<P>(m, n, k, blk);
     let b_floats = nc_size.div_ceil(nr) * nr * kc_size;
     let a_floats = mc_size.div_ceil(mr) * mr * kc_size;
 
@@ -290,19 +281,7 @@ unsafe fn gemm_sum_serial<P: Path>(op: &SumOperands, blk: Blocking) {
                             );
                         }
                     };
-                    if row_order {
-                        for ir in (0..mc).step_by(mr) {
-                            for jr in (0..nc).step_by(nr) {
-                                run_tile(ir, jr);
-                            }
-                        }
-                    } else {
-                        for jr in (0..nc).step_by(nr) {
-                            for ir in (0..mc).step_by(mr) {
-                                run_tile(ir, jr);
-                            }
-                        }
-                    }
+                    sweep_tiles(mc, nc, mr, nr, row_order, run_tile);
                 }
             }
         }

@@ -24,8 +24,9 @@ pub(crate) trait Path {
     const MC: usize;
     /// Cuts N (the jc loop).
     const NC: usize;
-    /// Whether small-m products with B transposed run the M-on-lanes
-    /// kernel ([`tile_m_lanes`], 16-lane vectors) instead of packing B.
+    /// Whether small-m products (B transposed, or B stored k x n with
+    /// n >= `M_LANES_NN_MIN_N`) run the M-on-lanes kernel ([`tile_m_lanes`],
+    /// 16-lane vectors) instead of packing B.
     const M_LANES: bool;
     /// Whether the last few columns of a product with a row-major op(A)
     /// run the dot-product kernel ([`tile_dot`], 16-lane vectors).
@@ -479,7 +480,8 @@ declare_path!(
     /// is unrolled by two to keep those loads ahead of the FMAs.
     /// MC = 192 (cuts M, the ic loop): the packed A block (192 x 1024 x 4 B
     /// = 768 KiB), re-read for every NR column tile, stays in L2; a batch of
-    /// 128 is one block, so B is read in place (direct-B) there.
+    /// 128 is one block, so B stored k x n is read in place (direct-B) there
+    /// when the M-on-lanes kernel does not take the product (n < 400).
     /// NC = 1024 (cuts N, the jc loop): each B micro-panel is re-read by
     /// the 16 row tiles of an MC block while it is L2-resident; the whole
     /// panel (up to 4 MiB) is fetched from L3 once per MC block.
@@ -697,7 +699,8 @@ pub(crate) const DOT_COLS: usize = 4;
 /// Each accumulator is summed across its lanes at the end.
 ///
 /// `a` points at row 0 of the tile in op(A) (`rows` <= DOT_ROWS rows, `lda`
-/// apart, `kc` floats each); missing rows re-read row 0 and are dropped.
+/// apart, `kc` floats each); missing rows re-read the last row and are
+/// dropped.
 /// `bt` holds DOT_COLS rows of `kc_pad` floats (kc_pad >= kc rounded up to
 /// LANES), zero past `kc` and in rows past `cols`.
 ///

@@ -4,10 +4,10 @@
 //! into cache blocks (sizes in [`kernel`]), A and B blocks are packed into
 //! zero-padded micro-panels in thread-local buffers ([`pack`]), and a
 //! register-blocked micro-kernel computes each MR x NR tile of C and applies
-//! the epilogue while the tile is in registers. Small-m products with B
-//! transposed (the trainer's `x W^T`) skip the transpose of B on the AVX-512
-//! path: an M-on-lanes kernel packs only A^T and reads B's rows in place
-//! (`kernel::tile_m_lanes`). Narrow products (n <= 256) read a row-major A
+//! the epilogue while the tile is in registers. Small-m products (m <= 128;
+//! B transposed, the trainer's `x W^T`, or B stored k x n with n >= 400)
+//! skip packing B on the AVX-512 path: an M-on-lanes kernel packs only A^T
+//! and reads B in place (`kernel::tile_m_lanes`). Narrow products (n <= 256) read a row-major A
 //! in place instead of packing it, and B stored k x n is read in place when
 //! M is one block. The last few ragged columns (n = 100 or 900 leave 4) of
 //! a product with a row-major op(A) run a dot-product kernel with K on the
@@ -241,6 +241,9 @@ struct Operands {
     bias_row: *const f32,
     bias_col: *const f32,
     activation: Activation,
+    /// Skip the k steps where op(A) is zero in a whole block of rows (see
+    /// [`sgemm_skipping_zero_columns`]); only the M-on-lanes path does.
+    skip_zero_steps: bool,
 }
 
 // SAFETY: the pointers come from slices borrowed for the whole call; parallel
@@ -350,8 +353,8 @@ struct BlockSizes {
 impl BlockSizes {
     fn of<P: Path>(m: usize, n: usize, k: usize, blk: Blocking) -> BlockSizes {
         let default_blocking = blk.is_default_for::<P>();
-        // Balanced blocks: k = 784 with KC = 192 runs five slices of 157, not
-        // four of 192 and a sliver of 16.
+        // Balanced blocks: k = 784 with KC = 256 (the AVX2 path) runs four
+        // slices of 196, not three of 256 and a sliver of 16.
         let kc_count = k.div_ceil(blk.kc.max(1)).max(1);
         let kc_size = k.div_ceil(kc_count);
         // Short K slices (A^T B weight gradients, k = 64 or 128) make thin A
@@ -380,8 +383,9 @@ impl BlockSizes {
 /// `row_order` (short k, weight gradients: C traffic, not arithmetic,
 /// dominates) each row strip of C is swept left to right, MR sequential
 /// streams the hardware prefetcher follows, re-reading the packed B panel
-/// (at most 512 KiB) from L2; otherwise column by column, so the B
-/// micro-panel stays in L1 while the A block streams from L2.
+/// (at most 512 KiB) from L2; otherwise column by column, so one B
+/// micro-panel serves the whole A block before the next is read (in L1 for
+/// short slices; at KC = 1024 both stream from L2, see `kernel`).
 fn sweep_tiles(
     mc: usize,
     nc: usize,
@@ -433,7 +437,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
         && (op.tb == Trans::T || (op.tb == Trans::N && n >= M_LANES_NN_MIN_N))
     {
         // SAFETY: forwarded.
-        return unsafe { gemm_m_lanes(op, false) };
+        return unsafe { gemm_m_lanes(op) };
     }
     let (mr, nr) = (P::MR, P::NR);
     let BlockSizes {
@@ -502,7 +506,10 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                 // SAFETY: the block lies inside op(B); pb holds b_floats.
                 unsafe {
                     if !direct_b {
-                        pack::pack_b(op.tb, op.b, op.ldb, p0, kc, jc, nc, nr, pb);
+                        // With the dot edge, the ragged strip is only read
+                        // from its transposed edge panel (packed below).
+                        let packed_nc = if dot_edge { full_nc } else { nc };
+                        pack::pack_b(op.tb, op.b, op.ldb, p0, kc, jc, packed_nc, nr, pb);
                     } else if full_nc < nc && !dot_edge {
                         pack::pack_b(
                             op.tb,
@@ -628,12 +635,12 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
 ///
 /// # Safety
 /// As [`gemm_serial`].
-unsafe fn gemm_m_lanes(op: &Operands, skip_zero_steps: bool) {
+unsafe fn gemm_m_lanes(op: &Operands) {
     let (m, n, k) = (op.m, op.n, op.k);
     let height = MLANES_VECS * 16;
     let blocks = m.div_ceil(height);
     // Step lists only for B stored n x k (the trainer's first-layer x W^T).
-    let listed = skip_zero_steps && op.tb == Trans::T;
+    let listed = op.skip_zero_steps && op.tb == Trans::T;
     let list_floats = if listed { blocks * k } else { 0 };
     with_pack_buffers(blocks * height * k, list_floats, |pa, lists| {
         // op(A)^T as a k x m "B" operand: stored the other way round.
@@ -848,17 +855,27 @@ pub fn sgemm_on_path(
     let op = checked_operands(
         ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &epilogue,
     );
+    // SAFETY: checked_operands verified every index the core touches is
+    // inside the slices; `c` is borrowed mutably for the whole call.
+    unsafe { run_on_path(path, blocking, parallel, &op) }
+}
+
+/// Runs checked operands on `path`.
+///
+/// # Safety
+/// `op` comes from [`checked_operands`] on slices that outlive the call,
+/// with C borrowed mutably.
+unsafe fn run_on_path(path: KernelPath, blocking: Option<Blocking>, parallel: bool, op: &Operands) {
     let blk = blocking.unwrap_or_else(|| path.blocking());
-    // SAFETY: check_shapes verified every index the core touches is inside
-    // the slices; `c` is borrowed mutably for the whole call.
+    // SAFETY: forwarded.
     unsafe {
         match (path, parallel) {
-            (KernelPath::Avx512, false) => gemm_serial::<Avx512Fma12x32>(&op, blk),
-            (KernelPath::Avx512, true) => gemm_parallel::<Avx512Fma12x32>(&op, blk),
-            (KernelPath::Avx2, false) => gemm_serial::<Avx2Fma6x16>(&op, blk),
-            (KernelPath::Avx2, true) => gemm_parallel::<Avx2Fma6x16>(&op, blk),
-            (KernelPath::Portable, false) => gemm_serial::<Portable4x8>(&op, blk),
-            (KernelPath::Portable, true) => gemm_parallel::<Portable4x8>(&op, blk),
+            (KernelPath::Avx512, false) => gemm_serial::<Avx512Fma12x32>(op, blk),
+            (KernelPath::Avx512, true) => gemm_parallel::<Avx512Fma12x32>(op, blk),
+            (KernelPath::Avx2, false) => gemm_serial::<Avx2Fma6x16>(op, blk),
+            (KernelPath::Avx2, true) => gemm_parallel::<Avx2Fma6x16>(op, blk),
+            (KernelPath::Portable, false) => gemm_serial::<Portable4x8>(op, blk),
+            (KernelPath::Portable, true) => gemm_parallel::<Portable4x8>(op, blk),
         }
     }
 }
@@ -900,12 +917,14 @@ fn checked_operands(
         bias_row,
         bias_col,
         activation: epilogue.activation,
+        skip_zero_steps: false,
     }
 }
 
 /// [`sgemm_with_epilogue`] for a sparse op(A) such as a batch of images,
 /// whose zero pixels make up most of the input: on the M-on-the-lanes path
-/// (AVX-512, m <= 128, B stored n x k) the shared indices p at which op(A)
+/// (AVX-512, m <= 128, B stored n x k; `gemm_serial`'s dispatch) the
+/// shared indices p at which op(A)
 /// is +-0.0 in every row of a 64-row block are skipped, after packing. A
 /// skipped step adds 0 * B(p, j) to the sums, so the result is that of
 /// [`sgemm_with_epilogue`] (the same FMAs on the other steps, in the same
@@ -929,18 +948,13 @@ pub fn sgemm_skipping_zero_columns(
     ldc: usize,
     epilogue: Epilogue,
 ) {
-    if KernelPath::NATIVE == KernelPath::Avx512 && tb == Trans::T && m <= M_LANES_MAX_M {
-        let op = checked_operands(
-            ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &epilogue,
-        );
-        // SAFETY: checked_operands verified every index the core touches is
-        // inside the slices; `c` is borrowed mutably for the whole call.
-        unsafe { gemm_m_lanes(&op, true) }
-    } else {
-        sgemm_with_epilogue(
-            ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, epilogue,
-        )
-    }
+    let mut op = checked_operands(
+        ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &epilogue,
+    );
+    op.skip_zero_steps = true;
+    // SAFETY: checked_operands verified every index the core touches is
+    // inside the slices; `c` is borrowed mutably for the whole call.
+    unsafe { run_on_path(KernelPath::NATIVE, None, false, &op) }
 }
 
 /// The micro-kernel's own ceiling: GFLOP/s of full MR x NR tiles over one

@@ -6,16 +6,21 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// Writes `value` (pretty-printed, newline-terminated) to a temporary file
-/// beside `path` and renames it into place. On failure, the path that failed
-/// (the temporary file or the target) comes with the error.
-pub fn write_atomic(path: &Path, value: &Value) -> Result<(), (PathBuf, io::Error)> {
+/// Writes `value` as pretty-printed JSON (newline-terminated, fields in
+/// their declared order) to a temporary file beside `path` and renames it
+/// into place. On failure, the path that failed (the temporary file or the
+/// target) comes with the error.
+pub fn write_atomic<T: Serialize + ?Sized>(
+    path: &Path,
+    value: &T,
+) -> Result<(), (PathBuf, io::Error)> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let text = serde_json::to_string_pretty(value).expect("JSON values always serialise");
+    let text = serde_json::to_string_pretty(value).expect("the project's JSON always serialises");
     fs::write(&tmp, text + "\n").map_err(|e| (tmp.clone(), e))?;
     fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))
 }
@@ -43,12 +48,8 @@ pub fn merge_object(
     for (k, v) in fields {
         merged.insert(k, v);
     }
-    let value = Value::Object(merged);
-    write_atomic(path, &value)?;
-    match value {
-        Value::Object(m) => Ok(m),
-        _ => unreachable!("built as an object"),
-    }
+    write_atomic(path, &merged)?;
+    Ok(merged)
 }
 
 #[cfg(test)]

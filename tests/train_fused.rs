@@ -88,9 +88,9 @@ const OPTIMIZERS: [Optimizer; 3] = [
     },
 ];
 
-/// MLP: fc1 has 1100 units (12 blocks, the last one ragged) and the model
-/// is large enough for the parallel phase; 24 rows on 3 threads. The
-/// 2-image batch on 3 threads leaves a chunk empty.
+/// MLP: fc1 has 1100 units (3 blocks on 3 threads: 372, 372 and a ragged
+/// 356) and the model is large enough for the parallel phase; 24 rows on 3
+/// threads. The 2-image batch on 3 threads leaves a chunk empty.
 #[test]
 fn mlp_update_matches_the_full_batch_reference() {
     let (imgs, labs) = data(24, 1);

@@ -35,8 +35,10 @@ pub(crate) const fn first_lanes_mask16(m: usize) -> u16 {
 ///
 /// Why: late in training, softmax gradients of well-learned images fall below
 /// f32::MIN_POSITIVE (1.2e-38) and every layer's backward pass then works on
-/// subnormals, which x86 cores handle in microcode at ~100x the cost of a
-/// normal FMA: a CNN epoch slowed from 1.3 s to over 6 s in testing. Values
+/// subnormals, which x86 cores handle in microcode at many times the cost
+/// of a normal FMA: in the first full study A3's epochs crept from 1.3 s to
+/// 2.3 s, and one epoch resumed from its last checkpoint took 6.6 s without
+/// the flags against 2.5 s with them. Values
 /// that small carry nothing at f32 training precision; oneDNN (PyTorch) runs
 /// with the same flags. Returns whether the flags could be set on this target.
 pub fn flush_subnormals_on_this_thread() -> bool {

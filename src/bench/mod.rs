@@ -477,7 +477,7 @@ pub fn render(r: &BenchReport) -> String {
         out.push_str(&format!(
             "\nprofile of {} (seconds per epoch, average thread; {})\n",
             row.work.name(),
-            if row.profile.iter().any(|p| p.layer == "dW+update") {
+            if row.profile.iter().any(|p| p.layer == profile::FUSED_UPDATE) {
                 "dW+update = weight gradients + optimizer, wall; backward = deltas only"
             } else {
                 "update = reduction of chunk gradients + optimizer, wall"
@@ -502,7 +502,5 @@ pub fn render(r: &BenchReport) -> String {
 
 /// Writes the report as pretty JSON, atomically.
 pub fn write_json(r: &BenchReport, path: &Path) -> Result<(), ExpError> {
-    let value = serde_json::to_value(r).expect("bench report serialises");
-    crate::jsonfile::write_atomic(path, &value)
-        .map_err(|(path, source)| ExpError::Io { path, source })
+    crate::jsonfile::write_atomic(path, r).map_err(|(path, source)| ExpError::Io { path, source })
 }

@@ -307,7 +307,14 @@ impl DaeStack {
                 &mut ws.local_noisy[r * nv..(r + 1) * nv],
             );
         }
-        ae.encode(
+        // Layer 1 encodes corrupted images: mostly exact zeros.
+        let encode = if layer == 1 {
+            TiedAutoencoder::encode_sparse_input
+        } else {
+            TiedAutoencoder::encode
+        };
+        encode(
+            ae,
             self.w(layer),
             self.b(layer),
             &ws.local_noisy[..rows * nv],

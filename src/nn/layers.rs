@@ -16,6 +16,7 @@ use crate::kernels::conv::{
 use crate::kernels::gemm::{
     sgemm_skipping_zero_columns, sgemm_with_epilogue, Activation, Bias, Epilogue, Trans,
 };
+use crate::kernels::pool::{maxpool2x2_backward, maxpool2x2_forward};
 
 /// A GEMM entry with `sgemm_with_epilogue`'s signature.
 type GemmEntry = fn(
@@ -34,7 +35,6 @@ type GemmEntry = fn(
     usize,
     Epilogue,
 );
-use crate::kernels::pool::{maxpool2x2_backward, maxpool2x2_forward};
 
 /// Applies the derivative of `act` to `grad` in place, given the activation's
 /// output `y` (ReLU: grad where y > 0; sigmoid: grad * y * (1 - y)).
@@ -144,12 +144,8 @@ impl Dense {
         db: &mut [f32],
         dx: Option<&mut [f32]>,
     ) {
-        let n = rows * self.n_out;
-        activation_backward(self.activation, &y[..n], &mut dy[..n]);
-        let dz = &dy[..n];
-        if let Some(dx) = dx {
-            self.input_gradient(w, dz, rows, dx);
-        }
+        self.backward_delta(w, y, dy, rows, dx);
+        let dz = &dy[..rows * self.n_out];
         // dW[n_out, n_in] = dz^T x
         sgemm_with_epilogue(
             Trans::T,

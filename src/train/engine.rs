@@ -13,7 +13,7 @@ use super::fused::{self, Block};
 use super::progress::EpochProgress;
 use super::report;
 use super::{DaeConfig, EpochMetrics, Optimizer, TrainConfig, TrainError};
-use crate::bench::profile::{timed, Phase};
+use crate::bench::profile::{timed, Phase, FUSED_UPDATE};
 use crate::data::resident::ResidentImages;
 use crate::data::Split;
 use crate::kernels::noise::mask_noise;
@@ -145,9 +145,6 @@ fn fused_step<T: Sync, F>(
         pool.install(|| fused::run(step, blocks, params, state, grad, true));
     }
 }
-
-/// The profile label of the fused phase (weight gradients + optimizer).
-const FUSED_UPDATE: &str = "dW+update";
 
 /// Parameter counts up to which the reduction and update run on the calling
 /// thread (a few blocks: tens of microseconds of work).

@@ -349,7 +349,7 @@ mod tests {
     /// gradient (RMSProp leaves it in `g`) equals the plain sum exactly.
     #[test]
     fn more_pairs_than_one_call() {
-        let (n_out, n_in, chunks) = (30, 7, 12);
+        let (n_out, n_in, chunks) = (100, 7, 12);
         let tensors = [TensorGrad::Dense {
             n_out,
             n_in,
@@ -399,7 +399,8 @@ mod tests {
             }
         }
         assert_eq!(g, want);
-        // Other block plans (more threads) give the same bits, on floats.
+        // Other block plans give the same bits, on floats: 100 rows are one
+        // block for 1 thread, two for 2 and three (of 48) for 16.
         let float = |i: usize| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5;
         let data: Vec<Chunk> = data
             .iter()
@@ -440,6 +441,8 @@ mod tests {
             );
             p.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()
         };
+        assert_eq!(plan(&tensors, 2).len(), 2);
+        assert_eq!(plan(&tensors, 16).len(), 3);
         assert_eq!(after(1), after(2));
         assert_eq!(after(1), after(16));
     }

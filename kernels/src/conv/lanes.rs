@@ -133,11 +133,12 @@ fn pack_group(
 /// kernels do no heap allocation once they have seen their largest shape.
 #[derive(Clone, Debug, Default)]
 pub struct Scratch {
-    /// Packed input (forward, backward-filter) or padded output gradient.
+    /// Packed input (forward, backward-filter).
     xin: Vec<V>,
     /// Packed output gradient (backward passes).
     gp: Vec<V>,
-    /// One row of output tiles, `C x ow` vectors, before it is unpacked.
+    /// Output tiles of a block of rows before they are unpacked (forward),
+    /// or the input-gradient rows of the conv1 backward-input path.
     rows: Vec<V>,
     /// Per-lane filter and bias gradient partial sums.
     wacc: Vec<V>,

@@ -149,7 +149,8 @@ pub fn conv2d_forward_with(
 /// planes, fused: `pooled` and `argmax` (`[batch, c_out, out_h / 2, out_w / 2]`,
 /// indices within each `out_h x out_w` plane) are bit-identical to the two
 /// calls in sequence, but the convolution's output is never stored (no write
-/// and re-read of the largest tensor, a quarter of the unpacking). For a
+/// and re-read of the largest tensor; the unpacking covers the pooled
+/// values and the argmax, half the conv output's size). For a
 /// network whose backward pass needs only the pooled values and the argmax
 /// (ReLU's derivative folded into the pooling's backward).
 #[allow(clippy::too_many_arguments)]

@@ -16,9 +16,20 @@ use vcortex::train::{
 const PIXELS: usize = 64;
 const CLASSES: usize = 4;
 
-fn data(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+/// `n` images with about `zeros_in_10` tenths of their pixels exactly 0
+/// (MNIST has 8: the first layer then takes the sparse weight gradient,
+/// which starts at 7 or fewer), and their labels.
+fn data(n: usize, seed: u64, zeros_in_10: u64) -> (Vec<u8>, Vec<u8>) {
     let mut rng = Rng::new(seed);
-    let images = (0..n * PIXELS).map(|_| rng.below(256) as u8).collect();
+    let images = (0..n * PIXELS)
+        .map(|_| {
+            if rng.below(10) < zeros_in_10 {
+                0
+            } else {
+                1 + rng.below(255) as u8
+            }
+        })
+        .collect();
     let labels = (0..n).map(|_| rng.below(CLASSES as u64) as u8).collect();
     (images, labels)
 }
@@ -90,15 +101,17 @@ const OPTIMIZERS: [Optimizer; 3] = [
 
 /// MLP: fc1 has 1100 units (3 blocks on 3 threads: 372, 372 and a ragged
 /// 356) and the model is large enough for the parallel phase; 24 rows on 3
-/// threads. The 2-image batch on 3 threads leaves a chunk empty.
+/// threads. The 2-image batch on 3 threads leaves a chunk empty. Sparse
+/// images (fc1's weight gradient from the listed non-zeros) and dense ones.
 #[test]
 fn mlp_update_matches_the_full_batch_reference() {
-    let (imgs, labs) = data(24, 1);
-    let train = split(&imgs, &labs);
-    for (sizes, batch) in [
-        (&[PIXELS, 1100, 30, CLASSES][..], 24),
-        (&[PIXELS, 20, CLASSES][..], 2),
+    for (zeros, sizes, batch) in [
+        (8, &[PIXELS, 1100, 30, CLASSES][..], 24),
+        (0, &[PIXELS, 1100, 30, CLASSES][..], 24),
+        (8, &[PIXELS, 20, CLASSES][..], 2),
     ] {
+        let (imgs, labs) = data(24, 1, zeros);
+        let train = split(&imgs, &labs);
         for opt in OPTIMIZERS {
             let dir = tempfile::tempdir().unwrap();
             let cfg = config(dir.path(), batch, 3, opt);
@@ -129,19 +142,20 @@ fn mlp_update_matches_the_full_batch_reference() {
             assert_close(
                 fused.params(),
                 plain.params(),
-                &format!("mlp {sizes:?} {opt:?}"),
+                &format!("mlp {sizes:?} {opt:?}, {zeros}/10 zeros"),
             );
         }
     }
 }
 
-/// DAE layers: layer 1 of 64-1100 (parallel phase, ragged last block) and
+/// DAE layers (on sparse images: layer 1's encoder term from the listed
+/// non-zeros): layer 1 of 64-1100 (parallel phase, ragged last block) and
 /// layer 2 of 64-200-130 with the KL penalty, in both schemes. Keep
 /// probability 1 makes the corruption the identity, so the reference needs
 /// no noise streams.
 #[test]
 fn dae_update_matches_the_full_batch_reference() {
-    let (imgs, labs) = data(24, 2);
+    let (imgs, labs) = data(24, 2, 8);
     let train = split(&imgs, &labs);
     let batch = 24;
     let cases = [

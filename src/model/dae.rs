@@ -33,8 +33,8 @@ use crate::kernels::activation::sigmoid_backward;
 use crate::kernels::gemm::Activation;
 use crate::kernels::rng::Rng;
 use crate::nn::{
-    column_sums, init_uniform, sigmoid_binary_cross_entropy, sigmoid_bound, Factors, ParamLayout,
-    Sparsity, TensorGrad, TiedAutoencoder,
+    column_sums, init_uniform, sigmoid_binary_cross_entropy, sigmoid_bound, Factors, InputList,
+    ParamLayout, Sparsity, TensorGrad, TiedAutoencoder,
 };
 
 /// The stack and its parameters.
@@ -72,6 +72,9 @@ pub struct DaeWorkspace {
     dlev: Vec<Vec<f32>>,
     dh: Vec<f32>,
     col_sums: Vec<f32>,
+    /// Layer 1's input (image pixels) listed by its non-zeros, for the
+    /// encoder term's sparse weight gradient.
+    input_list: InputList,
 }
 
 impl DaeWorkspace {
@@ -106,7 +109,16 @@ impl DaeWorkspace {
             (1, _) => (dz, &[]),
             _ => (da, &[]),
         };
-        Factors { a, b }
+        Factors {
+            a,
+            b,
+            // Layer 1's images, listed where sparse enough.
+            b_list: if (tensor, term, layer) == (0, 0, 1) {
+                self.input_list.get()
+            } else {
+                None
+            },
+        }
     }
 }
 
@@ -237,6 +249,7 @@ impl DaeStack {
                 .collect(),
             dh: z(max_hidden),
             col_sums: vec![0.0; max_hidden],
+            input_list: InputList::default(),
         }
     }
 
@@ -391,7 +404,17 @@ impl DaeStack {
         grad_scale: f32,
         sparsity: Option<(Sparsity, &[f32], usize)>,
     ) -> f64 {
-        self.loss_backward(layer, ws, rows, grad_scale, sparsity, None)
+        let loss = self.loss_backward(layer, ws, rows, grad_scale, sparsity, None);
+        if layer == 1 {
+            let n_in = self.layers[0].n_visible;
+            timed(numbered(&DAE_ENC, 1), Phase::Backward, || {
+                // Out of the workspace while it reads the input beside it.
+                let mut list = std::mem::take(&mut ws.input_list);
+                list.update(&ws.layer_input(1)[..rows * n_in], rows, n_in);
+                ws.input_list = list;
+            });
+        }
+        loss
     }
 
     /// Layer `layer`'s tensors (weight, hidden bias, visible bias) as the

@@ -10,8 +10,8 @@ use crate::kernels::gemm::Activation;
 use crate::kernels::rng::Rng;
 use crate::nn::params::split_two;
 use crate::nn::{
-    count_correct, init_uniform, sigmoid_bound, softmax_cross_entropy, Dense, Factors, ParamLayout,
-    TensorGrad,
+    count_correct, init_uniform, sigmoid_bound, softmax_cross_entropy, Dense, Factors, InputList,
+    ParamLayout, TensorGrad,
 };
 
 /// A multilayer perceptron with sigmoid hidden layers and a softmax output.
@@ -35,6 +35,8 @@ pub struct MlpWorkspace {
     /// Gradient with respect to each layer's output.
     deltas: Vec<Vec<f32>>,
     probs: Vec<f32>,
+    /// The input's non-zeros, for the first layer's sparse weight gradient.
+    x_list: InputList,
 }
 
 impl Mlp {
@@ -235,6 +237,7 @@ impl Classifier for Mlp {
             acts: per_layer(),
             deltas: per_layer(),
             probs: vec![0.0; max_rows * self.classes()],
+            x_list: InputList::default(),
         }
     }
 
@@ -267,7 +270,12 @@ impl Classifier for Mlp {
     }
 
     fn loss_and_deltas(&self, ws: &mut MlpWorkspace, labels: &[u8], grad_scale: f32) -> f64 {
-        self.loss_backward(ws, labels, grad_scale, None)
+        let loss = self.loss_backward(ws, labels, grad_scale, None);
+        let (rows, n_in) = (labels.len(), self.sizes[0]);
+        timed(numbered(&FC, 1), Phase::Backward, || {
+            ws.x_list.update(&ws.x[..rows * n_in], rows, n_in)
+        });
+        loss
     }
 
     /// Layer i's weight (tensor 2i) is dz_i^T x_i, its bias (2i + 1) the
@@ -282,6 +290,8 @@ impl Classifier for Mlp {
         Factors {
             a: &ws.deltas[i],
             b,
+            // The images' non-zeros, where sparse enough.
+            b_list: if tensor == 0 { ws.x_list.get() } else { None },
         }
     }
 

@@ -6,7 +6,7 @@ pub mod layers;
 pub mod loss;
 pub mod params;
 
-pub use grad::{Factors, TensorGrad};
+pub use grad::{Factors, InputList, TensorGrad};
 pub use layers::{activation_backward, column_sums, Conv2d, Dense, MaxPool2d, TiedAutoencoder};
 pub use loss::{count_correct, sigmoid_binary_cross_entropy, softmax_cross_entropy, Sparsity};
 pub use params::{glorot_bound, init_uniform, sigmoid_bound, ParamEntry, ParamLayout};

@@ -29,6 +29,7 @@ use std::ops::Range;
 use super::Optimizer;
 use crate::kernels::gemm::{sgemm_sum, Epilogue, KTerm, Trans};
 use crate::kernels::optim::{momentum_finish, momentum_update, rmsprop_update, sgd_update};
+use crate::kernels::sparse_grad::{sgemm_tn_sparse_sum, Csc, SparseTerm};
 use crate::nn::{column_sums, Factors, TensorGrad};
 
 /// Weight blocks hold at most about this many output units (rows), and a
@@ -49,6 +50,9 @@ const MIN_BLOCK_ROWS: usize = 48;
 /// has one chunk per thread and at most 2 terms, so 16 covers 8 threads in
 /// one call; more pairs run as several calls, in order.
 const TERMS_PER_CALL: usize = 16;
+
+/// Fills the unused slots of the listed pairs' stack array.
+static NO_LIST: Csc = Csc::new();
 
 /// Block heights are multiples of every GEMM register tile's height (12 rows
 /// on AVX-512, 6 on AVX2, 4 portable), so only a tensor's last block can
@@ -209,7 +213,9 @@ fn step_block<T, F>(
             let m = block.rows.len();
             // Every (chunk, term) product in chunk order, each chunk's terms
             // in order, summed along K by one GEMM (several only past
-            // TERMS_PER_CALL pairs), in a stack array: no allocation.
+            // TERMS_PER_CALL pairs), in a stack array: no allocation. Pairs
+            // whose input comes listed (image pixels) are summed after, by
+            // the sparse weight gradient; the first call applies beta0.
             let empty = KTerm {
                 a: &[],
                 lda: n_out,
@@ -218,13 +224,38 @@ fn step_block<T, F>(
                 k: 0,
             };
             let mut pairs = [empty; TERMS_PER_CALL];
-            let (mut held, mut products, mut beta) = (0, 0, beta0);
+            let no_list = SparseTerm {
+                a: &[],
+                lda: n_out,
+                b: &NO_LIST,
+            };
+            let mut listed = [no_list; TERMS_PER_CALL];
+            let (mut held, mut held_listed, mut products, mut beta) = (0, 0, 0, beta0);
             for ch in step.chunks {
                 let k = (step.rows_of)(ch);
                 if k == 0 {
                     continue;
                 }
                 for term in 0..terms {
+                    let f = (step.factors)(ch, block.tensor, term);
+                    // dW[rows] += a[:, rows]^T b: A is stored k x n_out, so
+                    // its columns from rows.start are this block's units.
+                    let a = &f.a[block.rows.start..];
+                    products += 1;
+                    if let Some(list) = f.b_list {
+                        assert_eq!(list.rows(), k, "input list of another chunk size");
+                        if held_listed == TERMS_PER_CALL {
+                            sgemm_tn_sparse_sum(m, n_in, &listed, alpha, beta, target, n_in);
+                            (held_listed, beta) = (0, 1.0);
+                        }
+                        listed[held_listed] = SparseTerm {
+                            a,
+                            lda: n_out,
+                            b: list,
+                        };
+                        held_listed += 1;
+                        continue;
+                    }
                     if held == TERMS_PER_CALL {
                         sgemm_sum(
                             Trans::T,
@@ -240,35 +271,37 @@ fn step_block<T, F>(
                         );
                         (held, beta) = (0, 1.0);
                     }
-                    let f = (step.factors)(ch, block.tensor, term);
-                    // dW[rows] += a[:, rows]^T b: A is stored k x n_out, so
-                    // its columns from rows.start are this block's units.
                     pairs[held] = KTerm {
-                        a: &f.a[block.rows.start..],
+                        a,
                         lda: n_out,
                         b: f.b,
                         ldb: n_in,
                         k,
                     };
                     held += 1;
-                    products += 1;
                 }
             }
             // A batch has at least one row (the engine checks the batch
             // size), so some product applies beta0.
             assert!(products > 0, "fused update of an empty batch");
-            sgemm_sum(
-                Trans::T,
-                Trans::N,
-                m,
-                n_in,
-                &pairs[..held],
-                alpha,
-                beta,
-                target,
-                n_in,
-                Epilogue::NONE,
-            );
+            if held > 0 || held_listed == 0 {
+                sgemm_sum(
+                    Trans::T,
+                    Trans::N,
+                    m,
+                    n_in,
+                    &pairs[..held],
+                    alpha,
+                    beta,
+                    target,
+                    n_in,
+                    Epilogue::NONE,
+                );
+                beta = 1.0;
+            }
+            if held_listed > 0 {
+                sgemm_tn_sparse_sum(m, n_in, &listed[..held_listed], alpha, beta, target, n_in);
+            }
             match step.optimizer {
                 Optimizer::Sgd => {}
                 Optimizer::Momentum { .. } => momentum_finish(p, s, lr * decay),
@@ -371,10 +404,7 @@ mod tests {
             &tensors,
             &data,
             |d| d.0,
-            |d, _, t| Factors {
-                a: &d.1[t],
-                b: &d.2[t],
-            },
+            |d, _, t| Factors::dense(&d.1[t], &d.2[t]),
             Optimizer::RmsProp {
                 rho: 0.9,
                 eps: 1e-6,
@@ -420,10 +450,7 @@ mod tests {
             &tensors,
             &data,
             |d| d.0,
-            |d, _, t| Factors {
-                a: &d.1[t],
-                b: &d.2[t],
-            },
+            |d, _, t| Factors::dense(&d.1[t], &d.2[t]),
             Optimizer::Sgd,
             0.1,
             1e-4,

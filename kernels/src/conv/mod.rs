@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 
 mod lanes;
-mod transpose;
+pub(crate) mod transpose;
 
 /// SIMD lanes (images per packed group) in this build: 16, 8 or 4.
 pub const LANES: usize = lanes::L;

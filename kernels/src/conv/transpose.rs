@@ -33,7 +33,7 @@ pub(super) unsafe fn pack(src: *const f32, stride: usize, g: usize, dst: &mut [V
 pub(super) unsafe fn unpack(src: &[V], dst: *mut f32, stride: usize, g: usize) {
     debug_assert!(g <= L);
     // SAFETY: forwarded from the caller.
-    unsafe { imp::unpack::<false>(src, dst, stride, g) }
+    unsafe { imp::unpack::<false, false>(src, dst, stride, g) }
 }
 
 /// `unpack` of `max(src, 0)` (ReLU on the way out: no separate pass over
@@ -45,7 +45,19 @@ pub(super) unsafe fn unpack(src: &[V], dst: *mut f32, stride: usize, g: usize) {
 pub(super) unsafe fn unpack_relu(src: &[V], dst: *mut f32, stride: usize, g: usize) {
     debug_assert!(g <= L);
     // SAFETY: forwarded from the caller.
-    unsafe { imp::unpack::<true>(src, dst, stride, g) }
+    unsafe { imp::unpack::<true, false>(src, dst, stride, g) }
+}
+
+/// `dst[l * stride + x] += src[x][l]` for `l < g` and `x < src.len()`; nothing
+/// else is read or written (the sparse weight gradient's transposed tiles).
+///
+/// # Safety
+/// As for `unpack`, and the same elements must be valid for reads.
+#[inline]
+pub(crate) unsafe fn unpack_add(src: &[V], dst: *mut f32, stride: usize, g: usize) {
+    debug_assert!(g <= L);
+    // SAFETY: forwarded from the caller.
+    unsafe { imp::unpack::<false, true>(src, dst, stride, g) }
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
@@ -141,7 +153,7 @@ mod imp {
     }
 
     #[inline(always)]
-    pub(super) unsafe fn unpack<const RELU: bool>(
+    pub(super) unsafe fn unpack<const RELU: bool, const ADD: bool>(
         src: &[V],
         dst: *mut f32,
         stride: usize,
@@ -169,9 +181,18 @@ mod imp {
             transpose16(&mut r);
             for (l, row) in r.iter().enumerate() {
                 if l < g {
+                    let p = dst.wrapping_add(l * stride + x0);
                     // SAFETY: columns x0 .. x0 + m of row l < g are writable
-                    // per the caller; masked-off lanes are not accessed.
-                    unsafe { _mm512_mask_storeu_ps(dst.add(l * stride + x0), k, *row) };
+                    // (and, with ADD, readable) per the caller; masked-off
+                    // lanes are not accessed.
+                    unsafe {
+                        let v = if ADD {
+                            _mm512_add_ps(_mm512_maskz_loadu_ps(k, p), *row)
+                        } else {
+                            *row
+                        };
+                        _mm512_mask_storeu_ps(p, k, v)
+                    };
                 }
             }
             x0 += m;
@@ -265,7 +286,7 @@ mod imp {
     }
 
     #[inline(always)]
-    pub(super) unsafe fn unpack<const RELU: bool>(
+    pub(super) unsafe fn unpack<const RELU: bool, const ADD: bool>(
         src: &[V],
         dst: *mut f32,
         stride: usize,
@@ -293,12 +314,21 @@ mod imp {
                 if l < g {
                     let p = dst.wrapping_add(l * stride + x0);
                     // SAFETY: columns x0 .. x0 + m of row l < g are writable
-                    // per the caller; masked-off lanes are not accessed.
+                    // (and, with ADD, readable) per the caller; masked-off
+                    // lanes are not accessed.
                     unsafe {
-                        if m == 8 {
-                            _mm256_storeu_ps(p, *row)
+                        let old = if !ADD {
+                            _mm256_setzero_ps()
+                        } else if m == 8 {
+                            _mm256_loadu_ps(p)
                         } else {
-                            _mm256_maskstore_ps(p, k, *row)
+                            _mm256_maskload_ps(p, k)
+                        };
+                        let v = if ADD { _mm256_add_ps(old, *row) } else { *row };
+                        if m == 8 {
+                            _mm256_storeu_ps(p, v)
+                        } else {
+                            _mm256_maskstore_ps(p, k, v)
                         }
                     };
                 }
@@ -334,7 +364,7 @@ mod imp {
     }
 
     #[inline(always)]
-    pub(super) unsafe fn unpack<const RELU: bool>(
+    pub(super) unsafe fn unpack<const RELU: bool, const ADD: bool>(
         src: &[V],
         dst: *mut f32,
         stride: usize,
@@ -346,8 +376,8 @@ mod imp {
             let d = unsafe { dst.add(l * stride) };
             for (x, v) in f[l..].iter().step_by(L).take(src.len()).enumerate() {
                 let v = if RELU { v.max(0.0) } else { *v };
-                // SAFETY: x < src.len(), inside row l.
-                unsafe { *d.add(x) = v };
+                // SAFETY: x < src.len(), inside row l (readable with ADD).
+                unsafe { *d.add(x) = if ADD { *d.add(x) + v } else { v } };
             }
         }
     }
@@ -423,6 +453,18 @@ mod tests {
             assert_eq!(
                 e, want,
                 "unpack_relu n {n} g {g} stride {stride} off {off}: element {i}"
+            );
+        }
+        let base = |i: usize| (i % 7) as f32 * 0.25;
+        let mut sum: Vec<f32> = (0..len).map(base).collect();
+        // SAFETY: as for pack.
+        unsafe { unpack_add(&packed, sum[off..].as_mut_ptr(), stride, g) };
+        for (i, &e) in sum.iter().enumerate() {
+            let inside = i >= off && (i - off) % stride < n;
+            let want = if inside { base(i) + src[i] } else { base(i) };
+            assert_eq!(
+                e, want,
+                "unpack_add n {n} g {g} stride {stride} off {off}: element {i}"
             );
         }
     }

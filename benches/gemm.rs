@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vcortex_kernels::gemm::{
     micro_kernel_gflops, sgemm_parallel, sgemm_with_epilogue, Epilogue, KernelPath, Trans,
 };
@@ -156,21 +156,15 @@ fn label(s: &Shape) -> (String, &'static str) {
 /// Median seconds per call over a short loop (after one warm-up call).
 fn median_secs(mut f: impl FnMut()) -> f64 {
     f();
-    let cpu = || -> f64 {
-        let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
-        s.split_whitespace().next().unwrap().parse::<f64>().unwrap() * 1e-9
-    };
-    let mut best = f64::MAX;
-    for _ in 0..3 {
-        let t = cpu();
-        let mut calls = 0;
-        while cpu() - t < 0.25 {
-            f();
-            calls += 1;
-        }
-        best = best.min((cpu() - t) / calls as f64);
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 7 || (times.len() < 41 && start.elapsed() < Duration::from_millis(400)) {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64());
     }
-    best
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
 fn summary_table() {

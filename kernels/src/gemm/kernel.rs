@@ -31,9 +31,6 @@ pub(crate) trait Path {
     /// Whether the last few columns of a product with a row-major op(A)
     /// run the dot-product kernel ([`tile_dot`], 16-lane vectors).
     const DOT_EDGE: bool;
-    /// Whether a row-major op(A) is always read in place, its tiles swept
-    /// row strip by row strip (see `gemm_serial`).
-    const A_IN_PLACE: bool;
 
     /// Computes a `rows` x NR tile (rows <= MR) and writes its first `cols`
     /// columns through the epilogue.
@@ -124,7 +121,7 @@ impl TileEpilogue {
 }
 
 /// The largest NR of any path (stack buffers for ragged tiles).
-const MAX_NR: usize = 64;
+const MAX_NR: usize = 32;
 
 /// How many k steps ahead the micro-kernel prefetches B (see k_step):
 /// about one memory latency (~100 ns) of k steps at ~3 ns per 12 x 32 step
@@ -190,15 +187,8 @@ unsafe fn k_step<
         // 1024-step micro-panel (128 KiB) streams from L2, and the L1
         // prefetcher fetches only the next line (+4% on 1024^3). So fetch
         // PREFETCH_ROWS rows ahead (prefetch never faults).
-        let ahead = b.wrapping_add(PREFETCH_ROWS * b_stride);
-        if NV * V::LANES <= 32 {
-            prefetch(ahead);
-            prefetch(ahead.wrapping_add(NV * V::LANES - 1));
-        } else {
-            for line in 0..NV * V::LANES / 16 {
-                prefetch(ahead.wrapping_add(line * 16));
-            }
-        }
+        prefetch(b.wrapping_add(PREFETCH_ROWS * b_stride));
+        prefetch(b.wrapping_add(PREFETCH_ROWS * b_stride + NV * V::LANES - 1));
     }
     if PREFETCH_A {
         // In the column-order tile loop with B packed too, the packed A
@@ -391,7 +381,7 @@ macro_rules! declare_path {
         $(#[$meta:meta])*
         $name:ident, $v:ty, narrow = $narrow:ty, mr = $mr:literal, nv = $nv:literal,
         kc = $kc:expr, mc = $mc:expr, nc = $nc:expr, m_lanes = $m_lanes:expr,
-        dot_edge = $dot_edge:expr, a_in_place = $a_in_place:expr,
+        dot_edge = $dot_edge:expr,
         rows = [$($r:literal)+]
     ) => {
         $(#[$meta])*
@@ -405,7 +395,6 @@ macro_rules! declare_path {
             const NC: usize = $nc;
             const M_LANES: bool = $m_lanes;
             const DOT_EDGE: bool = $dot_edge;
-            const A_IN_PLACE: bool = $a_in_place;
             #[inline]
             unsafe fn tile(
                 rows: usize,
@@ -498,7 +487,7 @@ declare_path!(
     /// panel (up to 4 MiB) is fetched from L3 once per MC block.
     Avx512Fma12x32, f32x16, narrow = f32x8, mr = 12, nv = 2, kc = 1024, mc = 192, nc = 1024,
     m_lanes = true,
-    dot_edge = true, a_in_place = false,
+    dot_edge = true,
     rows = [1 2 3 4 5 6 7 8 9 10 11 12]
 );
 
@@ -508,7 +497,7 @@ declare_path!(
     /// B micro-panel at 16 KiB in L1d; MC and NC as for AVX-512 (L2-sized).
     Avx2Fma6x16, f32x8, narrow = f32x4, mr = 6, nv = 2, kc = 256, mc = 192, nc = 1024,
     m_lanes = false,
-    dot_edge = false, a_in_place = false,
+    dot_edge = false,
     rows = [1 2 3 4 5 6]
 );
 
@@ -518,16 +507,8 @@ declare_path!(
     /// SSE registers. Blocks as for AVX2.
     Portable4x8, f32x4, narrow = f32x4, mr = 4, nv = 2, kc = 256, mc = 192, nc = 1024,
     m_lanes = false,
-    dot_edge = false, a_in_place = false,
+    dot_edge = false,
     rows = [1 2 3 4]
-);
-
-declare_path!(
-    /// AVX-512 FMA, f32, 6 x 64 tile (`avx512_fma_sgemm_f32_6x64`).
-    Avx512Fma6x64, f32x16, narrow = f32x8, mr = 6, nv = 4, kc = 512, mc = 192, nc = 512,
-    m_lanes = false,
-    dot_edge = true, a_in_place = true,
-    rows = [1 2 3 4 5 6]
 );
 
 /// Vectors of M per tile of the M-on-lanes kernel (64 rows of C on f32x16).

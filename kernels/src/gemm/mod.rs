@@ -105,8 +105,8 @@ mod pack;
 mod sum;
 
 use kernel::{
-    tile_dot, tile_m_lanes, Avx2Fma6x16, Avx512Fma12x32, Avx512Fma6x64, Path, Portable4x8,
-    TileEpilogue, DOT_COLS, DOT_ROWS, MLANES_COLS, MLANES_VECS,
+    tile_dot, tile_m_lanes, Avx2Fma6x16, Avx512Fma12x32, Path, Portable4x8, TileEpilogue, DOT_COLS,
+    DOT_ROWS, MLANES_COLS, MLANES_VECS,
 };
 use std::cell::RefCell;
 
@@ -453,23 +453,19 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     // one MC block (so each strip is fetched from memory once either way)
     // and ldb is not a multiple of 64 floats: a 256-byte-multiple stride puts
     // a strip's kc rows into a few L1 sets (ldb = 1024 puts them all in one).
-    let direct_b = op.tb == Trans::N
-        && m <= mc_size
-        && !op.ldb.is_multiple_of(64)
-        && !(P::A_IN_PLACE && exp_var() & 1 != 0);
+    let direct_b = op.tb == Trans::N && m <= mc_size && !op.ldb.is_multiple_of(64);
     let b_floats = if direct_b {
         nr * kc_size
     } else {
-        nc_size.div_ceil(nr) * nr * (kc_size + 1)
+        nc_size.div_ceil(nr) * nr * kc_size
     };
-    let pad = usize::from(exp_var() & 64 != 0);
     // A row-major op(A) is read in place when the product is a single,
     // narrow column block (n <= DIRECT_A_MAX_N and n <= NC): each A row
     // tile then serves few column tiles, too few to pay for its packing.
     // Not with lda a multiple of 64 floats, for the same L1-set reason as
     // direct B above.
-    let direct_a = op.ta == Trans::N
-        && (P::A_IN_PLACE || (n <= DIRECT_A_MAX_N.min(blk.nc) && !op.lda.is_multiple_of(64)));
+    let direct_a =
+        op.ta == Trans::N && n <= DIRECT_A_MAX_N.min(blk.nc) && !op.lda.is_multiple_of(64);
     // The ragged last column strip (n = 100 leaves 4, n = 900 too) of a
     // product with a row-major op(A), whether or not A is packed for the
     // full tiles: K on the lanes, reading A's rows in place, against a
@@ -513,18 +509,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                         // With the dot edge, the ragged strip is only read
                         // from its transposed edge panel (packed below).
                         let packed_nc = if dot_edge { full_nc } else { nc };
-                        pack::pack_b_strided(
-                            op.tb,
-                            op.b,
-                            op.ldb,
-                            p0,
-                            kc,
-                            jc,
-                            packed_nc,
-                            nr,
-                            kc + pad,
-                            pb,
-                        );
+                        pack::pack_b(op.tb, op.b, op.ldb, p0, kc, jc, packed_nc, nr, pb);
                     } else if full_nc < nc && !dot_edge {
                         pack::pack_b(
                             op.tb,
@@ -565,13 +550,12 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                         // SAFETY: the block lies inside op(A); pa holds a_floats.
                         unsafe { pack::pack_a(op.ta, op.a, op.lda, ic, mc, p0, kc, mr, pa) };
                     }
-                    let row_order =
-                        (kc <= ROW_MAJOR_TILES_MAX_K && !direct_b) || (P::A_IN_PLACE && direct_a);
+                    let row_order = kc <= ROW_MAJOR_TILES_MAX_K && !direct_b;
                     let a_block = pa as *const f32;
                     let run_tile = |ir: usize, jr: usize| {
                         let cols = nr.min(nc - jr);
                         let (b_panel, b_stride) = if !direct_b {
-                            (pb.wrapping_add(jr / nr * nr * (kc + pad)) as *const f32, nr)
+                            (pb.wrapping_add(jr / nr * nr * kc) as *const f32, nr)
                         } else if cols == nr {
                             (op.b.wrapping_add(p0 * op.ldb + jc + jr), op.ldb)
                         } else {
@@ -633,7 +617,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                                 // Full tiles prefetch B ahead (see kernel),
                                 // and a packed A panel where it streams from
                                 // L2 (column order, B packed too).
-                                cols == nr && !(P::A_IN_PLACE && exp_var() & 32 != 0),
+                                cols == nr,
                                 !row_order && !direct_a && !direct_b,
                             );
                         }
@@ -886,12 +870,6 @@ unsafe fn run_on_path(path: KernelPath, blocking: Option<Blocking>, parallel: bo
     // SAFETY: forwarded.
     unsafe {
         match (path, parallel) {
-            (KernelPath::Avx512, false) if blocking.is_none() && wide(op) => {
-                gemm_serial::<Avx512Fma6x64>(op, KernelPath::wide_blocking())
-            }
-            (KernelPath::Avx512, true) if blocking.is_none() && wide(op) => {
-                gemm_parallel::<Avx512Fma6x64>(op, KernelPath::wide_blocking())
-            }
             (KernelPath::Avx512, false) => gemm_serial::<Avx512Fma12x32>(op, blk),
             (KernelPath::Avx512, true) => gemm_parallel::<Avx512Fma12x32>(op, blk),
             (KernelPath::Avx2, false) => gemm_serial::<Avx2Fma6x16>(op, blk),
@@ -899,28 +877,6 @@ unsafe fn run_on_path(path: KernelPath, blocking: Option<Blocking>, parallel: bo
             (KernelPath::Portable, false) => gemm_serial::<Portable4x8>(op, blk),
             (KernelPath::Portable, true) => gemm_parallel::<Portable4x8>(op, blk),
         }
-    }
-}
-
-fn exp_var() -> usize {
-    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *V.get_or_init(|| {
-        std::env::var("VC_EXP")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    })
-}
-fn wide(op: &Operands) -> bool {
-    let e = exp_var();
-    op.ta == Trans::N && (e & 2 != 0) && (op.m > M_LANES_MAX_M || e & 4 != 0)
-}
-impl KernelPath {
-    fn wide_blocking() -> Blocking {
-        let e = exp_var();
-        let kc = if e & 8 != 0 { 1024 } else { 512 };
-        let nc = if e & 16 != 0 { 1024 } else { 512 };
-        Blocking { kc, mc: 192, nc }
     }
 }
 

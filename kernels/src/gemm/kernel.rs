@@ -485,6 +485,26 @@ declare_path!(
     /// NC = 1024 (cuts N, the jc loop): each B micro-panel is re-read by
     /// the 16 row tiles of an MC block while it is L2-resident; the whole
     /// panel (up to 4 MiB) is fetched from L3 once per MC block.
+    ///
+    /// The `gemm` crate 0.19 (x86-v4) on this machine, for comparison: a
+    /// row-major C is computed as C^T = B^T A^T, so its 64 x 6 f32 tile is,
+    /// in our terms, 6 rows of A broadcast against 64 columns of B on four
+    /// zmm (k unrolled by 4); only B is packed (64-wide panels of one KC
+    /// slice, packed lazily before their first use), A is read in place 6
+    /// rows at a time; from the L1/L2/L3 sizes it picks KC = 512 (k = 1024:
+    /// two slices; k = 625: two of 313), 512 columns of B per block (1 MiB,
+    /// in L2; n = 400: all of it) and all of M per block; strips of 6 rows
+    /// sweep the block's panels; no software prefetch; threads share the
+    /// micro-tiles evenly (and B's packing) from 48 x 48 x 256 multiply-adds
+    /// on. Profiled on 1024^3 the two micro-kernels take the
+    /// same time; the difference is packing (here ~7% of the time, A's
+    /// transpose and B; `gemm` ~3.5%, B only). That scheme reproduced as a
+    /// 6 x 64 path (A in place, B packed 64 wide, its KC and block sizes,
+    /// row-strip sweep; commit 885ab59, reverted) saved A's packing but
+    /// measured no faster: 1024^3 0.94 vs 0.95 of `gemm`, 128 x 625 x 400
+    /// 0.95 vs 0.97 (M-on-lanes), medians of 6 alternating runs in thread
+    /// CPU time; KC or NC = 1024 on it 0.73, a padded B panel stride no
+    /// change.
     Avx512Fma12x32, f32x16, narrow = f32x8, mr = 12, nv = 2, kc = 1024, mc = 192, nc = 1024,
     m_lanes = true,
     dot_edge = true,

@@ -523,7 +523,7 @@ pub fn forward_maxpool(
     pooled: &mut [f32],
     argmax: &mut [u32],
 ) {
-    let pimg = s.c_out * (s.out_h() / 2) * (s.out_w() / 2);
+    let pimg = s.with_batch(1).pooled_len();
     let xin = grown(&mut sc.xin, s.c_in * s.h * s.w, V::ZERO);
     for n0 in (0..s.batch).step_by(L) {
         let g = L.min(s.batch - n0);

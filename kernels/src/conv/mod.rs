@@ -77,6 +77,10 @@ impl ConvShape {
     pub fn weight_len(&self) -> usize {
         self.c_out * self.c_in * self.kh * self.kw
     }
+    /// Elements of the output after 2x2 max pooling (odd sizes floor).
+    pub fn pooled_len(&self) -> usize {
+        self.batch * self.c_out * (self.out_h() / 2) * (self.out_w() / 2)
+    }
     /// Multiply-adds of one forward pass (each backward pass does as many).
     pub fn macs(&self) -> usize {
         self.output_len() * self.c_in * self.kh * self.kw
@@ -165,7 +169,7 @@ pub fn conv2d_forward_maxpool2x2_with(
     scratch: &mut ConvScratch,
 ) {
     s.check();
-    let pooled_len = s.batch * s.c_out * (s.out_h() / 2) * (s.out_w() / 2);
+    let pooled_len = s.pooled_len();
     assert_eq!(
         input.len(),
         s.input_len(),
@@ -256,7 +260,7 @@ pub fn conv2d_backward_from_maxpool2x2_with(
     scratch: &mut ConvScratch,
 ) {
     s.check();
-    let pooled_len = s.batch * s.c_out * (s.out_h() / 2) * (s.out_w() / 2);
+    let pooled_len = s.pooled_len();
     let what = "conv2d_backward_from_maxpool2x2";
     assert_eq!(input.len(), s.input_len(), "{what}: input length");
     assert_eq!(weight.len(), s.weight_len(), "{what}: weight length");

@@ -15,6 +15,11 @@ fn main() {
         .nth(1)
         .unwrap_or_else(|| "data/mnist/train-images-idx3-ubyte".into());
     let raw = std::fs::read(&path).expect("raw (unzipped) MNIST training images");
+    // FILL_IN=p sets each zero pixel to 0.5 with probability p (denser inputs).
+    let fill_in: f64 = std::env::var("FILL_IN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
     let (m, n, k, n_out) = (456usize, 784usize, 64usize, 900usize);
     let value = |i: usize| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5;
     let mut seed = 12345u64;
@@ -30,7 +35,10 @@ fn main() {
             (0..k * n)
                 .map(|i| {
                     let img = (t * k + i / n) * 37;
-                    let px = raw[16 + img * n + i % n] as f32 / 255.0;
+                    let mut px = raw[16 + img * n + i % n] as f32 / 255.0;
+                    if px == 0.0 && ((i * 761) % 1000) as f64 / 1000.0 < fill_in {
+                        px = 0.5;
+                    }
                     if keep() {
                         px
                     } else {

@@ -14,7 +14,7 @@ use crate::kernels::conv::{
     conv2d_backward_input_with, conv2d_forward, conv2d_forward_with, ConvScratch, ConvShape,
 };
 use crate::kernels::gemm::{
-    sgemm_skipping_zero_columns, sgemm_with_epilogue, Activation, Bias, Epilogue, Trans,
+    sgemm_sparse_input, sgemm_with_epilogue, Activation, Bias, Epilogue, Trans,
 };
 use crate::kernels::pool::{maxpool2x2_backward, maxpool2x2_forward};
 
@@ -86,9 +86,9 @@ impl Dense {
     }
 
     /// [`Dense::forward`] for inputs with many exact zeros (image pixels):
-    /// input columns that are zero in a whole block of rows are skipped
-    /// (see `sgemm_skipping_zero_columns`), with the same result for finite
-    /// weights.
+    /// the input columns that are zero in all rows of a small tile of rows
+    /// are skipped (see `sgemm_sparse_input`), with the same result up to
+    /// summation order for finite weights.
     pub fn forward_sparse_input(
         &self,
         w: &[f32],
@@ -97,7 +97,21 @@ impl Dense {
         rows: usize,
         y: &mut [f32],
     ) {
-        self.forward_by(sgemm_skipping_zero_columns, w, b, x, rows, y);
+        sgemm_sparse_input(
+            rows,
+            self.n_out,
+            self.n_in,
+            x,
+            self.n_in,
+            w,
+            self.n_in,
+            y,
+            self.n_out,
+            Epilogue {
+                bias: Bias::Col(b),
+                activation: self.activation,
+            },
+        );
     }
 
     fn forward_by(

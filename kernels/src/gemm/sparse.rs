@@ -46,13 +46,17 @@ struct Line([f32; 16]);
 struct Scratch {
     /// The column p of each step, all tiles back to back.
     steps: Vec<u32>,
-    /// TILE_ROWS values per step: the tile's x[r, p], zero for a row that
-    /// is zero there or lies beyond m.
+    /// Each tile's values, row after row: TILE_ROWS runs of its step count
+    /// holding x[r, p] at its steps (zero for rows beyond m).
     values: Vec<f32>,
     /// Tile t's steps are `steps[tile_ends[t - 1]..tile_ends[t]]`.
     tile_ends: Vec<usize>,
     /// The columns p that any tile steps on, increasing: the panel rows read.
     used: Vec<u32>,
+    /// Bit p % 16 of word p / 16 set where some tile steps on p.
+    used_mask: Vec<u16>,
+    /// One tile's values while they are listed: TILE_ROWS rows of k.
+    stage: Vec<f32>,
     /// W^T for one block of N: k rows of the block's width, zero-padded.
     panel: Vec<Line>,
 }
@@ -206,61 +210,279 @@ fn list_steps(s: &Shape, x: &[f32], sc: &mut Scratch) {
     sc.values.clear();
     sc.tile_ends.clear();
     sc.used.clear();
-    let mut used = vec![false; s.k];
+    sc.used_mask.clear();
+    sc.used_mask.resize(s.k.div_ceil(16), 0);
     for i0 in (0..s.m).step_by(TILE_ROWS) {
         let rows = TILE_ROWS.min(s.m - i0);
         let tile_rows: [&[f32]; TILE_ROWS] = core::array::from_fn(|r| {
-            if r < rows {
-                &x[(i0 + r) * s.ldx..(i0 + r) * s.ldx + s.k]
-            } else {
-                &[]
-            }
+            let i = i0 + r.min(rows - 1);
+            &x[i * s.ldx..i * s.ldx + s.k]
         });
-        for (p, used_p) in used.iter_mut().enumerate() {
-            let vals: [f32; TILE_ROWS] =
-                core::array::from_fn(|r| tile_rows[r].get(p).copied().unwrap_or(0.0));
-            // `!= 0.0` keeps NaN and drops both zeros.
-            if vals.iter().any(|&v| v != 0.0) {
-                sc.steps.push(p as u32);
-                sc.values.extend_from_slice(&vals);
-                *used_p = true;
-            }
-        }
+        list_tile(&tile_rows, rows, sc);
+        debug_assert_eq!(sc.values.len(), sc.steps.len() * TILE_ROWS);
         sc.tile_ends.push(sc.steps.len());
     }
-    sc.used.extend(
-        used.iter()
+    for (blk, &mask) in sc.used_mask.iter().enumerate() {
+        let mut bits = mask;
+        while bits != 0 {
+            sc.used.push((blk * 16) as u32 + bits.trailing_zeros());
+            bits &= bits - 1;
+        }
+    }
+}
+
+/// Appends one tile's steps (the columns where one of its first `rows`
+/// rows is not +-0.0) and then its values, row after row (`values` gets
+/// TILE_ROWS runs of the step count; rows beyond `rows` are zero), and
+/// marks the steps in `used_mask`. `tile_rows[r]` for r >= rows repeats a
+/// valid row (it is not read).
+fn list_tile(tile_rows: &[&[f32]; TILE_ROWS], rows: usize, sc: &mut Scratch) {
+    let k = tile_rows[0].len();
+    let start = sc.steps.len();
+    // Room for every column: the compressing stores below write whole
+    // blocks' worth of survivors without a length check per element.
+    sc.steps.resize(start + k, 0);
+    sc.stage.resize(TILE_ROWS * k, 0.0);
+    let mut len = 0;
+    for (blk, used) in sc.used_mask.iter_mut().enumerate() {
+        let p0 = blk * 16;
+        let width = 16.min(k - p0);
+        let mut mask = 0u16;
+        for row in &tile_rows[..rows] {
+            mask |= nonzero_mask(&row[p0..p0 + width]);
+        }
+        *used |= mask;
+        if mask == 0 {
+            continue;
+        }
+        let steps = &mut sc.steps[start + len..start + k];
+        for (r, row) in tile_rows.iter().enumerate().take(rows) {
+            compress(
+                &row[p0..p0 + width],
+                mask,
+                &mut sc.stage[r * k + len..(r + 1) * k],
+            );
+        }
+        let mut bits = mask;
+        for step in steps.iter_mut() {
+            if bits == 0 {
+                break;
+            }
+            *step = p0 as u32 + bits.trailing_zeros();
+            bits &= bits - 1;
+        }
+        len += mask.count_ones() as usize;
+    }
+    sc.steps.truncate(start + len);
+    for r in 0..TILE_ROWS {
+        if r < rows {
+            sc.values.extend_from_slice(&sc.stage[r * k..r * k + len]);
+        } else {
+            sc.values.extend(core::iter::repeat_n(0.0, len));
+        }
+    }
+}
+
+/// Writes `v[q]` for the set bits q of `mask` (q < v.len() <= 16), in
+/// order, to the front of `dst` (which has room for them).
+#[inline(always)]
+fn compress(v: &[f32], mask: u16, dst: &mut [f32]) {
+    debug_assert!(v.len() <= 16 && (mask as u32) < (1u32 << v.len()));
+    assert!(dst.len() >= mask.count_ones() as usize);
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    {
+        use core::arch::x86_64::*;
+        let lanes = crate::simd::first_lanes_mask16(v.len());
+        // SAFETY: the masked load reads only v's v.len() floats; the
+        // compressing store writes mask.count_ones() floats, which dst
+        // holds (asserted); the mask has no bit at or beyond v.len() (its
+        // bits come from a compare masked to those lanes). avx512f is
+        // enabled at compile time.
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(lanes, v.as_ptr());
+            _mm512_mask_compressstoreu_ps(dst.as_mut_ptr(), mask & lanes, x);
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    {
+        let mut out = 0;
+        for (q, &x) in v.iter().enumerate() {
+            if mask >> q & 1 != 0 {
+                dst[out] = x;
+                out += 1;
+            }
+        }
+    }
+}
+
+/// Bit q set where `v[q]` is not +-0.0 (NaN counts as non-zero); `v` holds
+/// at most 16 floats.
+#[inline(always)]
+fn nonzero_mask(v: &[f32]) -> u16 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    {
+        use core::arch::x86_64::*;
+        debug_assert!(v.len() <= 16);
+        let lanes = crate::simd::first_lanes_mask16(v.len());
+        // SAFETY: the masked load reads only the first v.len() floats (the
+        // rest are masked off and never touched); avx512f is enabled at
+        // compile time.
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(lanes, v.as_ptr());
+            _mm512_mask_cmp_ps_mask::<_CMP_NEQ_UQ>(lanes, x, _mm512_setzero_ps())
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    {
+        v.iter()
             .enumerate()
-            .filter(|&(_, &u)| u)
-            .map(|(p, _)| p as u32),
-    );
+            .fold(0u16, |m, (q, &x)| m | (u16::from(x != 0.0) << q))
+    }
 }
 
 /// Writes `panel[p * width + j] = W[j0 + j, p]` for the used p and j < nb,
 /// and zero for nb <= j < width (the padding lanes the kernel computes and
-/// discards; zero keeps them cheap and finite).
+/// discards; zero keeps them cheap and finite). On AVX-512, whole 16 x 16
+/// blocks with a used p are transposed in registers; the ragged rest runs
+/// scalar.
+#[allow(clippy::too_many_arguments)]
 fn transpose_block(
     w: &[f32],
     ldw: usize,
+    k: usize,
     j0: usize,
     nb: usize,
     width: usize,
-    used: &[u32],
+    sc_used: (&[u16], &[u32]),
     panel: &mut [f32],
 ) {
+    let (used_mask, used) = sc_used;
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    let (j_simd, p_simd) = (nb / 16 * 16, k / 16 * 16);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    let (j_simd, p_simd) = (0usize, 0usize);
+    // Along the rows of W in the inner loop: 16 sequential streams.
+    for jj in (0..j_simd).step_by(16) {
+        for (blk, &mask) in used_mask.iter().enumerate().take(p_simd / 16) {
+            if mask != 0 {
+                transpose16(w, ldw, j0 + jj, blk * 16, panel, width, jj);
+            }
+        }
+    }
     for &p in used {
         let p = p as usize;
+        let j_from = if p < p_simd { j_simd } else { 0 };
         let dst = &mut panel[p * width..(p + 1) * width];
-        for (j, d) in dst[..nb].iter_mut().enumerate() {
+        for (j, d) in dst.iter_mut().enumerate().take(nb).skip(j_from) {
             *d = w[(j0 + j) * ldw + p];
         }
         dst[nb..].fill(0.0);
     }
 }
 
+/// `panel[(p0 + q) * width + jj + r] = w[(j + r) * ldw + p0 + q]` for
+/// q, r < 16: one 16 x 16 block transposed in registers.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+#[inline(always)]
+fn transpose16(
+    w: &[f32],
+    ldw: usize,
+    j: usize,
+    p0: usize,
+    panel: &mut [f32],
+    width: usize,
+    jj: usize,
+) {
+    use core::arch::x86_64::*;
+    assert!((j + 15) * ldw + p0 + 16 <= w.len());
+    assert!((p0 + 15) * width + jj + 16 <= panel.len());
+    // SAFETY: the asserts above bound every row read (16 floats from
+    // (j + r) * ldw + p0) and every row written (16 floats from
+    // (p0 + q) * width + jj); avx512f is enabled at compile time.
+    unsafe {
+        let src = w.as_ptr().add(j * ldw + p0);
+        let r: [__m512; 16] = core::array::from_fn(|i| _mm512_loadu_ps(src.add(i * ldw)));
+        // Interleave pairs of rows, then pairs of pairs (64-bit), then
+        // 128-bit lanes twice: the classic 4-stage 16 x 16 transpose.
+        let t: [__m512; 16] = core::array::from_fn(|i| {
+            let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(a, b)
+            } else {
+                _mm512_unpackhi_ps(a, b)
+            }
+        });
+        let u: [__m512; 16] = core::array::from_fn(|i| {
+            // Groups of four: (t0, t2) lo / hi, (t1, t3) lo / hi.
+            let g = i / 4 * 4;
+            let (a, b) = match i % 4 {
+                0 | 1 => (t[g], t[g + 2]),
+                _ => (t[g + 1], t[g + 3]),
+            };
+            let (a, b) = (_mm512_castps_pd(a), _mm512_castps_pd(b));
+            _mm512_castpd_ps(if i % 2 == 0 {
+                _mm512_unpacklo_pd(a, b)
+            } else {
+                _mm512_unpackhi_pd(a, b)
+            })
+        });
+        // u[4g + c]: lane l holds rows 4g..4g+4 of column 4l + c.
+        let v: [__m512; 16] = core::array::from_fn(|i| {
+            // v[8h + 4s + c]: lanes (0, 2) (s = 0) or (1, 3) (s = 1) of row
+            // groups 2h and 2h + 1: columns 4s + c and 4s + c + 8 of each.
+            let (h, s2, c) = (i / 8, (i / 4) % 2, i % 4);
+            let (a, b) = (u[8 * h + c], u[8 * h + 4 + c]);
+            if s2 == 0 {
+                _mm512_shuffle_f32x4::<0x88>(a, b)
+            } else {
+                _mm512_shuffle_f32x4::<0xDD>(a, b)
+            }
+        });
+        let dst = panel.as_mut_ptr().add(p0 * width + jj);
+        for i in 0..16 {
+            // Final stage: lanes {0, 2} of v[i % 8] and of v[i % 8 + 8] (row
+            // groups 0, 1 and 2, 3) hold column i % 8, lanes {1, 3} column
+            // i % 8 + 8: column i for both halves.
+            let (lo, hi) = (i % 8, i / 8);
+            let (a, b) = (v[lo], v[lo + 8]);
+            let col = if hi == 0 {
+                _mm512_shuffle_f32x4::<0x88>(a, b)
+            } else {
+                _mm512_shuffle_f32x4::<0xDD>(a, b)
+            };
+            _mm512_storeu_ps(dst.add(i * width), col);
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+fn transpose16(_: &[f32], _: usize, _: usize, _: usize, _: &mut [f32], _: usize, _: usize) {
+    unreachable!("transpose16 runs only on AVX-512 builds")
+}
+
+/// The rows of W that block `j0` (of `width` columns of C) transposes.
+fn w_rows<'w>(s: &Shape, w: &'w [f32], j0: usize, width: usize) -> &'w [f32] {
+    let (lo, hi) = (j0.min(s.n), (j0 + width).min(s.n));
+    &w[(lo * s.ldw).min(w.len())..(hi * s.ldw).min(w.len())]
+}
+
+/// Prefetches one line into L2 (a hint: never faults).
+#[inline(always)]
+fn prefetch_l2(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        _mm_prefetch::<_MM_HINT_T1>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 fn run<L: Lanes>(s: &Shape, x: &[f32], w: &[f32], c: &mut [f32], sc: &mut Scratch) {
-    list_steps(s, x, sc);
     let width = BLOCK_VECS * L::LANES;
+    // The first block's rows of W load while the steps are listed.
+    list_steps(s, x, sc);
     let panel_lines = (s.k * width).div_ceil(16).max(1);
     if sc.panel.len() < panel_lines {
         sc.panel.resize(panel_lines, Line([0.0; 16]));
@@ -270,14 +492,27 @@ fn run<L: Lanes>(s: &Shape, x: &[f32], w: &[f32], c: &mut [f32], sc: &mut Scratc
         values,
         tile_ends,
         used,
+        used_mask,
         panel,
+        ..
     } = sc;
     let panel: &mut [f32] = bytemuck_lines(panel);
     for j0 in (0..s.n).step_by(width) {
         let nb = width.min(s.n - j0);
-        transpose_block(w, s.ldw, j0, nb, width, used, panel);
+        transpose_block(w, s.ldw, s.k, j0, nb, width, (used_mask, used), panel);
+        let next_rows = w_rows(s, w, j0 + width, width);
         let mut start = 0;
         for (t, &end) in tile_ends.iter().enumerate() {
+            // This tile's share of the next block's rows of W, one line per
+            // step: they arrive in L2 while the tiles compute, so the next
+            // transposition does not wait on L3 (bunched prefetches would
+            // hold the line-fill buffers the kernel's own loads need).
+            let lines = next_rows.len().div_ceil(16);
+            let (lo, hi) = (
+                lines * t / tile_ends.len(),
+                lines * (t + 1) / tile_ends.len(),
+            );
+            let prefetch = (next_rows.as_ptr().wrapping_add(lo * 16), hi - lo);
             let i0 = t * TILE_ROWS;
             let rows = TILE_ROWS.min(s.m - i0);
             let out = Out {
@@ -295,10 +530,10 @@ fn run<L: Lanes>(s: &Shape, x: &[f32], w: &[f32], c: &mut [f32], sc: &mut Scratc
                 &values[start * TILE_ROWS..end * TILE_ROWS],
             );
             match nb.div_ceil(L::LANES) {
-                1 => tile::<L, 1>(tile_steps, tile_values, panel, width, out),
-                2 => tile::<L, 2>(tile_steps, tile_values, panel, width, out),
-                3 => tile::<L, 3>(tile_steps, tile_values, panel, width, out),
-                _ => tile::<L, BLOCK_VECS>(tile_steps, tile_values, panel, width, out),
+                1 => tile::<L, 1>(tile_steps, tile_values, panel, width, out, prefetch),
+                2 => tile::<L, 2>(tile_steps, tile_values, panel, width, out, prefetch),
+                3 => tile::<L, 3>(tile_steps, tile_values, panel, width, out, prefetch),
+                _ => tile::<L, BLOCK_VECS>(tile_steps, tile_values, panel, width, out, prefetch),
             }
             start = end;
         }
@@ -335,6 +570,7 @@ fn tile<L: Lanes, const V: usize>(
     panel: &[f32],
     width: usize,
     out: Out,
+    prefetch: (*const f32, usize),
 ) {
     assert!(V * L::LANES <= width && out.cols <= V * L::LANES);
     assert_eq!(values.len(), steps.len() * TILE_ROWS);
@@ -343,19 +579,30 @@ fn tile<L: Lanes, const V: usize>(
     let max_p = steps.iter().copied().max().unwrap_or(0) as usize;
     assert!(steps.is_empty() || (max_p + 1) * width <= panel.len());
     let base = panel.as_ptr();
+    let len = steps.len();
+    let x = values.as_ptr();
     let mut acc = [[L::zero(); V]; TILE_ROWS];
-    for (&p, x) in steps.iter().zip(values.chunks_exact(TILE_ROWS)) {
+    let (pf_base, pf_lines) = prefetch;
+    for (s, &p) in steps.iter().enumerate() {
+        if s < pf_lines {
+            prefetch_l2(pf_base.wrapping_add(s * 16));
+        }
         // SAFETY: p <= max_p, so the V vectors read from p * width on lie
         // inside the panel (asserted above).
         let b: [L; V] = core::array::from_fn(|v| unsafe {
             L::load(base.add(p as usize * width + v * L::LANES))
         });
-        for (acc_r, &xr) in acc.iter_mut().zip(x) {
-            let xr = L::splat(xr);
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            // SAFETY: r * len + s < TILE_ROWS * len = values.len().
+            let xr = L::splat(unsafe { *x.add(r * len + s) });
             for (a, &bv) in acc_r.iter_mut().zip(&b) {
                 *a = xr.mul_add(bv, *a);
             }
         }
+    }
+    // Lines left over when the tile had fewer steps than its share.
+    for line in steps.len()..pf_lines {
+        prefetch_l2(pf_base.wrapping_add(line * 16));
     }
     store_tile::<L, V>(&acc, out);
 }

@@ -70,11 +70,12 @@ fn density() -> impl Strategy<Value = u32> {
     prop_oneof![Just(0u32), Just(100u32), 1..100u32]
 }
 
-/// m straddles the 4-row tile, n the 16-lane vector and the 64-column block
-/// (the f32x4 / f32x8 widths use 16- and 32-column blocks), k starts at 0.
+/// m straddles the 8-row tile, n the 16-lane vector and the 48-column block
+/// (the f32x4 / f32x8 widths use 12- and 24-column blocks) and the 16 x 16
+/// transposition, k starts at 0 and straddles the 16-column step blocks.
 fn cases(integers: bool) -> impl Strategy<Value = Case> {
     (
-        (0..=14usize, 0..=150usize, 0..=80usize),
+        (0..=20usize, 0..=150usize, 0..=80usize),
         (0..3usize, 0..3usize, 0..3usize),
         (density(), any::<bool>(), any::<bool>()),
         (0..3u8, activation(), any::<u64>()),
@@ -251,7 +252,7 @@ fn check(case: &Case, entry: Entry) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn sparse_input_matches_reference_on_every_width(case in cases(false)) {

@@ -5,14 +5,20 @@
 //!
 //! X is m x k row-major, W is n x k row-major (a dense layer's `[n_out,
 //! n_in]` weights), C is m x n row-major. The rows of X are cut into tiles
-//! of [`TILE_ROWS`]; each tile lists once the columns p at which any of its
+//! of [`TILE_ROWS`] (8); each tile lists once the columns p at which any of its
 //! rows is non-zero (its "steps") together with the tile's values there.
 //! N is cut into blocks of [`BLOCK_VECS`] vectors; for each block the needed
 //! rows of W^T (only the columns p some tile steps on) are transposed into a
-//! panel of `k` contiguous rows (a few hundred KB: it stays in L2), and every
-//! tile then accumulates `x[r, p] * W^T[p, block]` over its steps into
-//! TILE_ROWS x BLOCK_VECS register accumulators, one W^T row load shared by
-//! the tile's rows. The epilogue (bias, activation) runs on the registers.
+//! panel of `k` contiguous rows (AVX-512: 16 x 16 blocks in registers;
+//! 150 KB for k = 784, in L2), and every tile then accumulates
+//! `x[r, p] * W^T[p, block]` over its steps into TILE_ROWS x BLOCK_VECS
+//! register accumulators, one W^T row load shared by the tile's rows. The
+//! epilogue (bias, activation) runs on the registers. While the tiles run,
+//! the next block's rows of W are prefetched into L2, a line per step. The
+//! transposition costs about a fifth of the call (reading W, 2.8 MB for
+//! 900 x 784, from L3); a layer that kept W^T up to date would save it.
+//! (Cutting K too, so a panel stays in L1, was tried and was no faster:
+//! the partial sums' loads and stores per tile cost what L1 saved.)
 //!
 //! Each output is summed over its tile's steps in increasing p, from zero,
 //! and the bias added last. A skipped step is one where every row of the
@@ -27,14 +33,19 @@ use std::cell::RefCell;
 use wide::{f32x16, f32x4, f32x8};
 
 /// Rows of X per tile: they share one step list and each loaded W^T vector.
-/// More rows amortize loads but their union of non-zero pixels grows (on
-/// noisy MNIST 0.17 of the pixels for one image, 0.37 for four).
-pub const TILE_ROWS: usize = 4;
+/// More rows amortize the loads of W^T (from L2) but their union of
+/// non-zero pixels grows: on noisy MNIST a step is kept for 0.17 of the
+/// pixels with one row, 0.27 with two, 0.37 with four, 0.45 with eight.
+/// Measured on 64 x 784 x 900 (AVX-512, `examples`-style timing of real
+/// chunks): 8 x 3 took 0.85 of the 64-row skipping product's time, 6 x 4
+/// 0.89, 4 x 4 0.91, 4 x 6 0.92, 2 x 8 1.0: the loads, not the FMAs, bound
+/// this kernel.
+pub const TILE_ROWS: usize = 8;
 
 /// Vectors of C per tile row in one block of N: TILE_ROWS x BLOCK_VECS
-/// accumulators (16 of 32 AVX-512 registers) plus BLOCK_VECS loaded W^T
+/// accumulators (24 of 32 AVX-512 registers) plus BLOCK_VECS loaded W^T
 /// vectors and one broadcast value.
-pub const BLOCK_VECS: usize = 4;
+pub const BLOCK_VECS: usize = 3;
 
 /// A cache-line-aligned chunk of the panel (aligned W^T rows).
 #[repr(C, align(64))]

@@ -5,9 +5,9 @@
 //!
 //! X is m x k row-major, W is n x k row-major (a dense layer's `[n_out,
 //! n_in]` weights), C is m x n row-major. The rows of X are cut into tiles
-//! of [`TILE_ROWS`] (8); each tile lists once the columns p at which any of its
+//! of `TILE_ROWS` (8); each tile lists once the columns p at which any of its
 //! rows is non-zero (its "steps") together with the tile's values there.
-//! N is cut into blocks of [`BLOCK_VECS`] vectors; for each block the needed
+//! N is cut into blocks of `BLOCK_VECS` (3) vectors; for each block the needed
 //! rows of W^T (only the columns p some tile steps on) are transposed into a
 //! panel of `k` contiguous rows (AVX-512: 16 x 16 blocks in registers;
 //! 150 KB for k = 784, in L2), and every tile then accumulates
@@ -29,7 +29,7 @@
 
 use super::lanes::Lanes;
 use super::{Activation, Bias, Epilogue, KernelPath};
-use std::cell::RefCell;
+use std::sync::Mutex;
 use wide::{f32x16, f32x4, f32x8};
 
 /// Rows of X per tile: they share one step list and each loaded W^T vector.
@@ -52,7 +52,7 @@ pub const BLOCK_VECS: usize = 3;
 #[derive(Clone, Copy)]
 struct Line([f32; 16]);
 
-/// Per-thread buffers, grown on demand and reused by later calls.
+/// Buffers of one call, grown on demand and reused by later calls.
 #[derive(Default)]
 struct Scratch {
     /// The column p of each step, all tiles back to back.
@@ -72,9 +72,11 @@ struct Scratch {
     panel: Vec<Line>,
 }
 
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
+/// Scratch buffers not in use, shared by all threads: a thread takes one
+/// per call and gives it back. Unlike thread-local buffers they outlive
+/// the threads, so a trainer whose thread pool is new on every run
+/// allocates them once per process (as many as ran at once), not per run.
+static SCRATCH_POOL: Mutex<Vec<Scratch>> = Mutex::new(Vec::new());
 
 fn required_len(rows: usize, cols: usize, ld: usize) -> usize {
     if rows == 0 || cols == 0 {
@@ -86,7 +88,7 @@ fn required_len(rows: usize, cols: usize, ld: usize) -> usize {
 
 /// C[m x n] <- act(X W^T + bias) with X `m x k` (row stride `ldx`), W
 /// `n x k` (row stride `ldw`), C `m x n` (row stride `ldc`; never read, so
-/// it may hold garbage). Skips, per tile of [`TILE_ROWS`] rows, the columns
+/// it may hold garbage). Skips, per tile of 8 rows (`TILE_ROWS`), the columns
 /// of X that are +-0.0 in all of the tile's rows: equal to
 /// `sgemm_with_epilogue(N, T, ...)` with alpha 1, beta 0 up to summation
 /// order for finite W (see the module docs). Single-threaded.
@@ -187,11 +189,13 @@ pub fn sgemm_sparse_input_on_path(
         bias_col,
         activation: epilogue.activation,
     };
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut scratch) => run_path(path, &shape, x, w, c, &mut scratch),
-        // Re-entered on this thread (cannot happen today): fresh buffers.
-        Err(_) => run_path(path, &shape, x, w, c, &mut Scratch::default()),
-    });
+    // A panic elsewhere while holding the lock leaves the pool's buffers
+    // intact (push and pop are all it does), so a poisoned lock is usable.
+    let lock = || SCRATCH_POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let taken = lock().pop();
+    let mut scratch = taken.unwrap_or_default();
+    run_path(path, &shape, x, w, c, &mut scratch);
+    lock().push(scratch);
 }
 
 /// The checked sizes and epilogue of one call.
@@ -223,6 +227,13 @@ fn list_steps(s: &Shape, x: &[f32], sc: &mut Scratch) {
     sc.used.clear();
     sc.used_mask.clear();
     sc.used_mask.resize(s.k.div_ceil(16), 0);
+    // The worst case up front: a later call on the same shape with more
+    // non-zeros must not allocate (the trainer allocates nothing per batch).
+    let tiles = s.m.div_ceil(TILE_ROWS);
+    sc.steps.reserve(tiles * s.k);
+    sc.values.reserve(tiles * TILE_ROWS * s.k);
+    sc.tile_ends.reserve(tiles);
+    sc.used.reserve(s.k);
     for i0 in (0..s.m).step_by(TILE_ROWS) {
         let rows = TILE_ROWS.min(s.m - i0);
         let tile_rows: [&[f32]; TILE_ROWS] = core::array::from_fn(|r| {
@@ -492,7 +503,6 @@ fn prefetch_l2(p: *const f32) {
 
 fn run<L: Lanes>(s: &Shape, x: &[f32], w: &[f32], c: &mut [f32], sc: &mut Scratch) {
     let width = BLOCK_VECS * L::LANES;
-    // The first block's rows of W load while the steps are listed.
     list_steps(s, x, sc);
     let panel_lines = (s.k * width).div_ceil(16).max(1);
     if sc.panel.len() < panel_lines {
@@ -507,7 +517,7 @@ fn run<L: Lanes>(s: &Shape, x: &[f32], w: &[f32], c: &mut [f32], sc: &mut Scratc
         panel,
         ..
     } = sc;
-    let panel: &mut [f32] = bytemuck_lines(panel);
+    let panel: &mut [f32] = lines_as_floats(panel);
     for j0 in (0..s.n).step_by(width) {
         let nb = width.min(s.n - j0);
         transpose_block(w, s.ldw, s.k, j0, nb, width, (used_mask, used), panel);
@@ -540,10 +550,15 @@ fn run<L: Lanes>(s: &Shape, x: &[f32], w: &[f32], c: &mut [f32], sc: &mut Scratc
                 &steps[start..end],
                 &values[start * TILE_ROWS..end * TILE_ROWS],
             );
+            // A ragged last block (n = 900 leaves 36 columns on AVX-512)
+            // runs only the vectors it needs.
             match nb.div_ceil(L::LANES) {
-                1 => tile::<L, 1>(tile_steps, tile_values, panel, width, out, prefetch),
-                2 => tile::<L, 2>(tile_steps, tile_values, panel, width, out, prefetch),
-                3 => tile::<L, 3>(tile_steps, tile_values, panel, width, out, prefetch),
+                1 if BLOCK_VECS > 1 => {
+                    tile::<L, 1>(tile_steps, tile_values, panel, width, out, prefetch)
+                }
+                2 if BLOCK_VECS > 2 => {
+                    tile::<L, 2>(tile_steps, tile_values, panel, width, out, prefetch)
+                }
                 _ => tile::<L, BLOCK_VECS>(tile_steps, tile_values, panel, width, out, prefetch),
             }
             start = end;
@@ -552,7 +567,7 @@ fn run<L: Lanes>(s: &Shape, x: &[f32], w: &[f32], c: &mut [f32], sc: &mut Scratc
 }
 
 /// The panel's lines as floats.
-fn bytemuck_lines(lines: &mut [Line]) -> &mut [f32] {
+fn lines_as_floats(lines: &mut [Line]) -> &mut [f32] {
     let len = lines.len() * 16;
     // SAFETY: Line is repr(C) over [f32; 16] with no padding (64 bytes,
     // align 64), so `lines` is `len` contiguous initialized f32s, borrowed

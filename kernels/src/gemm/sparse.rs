@@ -36,10 +36,10 @@ use wide::{f32x16, f32x4, f32x8};
 /// More rows amortize the loads of W^T (from L2) but their union of
 /// non-zero pixels grows: on noisy MNIST a step is kept for 0.17 of the
 /// pixels with one row, 0.27 with two, 0.37 with four, 0.45 with eight.
-/// Measured on 64 x 784 x 900 (AVX-512, `examples`-style timing of real
-/// chunks): 8 x 3 took 0.85 of the 64-row skipping product's time, 6 x 4
-/// 0.89, 4 x 4 0.91, 4 x 6 0.92, 2 x 8 1.0: the loads, not the FMAs, bound
-/// this kernel.
+/// Timed per call on 200 real 64-image chunks, 784 -> 900 (AVX-512, 10th
+/// percentile, against `sgemm_skipping_zero_columns`): 8 x 3 rows x vectors
+/// took 0.85 of its time, 6 x 4 0.89, 4 x 4 0.91, 4 x 6 0.92, 2 x 8 1.0:
+/// the loads, not the FMAs, bound this kernel.
 pub const TILE_ROWS: usize = 8;
 
 /// Vectors of C per tile row in one block of N: TILE_ROWS x BLOCK_VECS

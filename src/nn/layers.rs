@@ -18,24 +18,6 @@ use crate::kernels::gemm::{
 };
 use crate::kernels::pool::{maxpool2x2_backward, maxpool2x2_forward};
 
-/// A GEMM entry with `sgemm_with_epilogue`'s signature.
-type GemmEntry = fn(
-    Trans,
-    Trans,
-    usize,
-    usize,
-    usize,
-    f32,
-    &[f32],
-    usize,
-    &[f32],
-    usize,
-    f32,
-    &mut [f32],
-    usize,
-    Epilogue,
-);
-
 /// Applies the derivative of `act` to `grad` in place, given the activation's
 /// output `y` (ReLU: grad where y > 0; sigmoid: grad * y * (1 - y)).
 pub fn activation_backward(act: Activation, y: &[f32], grad: &mut [f32]) {
@@ -82,7 +64,25 @@ impl Dense {
     /// y[rows, n_out] <- act(x[rows, n_in] W^T + b), bias and activation
     /// fused into the GEMM epilogue.
     pub fn forward(&self, w: &[f32], b: &[f32], x: &[f32], rows: usize, y: &mut [f32]) {
-        self.forward_by(sgemm_with_epilogue, w, b, x, rows, y);
+        sgemm_with_epilogue(
+            Trans::N,
+            Trans::T,
+            rows,
+            self.n_out,
+            self.n_in,
+            1.0,
+            x,
+            self.n_in,
+            w,
+            self.n_in,
+            0.0,
+            y,
+            self.n_out,
+            Epilogue {
+                bias: Bias::Col(b),
+                activation: self.activation,
+            },
+        );
     }
 
     /// [`Dense::forward`] for inputs with many exact zeros (image pixels):
@@ -105,36 +105,6 @@ impl Dense {
             self.n_in,
             w,
             self.n_in,
-            y,
-            self.n_out,
-            Epilogue {
-                bias: Bias::Col(b),
-                activation: self.activation,
-            },
-        );
-    }
-
-    fn forward_by(
-        &self,
-        product: GemmEntry,
-        w: &[f32],
-        b: &[f32],
-        x: &[f32],
-        rows: usize,
-        y: &mut [f32],
-    ) {
-        product(
-            Trans::N,
-            Trans::T,
-            rows,
-            self.n_out,
-            self.n_in,
-            1.0,
-            x,
-            self.n_in,
-            w,
-            self.n_in,
-            0.0,
             y,
             self.n_out,
             Epilogue {

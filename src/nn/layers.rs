@@ -14,27 +14,9 @@ use crate::kernels::conv::{
     conv2d_backward_input_with, conv2d_forward, conv2d_forward_with, ConvScratch, ConvShape,
 };
 use crate::kernels::gemm::{
-    sgemm_skipping_zero_columns, sgemm_with_epilogue, Activation, Bias, Epilogue, Trans,
+    sgemm_sparse_input, sgemm_with_epilogue, Activation, Bias, Epilogue, Trans,
 };
 use crate::kernels::pool::{maxpool2x2_backward, maxpool2x2_forward};
-
-/// A GEMM entry with `sgemm_with_epilogue`'s signature.
-type GemmEntry = fn(
-    Trans,
-    Trans,
-    usize,
-    usize,
-    usize,
-    f32,
-    &[f32],
-    usize,
-    &[f32],
-    usize,
-    f32,
-    &mut [f32],
-    usize,
-    Epilogue,
-);
 
 /// Applies the derivative of `act` to `grad` in place, given the activation's
 /// output `y` (ReLU: grad where y > 0; sigmoid: grad * y * (1 - y)).
@@ -82,34 +64,7 @@ impl Dense {
     /// y[rows, n_out] <- act(x[rows, n_in] W^T + b), bias and activation
     /// fused into the GEMM epilogue.
     pub fn forward(&self, w: &[f32], b: &[f32], x: &[f32], rows: usize, y: &mut [f32]) {
-        self.forward_by(sgemm_with_epilogue, w, b, x, rows, y);
-    }
-
-    /// [`Dense::forward`] for inputs with many exact zeros (image pixels):
-    /// input columns that are zero in a whole block of rows are skipped
-    /// (see `sgemm_skipping_zero_columns`), with the same result for finite
-    /// weights.
-    pub fn forward_sparse_input(
-        &self,
-        w: &[f32],
-        b: &[f32],
-        x: &[f32],
-        rows: usize,
-        y: &mut [f32],
-    ) {
-        self.forward_by(sgemm_skipping_zero_columns, w, b, x, rows, y);
-    }
-
-    fn forward_by(
-        &self,
-        product: GemmEntry,
-        w: &[f32],
-        b: &[f32],
-        x: &[f32],
-        rows: usize,
-        y: &mut [f32],
-    ) {
-        product(
+        sgemm_with_epilogue(
             Trans::N,
             Trans::T,
             rows,
@@ -121,6 +76,35 @@ impl Dense {
             w,
             self.n_in,
             0.0,
+            y,
+            self.n_out,
+            Epilogue {
+                bias: Bias::Col(b),
+                activation: self.activation,
+            },
+        );
+    }
+
+    /// [`Dense::forward`] for inputs with many exact zeros (image pixels):
+    /// the input columns that are zero in all rows of a small tile of rows
+    /// are skipped (see `sgemm_sparse_input`), with the same result up to
+    /// summation order for finite weights.
+    pub fn forward_sparse_input(
+        &self,
+        w: &[f32],
+        b: &[f32],
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+    ) {
+        sgemm_sparse_input(
+            rows,
+            self.n_out,
+            self.n_in,
+            x,
+            self.n_in,
+            w,
+            self.n_in,
             y,
             self.n_out,
             Epilogue {

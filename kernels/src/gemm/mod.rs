@@ -1150,3 +1150,6 @@ pub fn sgemm_parallel(
         epilogue,
     );
 }
+
+mod sparse;
+pub use sparse::{sgemm_sparse_input, sgemm_sparse_input_on_path};

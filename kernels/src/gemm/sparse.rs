@@ -1,0 +1,691 @@
+//! C <- act(X W^T + bias) for an X with many exact zeros (a batch of images:
+//! about 83% of MNIST's pixels are 0), skipping zeros at the granularity of
+//! a few rows rather than the 64-row blocks of
+//! [`super::sgemm_skipping_zero_columns`].
+//!
+//! X is m x k row-major, W is n x k row-major (a dense layer's `[n_out,
+//! n_in]` weights), C is m x n row-major. The rows of X are cut into tiles
+//! of `TILE_ROWS` (8); each tile lists once the columns p at which any of its
+//! rows is non-zero (its "steps") together with the tile's values there.
+//! N is cut into blocks of `BLOCK_VECS` (3) vectors; for each block the needed
+//! rows of W^T (only the columns p some tile steps on) are transposed into a
+//! panel of `k` contiguous rows (AVX-512: 16 x 16 blocks in registers;
+//! 150 KB for k = 784, in L2), and every tile then accumulates
+//! `x[r, p] * W^T[p, block]` over its steps into TILE_ROWS x BLOCK_VECS
+//! register accumulators, one W^T row load shared by the tile's rows. The
+//! epilogue (bias, activation) runs on the registers. While the tiles run,
+//! the next block's rows of W are prefetched into L2, a line per step. The
+//! transposition costs about a fifth of the call (reading W, 2.8 MB for
+//! 900 x 784, from L3); a layer that kept W^T up to date would save it.
+//! (Cutting K too, so a panel stays in L1, was tried and was no faster:
+//! the partial sums' loads and stores per tile cost what L1 saved.)
+//!
+//! Each output is summed over its tile's steps in increasing p, from zero,
+//! and the bias added last. A skipped step is one where every row of the
+//! tile is +-0.0; adding 0 * w for a finite w changes nothing but possibly
+//! the sign of a zero sum, so for finite W the result is the full product's
+//! up to summation order. An infinite or NaN w at a skipped step would have
+//! made the full product NaN; here it is not read.
+
+use super::lanes::Lanes;
+use super::{Activation, Bias, Epilogue, KernelPath};
+use std::sync::Mutex;
+use wide::{f32x16, f32x4, f32x8};
+
+/// Rows of X per tile: they share one step list and each loaded W^T vector.
+/// More rows amortize the loads of W^T (from L2) but their union of
+/// non-zero pixels grows: on noisy MNIST a step is kept for 0.17 of the
+/// pixels with one row, 0.27 with two, 0.37 with four, 0.45 with eight.
+/// Timed per call on 200 real 64-image chunks, 784 -> 900 (AVX-512, 10th
+/// percentile, against `sgemm_skipping_zero_columns`): 8 x 3 rows x vectors
+/// took 0.85 of its time, 6 x 4 0.89, 4 x 4 0.91, 4 x 6 0.92, 2 x 8 1.0:
+/// the loads, not the FMAs, bound this kernel.
+pub const TILE_ROWS: usize = 8;
+
+/// Vectors of C per tile row in one block of N: TILE_ROWS x BLOCK_VECS
+/// accumulators (24 of 32 AVX-512 registers) plus BLOCK_VECS loaded W^T
+/// vectors and one broadcast value.
+pub const BLOCK_VECS: usize = 3;
+
+/// A cache-line-aligned chunk of the panel (aligned W^T rows).
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([f32; 16]);
+
+/// Buffers of one call, grown on demand and reused by later calls.
+#[derive(Default)]
+struct Scratch {
+    /// The column p of each step, all tiles back to back.
+    steps: Vec<u32>,
+    /// Each tile's values, row after row: TILE_ROWS runs of its step count
+    /// holding x[r, p] at its steps (zero for rows beyond m).
+    values: Vec<f32>,
+    /// Tile t's steps are `steps[tile_ends[t - 1]..tile_ends[t]]`.
+    tile_ends: Vec<usize>,
+    /// The columns p that any tile steps on, increasing: the panel rows read.
+    used: Vec<u32>,
+    /// Bit p % 16 of word p / 16 set where some tile steps on p.
+    used_mask: Vec<u16>,
+    /// One tile's values while they are listed: TILE_ROWS rows of k.
+    stage: Vec<f32>,
+    /// W^T for one block of N: k rows of the block's width, zero-padded.
+    panel: Vec<Line>,
+}
+
+/// Scratch buffers not in use, shared by all threads: a thread takes one
+/// per call and gives it back. Unlike thread-local buffers they outlive
+/// the threads, so a trainer whose thread pool is new on every run
+/// allocates them once per process (as many as ran at once), not per run.
+static SCRATCH_POOL: Mutex<Vec<Scratch>> = Mutex::new(Vec::new());
+
+fn required_len(rows: usize, cols: usize, ld: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * ld + cols
+    }
+}
+
+/// C[m x n] <- act(X W^T + bias) with X `m x k` (row stride `ldx`), W
+/// `n x k` (row stride `ldw`), C `m x n` (row stride `ldc`; never read, so
+/// it may hold garbage). Skips, per tile of 8 rows (`TILE_ROWS`), the columns
+/// of X that are +-0.0 in all of the tile's rows: equal to
+/// `sgemm_with_epilogue(N, T, ...)` with alpha 1, beta 0 up to summation
+/// order for finite W (see the module docs). Single-threaded.
+///
+/// # Panics
+/// If a leading dimension is shorter than its row, a slice is too short for
+/// its shape, a bias is shorter than m (row bias) or n (column bias), or
+/// k exceeds `u32::MAX`.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_sparse_input(
+    m: usize,
+    n: usize,
+    k: usize,
+    x: &[f32],
+    ldx: usize,
+    w: &[f32],
+    ldw: usize,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue,
+) {
+    sgemm_sparse_input_on_path(
+        KernelPath::NATIVE,
+        m,
+        n,
+        k,
+        x,
+        ldx,
+        w,
+        ldw,
+        c,
+        ldc,
+        epilogue,
+    );
+}
+
+/// [`sgemm_sparse_input`] with the vector width of `path` (f32x16, f32x8 or
+/// f32x4), for tests of the widths other than the build's own.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_sparse_input_on_path(
+    path: KernelPath,
+    m: usize,
+    n: usize,
+    k: usize,
+    x: &[f32],
+    ldx: usize,
+    w: &[f32],
+    ldw: usize,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue,
+) {
+    assert!(m == 0 || k <= ldx, "sgemm_sparse_input: ldx {ldx} < k {k}");
+    assert!(n == 0 || k <= ldw, "sgemm_sparse_input: ldw {ldw} < k {k}");
+    assert!(m == 0 || n <= ldc, "sgemm_sparse_input: ldc {ldc} < n {n}");
+    assert!(
+        x.len() >= required_len(m, k, ldx),
+        "sgemm_sparse_input: X too short"
+    );
+    assert!(
+        w.len() >= required_len(n, k, ldw),
+        "sgemm_sparse_input: W too short"
+    );
+    assert!(
+        c.len() >= required_len(m, n, ldc),
+        "sgemm_sparse_input: C too short"
+    );
+    assert!(
+        u32::try_from(k).is_ok(),
+        "sgemm_sparse_input: k {k} > u32::MAX"
+    );
+    let (bias_row, bias_col) = match epilogue.bias {
+        Bias::None => (None, None),
+        Bias::Row(r) => {
+            assert!(r.len() >= m, "sgemm_sparse_input: row bias shorter than m");
+            (Some(&r[..m]), None)
+        }
+        Bias::Col(cb) => {
+            assert!(
+                cb.len() >= n,
+                "sgemm_sparse_input: column bias shorter than n"
+            );
+            (None, Some(&cb[..n]))
+        }
+    };
+    if m == 0 || n == 0 {
+        return;
+    }
+    let shape = Shape {
+        m,
+        n,
+        k,
+        ldx,
+        ldw,
+        ldc,
+        bias_row,
+        bias_col,
+        activation: epilogue.activation,
+    };
+    // A panic elsewhere while holding the lock leaves the pool's buffers
+    // intact (push and pop are all it does), so a poisoned lock is usable.
+    let lock = || SCRATCH_POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let taken = lock().pop();
+    let mut scratch = taken.unwrap_or_default();
+    run_path(path, &shape, x, w, c, &mut scratch);
+    lock().push(scratch);
+}
+
+/// The checked sizes and epilogue of one call.
+struct Shape<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    ldx: usize,
+    ldw: usize,
+    ldc: usize,
+    bias_row: Option<&'a [f32]>,
+    bias_col: Option<&'a [f32]>,
+    activation: Activation,
+}
+
+fn run_path(path: KernelPath, s: &Shape, x: &[f32], w: &[f32], c: &mut [f32], sc: &mut Scratch) {
+    match path {
+        KernelPath::Avx512 => run::<f32x16>(s, x, w, c, sc),
+        KernelPath::Avx2 => run::<f32x8>(s, x, w, c, sc),
+        KernelPath::Portable => run::<f32x4>(s, x, w, c, sc),
+    }
+}
+
+/// Lists each tile's steps and values, and the columns any tile uses.
+fn list_steps(s: &Shape, x: &[f32], sc: &mut Scratch) {
+    sc.steps.clear();
+    sc.values.clear();
+    sc.tile_ends.clear();
+    sc.used.clear();
+    sc.used_mask.clear();
+    sc.used_mask.resize(s.k.div_ceil(16), 0);
+    // The worst case up front: a later call on the same shape with more
+    // non-zeros must not allocate (the trainer allocates nothing per batch).
+    let tiles = s.m.div_ceil(TILE_ROWS);
+    sc.steps.reserve(tiles * s.k);
+    sc.values.reserve(tiles * TILE_ROWS * s.k);
+    sc.tile_ends.reserve(tiles);
+    sc.used.reserve(s.k);
+    for i0 in (0..s.m).step_by(TILE_ROWS) {
+        let rows = TILE_ROWS.min(s.m - i0);
+        let tile_rows: [&[f32]; TILE_ROWS] = core::array::from_fn(|r| {
+            let i = i0 + r.min(rows - 1);
+            &x[i * s.ldx..i * s.ldx + s.k]
+        });
+        list_tile(&tile_rows, rows, sc);
+        debug_assert_eq!(sc.values.len(), sc.steps.len() * TILE_ROWS);
+        sc.tile_ends.push(sc.steps.len());
+    }
+    for (blk, &mask) in sc.used_mask.iter().enumerate() {
+        let mut bits = mask;
+        while bits != 0 {
+            sc.used.push((blk * 16) as u32 + bits.trailing_zeros());
+            bits &= bits - 1;
+        }
+    }
+}
+
+/// Appends one tile's steps (the columns where one of its first `rows`
+/// rows is not +-0.0) and then its values, row after row (`values` gets
+/// TILE_ROWS runs of the step count; rows beyond `rows` are zero), and
+/// marks the steps in `used_mask`. `tile_rows[r]` for r >= rows repeats a
+/// valid row (it is not read).
+fn list_tile(tile_rows: &[&[f32]; TILE_ROWS], rows: usize, sc: &mut Scratch) {
+    let k = tile_rows[0].len();
+    let start = sc.steps.len();
+    // Room for every column: the compressing stores below write whole
+    // blocks' worth of survivors without a length check per element.
+    sc.steps.resize(start + k, 0);
+    sc.stage.resize(TILE_ROWS * k, 0.0);
+    let mut len = 0;
+    for (blk, used) in sc.used_mask.iter_mut().enumerate() {
+        let p0 = blk * 16;
+        let width = 16.min(k - p0);
+        let mut mask = 0u16;
+        for row in &tile_rows[..rows] {
+            mask |= nonzero_mask(&row[p0..p0 + width]);
+        }
+        *used |= mask;
+        if mask == 0 {
+            continue;
+        }
+        let steps = &mut sc.steps[start + len..start + k];
+        for (r, row) in tile_rows.iter().enumerate().take(rows) {
+            compress(
+                &row[p0..p0 + width],
+                mask,
+                &mut sc.stage[r * k + len..(r + 1) * k],
+            );
+        }
+        let mut bits = mask;
+        for step in steps.iter_mut() {
+            if bits == 0 {
+                break;
+            }
+            *step = p0 as u32 + bits.trailing_zeros();
+            bits &= bits - 1;
+        }
+        len += mask.count_ones() as usize;
+    }
+    sc.steps.truncate(start + len);
+    for r in 0..TILE_ROWS {
+        if r < rows {
+            sc.values.extend_from_slice(&sc.stage[r * k..r * k + len]);
+        } else {
+            sc.values.extend(core::iter::repeat_n(0.0, len));
+        }
+    }
+}
+
+/// Writes `v[q]` for the set bits q of `mask` (q < v.len() <= 16), in
+/// order, to the front of `dst` (which has room for them).
+#[inline(always)]
+fn compress(v: &[f32], mask: u16, dst: &mut [f32]) {
+    debug_assert!(v.len() <= 16 && (mask as u32) < (1u32 << v.len()));
+    assert!(dst.len() >= mask.count_ones() as usize);
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    {
+        use core::arch::x86_64::*;
+        let lanes = crate::simd::first_lanes_mask16(v.len());
+        // SAFETY: the masked load reads only v's v.len() floats; the
+        // compressing store writes mask.count_ones() floats, which dst
+        // holds (asserted); the mask has no bit at or beyond v.len() (its
+        // bits come from a compare masked to those lanes). avx512f is
+        // enabled at compile time.
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(lanes, v.as_ptr());
+            _mm512_mask_compressstoreu_ps(dst.as_mut_ptr(), mask & lanes, x);
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    {
+        let mut out = 0;
+        for (q, &x) in v.iter().enumerate() {
+            if mask >> q & 1 != 0 {
+                dst[out] = x;
+                out += 1;
+            }
+        }
+    }
+}
+
+/// Bit q set where `v[q]` is not +-0.0 (NaN counts as non-zero); `v` holds
+/// at most 16 floats.
+#[inline(always)]
+fn nonzero_mask(v: &[f32]) -> u16 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    {
+        use core::arch::x86_64::*;
+        debug_assert!(v.len() <= 16);
+        let lanes = crate::simd::first_lanes_mask16(v.len());
+        // SAFETY: the masked load reads only the first v.len() floats (the
+        // rest are masked off and never touched); avx512f is enabled at
+        // compile time.
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(lanes, v.as_ptr());
+            _mm512_mask_cmp_ps_mask::<_CMP_NEQ_UQ>(lanes, x, _mm512_setzero_ps())
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    {
+        v.iter()
+            .enumerate()
+            .fold(0u16, |m, (q, &x)| m | (u16::from(x != 0.0) << q))
+    }
+}
+
+/// Writes `panel[p * width + j] = W[j0 + j, p]` for the used p and j < nb,
+/// and zero for nb <= j < width (the padding lanes the kernel computes and
+/// discards; zero keeps them cheap and finite). On AVX-512, whole 16 x 16
+/// blocks with a used p are transposed in registers; the ragged rest runs
+/// scalar.
+#[allow(clippy::too_many_arguments)]
+fn transpose_block(
+    w: &[f32],
+    ldw: usize,
+    k: usize,
+    j0: usize,
+    nb: usize,
+    width: usize,
+    sc_used: (&[u16], &[u32]),
+    panel: &mut [f32],
+) {
+    let (used_mask, used) = sc_used;
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    let (j_simd, p_simd) = (nb / 16 * 16, k / 16 * 16);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    let (j_simd, p_simd) = (0usize, 0usize);
+    // Along the rows of W in the inner loop: 16 sequential streams.
+    for jj in (0..j_simd).step_by(16) {
+        for (blk, &mask) in used_mask.iter().enumerate().take(p_simd / 16) {
+            if mask != 0 {
+                transpose16(w, ldw, j0 + jj, blk * 16, panel, width, jj);
+            }
+        }
+    }
+    for &p in used {
+        let p = p as usize;
+        let j_from = if p < p_simd { j_simd } else { 0 };
+        let dst = &mut panel[p * width..(p + 1) * width];
+        for (j, d) in dst.iter_mut().enumerate().take(nb).skip(j_from) {
+            *d = w[(j0 + j) * ldw + p];
+        }
+        dst[nb..].fill(0.0);
+    }
+}
+
+/// `panel[(p0 + q) * width + jj + r] = w[(j + r) * ldw + p0 + q]` for
+/// q, r < 16: one 16 x 16 block transposed in registers.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+#[inline(always)]
+fn transpose16(
+    w: &[f32],
+    ldw: usize,
+    j: usize,
+    p0: usize,
+    panel: &mut [f32],
+    width: usize,
+    jj: usize,
+) {
+    use core::arch::x86_64::*;
+    assert!((j + 15) * ldw + p0 + 16 <= w.len());
+    assert!((p0 + 15) * width + jj + 16 <= panel.len());
+    // SAFETY: the asserts above bound every row read (16 floats from
+    // (j + r) * ldw + p0) and every row written (16 floats from
+    // (p0 + q) * width + jj); avx512f is enabled at compile time.
+    unsafe {
+        let src = w.as_ptr().add(j * ldw + p0);
+        let r: [__m512; 16] = core::array::from_fn(|i| _mm512_loadu_ps(src.add(i * ldw)));
+        // Interleave pairs of rows, then pairs of pairs (64-bit), then
+        // 128-bit lanes twice: the classic 4-stage 16 x 16 transpose.
+        let t: [__m512; 16] = core::array::from_fn(|i| {
+            let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(a, b)
+            } else {
+                _mm512_unpackhi_ps(a, b)
+            }
+        });
+        let u: [__m512; 16] = core::array::from_fn(|i| {
+            // Groups of four: (t0, t2) lo / hi, (t1, t3) lo / hi.
+            let g = i / 4 * 4;
+            let (a, b) = match i % 4 {
+                0 | 1 => (t[g], t[g + 2]),
+                _ => (t[g + 1], t[g + 3]),
+            };
+            let (a, b) = (_mm512_castps_pd(a), _mm512_castps_pd(b));
+            _mm512_castpd_ps(if i % 2 == 0 {
+                _mm512_unpacklo_pd(a, b)
+            } else {
+                _mm512_unpackhi_pd(a, b)
+            })
+        });
+        // u[4g + c]: lane l holds rows 4g..4g+4 of column 4l + c.
+        let v: [__m512; 16] = core::array::from_fn(|i| {
+            // v[8h + 4s + c]: lanes (0, 2) (s = 0) or (1, 3) (s = 1) of row
+            // groups 2h and 2h + 1: columns 4s + c and 4s + c + 8 of each.
+            let (h, s2, c) = (i / 8, (i / 4) % 2, i % 4);
+            let (a, b) = (u[8 * h + c], u[8 * h + 4 + c]);
+            if s2 == 0 {
+                _mm512_shuffle_f32x4::<0x88>(a, b)
+            } else {
+                _mm512_shuffle_f32x4::<0xDD>(a, b)
+            }
+        });
+        let dst = panel.as_mut_ptr().add(p0 * width + jj);
+        for i in 0..16 {
+            // Final stage: lanes {0, 2} of v[i % 8] and of v[i % 8 + 8] (row
+            // groups 0, 1 and 2, 3) hold column i % 8, lanes {1, 3} column
+            // i % 8 + 8: column i for both halves.
+            let (lo, hi) = (i % 8, i / 8);
+            let (a, b) = (v[lo], v[lo + 8]);
+            let col = if hi == 0 {
+                _mm512_shuffle_f32x4::<0x88>(a, b)
+            } else {
+                _mm512_shuffle_f32x4::<0xDD>(a, b)
+            };
+            _mm512_storeu_ps(dst.add(i * width), col);
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+fn transpose16(_: &[f32], _: usize, _: usize, _: usize, _: &mut [f32], _: usize, _: usize) {
+    unreachable!("transpose16 runs only on AVX-512 builds")
+}
+
+/// The rows of W that block `j0` (of `width` columns of C) transposes.
+fn w_rows<'w>(s: &Shape, w: &'w [f32], j0: usize, width: usize) -> &'w [f32] {
+    let (lo, hi) = (j0.min(s.n), (j0 + width).min(s.n));
+    &w[(lo * s.ldw).min(w.len())..(hi * s.ldw).min(w.len())]
+}
+
+/// Prefetches one line into L2 (a hint: never faults).
+#[inline(always)]
+fn prefetch_l2(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        _mm_prefetch::<_MM_HINT_T1>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+fn run<L: Lanes>(s: &Shape, x: &[f32], w: &[f32], c: &mut [f32], sc: &mut Scratch) {
+    let width = BLOCK_VECS * L::LANES;
+    list_steps(s, x, sc);
+    let panel_lines = (s.k * width).div_ceil(16).max(1);
+    if sc.panel.len() < panel_lines {
+        sc.panel.resize(panel_lines, Line([0.0; 16]));
+    }
+    let Scratch {
+        steps,
+        values,
+        tile_ends,
+        used,
+        used_mask,
+        panel,
+        ..
+    } = sc;
+    let panel: &mut [f32] = lines_as_floats(panel);
+    for j0 in (0..s.n).step_by(width) {
+        let nb = width.min(s.n - j0);
+        transpose_block(w, s.ldw, s.k, j0, nb, width, (used_mask, used), panel);
+        let next_rows = w_rows(s, w, j0 + width, width);
+        let mut start = 0;
+        for (t, &end) in tile_ends.iter().enumerate() {
+            // This tile's share of the next block's rows of W, one line per
+            // step: they arrive in L2 while the tiles compute, so the next
+            // transposition does not wait on L3 (bunched prefetches would
+            // hold the line-fill buffers the kernel's own loads need).
+            let lines = next_rows.len().div_ceil(16);
+            let (lo, hi) = (
+                lines * t / tile_ends.len(),
+                lines * (t + 1) / tile_ends.len(),
+            );
+            let prefetch = (next_rows.as_ptr().wrapping_add(lo * 16), hi - lo);
+            let i0 = t * TILE_ROWS;
+            let rows = TILE_ROWS.min(s.m - i0);
+            let out = Out {
+                c: &mut c[i0 * s.ldc..],
+                ldc: s.ldc,
+                rows,
+                j0,
+                cols: nb,
+                bias_row: s.bias_row.map(|b| &b[i0..i0 + rows]),
+                bias_col: s.bias_col.map(|b| &b[j0..j0 + nb]),
+                activation: s.activation,
+            };
+            let (tile_steps, tile_values) = (
+                &steps[start..end],
+                &values[start * TILE_ROWS..end * TILE_ROWS],
+            );
+            // A ragged last block (n = 900 leaves 36 columns on AVX-512)
+            // runs only the vectors it needs.
+            match nb.div_ceil(L::LANES) {
+                1 if BLOCK_VECS > 1 => {
+                    tile::<L, 1>(tile_steps, tile_values, panel, width, out, prefetch)
+                }
+                2 if BLOCK_VECS > 2 => {
+                    tile::<L, 2>(tile_steps, tile_values, panel, width, out, prefetch)
+                }
+                _ => tile::<L, BLOCK_VECS>(tile_steps, tile_values, panel, width, out, prefetch),
+            }
+            start = end;
+        }
+    }
+}
+
+/// The panel's lines as floats.
+fn lines_as_floats(lines: &mut [Line]) -> &mut [f32] {
+    let len = lines.len() * 16;
+    // SAFETY: Line is repr(C) over [f32; 16] with no padding (64 bytes,
+    // align 64), so `lines` is `len` contiguous initialized f32s, borrowed
+    // mutably for the returned slice's lifetime.
+    unsafe { core::slice::from_raw_parts_mut(lines.as_mut_ptr() as *mut f32, len) }
+}
+
+/// Where one tile's results go: `rows` rows of C from the slice start
+/// (stride `ldc`), columns `j0..j0 + cols`.
+struct Out<'a> {
+    c: &'a mut [f32],
+    ldc: usize,
+    rows: usize,
+    j0: usize,
+    cols: usize,
+    bias_row: Option<&'a [f32]>,
+    bias_col: Option<&'a [f32]>,
+    activation: Activation,
+}
+
+/// One tile over one block of N: V vectors per row.
+#[inline(always)]
+fn tile<L: Lanes, const V: usize>(
+    steps: &[u32],
+    values: &[f32],
+    panel: &[f32],
+    width: usize,
+    out: Out,
+    prefetch: (*const f32, usize),
+) {
+    assert!(V * L::LANES <= width && out.cols <= V * L::LANES);
+    assert_eq!(values.len(), steps.len() * TILE_ROWS);
+    // Every step's panel row p * width .. p * width + V * LANES lies in the
+    // panel: p < k and the panel holds k rows of `width` floats.
+    let max_p = steps.iter().copied().max().unwrap_or(0) as usize;
+    assert!(steps.is_empty() || (max_p + 1) * width <= panel.len());
+    let base = panel.as_ptr();
+    let len = steps.len();
+    let x = values.as_ptr();
+    let mut acc = [[L::zero(); V]; TILE_ROWS];
+    let (pf_base, pf_lines) = prefetch;
+    for (s, &p) in steps.iter().enumerate() {
+        if s < pf_lines {
+            prefetch_l2(pf_base.wrapping_add(s * 16));
+        }
+        // SAFETY: p <= max_p, so the V vectors read from p * width on lie
+        // inside the panel (asserted above).
+        let b: [L; V] = core::array::from_fn(|v| unsafe {
+            L::load(base.add(p as usize * width + v * L::LANES))
+        });
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            // SAFETY: r * len + s < TILE_ROWS * len = values.len().
+            let xr = L::splat(unsafe { *x.add(r * len + s) });
+            for (a, &bv) in acc_r.iter_mut().zip(&b) {
+                *a = xr.mul_add(bv, *a);
+            }
+        }
+    }
+    // Lines left over when the tile had fewer steps than its share.
+    for line in steps.len()..pf_lines {
+        prefetch_l2(pf_base.wrapping_add(line * 16));
+    }
+    store_tile::<L, V>(&acc, out);
+}
+
+/// Adds the bias, applies the activation and stores the tile's valid rows
+/// and columns.
+#[inline(always)]
+fn store_tile<L: Lanes, const V: usize>(acc: &[[L; V]; TILE_ROWS], out: Out) {
+    let Out {
+        c,
+        ldc,
+        rows,
+        j0,
+        cols,
+        bias_row,
+        bias_col,
+        activation,
+    } = out;
+    for (r, acc_r) in acc.iter().enumerate().take(rows) {
+        let row = &mut c[r * ldc + j0..r * ldc + j0 + cols];
+        for (v, &a) in acc_r.iter().enumerate() {
+            let lo = v * L::LANES;
+            if lo >= cols {
+                break;
+            }
+            let hi = (lo + L::LANES).min(cols);
+            let mut y = a;
+            if let Some(bc) = bias_col {
+                y = y.add(load_partial::<L>(&bc[lo..hi]));
+            }
+            if let Some(br) = bias_row {
+                y = y.add(L::splat(br[r]));
+            }
+            store_partial(y.activate(activation), &mut row[lo..hi]);
+        }
+    }
+}
+
+/// Loads up to LANES floats, zero-padded.
+#[inline(always)]
+fn load_partial<L: Lanes>(s: &[f32]) -> L {
+    let mut buf = [0.0f32; 16];
+    buf[..s.len()].copy_from_slice(s);
+    // SAFETY: buf holds 16 >= LANES floats.
+    unsafe { L::load(buf.as_ptr()) }
+}
+
+/// Stores the first `d.len()` (<= LANES) lanes of `v`.
+#[inline(always)]
+fn store_partial<L: Lanes>(v: L, d: &mut [f32]) {
+    if d.len() == L::LANES {
+        // SAFETY: d holds exactly LANES floats.
+        unsafe { v.store(d.as_mut_ptr()) };
+    } else {
+        let mut buf = [0.0f32; 16];
+        // SAFETY: buf holds 16 >= LANES floats.
+        unsafe { v.store(buf.as_mut_ptr()) };
+        d.copy_from_slice(&buf[..d.len()]);
+    }
+}

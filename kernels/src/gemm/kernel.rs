@@ -559,24 +559,14 @@ const MLANES_PREFETCH_ROWS: usize = 16;
 ///   COLS broadcasts come from adjacent floats of one row of B, prefetched
 ///   MLANES_PREFETCH_ROWS rows ahead.
 ///
-/// With `STEPS` (B stored n x k only), only the `kc` steps listed at `steps`
-/// are taken, in that order: the caller lists the steps where A^T is not
-/// all zero.
-///
 /// # Safety
-/// `a_t` holds `kc` steps (with `STEPS`: every listed step) of
-/// `MLANES_VECS * LANES` floats; B is readable at
+/// `a_t` holds `kc` steps of `MLANES_VECS * LANES` floats; B is readable at
 /// every address above for p < kc, q < COLS; `c` is valid for `rows` rows
 /// of COLS floats, `ldc` apart (read only when `ep.beta != 0`); the bias
 /// pointers cover the tile's `rows` rows / COLS columns.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn tile_m_lanes<
-    V: Lanes,
-    const COLS: usize,
-    const B_KN: bool,
-    const STEPS: bool,
->(
+pub(crate) unsafe fn tile_m_lanes<V: Lanes, const COLS: usize, const B_KN: bool>(
     kc: usize,
     a_t: *const f32,
     b: *const f32,
@@ -585,30 +575,11 @@ pub(crate) unsafe fn tile_m_lanes<
     ldc: usize,
     rows: usize,
     ep: &TileEpilogue,
-    steps: *const u32,
 ) {
     const MAX_ROWS: usize = MLANES_VECS * 16;
     let height = MLANES_VECS * V::LANES;
     let mut acc = [[V::zero(); MLANES_VECS]; COLS];
-    if STEPS {
-        // Only the listed k steps (B stored n x k): `kc` of them.
-        let b_rows: [*const f32; COLS] = core::array::from_fn(|q| b.wrapping_add(q * ldb));
-        for t in 0..kc {
-            // SAFETY: the caller guarantees kc step indices, each below the
-            // packed block's steps and the rows' length.
-            unsafe {
-                let p = *steps.add(t) as usize;
-                let av: [V; MLANES_VECS] =
-                    core::array::from_fn(|v| V::load(a_t.add(p * height + v * V::LANES)));
-                for (q, acc_col) in acc.iter_mut().enumerate() {
-                    let bq = V::splat(*b_rows[q].add(p));
-                    for v in 0..MLANES_VECS {
-                        acc_col[v] = av[v].mul_add(bq, acc_col[v]);
-                    }
-                }
-            }
-        }
-    } else if B_KN {
+    if B_KN {
         let mut bp = b;
         let mut ap = a_t;
         for _ in 0..kc {

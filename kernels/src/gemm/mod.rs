@@ -241,9 +241,6 @@ struct Operands {
     bias_row: *const f32,
     bias_col: *const f32,
     activation: Activation,
-    /// Skip the k steps where op(A) is zero in a whole block of rows (see
-    /// [`sgemm_skipping_zero_columns`]); only the M-on-lanes path does.
-    skip_zero_steps: bool,
 }
 
 // SAFETY: the pointers come from slices borrowed for the whole call; parallel
@@ -639,19 +636,12 @@ unsafe fn gemm_m_lanes(op: &Operands) {
     let (m, n, k) = (op.m, op.n, op.k);
     let height = MLANES_VECS * 16;
     let blocks = m.div_ceil(height);
-    // Step lists only for B stored n x k (the trainer's first-layer x W^T).
-    let listed = op.skip_zero_steps && op.tb == Trans::T;
-    let list_floats = if listed { blocks * k } else { 0 };
-    with_pack_buffers(blocks * height * k, list_floats, |pa, lists| {
+    with_pack_buffers(blocks * height * k, 0, |pa, _| {
         // op(A)^T as a k x m "B" operand: stored the other way round.
         let flipped = match op.ta {
             Trans::N => Trans::T,
             Trans::T => Trans::N,
         };
-        // (The step lists are u32 in the f32-sized second buffer.)
-        let lists = lists as *mut u32;
-        let mut counts = [0usize; M_LANES_MAX_M.div_ceil(MLANES_VECS * 16)];
-        #[allow(clippy::needless_range_loop)] // blk also places the block and its list
         for blk in 0..blocks {
             let i = blk * height;
             let block = pa.wrapping_add(blk * height * k);
@@ -670,11 +660,6 @@ unsafe fn gemm_m_lanes(op: &Operands) {
                     block,
                 )
             };
-            if listed {
-                // SAFETY: the block holds k steps of `height` floats; the
-                // list area holds k u32 per block.
-                counts[blk] = unsafe { nonzero_steps(block, height, k, lists.add(blk * k)) };
-            }
         }
         let ep = TileEpilogue {
             alpha: op.alpha,
@@ -701,61 +686,19 @@ unsafe fn gemm_m_lanes(op: &Operands) {
                 let tile_ep = ep.offset(i, j);
                 let a_t = pa.wrapping_add(blk * height * k) as *const f32;
                 let c = op.c.wrapping_add(i * op.ldc + j);
-                let steps = lists.wrapping_add(blk * k) as *const u32;
                 // SAFETY: the packed block has k steps of `height` floats;
                 // columns j..j + cols of op(B) hold k floats each; the tile
-                // (rows x cols at (i, j)) lies in C; bias offsets match; a
-                // block's list holds counts[blk] steps below k.
+                // (rows x cols at (i, j)) lies in C; bias offsets match.
                 unsafe {
-                    if listed {
-                        m_lanes_tile::<false, true>(
-                            cols,
-                            counts[blk],
-                            a_t,
-                            b,
-                            op.ldb,
-                            c,
-                            op.ldc,
-                            rows,
-                            &tile_ep,
-                            steps,
-                        )
-                    } else if b_kn {
-                        m_lanes_tile::<true, false>(
-                            cols, k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep, steps,
-                        )
+                    if b_kn {
+                        m_lanes_tile::<true>(cols, k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
                     } else {
-                        m_lanes_tile::<false, false>(
-                            cols, k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep, steps,
-                        )
+                        m_lanes_tile::<false>(cols, k, a_t, b, op.ldb, c, op.ldc, rows, &tile_ep)
                     }
                 }
             }
         }
     });
-}
-
-/// Writes to `list` the steps p < k at which the packed A^T block (k steps
-/// of `height` floats) holds anything but +0.0 or -0.0 (NaN included), in
-/// order, and returns how many.
-///
-/// # Safety
-/// `block` holds k * height floats; `list` is writable for k u32.
-unsafe fn nonzero_steps(block: *const f32, height: usize, k: usize, list: *mut u32) -> usize {
-    let mut count = 0;
-    for p in 0..k {
-        // SAFETY: step p of the block.
-        let step = unsafe { core::slice::from_raw_parts(block.add(p * height), height) };
-        let any = step
-            .iter()
-            .fold(0u32, |acc, x| acc | (x.to_bits() & 0x7FFF_FFFF));
-        if any != 0 {
-            // SAFETY: count <= p < k.
-            unsafe { *list.add(count) = p as u32 };
-            count += 1;
-        }
-    }
-    count
 }
 
 /// One M-on-lanes tile of `cols` <= MLANES_COLS columns: the kernel
@@ -765,7 +708,7 @@ unsafe fn nonzero_steps(block: *const f32, height: usize, k: usize, list: *mut u
 /// As [`tile_m_lanes`] with COLS = `cols`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn m_lanes_tile<const B_KN: bool, const STEPS: bool>(
+unsafe fn m_lanes_tile<const B_KN: bool>(
     cols: usize,
     k: usize,
     a_t: *const f32,
@@ -775,20 +718,17 @@ unsafe fn m_lanes_tile<const B_KN: bool, const STEPS: bool>(
     ldc: usize,
     rows: usize,
     ep: &TileEpilogue,
-    steps: *const u32,
 ) {
     use wide::f32x16;
     // SAFETY: forwarded; each arm's COLS equals `cols`.
     unsafe {
         match cols {
-            1 => tile_m_lanes::<f32x16, 1, B_KN, STEPS>(k, a_t, b, ldb, c, ldc, rows, ep, steps),
-            2 => tile_m_lanes::<f32x16, 2, B_KN, STEPS>(k, a_t, b, ldb, c, ldc, rows, ep, steps),
-            3 => tile_m_lanes::<f32x16, 3, B_KN, STEPS>(k, a_t, b, ldb, c, ldc, rows, ep, steps),
-            4 => tile_m_lanes::<f32x16, 4, B_KN, STEPS>(k, a_t, b, ldb, c, ldc, rows, ep, steps),
-            5 => tile_m_lanes::<f32x16, 5, B_KN, STEPS>(k, a_t, b, ldb, c, ldc, rows, ep, steps),
-            _ => tile_m_lanes::<f32x16, MLANES_COLS, B_KN, STEPS>(
-                k, a_t, b, ldb, c, ldc, rows, ep, steps,
-            ),
+            1 => tile_m_lanes::<f32x16, 1, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            2 => tile_m_lanes::<f32x16, 2, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            3 => tile_m_lanes::<f32x16, 3, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            4 => tile_m_lanes::<f32x16, 4, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            5 => tile_m_lanes::<f32x16, 5, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            _ => tile_m_lanes::<f32x16, MLANES_COLS, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
         }
     }
 }
@@ -917,44 +857,7 @@ fn checked_operands(
         bias_row,
         bias_col,
         activation: epilogue.activation,
-        skip_zero_steps: false,
     }
-}
-
-/// [`sgemm_with_epilogue`] for a sparse op(A) such as a batch of images,
-/// whose zero pixels make up most of the input: on the M-on-the-lanes path
-/// (AVX-512, m <= 128, B stored n x k; `gemm_serial`'s dispatch) the
-/// shared indices p at which op(A)
-/// is +-0.0 in every row of a 64-row block are skipped, after packing. A
-/// skipped step adds 0 * B(p, j) to the sums, so the result is that of
-/// [`sgemm_with_epilogue`] (the same FMAs on the other steps, in the same
-/// order) except where B holds an infinity or NaN at a skipped step (0 * inf
-/// would have made the sum NaN) and possibly in the sign of a zero result.
-/// Other shapes and paths run [`sgemm_with_epilogue`] itself.
-#[allow(clippy::too_many_arguments)]
-pub fn sgemm_skipping_zero_columns(
-    ta: Trans,
-    tb: Trans,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    beta: f32,
-    c: &mut [f32],
-    ldc: usize,
-    epilogue: Epilogue,
-) {
-    let mut op = checked_operands(
-        ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &epilogue,
-    );
-    op.skip_zero_steps = true;
-    // SAFETY: checked_operands verified every index the core touches is
-    // inside the slices; `c` is borrowed mutably for the whole call.
-    unsafe { run_on_path(KernelPath::NATIVE, None, false, &op) }
 }
 
 /// The micro-kernel's own ceiling: GFLOP/s of full MR x NR tiles over one

@@ -28,7 +28,7 @@
 //! made the full product NaN; here it is not read.
 
 use super::lanes::Lanes;
-use super::{Activation, Bias, Epilogue, KernelPath};
+use super::{required_len, Activation, Bias, Epilogue, KernelPath};
 use std::sync::Mutex;
 use wide::{f32x16, f32x4, f32x8};
 
@@ -78,14 +78,6 @@ struct Scratch {
 /// the threads, so a trainer whose thread pool is new on every run
 /// allocates them once per process (as many as ran at once), not per run.
 static SCRATCH_POOL: Mutex<Vec<Scratch>> = Mutex::new(Vec::new());
-
-fn required_len(rows: usize, cols: usize, ld: usize) -> usize {
-    if rows == 0 || cols == 0 {
-        0
-    } else {
-        (rows - 1) * ld + cols
-    }
-}
 
 /// C[m x n] <- act(X W^T + bias) with X `m x k` (row stride `ldx`), W
 /// `n x k` (row stride `ldw`), C `m x n` (row stride `ldc`; never read, so

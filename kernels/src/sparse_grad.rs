@@ -79,6 +79,24 @@ impl Csc {
     /// If `ld < cols` (with rows > 0) or `b` is shorter than the shape needs,
     /// or the matrix has more than `u32::MAX` rows or entries.
     pub fn fill(&mut self, b: &[f32], rows: usize, cols: usize, ld: usize) {
+        self.fill_up_to(b, rows, cols, ld, usize::MAX);
+    }
+
+    /// [`Csc::fill`] if `b` has at most `max_nnz` non-zeros; otherwise lists
+    /// nothing (the matrix becomes 0 x 0) and returns false. Counting is a
+    /// vectorised pass, so a matrix too dense to be worth listing costs a
+    /// fraction of listing it.
+    ///
+    /// # Panics
+    /// As [`Csc::fill`].
+    pub fn fill_up_to(
+        &mut self,
+        b: &[f32],
+        rows: usize,
+        cols: usize,
+        ld: usize,
+        max_nnz: usize,
+    ) -> bool {
         assert!(
             rows == 0 || cols <= ld,
             "Csc::fill: ld {ld} < {cols} columns"
@@ -88,8 +106,6 @@ impl Csc {
             "Csc::fill: matrix too short"
         );
         assert!(rows <= u32::MAX as usize, "Csc::fill: too many rows");
-        self.rows = rows;
-        self.cols = cols;
         // Counts per column, then running starts; `next` walks each column's
         // slots while the entries go in.
         self.col_start.clear();
@@ -101,6 +117,16 @@ impl Csc {
             self.col_start[j + 1] = next as u32;
         }
         let nnz = self.col_start[cols] as usize;
+        if nnz > max_nnz {
+            // Empty, keeping the allocations (col_start[0] is 0).
+            (self.rows, self.cols) = (0, 0);
+            self.col_start.truncate(1);
+            self.row.clear();
+            self.value.clear();
+            return false;
+        }
+        self.rows = rows;
+        self.cols = cols;
         self.row.resize(nnz, 0);
         self.value.resize(nnz, 0.0);
         self.next.clear();
@@ -113,6 +139,7 @@ impl Csc {
                 self.next[j] += 1;
             });
         }
+        true
     }
 
     pub fn rows(&self) -> usize {

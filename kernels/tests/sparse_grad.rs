@@ -256,6 +256,24 @@ fn csc_lists_nonzeros_in_row_order() {
     assert_eq!(c.column(1), (&[1u32][..], &[5.0f32][..]));
 }
 
+/// `fill_up_to` lists a matrix with at most `max_nnz` non-zeros exactly as
+/// `fill` does, and leaves a denser one unlisted (0 x 0).
+#[test]
+fn fill_up_to_stops_at_the_limit() {
+    let b = [0.0, 1.0, 2.0, 0.0, 3.0, 0.0];
+    let (mut full, mut capped) = (Csc::new(), Csc::new());
+    full.fill(&b, 2, 3, 3);
+    assert!(capped.fill_up_to(&b, 2, 3, 3, 3));
+    for j in 0..3 {
+        assert_eq!(full.column(j), capped.column(j));
+    }
+    assert!(!capped.fill_up_to(&b, 2, 3, 3, 2));
+    assert_eq!((capped.rows(), capped.cols(), capped.nnz()), (0, 0, 0));
+    // Listing again after a refusal works.
+    assert!(capped.fill_up_to(&b[3..], 1, 3, 3, 2));
+    assert_eq!(capped.column(1), (&[0u32][..], &[3.0f32][..]));
+}
+
 /// A listed NaN input reaches every unit of its column; the other columns
 /// stay finite.
 #[test]

@@ -78,10 +78,11 @@ pub struct InputList {
 }
 
 impl InputList {
-    /// Lists the `rows x cols` row-major `x`.
+    /// Lists the `rows x cols` row-major `x` if it is sparse enough (a
+    /// denser one is only counted).
     pub fn update(&mut self, x: &[f32], rows: usize, cols: usize) {
-        self.list.fill(x, rows, cols, cols);
-        self.sparse = self.list.nnz() as f64 <= SPARSE_INPUT_MAX_DENSITY * (rows * cols) as f64;
+        let max_nnz = (SPARSE_INPUT_MAX_DENSITY * (rows * cols) as f64) as usize;
+        self.sparse = self.list.fill_up_to(x, rows, cols, cols, max_nnz);
     }
 
     /// The list, if the input was sparse enough.

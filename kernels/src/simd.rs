@@ -30,6 +30,53 @@ pub(crate) const fn first_lanes_mask16(m: usize) -> u16 {
     }
 }
 
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+use core::arch::x86_64::*;
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+/// In-register 16 x 16 transpose: afterwards `r[c]` lane `l` holds what
+/// `r[l]` lane `c` held. Four rounds of 16 shuffles: 32-bit interleave,
+/// 64-bit interleave (4 x 4 blocks inside each 128-bit lane), then two
+/// rounds of 128-bit lane moves.
+#[inline(always)]
+pub(crate) fn transpose16(r: &mut [__m512; 16]) {
+    // SAFETY: register-only shuffles; avx512f is enabled for the whole
+    // build (this function's cfg).
+    unsafe {
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        // u[4i + j], 128-bit lane k = rows 4i..4i+4 of column 4k + j.
+        let mut u = [_mm512_setzero_ps(); 16];
+        for i in 0..4 {
+            let (a, b, c, d) = (
+                _mm512_castps_pd(t[4 * i]),
+                _mm512_castps_pd(t[4 * i + 1]),
+                _mm512_castps_pd(t[4 * i + 2]),
+                _mm512_castps_pd(t[4 * i + 3]),
+            );
+            u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+            u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+            u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+            u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+        }
+        // Gather 128-bit lane k of u[j], u[4 + j], u[8 + j], u[12 + j] into
+        // row 4k + j: first the even/odd lanes of each pair, then again.
+        for j in 0..4 {
+            let v0 = _mm512_shuffle_f32x4::<0x88>(u[j], u[4 + j]);
+            let v1 = _mm512_shuffle_f32x4::<0x88>(u[8 + j], u[12 + j]);
+            let w0 = _mm512_shuffle_f32x4::<0xDD>(u[j], u[4 + j]);
+            let w1 = _mm512_shuffle_f32x4::<0xDD>(u[8 + j], u[12 + j]);
+            r[j] = _mm512_shuffle_f32x4::<0x88>(v0, v1);
+            r[8 + j] = _mm512_shuffle_f32x4::<0xDD>(v0, v1);
+            r[4 + j] = _mm512_shuffle_f32x4::<0x88>(w0, w1);
+            r[12 + j] = _mm512_shuffle_f32x4::<0xDD>(w0, w1);
+        }
+    }
+}
+
 /// Makes this thread's float arithmetic flush subnormal results to zero and
 /// read subnormal inputs as zero (x86: MXCSR FTZ and DAZ; aarch64: FPCR FZ).
 ///

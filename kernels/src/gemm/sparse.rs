@@ -380,7 +380,7 @@ fn transpose_block(
     for jj in (0..j_simd).step_by(16) {
         for (blk, &mask) in used_mask.iter().enumerate().take(p_simd / 16) {
             if mask != 0 {
-                transpose16(w, ldw, j0 + jj, blk * 16, panel, width, jj);
+                transpose_w_block(w, ldw, j0 + jj, blk * 16, panel, width, jj);
             }
         }
     }
@@ -399,7 +399,7 @@ fn transpose_block(
 /// q, r < 16: one 16 x 16 block transposed in registers.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
 #[inline(always)]
-fn transpose16(
+fn transpose_w_block(
     w: &[f32],
     ldw: usize,
     j: usize,
@@ -416,63 +416,18 @@ fn transpose16(
     // (p0 + q) * width + jj); avx512f is enabled at compile time.
     unsafe {
         let src = w.as_ptr().add(j * ldw + p0);
-        let r: [__m512; 16] = core::array::from_fn(|i| _mm512_loadu_ps(src.add(i * ldw)));
-        // Interleave pairs of rows, then pairs of pairs (64-bit), then
-        // 128-bit lanes twice: the classic 4-stage 16 x 16 transpose.
-        let t: [__m512; 16] = core::array::from_fn(|i| {
-            let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
-            if i % 2 == 0 {
-                _mm512_unpacklo_ps(a, b)
-            } else {
-                _mm512_unpackhi_ps(a, b)
-            }
-        });
-        let u: [__m512; 16] = core::array::from_fn(|i| {
-            // Groups of four: (t0, t2) lo / hi, (t1, t3) lo / hi.
-            let g = i / 4 * 4;
-            let (a, b) = match i % 4 {
-                0 | 1 => (t[g], t[g + 2]),
-                _ => (t[g + 1], t[g + 3]),
-            };
-            let (a, b) = (_mm512_castps_pd(a), _mm512_castps_pd(b));
-            _mm512_castpd_ps(if i % 2 == 0 {
-                _mm512_unpacklo_pd(a, b)
-            } else {
-                _mm512_unpackhi_pd(a, b)
-            })
-        });
-        // u[4g + c]: lane l holds rows 4g..4g+4 of column 4l + c.
-        let v: [__m512; 16] = core::array::from_fn(|i| {
-            // v[8h + 4s + c]: lanes (0, 2) (s = 0) or (1, 3) (s = 1) of row
-            // groups 2h and 2h + 1: columns 4s + c and 4s + c + 8 of each.
-            let (h, s2, c) = (i / 8, (i / 4) % 2, i % 4);
-            let (a, b) = (u[8 * h + c], u[8 * h + 4 + c]);
-            if s2 == 0 {
-                _mm512_shuffle_f32x4::<0x88>(a, b)
-            } else {
-                _mm512_shuffle_f32x4::<0xDD>(a, b)
-            }
-        });
+        let mut r: [__m512; 16] = core::array::from_fn(|i| _mm512_loadu_ps(src.add(i * ldw)));
+        crate::simd::transpose16(&mut r);
         let dst = panel.as_mut_ptr().add(p0 * width + jj);
-        for i in 0..16 {
-            // Final stage: lanes {0, 2} of v[i % 8] and of v[i % 8 + 8] (row
-            // groups 0, 1 and 2, 3) hold column i % 8, lanes {1, 3} column
-            // i % 8 + 8: column i for both halves.
-            let (lo, hi) = (i % 8, i / 8);
-            let (a, b) = (v[lo], v[lo + 8]);
-            let col = if hi == 0 {
-                _mm512_shuffle_f32x4::<0x88>(a, b)
-            } else {
-                _mm512_shuffle_f32x4::<0xDD>(a, b)
-            };
-            _mm512_storeu_ps(dst.add(i * width), col);
+        for (i, col) in r.iter().enumerate() {
+            _mm512_storeu_ps(dst.add(i * width), *col);
         }
     }
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
-fn transpose16(_: &[f32], _: usize, _: usize, _: usize, _: &mut [f32], _: usize, _: usize) {
-    unreachable!("transpose16 runs only on AVX-512 builds")
+fn transpose_w_block(_: &[f32], _: usize, _: usize, _: usize, _: &mut [f32], _: usize, _: usize) {
+    unreachable!("transpose_w_block runs only on AVX-512 builds")
 }
 
 /// The rows of W that block `j0` (of `width` columns of C) transposes.

@@ -54,7 +54,7 @@ pub fn sigmoid_backward(y: &[f32], grad: &mut [f32]) {
     lanes::zip_inplace(y, grad, |y, g| g * (y * (F32s::ONE - y)));
 }
 
-/// Adds bias[j] to column j of every row of x (rows x bias.len()).
+/// Adds `bias[j]` to column j of every row of x (rows x bias.len()).
 pub fn add_bias_rows(x: &mut [f32], bias: &[f32]) {
     assert!(
         !bias.is_empty() && x.len().is_multiple_of(bias.len()),
@@ -65,7 +65,7 @@ pub fn add_bias_rows(x: &mut [f32], bias: &[f32]) {
     }
 }
 
-/// out[j] <- sum over rows of grad[row, j] (overwrites). Rows are added in
+/// `out[j] <- sum over rows of grad[row, j]` (overwrites). Rows are added in
 /// order, in f32, as the reference does.
 pub fn bias_grad_rows(grad: &[f32], out: &mut [f32]) {
     assert!(
@@ -78,7 +78,7 @@ pub fn bias_grad_rows(grad: &[f32], out: &mut [f32]) {
     }
 }
 
-/// dst[i] <- src[i] / 255 (pixel bytes to [0, 1]); a true division, so the
+/// `dst[i] <- src[i] / 255` (pixel bytes to [0, 1]); a true division, so the
 /// result is the correctly rounded quotient, identical to the reference.
 pub fn u8_to_unit_f32(src: &[u8], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len(), "u8_to_unit_f32: lengths differ");

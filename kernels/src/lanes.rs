@@ -74,7 +74,7 @@ pub fn store_partial(v: F32s, d: &mut [f32]) {
     d.copy_from_slice(&v.as_array()[..n]);
 }
 
-/// x[i] <- f(x[i]) vector by vector; the tail runs through the same `f` on a
+/// `x[i] <- f(x[i])` vector by vector; the tail runs through the same `f` on a
 /// padded vector so ragged edges get exactly the same arithmetic.
 #[inline(always)]
 pub fn map_inplace(x: &mut [f32], f: impl Fn(F32s) -> F32s) {
@@ -88,7 +88,7 @@ pub fn map_inplace(x: &mut [f32], f: impl Fn(F32s) -> F32s) {
     }
 }
 
-/// x[i] <- f(a[i], x[i]); `a` and `x` must have equal lengths.
+/// `x[i] <- f(a[i], x[i])`; `a` and `x` must have equal lengths.
 #[inline(always)]
 pub fn zip_inplace(a: &[f32], x: &mut [f32], f: impl Fn(F32s, F32s) -> F32s) {
     assert_eq!(a.len(), x.len(), "lanes::zip_inplace: lengths differ");

@@ -128,7 +128,7 @@ pub fn sigmoid_binary_cross_entropy(
     total
 }
 
-/// rho_hat[j] <- mean over rows of h[row, j] (h is rows x rho_hat.len()).
+/// `rho_hat[j] <- mean over rows of h[row, j]` (h is rows x rho_hat.len()).
 /// Rows are summed in order in f32, then divided by the row count.
 pub fn column_means(h: &[f32], rho_hat: &mut [f32]) {
     let units = rho_hat.len();

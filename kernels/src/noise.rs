@@ -69,7 +69,7 @@ fn masked(out: &mut [f32], keep_prob: f32, rng: &mut Rng, value: impl Fn(usize, 
     }
 }
 
-/// output[i] <- input[i] with probability keep_prob, else 0 (no rescaling).
+/// `output[i] <- input[i]` with probability keep_prob, else 0 (no rescaling).
 /// See the module documentation for the exact draw scheme.
 ///
 /// # Panics
@@ -81,7 +81,7 @@ pub fn mask_noise(input: &[f32], output: &mut [f32], keep_prob: f32, rng: &mut R
     });
 }
 
-/// dst[i] <- src[i] / 255 with probability keep_prob, else 0: pixel scaling
+/// `dst[i] <- src[i] / 255` with probability keep_prob, else 0: pixel scaling
 /// and corruption in one pass, identical to `activation::u8_to_unit_f32`
 /// followed by `mask_noise` from the same generator state.
 pub fn mask_noise_u8(src: &[u8], dst: &mut [f32], keep_prob: f32, rng: &mut Rng) {

@@ -349,7 +349,7 @@ pub fn relu_inplace(x: &mut [f32]) {
     }
 }
 
-/// rho_hat[j] <- mean over rows of h[row, j], rows summed in order in f32.
+/// `rho_hat[j] <- mean over rows of h[row, j]`, rows summed in order in f32.
 pub fn column_means(h: &[f32], rho_hat: &mut [f32]) {
     let units = rho_hat.len();
     let rows = h.len() / units;

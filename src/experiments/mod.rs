@@ -1,6 +1,6 @@
 //! The study's experiments (A1-A3, B1-B3 and the subset comparisons) on the
 //! library's models and training engine, each writing a run folder with
-//! `metrics.csv`, `summary.json` and PNG figures. [`study`] runs them all.
+//! `metrics.csv`, `summary.json` and PNG figures. `study` runs them all.
 //!
 //! Every setting comes from `STUDY.md` (the seed report plus the choices its
 //! starter code made); [`Options`] lets a user override the common ones.

@@ -70,7 +70,7 @@ impl<'a> Factors<'a> {
 const SPARSE_INPUT_MAX_DENSITY: f64 = 0.3;
 
 /// A chunk's layer input listed by columns for the sparse weight gradient,
-/// when it is sparse enough to pay ([`SPARSE_INPUT_MAX_DENSITY`]).
+/// when it is sparse enough to pay (at most 30% non-zero).
 #[derive(Clone, Debug, Default)]
 pub struct InputList {
     list: Csc,

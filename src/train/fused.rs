@@ -18,6 +18,11 @@
 //! * RMSProp: the GEMM writes g into the block's gradient buffer, then the
 //!   usual kernel.
 //!
+//! A pair whose input comes listed by its non-zeros ([`Factors::b_list`]:
+//! image pixels) is summed by [`sgemm_tn_sparse_sum`] instead, after the
+//! GEMM (with beta0 when it is the block's only kind of pair), in chunk
+//! order: its work follows the non-zeros.
+//!
 //! Biases sum their deltas' columns over the chunks in chunk order, then run
 //! the usual optimizer kernel. The blocks depend on the model's shapes and
 //! the thread count, and each is computed by the same operations whatever

@@ -16,7 +16,7 @@
 //! the conv output or its gradient.
 //!
 //! Layouts: input [batch, c_in, h, w]; weight [c_out, c_in, kh, kw];
-//! bias [c_out]; output [batch, c_out, h - kh + 1, w - kw + 1].
+//! bias `[c_out]`; output `[batch, c_out, h - kh + 1, w - kw + 1]`.
 
 use crate::gemm::Activation;
 use rayon::prelude::*;

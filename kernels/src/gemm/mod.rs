@@ -1,8 +1,8 @@
 //! Single-precision GEMM: C <- act(alpha * op(A) op(B) + beta * C + bias).
 //!
 //! A BLIS-style packed GEMM (issue 3): the jc / pc / ic loops cut N, K and M
-//! into cache blocks (sizes in [`kernel`]), A and B blocks are packed into
-//! zero-padded micro-panels in thread-local buffers ([`pack`]), and a
+//! into cache blocks (sizes in `kernel.rs`), A and B blocks are packed into
+//! zero-padded micro-panels in thread-local buffers (`pack.rs`), and a
 //! register-blocked micro-kernel computes each MR x NR tile of C and applies
 //! the epilogue while the tile is in registers. Small-m products (m <= 128;
 //! B transposed, the trainer's `x W^T`, or B stored k x n with n >= 400)

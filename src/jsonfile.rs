@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// Writes `value` as pretty-printed JSON (newline-terminated, fields in
-/// their declared order) to a temporary file beside `path` and renames it
+/// Writes `value` as pretty-printed JSON (newline-terminated; a struct's
+/// fields in their declared order, a map's keys sorted) to a temporary file
+/// beside `path` and renames it
 /// into place. On failure, the path that failed (the temporary file or the
 /// target) comes with the error.
 pub fn write_atomic<T: Serialize + ?Sized>(

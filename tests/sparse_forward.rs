@@ -41,8 +41,8 @@ fn weights(n_in: usize, n_out: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
 /// activation, whose slope is at most 1 (ReLU; sigmoid 1/4); 1e-6 covers
 /// the sigmoid's own rounding.
 fn assert_close(sparse: &[f32], dense: &[f32], x: &[f32], w: &[f32], b: &[f32], what: &str) {
-    let (k, n) = (b.len().max(1), b.len());
-    let k = w.len() / k;
+    let n = b.len();
+    let k = w.len() / n;
     for (idx, (&s, &d)) in sparse.iter().zip(dense).enumerate() {
         let (i, j) = (idx / n, idx % n);
         let sum_abs: f64 = (0..k)

@@ -18,7 +18,7 @@ const CLASSES: usize = 4;
 
 /// `n` images with about `zeros_in_10` tenths of their pixels exactly 0
 /// (MNIST has 8: the first layer then takes the sparse weight gradient,
-/// which starts at 7 or fewer), and their labels.
+/// which needs 7 or more), and their labels.
 fn data(n: usize, seed: u64, zeros_in_10: u64) -> (Vec<u8>, Vec<u8>) {
     let mut rng = Rng::new(seed);
     let images = (0..n * PIXELS)

@@ -129,16 +129,26 @@ pub fn flush_subnormals_on_this_thread() -> bool {
 /// current one, whose lines would otherwise each wait on memory.
 #[inline]
 pub fn prefetch(data: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
     for line in data.chunks(64) {
-        // SAFETY: a prefetch is a hint that never faults; the address is
-        // inside `data` anyway.
-        unsafe {
-            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast(),
-            )
-        };
+        prefetch_line::<true>(line.as_ptr().cast());
+    }
+}
+
+/// Asks the cache to fetch the 64-byte line holding `p`, into L1 (`L1`,
+/// x86 `prefetcht0`) or only into L2 (`prefetcht1`); elsewhere nothing. A
+/// hint: it never faults, whatever the address, and changes no value.
+#[inline(always)]
+pub(crate) fn prefetch_line<const L1: bool>(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+        if L1 {
+            _mm_prefetch::<_MM_HINT_T0>(p.cast())
+        } else {
+            _mm_prefetch::<_MM_HINT_T1>(p.cast())
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
+    let _ = p;
 }

@@ -21,9 +21,9 @@
 //! entries, so the FMA chains are half as long) and 16 finished columns are
 //! transposed in registers into `dW`'s rows (`conv::transpose::unpack_add`).
 //!
-//! Listing `B` costs one pass over it ([`Csc::fill`]); the trainer does that
-//! once per chunk, in the chunk's own thread, and every weight block reuses
-//! the list.
+//! Listing `B` costs two passes over it, a vectorised count and the entries
+//! ([`Csc::fill`]); the trainer lists each chunk once, in the chunk's own
+//! thread, and every weight block reuses the list.
 
 use std::cell::RefCell;
 
@@ -49,8 +49,6 @@ pub struct Csc {
     col_start: Vec<u32>,
     row: Vec<u32>,
     value: Vec<f32>,
-    /// `fill`'s next free slot per column (kept to reuse its allocation).
-    next: Vec<u32>,
 }
 
 impl Default for Csc {
@@ -68,7 +66,6 @@ impl Csc {
             col_start: Vec::new(),
             row: Vec::new(),
             value: Vec::new(),
-            next: Vec::new(),
         }
     }
 
@@ -106,8 +103,9 @@ impl Csc {
             "Csc::fill: matrix too short"
         );
         assert!(rows <= u32::MAX as usize, "Csc::fill: too many rows");
-        // Counts per column, then running starts; `next` walks each column's
-        // slots while the entries go in.
+        // Counts per column, then running starts; while the entries go in,
+        // col_start[j] walks column j's slots (ending on column j + 1's
+        // start), and shifting by one restores the starts.
         self.col_start.clear();
         self.col_start.resize(cols + 1, 0);
         count_nonzeros(b, rows, cols, ld, &mut self.col_start[1..]);
@@ -129,16 +127,16 @@ impl Csc {
         self.cols = cols;
         self.row.resize(nnz, 0);
         self.value.resize(nnz, 0.0);
-        self.next.clear();
-        self.next.extend_from_slice(&self.col_start[..cols]);
         for r in 0..rows {
             for_each_nonzero(&b[r * ld..r * ld + cols], |j, v| {
-                let slot = self.next[j] as usize;
+                let slot = self.col_start[j] as usize;
                 self.row[slot] = r as u32;
                 self.value[slot] = v;
-                self.next[j] += 1;
+                self.col_start[j] += 1;
             });
         }
+        self.col_start.copy_within(0..cols, 1);
+        self.col_start[0] = 0;
         true
     }
 
@@ -278,7 +276,7 @@ pub fn sgemm_tn_sparse_sum(
         if beta == 0.0 {
             r.fill(0.0);
         } else if beta != 1.0 {
-            crate::lanes::map_inplace(r, |v| v * F32s::splat(beta));
+            crate::optim::scale(r, beta);
         }
     }
     let k_total: usize = terms.iter().map(|t| t.b.rows()).sum();
@@ -414,5 +412,10 @@ fn column_sums<const NV: usize>(stripe: &[F32s], terms: &[SparseTerm], j: usize)
         }
         k0 += t.b.rows();
     }
-    core::array::from_fn(|q| even[q] + odd[q])
+    // A plain loop, not array::from_fn: LLVM has left that one out of line
+    // in a hot kernel before (a call and a stack round trip per column).
+    for q in 0..NV {
+        even[q] += odd[q];
+    }
+    even
 }

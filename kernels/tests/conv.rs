@@ -360,8 +360,9 @@ fn parallel_filter_gradient_is_deterministic() {
             .map(|x| x.to_bits())
             .collect::<Vec<u32>>()
     };
-    let (gw, gb) = run(1);
-    let one = bits(&(gw.clone(), gb.clone()));
+    let first = run(1);
+    let one = bits(&first);
+    let (gw, gb) = first;
     assert_eq!(one, bits(&run(1)));
     assert_eq!(one, bits(&run(2)));
     assert_eq!(one, bits(&run(3)));

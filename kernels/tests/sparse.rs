@@ -272,7 +272,7 @@ proptest! {
 
 /// Image-like rows (a 28 x 28 blob of mostly zeros, most rows of a tile
 /// differing): the sparse product equals the dense GEMM up to rounding, and
-/// a call reusing the thread's buffers with a smaller shape is unaffected by
+/// a call reusing the pooled buffers with a smaller shape is unaffected by
 /// the larger one before it.
 #[test]
 fn sparse_input_matches_dense_gemm_on_image_like_rows() {

@@ -249,7 +249,8 @@ fn csc_lists_nonzeros_in_row_order() {
     let (rows, values) = c.column(4);
     assert_eq!(rows, &[0u32, 1, 2][..]);
     assert!(values[0].is_nan() && values[1] == 4.0 && values[2] == f32::INFINITY);
-    // Refilling with a narrower leading-dimension view reuses the lists.
+    // Refilling, from a view with a wider leading dimension, replaces the
+    // lists.
     c.fill(&b[5..], 2, 3, 5);
     assert_eq!((c.rows(), c.cols(), c.nnz()), (2, 3, 3));
     assert_eq!(c.column(0), (&[0u32][..], &[3.0f32][..]));

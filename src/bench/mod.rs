@@ -502,5 +502,5 @@ pub fn render(r: &BenchReport) -> String {
 
 /// Writes the report as pretty JSON, atomically.
 pub fn write_json(r: &BenchReport, path: &Path) -> Result<(), ExpError> {
-    crate::jsonfile::write_atomic(path, r).map_err(|(path, source)| ExpError::Io { path, source })
+    Ok(crate::jsonfile::write_atomic(path, r)?)
 }

@@ -105,11 +105,11 @@ pub fn numbered(names: &'static [&'static str; 9], i: usize) -> &'static str {
     names[i.min(8)]
 }
 
-/// Names of dense layers fc1.., for [`numbered`].
 /// The profile label of the fused phase of the dense models (weight
 /// gradients + optimizer).
 pub const FUSED_UPDATE: &str = "dW+update";
 
+/// Names of dense layers fc1.., for [`numbered`].
 pub const FC: [&str; 9] = [
     "fc?", "fc1", "fc2", "fc3", "fc4", "fc5", "fc6", "fc7", "fc_n",
 ];

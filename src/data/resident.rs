@@ -38,7 +38,7 @@ impl ResidentImages {
 
 /// `bytes` copied into anonymous memory advised to use huge pages, or None
 /// if no such mapping could be made (the caller then reads `bytes` itself).
-pub fn huge_page_copy(bytes: &[u8]) -> Option<MmapMut> {
+fn huge_page_copy(bytes: &[u8]) -> Option<MmapMut> {
     if bytes.is_empty() {
         return None;
     }

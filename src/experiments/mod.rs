@@ -233,6 +233,12 @@ impl From<DataError> for ExpError {
         ExpError::Data(e)
     }
 }
+/// A failed atomic write (`jsonfile::write_atomic`): the path that failed.
+impl From<(PathBuf, std::io::Error)> for ExpError {
+    fn from((path, source): (PathBuf, std::io::Error)) -> Self {
+        ExpError::Io { path, source }
+    }
+}
 impl From<TrainError> for ExpError {
     fn from(e: TrainError) -> Self {
         ExpError::Train(e)
@@ -425,14 +431,15 @@ pub(crate) fn merge_summary(
     dir: &Path,
     extra: Map<String, Value>,
 ) -> Result<Map<String, Value>, ExpError> {
-    crate::jsonfile::merge_object(&dir.join("summary.json"), extra)
-        .map_err(|(path, source)| ExpError::Io { path, source })
+    Ok(crate::jsonfile::merge_object(
+        &dir.join("summary.json"),
+        extra,
+    )?)
 }
 
 /// Writes JSON atomically (see [`crate::jsonfile::write_atomic`]).
 pub(crate) fn write_json(path: &Path, value: &Value) -> Result<(), ExpError> {
-    crate::jsonfile::write_atomic(path, value)
-        .map_err(|(path, source)| ExpError::Io { path, source })
+    Ok(crate::jsonfile::write_atomic(path, value)?)
 }
 
 /// A figure entry for summary.json.

@@ -48,13 +48,14 @@ fn workload(stage: Experiment, quick: bool) -> (f64, f64, f64) {
 }
 
 /// Seconds per training image of the CNN, the MLP and DAE layer 1, measured
-/// on a short run of each into a scratch folder: the second of two epochs,
-/// since the first also pays for starting the thread pool, first-touch
-/// allocations and the resident copy of the images (which made the
-/// estimate 2-3 times the real study).
+/// on a short run of each into a scratch folder: its second of two epochs.
+/// Timing the whole call instead also counted starting the thread pool and
+/// the resident copy of the images, and the first epoch pays for first-touch
+/// allocations (the plan said 2-3 times the real study).
 fn measure_speed(data: &Dataset, opts: &Options) -> Result<(f64, f64, f64), ExpError> {
     use crate::model::{Cnn, DaeStack, Mlp};
-    use crate::train::{pretrain_dae, train_classifier, DaeConfig, EpochMetrics, TrainConfig};
+    use crate::train::TrainConfig;
+    use crate::train::{pretrain_dae, train_classifier, DaeConfig, EpochMetrics, RunReport};
     use std::ops::ControlFlow;
     let scratch = opts.out_dir.join(".speed-probe");
     let n = 2560.min(data.train().count);
@@ -67,41 +68,30 @@ fn measure_speed(data: &Dataset, opts: &Options) -> Result<(f64, f64, f64), ExpE
         c.seed = opts.seed;
         c
     };
-    let mut last = 0.0;
-    train_classifier(
+    let per_image = |r: RunReport| r.metrics.last().map_or(0.0, |m| m.seconds) / n as f64;
+    type NoObserver<'a, M> = Option<&'a mut dyn FnMut(&EpochMetrics, &M) -> ControlFlow<()>>;
+    let cnn = per_image(train_classifier(
         &mut Cnn::study(opts.seed),
         data.train(),
         data.test(),
         &cfg("cnn"),
-        Some(&mut |m: &EpochMetrics, _: &Cnn| {
-            last = m.seconds;
-            ControlFlow::Continue(())
-        }),
-    )?;
-    let cnn = last / n as f64;
-    train_classifier(
+        NoObserver::<Cnn>::None,
+    )?);
+    let mlp = per_image(train_classifier(
         &mut Mlp::new(&super::dae::five_layer_sizes(), opts.seed),
         data.train(),
         data.test(),
         &cfg("mlp"),
-        Some(&mut |m: &EpochMetrics, _: &Mlp| {
-            last = m.seconds;
-            ControlFlow::Continue(())
-        }),
-    )?;
-    let mlp = last / n as f64;
-    pretrain_dae(
+        NoObserver::<Mlp>::None,
+    )?);
+    let dae = per_image(pretrain_dae(
         &mut DaeStack::study(opts.seed),
         &DaeConfig::study(1),
         data.train(),
         data.test(),
         &cfg("dae"),
-        Some(&mut |m: &EpochMetrics, _: &DaeStack| {
-            last = m.seconds;
-            ControlFlow::Continue(())
-        }),
-    )?;
-    let dae = last / n as f64;
+        NoObserver::<DaeStack>::None,
+    )?);
     let _ = std::fs::remove_dir_all(&scratch);
     Ok((cnn, mlp, dae))
 }

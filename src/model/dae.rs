@@ -37,6 +37,19 @@ use crate::nn::{
     ParamLayout, Sparsity, TensorGrad, TiedAutoencoder,
 };
 
+/// `TiedAutoencoder::encode` or its sparse-input variant: (w, b, x, rows, h).
+type EncodeFn = fn(&TiedAutoencoder, &[f32], &[f32], &[f32], usize, &mut [f32]);
+
+/// Layer `k`'s encode: layer 1 encodes (corrupted) images, mostly exact
+/// zeros, which the sparse-input product skips.
+fn encoder_of(k: usize) -> EncodeFn {
+    if k == 1 {
+        TiedAutoencoder::encode_sparse_input
+    } else {
+        TiedAutoencoder::encode
+    }
+}
+
 /// The stack and its parameters.
 #[derive(Clone, Debug)]
 pub struct DaeStack {
@@ -272,14 +285,8 @@ impl DaeStack {
                 (1, false) => &ws.clean,
                 _ => &below[k - 2],
             };
-            // Layer 1 encodes images: mostly exact zeros.
-            let encode = if k == 1 {
-                TiedAutoencoder::encode_sparse_input
-            } else {
-                TiedAutoencoder::encode
-            };
             timed(numbered(&DAE_ENC, k), Phase::Forward, || {
-                encode(
+                encoder_of(k)(
                     ae,
                     self.w(k),
                     self.b(k),
@@ -320,13 +327,7 @@ impl DaeStack {
                 &mut ws.local_noisy[r * nv..(r + 1) * nv],
             );
         }
-        // Layer 1 encodes corrupted images: mostly exact zeros.
-        let encode = if layer == 1 {
-            TiedAutoencoder::encode_sparse_input
-        } else {
-            TiedAutoencoder::encode
-        };
-        encode(
+        encoder_of(layer)(
             ae,
             self.w(layer),
             self.b(layer),

@@ -61,10 +61,11 @@ impl<'a> Factors<'a> {
 
 /// Up to this share of non-zeros, a chunk's input takes the sparse weight
 /// gradient ([`sgemm_tn_sparse_sum`]): its work follows the non-zeros, and
-/// at MNIST's 18% it took 265 us against the dense product's 540 us for a
-/// 456 x 784 block of two 64-row chunks (`cargo run --release -p
-/// vcortex-kernels --example sparse_grad_timing`), so it breaks even near
-/// 35%; denser inputs (Fashion-MNIST's ~50%) stay dense.
+/// at MNIST's 18% it took 260-285 us against the dense product's 520-600 us
+/// for a 456 x 784 block of two 64-row chunks (`cargo run --release -p
+/// vcortex-kernels --example sparse_grad_timing`), and at 36% (`FILL_IN=0.25`)
+/// still 478 against 620 us, so 30% leaves a margin; denser inputs
+/// (Fashion-MNIST's ~50%) stay dense.
 ///
 /// [`sgemm_tn_sparse_sum`]: crate::kernels::sparse_grad::sgemm_tn_sparse_sum
 const SPARSE_INPUT_MAX_DENSITY: f64 = 0.3;

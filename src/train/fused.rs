@@ -262,18 +262,7 @@ fn step_block<T, F>(
                         continue;
                     }
                     if held == TERMS_PER_CALL {
-                        sgemm_sum(
-                            Trans::T,
-                            Trans::N,
-                            m,
-                            n_in,
-                            &pairs,
-                            alpha,
-                            beta,
-                            target,
-                            n_in,
-                            Epilogue::NONE,
-                        );
+                        sum_pairs(m, n_in, &pairs, alpha, beta, target);
                         (held, beta) = (0, 1.0);
                     }
                     pairs[held] = KTerm {
@@ -290,18 +279,7 @@ fn step_block<T, F>(
             // size), so some product applies beta0.
             assert!(products > 0, "fused update of an empty batch");
             if held > 0 || held_listed == 0 {
-                sgemm_sum(
-                    Trans::T,
-                    Trans::N,
-                    m,
-                    n_in,
-                    &pairs[..held],
-                    alpha,
-                    beta,
-                    target,
-                    n_in,
-                    Epilogue::NONE,
-                );
+                sum_pairs(m, n_in, &pairs[..held], alpha, beta, target);
                 beta = 1.0;
             }
             if held_listed > 0 {
@@ -327,6 +305,23 @@ fn step_block<T, F>(
             }
         }
     }
+}
+
+/// target[m x n] <- alpha sum_t a_t^T b_t + beta target: one `sgemm_sum` of
+/// dense (chunk, term) pairs.
+fn sum_pairs(m: usize, n: usize, pairs: &[KTerm], alpha: f32, beta: f32, target: &mut [f32]) {
+    sgemm_sum(
+        Trans::T,
+        Trans::N,
+        m,
+        n,
+        pairs,
+        alpha,
+        beta,
+        target,
+        n,
+        Epilogue::NONE,
+    );
 }
 
 #[cfg(test)]

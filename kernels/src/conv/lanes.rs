@@ -138,7 +138,7 @@ pub struct Scratch {
     /// Packed output gradient (backward passes).
     gp: Vec<V>,
     /// Output tiles of a block of rows before they are unpacked (forward),
-    /// or the input-gradient rows of the conv1 backward-input path.
+    /// or the input-gradient rows / tiles of the backward-input paths.
     rows: Vec<V>,
     /// Per-lane filter and bias gradient partial sums.
     wacc: Vec<V>,

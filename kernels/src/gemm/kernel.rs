@@ -129,15 +129,10 @@ const MAX_NR: usize = 32;
 /// misses, and 16 rows already hide most of the latency without evicting.
 const PREFETCH_ROWS: usize = 16;
 
+/// Prefetches the line at `p` into L1.
 #[inline(always)]
 fn prefetch(p: *const f32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch(p as *const i8, core::arch::x86_64::_MM_HINT_T0)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+    crate::simd::prefetch_line::<true>(p);
 }
 
 /// One k step of the micro-kernel: NV loads of B, ROWS broadcasts of A (one

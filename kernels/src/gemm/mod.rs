@@ -7,12 +7,12 @@
 //! the epilogue while the tile is in registers. Small-m products (m <= 128;
 //! B transposed, the trainer's `x W^T`, or B stored k x n with n >= 400)
 //! skip packing B on the AVX-512 path: an M-on-lanes kernel packs only A^T
-//! and reads B in place (`kernel::tile_m_lanes`). Narrow products (n <= 256) read a row-major A
-//! in place instead of packing it, and B stored k x n is read in place when
-//! M is one block. The last few ragged columns (n = 100 or 900 leave 4) of
-//! a product with a row-major op(A) run a dot-product kernel with K on the
-//! lanes (`kernel::tile_dot`, AVX-512 path) instead of a mostly empty
-//! vector per row. The instruction set is chosen at compile time (AVX-512,
+//! and reads B in place (`kernel::tile_m_lanes`). Narrow products (n <= 256)
+//! read a row-major A in place instead of packing it, and B stored k x n is
+//! read in place when M is one block. The last few ragged columns (n = 100
+//! or 900 leave 4) of a product with a row-major op(A) run a dot-product
+//! kernel with K on the lanes (`kernel::tile_dot`, AVX-512 path) instead of
+//! a mostly empty vector per row. The instruction set is chosen at compile time (AVX-512,
 //! AVX2 + FMA, or portable); every path is compiled in every build and
 //! reachable through the doc-hidden [`sgemm_on_path`] so the tests cover all
 //! of them.
@@ -250,6 +250,17 @@ unsafe impl Send for Operands {}
 unsafe impl Sync for Operands {}
 
 impl Operands {
+    /// The micro-kernels' epilogue of the whole product.
+    fn tile_epilogue(&self) -> TileEpilogue {
+        TileEpilogue {
+            alpha: self.alpha,
+            beta: self.beta,
+            bias_row: self.bias_row,
+            bias_col: self.bias_col,
+            activation: self.activation,
+        }
+    }
+
     /// The sub-product on columns j0..j1 of C.
     fn columns(&self, j0: usize, j1: usize) -> Operands {
         let mut s = *self;
@@ -484,13 +495,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
         mc_size.div_ceil(mr) * mr * kc_size
     };
 
-    let whole = TileEpilogue {
-        alpha: op.alpha,
-        beta: op.beta,
-        bias_row: op.bias_row,
-        bias_col: op.bias_col,
-        activation: op.activation,
-    };
+    let whole = op.tile_epilogue();
     with_pack_buffers(a_floats, b_floats, |pa, pb| {
         for jc in (0..n).step_by(nc_size) {
             let nc = nc_size.min(n - jc);
@@ -661,13 +666,7 @@ unsafe fn gemm_m_lanes(op: &Operands) {
                 )
             };
         }
-        let ep = TileEpilogue {
-            alpha: op.alpha,
-            beta: op.beta,
-            bias_row: op.bias_row,
-            bias_col: op.bias_col,
-            activation: op.activation,
-        };
+        let ep = op.tile_epilogue();
         // Column groups outer: the COLS rows (B^T) or columns (B) of B,
         // COLS x k floats, stay in L1 or L2 while the packed A^T blocks
         // stream from L2.
@@ -679,7 +678,6 @@ unsafe fn gemm_m_lanes(op: &Operands) {
             } else {
                 op.b.wrapping_add(j * op.ldb)
             };
-            #[allow(clippy::needless_range_loop)] // blk also places the tile
             for blk in 0..blocks {
                 let i = blk * height;
                 let rows = height.min(m - i);
@@ -792,55 +790,9 @@ pub fn sgemm_on_path(
     ldc: usize,
     epilogue: Epilogue,
 ) {
-    let op = checked_operands(
-        ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &epilogue,
-    );
-    // SAFETY: checked_operands verified every index the core touches is
-    // inside the slices; `c` is borrowed mutably for the whole call.
-    unsafe { run_on_path(path, blocking, parallel, &op) }
-}
-
-/// Runs checked operands on `path`.
-///
-/// # Safety
-/// `op` comes from [`checked_operands`] on slices that outlive the call,
-/// with C borrowed mutably.
-unsafe fn run_on_path(path: KernelPath, blocking: Option<Blocking>, parallel: bool, op: &Operands) {
-    let blk = blocking.unwrap_or_else(|| path.blocking());
-    // SAFETY: forwarded.
-    unsafe {
-        match (path, parallel) {
-            (KernelPath::Avx512, false) => gemm_serial::<Avx512Fma12x32>(op, blk),
-            (KernelPath::Avx512, true) => gemm_parallel::<Avx512Fma12x32>(op, blk),
-            (KernelPath::Avx2, false) => gemm_serial::<Avx2Fma6x16>(op, blk),
-            (KernelPath::Avx2, true) => gemm_parallel::<Avx2Fma6x16>(op, blk),
-            (KernelPath::Portable, false) => gemm_serial::<Portable4x8>(op, blk),
-            (KernelPath::Portable, true) => gemm_parallel::<Portable4x8>(op, blk),
-        }
-    }
-}
-
-/// The operands of a call, after [`check_shapes`] verified them.
-#[allow(clippy::too_many_arguments)]
-fn checked_operands(
-    ta: Trans,
-    tb: Trans,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    beta: f32,
-    c: &mut [f32],
-    ldc: usize,
-    epilogue: &Epilogue,
-) -> Operands {
-    check_shapes(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, epilogue);
+    check_shapes(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, &epilogue);
     let (bias_row, bias_col) = bias_pointers(&epilogue.bias);
-    Operands {
+    let op = Operands {
         ta,
         tb,
         m,
@@ -857,6 +809,19 @@ fn checked_operands(
         bias_row,
         bias_col,
         activation: epilogue.activation,
+    };
+    let blk = blocking.unwrap_or_else(|| path.blocking());
+    // SAFETY: check_shapes verified every index the core touches is inside
+    // the slices; `c` is borrowed mutably for the whole call.
+    unsafe {
+        match (path, parallel) {
+            (KernelPath::Avx512, false) => gemm_serial::<Avx512Fma12x32>(&op, blk),
+            (KernelPath::Avx512, true) => gemm_parallel::<Avx512Fma12x32>(&op, blk),
+            (KernelPath::Avx2, false) => gemm_serial::<Avx2Fma6x16>(&op, blk),
+            (KernelPath::Avx2, true) => gemm_parallel::<Avx2Fma6x16>(&op, blk),
+            (KernelPath::Portable, false) => gemm_serial::<Portable4x8>(&op, blk),
+            (KernelPath::Portable, true) => gemm_parallel::<Portable4x8>(&op, blk),
+        }
     }
 }
 

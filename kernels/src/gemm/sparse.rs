@@ -28,7 +28,7 @@
 //! made the full product NaN; here it is not read.
 
 use super::lanes::Lanes;
-use super::{required_len, Activation, Bias, Epilogue, KernelPath};
+use super::{check_shapes, grow, Activation, Bias, Epilogue, KernelPath, Line, Trans};
 use std::sync::Mutex;
 use wide::{f32x16, f32x4, f32x8};
 
@@ -47,11 +47,6 @@ pub const TILE_ROWS: usize = 8;
 /// accumulators (24 of 32 AVX-512 registers) plus BLOCK_VECS loaded W^T
 /// vectors and one broadcast value.
 pub const BLOCK_VECS: usize = 3;
-
-/// A cache-line-aligned chunk of the panel (aligned W^T rows).
-#[repr(C, align(64))]
-#[derive(Clone, Copy)]
-struct Line([f32; 16]);
 
 /// Buffers of one call, grown on demand and reused by later calls.
 #[derive(Default)]
@@ -135,20 +130,20 @@ pub fn sgemm_sparse_input_on_path(
     ldc: usize,
     epilogue: Epilogue,
 ) {
-    assert!(m == 0 || k <= ldx, "sgemm_sparse_input: ldx {ldx} < k {k}");
-    assert!(n == 0 || k <= ldw, "sgemm_sparse_input: ldw {ldw} < k {k}");
-    assert!(m == 0 || n <= ldc, "sgemm_sparse_input: ldc {ldc} < n {n}");
-    assert!(
-        x.len() >= required_len(m, k, ldx),
-        "sgemm_sparse_input: X too short"
-    );
-    assert!(
-        w.len() >= required_len(n, k, ldw),
-        "sgemm_sparse_input: W too short"
-    );
-    assert!(
-        c.len() >= required_len(m, n, ldc),
-        "sgemm_sparse_input: C too short"
+    // The shapes of sgemm(N, T, ...) with A = X and B = W, checked as there.
+    check_shapes(
+        Trans::N,
+        Trans::T,
+        m,
+        n,
+        k,
+        x,
+        ldx,
+        w,
+        ldw,
+        c,
+        ldc,
+        &epilogue,
     );
     assert!(
         u32::try_from(k).is_ok(),
@@ -156,17 +151,8 @@ pub fn sgemm_sparse_input_on_path(
     );
     let (bias_row, bias_col) = match epilogue.bias {
         Bias::None => (None, None),
-        Bias::Row(r) => {
-            assert!(r.len() >= m, "sgemm_sparse_input: row bias shorter than m");
-            (Some(&r[..m]), None)
-        }
-        Bias::Col(cb) => {
-            assert!(
-                cb.len() >= n,
-                "sgemm_sparse_input: column bias shorter than n"
-            );
-            (None, Some(&cb[..n]))
-        }
+        Bias::Row(r) => (Some(&r[..m]), None),
+        Bias::Col(cb) => (None, Some(&cb[..n])),
     };
     if m == 0 || n == 0 {
         return;
@@ -439,23 +425,13 @@ fn w_rows<'w>(s: &Shape, w: &'w [f32], j0: usize, width: usize) -> &'w [f32] {
 /// Prefetches one line into L2 (a hint: never faults).
 #[inline(always)]
 fn prefetch_l2(p: *const f32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
-    unsafe {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-        _mm_prefetch::<_MM_HINT_T1>(p as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+    crate::simd::prefetch_line::<false>(p);
 }
 
 fn run<L: Lanes>(s: &Shape, x: &[f32], w: &[f32], c: &mut [f32], sc: &mut Scratch) {
     let width = BLOCK_VECS * L::LANES;
     list_steps(s, x, sc);
-    let panel_lines = (s.k * width).div_ceil(16).max(1);
-    if sc.panel.len() < panel_lines {
-        sc.panel.resize(panel_lines, Line([0.0; 16]));
-    }
+    grow(&mut sc.panel, s.k * width);
     let Scratch {
         steps,
         values,
@@ -470,13 +446,13 @@ fn run<L: Lanes>(s: &Shape, x: &[f32], w: &[f32], c: &mut [f32], sc: &mut Scratc
         let nb = width.min(s.n - j0);
         transpose_block(w, s.ldw, s.k, j0, nb, width, (used_mask, used), panel);
         let next_rows = w_rows(s, w, j0 + width, width);
+        let lines = next_rows.len().div_ceil(16);
         let mut start = 0;
         for (t, &end) in tile_ends.iter().enumerate() {
             // This tile's share of the next block's rows of W, one line per
             // step: they arrive in L2 while the tiles compute, so the next
             // transposition does not wait on L3 (bunched prefetches would
             // hold the line-fill buffers the kernel's own loads need).
-            let lines = next_rows.len().div_ceil(16);
             let (lo, hi) = (
                 lines * t / tile_ends.len(),
                 lines * (t + 1) / tile_ends.len(),

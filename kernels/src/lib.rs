@@ -22,6 +22,7 @@ pub mod reference;
 pub mod rng;
 pub mod simd;
 pub mod sparse_grad;
+pub mod team;
 pub mod vmath;
 
 pub use simd::{flush_subnormals_on_this_thread, SIMD_LEVEL};

@@ -20,6 +20,7 @@ use crate::kernels::noise::mask_noise;
 use crate::kernels::optim::{momentum_update, rmsprop_update, sgd_update};
 use crate::kernels::rng::Rng;
 use crate::kernels::simd::prefetch;
+use crate::kernels::team::Team;
 use crate::model::{Classifier, DaeScheme, DaeStack, DaeWorkspace};
 use crate::nn::{u8_to_unit, Factors, ParamLayout, TensorGrad};
 
@@ -61,7 +62,7 @@ const REDUCE_BLOCK: usize = 16 * 1024;
 /// only on the chunk count.
 #[allow(clippy::too_many_arguments)]
 fn reduce_and_step<T: Sync>(
-    pool: &ThreadPool,
+    team: &Team,
     chunks: &[T],
     grad_of: impl Fn(&T) -> &[f32] + Sync,
     grad: &mut [f32],
@@ -93,8 +94,8 @@ fn reduce_and_step<T: Sync>(
     // SGD keeps no state: give each block an empty slice.
     let stateful = optimizer != Optimizer::Sgd;
     if grad.len() <= SEQUENTIAL_STEP_MAX {
-        // Waking the pool costs more than the pass itself (the CNN has 28k
-        // parameters); the blocks and their order are the same, so the
+        // Starting the team costs more than the pass itself (the CNN has
+        // 28k parameters); the blocks and their order are the same, so the
         // result is bit-identical to the parallel pass.
         for (i, (g, p)) in grad
             .chunks_mut(REDUCE_BLOCK)
@@ -110,26 +111,45 @@ fn reduce_and_step<T: Sync>(
         }
         return;
     }
-    pool.install(|| {
-        let blocks = grad
-            .par_chunks_mut(REDUCE_BLOCK)
-            .zip(params.par_chunks_mut(REDUCE_BLOCK))
-            .enumerate();
-        if stateful {
-            blocks
-                .zip(state.par_chunks_mut(REDUCE_BLOCK))
-                .for_each(|((i, (g, p)), s)| step_block(i, g, p, s));
-        } else {
-            blocks.for_each(|(i, (g, p))| step_block(i, g, p, &mut []));
+    // At most STACK_PARTS groups of whole blocks, each run in order by one
+    // thread: no allocation, and every block as in the sequential pass.
+    let blocks = grad.len().div_ceil(REDUCE_BLOCK);
+    let group = REDUCE_BLOCK * blocks.div_ceil(fused::STACK_PARTS);
+    let run_group = |first: usize, g: &mut [f32], p: &mut [f32], s: &mut [f32]| {
+        for (j, (gb, pb)) in g
+            .chunks_mut(REDUCE_BLOCK)
+            .zip(p.chunks_mut(REDUCE_BLOCK))
+            .enumerate()
+        {
+            let sb = if s.is_empty() {
+                &mut [][..]
+            } else {
+                &mut s[j * REDUCE_BLOCK..j * REDUCE_BLOCK + gb.len()]
+            };
+            step_block(first + j, gb, pb, sb);
         }
-    });
+    };
+    let groups = grad
+        .chunks_mut(group)
+        .zip(params.chunks_mut(group))
+        .enumerate();
+    if stateful {
+        let parts = groups.zip(state.chunks_mut(group));
+        fused::for_each_part(team, parts, |((i, (g, p)), s)| {
+            run_group(*i * group / REDUCE_BLOCK, g, p, s)
+        });
+    } else {
+        fused::for_each_part(team, groups, |(i, (g, p))| {
+            run_group(*i * group / REDUCE_BLOCK, g, p, &mut [])
+        });
+    }
 }
 
 /// The fused update ([`fused::run`]) of `params` with the optimizer's state,
 /// on the calling thread for small models (as [`reduce_and_step`]; the
 /// blocks and their order are the same, so is the result).
 fn fused_step<T: Sync, F>(
-    pool: &ThreadPool,
+    team: &Team,
     step: &fused::Step<'_, T, F>,
     blocks: &[Block],
     params: &mut [f32],
@@ -139,11 +159,8 @@ fn fused_step<T: Sync, F>(
     F: Fn(&T, usize, usize) -> Factors<'_> + Sync,
 {
     let state = &mut opt.buf;
-    if params.len() <= SEQUENTIAL_STEP_MAX {
-        fused::run(step, blocks, params, state, grad, false);
-    } else {
-        pool.install(|| fused::run(step, blocks, params, state, grad, true));
-    }
+    let team = (params.len() > SEQUENTIAL_STEP_MAX).then_some(team);
+    fused::run(step, blocks, params, state, grad, team);
 }
 
 /// Parameter counts up to which the reduction and update run on the calling
@@ -181,13 +198,13 @@ trait Task {
     /// Runs forward and backward on the batch `images` (each chunk keeps its
     /// gradient, or its deltas for the fused update) and returns the batch's
     /// mean cost.
-    fn batch(&mut self, pool: &ThreadPool, images: &[u32], epoch: usize, batch: usize) -> f64;
+    fn batch(&mut self, team: &Team, images: &[u32], epoch: usize, batch: usize) -> f64;
     /// Applies the optimizer to the trainable parameters with the last
     /// batch's gradient: summed from the chunk gradients into `grad`, or
     /// computed block by block by the fused update (`grad` as scratch).
     fn step(
         &mut self,
-        pool: &ThreadPool,
+        team: &Team,
         grad: &mut [f32],
         opt: &mut OptimizerState,
         lr: f32,
@@ -419,6 +436,11 @@ fn run<T: Task + Send>(
     }
 
     let batches = batches_per_epoch(train_count, cfg.batch_size);
+    // The batch loop's fork-join phases run on a team whose workers stay
+    // awake between phases (see `kernels::team`); this thread is one of
+    // them and computes as the others do.
+    crate::kernels::flush_subnormals_on_this_thread();
+    let team = Team::new(threads);
     let mut order: Vec<u32> = Vec::with_capacity(train_count);
     let mut grad = vec![0.0f32; range.len()];
     let mut stopped_early = false;
@@ -440,26 +462,22 @@ fn run<T: Task + Send>(
         order.extend(0..train_count as u32);
         Rng::stream(cfg.seed, epoch as u64).shuffle(&mut order);
         let progress = EpochProgress::new(cfg.progress, &cfg.name, epoch, cfg.epochs, batches);
-        // The batch loop runs on a pool thread: the pool's own `install`
-        // calls inside are then plain calls, not a hand-off to the pool and
-        // back per batch (a wake-up each way, worst on a loaded machine).
-        let (opt_ref, grad_ref, order_ref) = (&mut opt, &mut grad, &order);
-        let cost_sum = pool.install(|| {
+        let cost_sum = (|| {
             let mut cost_sum = 0.0f64;
             for b in 0..batches {
-                let images = &order_ref[b * cfg.batch_size..(b + 1) * cfg.batch_size];
-                let cost = task.batch(pool, images, epoch, b);
+                let images = &order[b * cfg.batch_size..(b + 1) * cfg.batch_size];
+                let cost = task.batch(&team, images, epoch, b);
                 if !cost.is_finite() {
                     return Err(b + 1);
                 }
                 timed(task.update_label(), Phase::Pool, || {
-                    task.step(pool, grad_ref, opt_ref, cfg.lr, cfg.decay)
+                    task.step(&team, &mut grad, &mut opt, cfg.lr, cfg.decay)
                 });
                 cost_sum += cost;
                 progress.batch(b + 1, cost_sum / (b + 1) as f64);
             }
             Ok(cost_sum)
-        });
+        })();
         let cost_sum = match cost_sum {
             Ok(c) => c,
             Err(b) => return Err(non_finite(task, epoch, b)),
@@ -671,40 +689,38 @@ where
             .next()
     }
 
-    fn batch(&mut self, pool: &ThreadPool, images: &[u32], _epoch: usize, _batch: usize) -> f64 {
+    fn batch(&mut self, team: &Team, images: &[u32], _epoch: usize, _batch: usize) -> f64 {
         let model: &C = self.model;
         let train = &self.train;
         let rows = images.len();
         let chunks = self.chunks.len();
         let scale = 1.0 / rows as f32;
         let fused = self.fused.is_some();
-        pool.install(|| {
-            self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
-                let r = chunk_bounds(rows, chunks, c);
-                let n = r.len();
-                ch.rows = n;
-                if n == 0 {
-                    ch.grad.fill(0.0);
-                    ch.loss = 0.0;
-                    return;
-                }
-                timed("input", Phase::Forward, || {
-                    fill_classifier_chunk(model, ch, train, images[r].iter().map(|&i| i as usize))
-                });
-                let labels = &ch.labels[..n];
-                ch.loss = if fused {
-                    model.loss_and_deltas(&mut ch.ws, labels, scale)
-                } else {
-                    model.loss_and_gradient(&mut ch.ws, labels, scale, &mut ch.grad)
-                };
-            })
+        team.for_each_mut_pinned(&mut self.chunks, |c, ch| {
+            let r = chunk_bounds(rows, chunks, c);
+            let n = r.len();
+            ch.rows = n;
+            if n == 0 {
+                ch.grad.fill(0.0);
+                ch.loss = 0.0;
+                return;
+            }
+            timed("input", Phase::Forward, || {
+                fill_classifier_chunk(model, ch, train, images[r].iter().map(|&i| i as usize))
+            });
+            let labels = &ch.labels[..n];
+            ch.loss = if fused {
+                model.loss_and_deltas(&mut ch.ws, labels, scale)
+            } else {
+                model.loss_and_gradient(&mut ch.ws, labels, scale, &mut ch.grad)
+            };
         });
         self.chunks.iter().map(|ch| ch.loss).sum::<f64>() / rows as f64
     }
 
     fn step(
         &mut self,
-        pool: &ThreadPool,
+        team: &Team,
         grad: &mut [f32],
         opt: &mut OptimizerState,
         lr: f32,
@@ -713,7 +729,7 @@ where
         let params = self.model.params_mut();
         let Some((tensors, blocks)) = &self.fused else {
             return reduce_and_step(
-                pool,
+                team,
                 &self.chunks,
                 |ch| &ch.grad,
                 grad,
@@ -732,7 +748,7 @@ where
             lr,
             decay,
         );
-        fused_step(pool, &step, blocks, params, opt, grad);
+        fused_step(team, &step, blocks, params, opt, grad);
     }
 
     fn update_label(&self) -> &'static str {
@@ -900,7 +916,7 @@ impl Task for DaeTask<'_, '_> {
             .next()
     }
 
-    fn batch(&mut self, pool: &ThreadPool, images: &[u32], epoch: usize, batch: usize) -> f64 {
+    fn batch(&mut self, team: &Team, images: &[u32], epoch: usize, batch: usize) -> f64 {
         let stack: &DaeStack = self.stack;
         let (train, dae) = (&self.train, self.dae);
         let layer = dae.layer;
@@ -946,19 +962,15 @@ impl Task for DaeTask<'_, '_> {
         };
         let mut penalty = 0.0;
         match dae.sparsity {
-            None => pool.install(|| {
-                self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
-                    let n = encode(c, ch);
-                    ch.loss = stack.loss_and_deltas(layer, &mut ch.ws, n, scale, None);
-                })
+            None => team.for_each_mut_pinned(&mut self.chunks, |c, ch| {
+                let n = encode(c, ch);
+                ch.loss = stack.loss_and_deltas(layer, &mut ch.ws, n, scale, None);
             }),
             Some(sp) => {
                 // Phase 1: encode and per-chunk activation sums.
-                pool.install(|| {
-                    self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
-                        let n = encode(c, ch);
-                        stack.hidden_sums(layer, &mut ch.ws, n);
-                    })
+                team.for_each_mut_pinned(&mut self.chunks, |c, ch| {
+                    let n = encode(c, ch);
+                    stack.hidden_sums(layer, &mut ch.ws, n);
                 });
                 // The minibatch mean activation, summed in chunk order.
                 let units = self.rho_hat.len();
@@ -974,17 +986,15 @@ impl Task for DaeTask<'_, '_> {
                 penalty = sp.cost(&self.rho_hat);
                 // Phase 2: decode, loss and backward with the KL term.
                 let rho_hat = &self.rho_hat;
-                pool.install(|| {
-                    self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
-                        let n = chunk_bounds(rows, chunks, c).len();
-                        ch.loss = stack.loss_and_deltas(
-                            layer,
-                            &mut ch.ws,
-                            n,
-                            scale,
-                            Some((sp, rho_hat, rows)),
-                        );
-                    })
+                team.for_each_mut_pinned(&mut self.chunks, |c, ch| {
+                    let n = chunk_bounds(rows, chunks, c).len();
+                    ch.loss = stack.loss_and_deltas(
+                        layer,
+                        &mut ch.ws,
+                        n,
+                        scale,
+                        Some((sp, rho_hat, rows)),
+                    );
                 });
             }
         }
@@ -993,7 +1003,7 @@ impl Task for DaeTask<'_, '_> {
 
     fn step(
         &mut self,
-        pool: &ThreadPool,
+        team: &Team,
         grad: &mut [f32],
         opt: &mut OptimizerState,
         lr: f32,
@@ -1011,7 +1021,7 @@ impl Task for DaeTask<'_, '_> {
             lr,
             decay,
         );
-        fused_step(pool, &step, &self.blocks, params, opt, grad);
+        fused_step(team, &step, &self.blocks, params, opt, grad);
     }
 
     fn update_label(&self) -> &'static str {

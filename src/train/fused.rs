@@ -35,6 +35,7 @@ use super::Optimizer;
 use crate::kernels::gemm::{sgemm_sum, Epilogue, KTerm, Trans};
 use crate::kernels::optim::{momentum_finish, momentum_update, rmsprop_update, sgd_update};
 use crate::kernels::sparse_grad::{sgemm_tn_sparse_sum, Csc, SparseTerm};
+use crate::kernels::team::Team;
 use crate::nn::{column_sums, Factors, TensorGrad};
 
 /// Weight blocks hold at most about this many output units (rows), and a
@@ -149,16 +150,15 @@ where
 
 /// Runs the phase: `params`, `state` (the optimizer's, empty for SGD) and
 /// `grad` cover the trainable range that `blocks` (from [`plan`]) tile. With
-/// `parallel`, the blocks are split recursively with `rayon::join` (no
-/// allocation); else they run in order on the calling thread, with the same
-/// result.
+/// a `team`, its threads claim the blocks in order; else they run in order on
+/// the calling thread, with the same result.
 pub(crate) fn run<T, F>(
     step: &Step<'_, T, F>,
     blocks: &[Block],
     params: &mut [f32],
     state: &mut [f32],
     grad: &mut [f32],
-    parallel: bool,
+    team: Option<&Team>,
 ) where
     T: Sync,
     F: Fn(&T, usize, usize) -> Factors<'_> + Sync,
@@ -166,28 +166,60 @@ pub(crate) fn run<T, F>(
     let Some(first) = blocks.first() else {
         return;
     };
-    let base = first.span.start;
-    if blocks.len() == 1 {
-        return step_block(step, first, params, state, grad);
-    }
-    let mid = blocks.len() / 2;
-    let at = blocks[mid].span.start - base;
-    let (pl, pr) = params.split_at_mut(at);
-    let (sl, sr) = if state.is_empty() {
-        (&mut [][..], &mut [][..])
-    } else {
-        state.split_at_mut(at)
+    // Each block's parameters, state and gradient, split off in order (the
+    // blocks lie back to back; each part runs to the next block's start).
+    let mut start = first.span.start;
+    let (mut p, mut s, mut g) = (params, state, grad);
+    let parts = blocks.iter().enumerate().map(|(i, block)| {
+        let len = blocks
+            .get(i + 1)
+            .map_or(p.len(), |next| next.span.start - start);
+        start += len;
+        let (pb, pr) = std::mem::take(&mut p).split_at_mut(len);
+        let (sb, sr) = if s.is_empty() {
+            (&mut [][..], &mut [][..])
+        } else {
+            std::mem::take(&mut s).split_at_mut(len)
+        };
+        let (gb, gr) = std::mem::take(&mut g).split_at_mut(len);
+        (p, s, g) = (pr, sr, gr);
+        (block, pb, sb, gb)
+    });
+    let run_part = |(block, p, s, g): &mut (&Block, &mut [f32], &mut [f32], &mut [f32])| {
+        step_block(step, block, p, s, g)
     };
-    let (gl, gr) = grad.split_at_mut(at);
-    let (left, right) = blocks.split_at(mid);
-    if parallel {
-        rayon::join(
-            || run(step, left, pl, sl, gl, true),
-            || run(step, right, pr, sr, gr, true),
-        );
+    match team {
+        Some(team) => for_each_part(team, parts, run_part),
+        None => parts.for_each(|mut part| run_part(&mut part)),
+    }
+}
+
+/// Parts of a phase up to which [`for_each_part`] needs no allocation (a
+/// step of the dense models at 2 threads has 4 to 11 blocks).
+pub(crate) const STACK_PARTS: usize = 32;
+
+/// `f` on every part on the team's threads (parts claimed in order), from a
+/// stack array when there are at most [`STACK_PARTS`]: a training step
+/// allocates nothing.
+pub(crate) fn for_each_part<P: Send>(
+    team: &Team,
+    parts: impl ExactSizeIterator<Item = P>,
+    f: impl Fn(&mut P) + Sync,
+) {
+    let n = parts.len();
+    if n <= STACK_PARTS {
+        let mut slots: [Option<P>; STACK_PARTS] = std::array::from_fn(|_| None);
+        for (slot, part) in slots.iter_mut().zip(parts) {
+            *slot = Some(part);
+        }
+        team.for_each_mut(&mut slots[..n], |_, slot| {
+            if let Some(part) = slot {
+                f(part)
+            }
+        });
     } else {
-        run(step, left, pl, sl, gl, false);
-        run(step, right, pr, sr, gr, false);
+        let mut all: Vec<P> = parts.collect();
+        team.for_each_mut(&mut all, |_, part| f(part));
     }
 }
 
@@ -415,7 +447,7 @@ mod tests {
         let blocks = plan(&tensors, 1);
         let len = n_out * n_in;
         let (mut p, mut s, mut g) = (vec![0.0; len], vec![0.0; len], vec![f32::NAN; len]);
-        run(&step, &blocks, &mut p, &mut s, &mut g, false);
+        run(&step, &blocks, &mut p, &mut s, &mut g, None);
         let mut want = vec![0.0f32; len];
         for (rows, a, b) in &data {
             for t in 0..2 {
@@ -455,22 +487,28 @@ mod tests {
             0.1,
             1e-4,
         );
+        // Run on a team of `threads` (the blocks claimed by whichever
+        // thread is free), or on the caller alone with `threads` = 0 and
+        // 2 threads' plan.
         let after = |threads: usize| {
             let mut p: Vec<f32> = (0..len).map(|i| float(i + 7)).collect();
             let mut g = vec![0.0; len];
+            let team = Team::new(threads.max(1));
             run(
                 &step,
-                &plan(&tensors, threads),
+                &plan(&tensors, if threads == 0 { 2 } else { threads }),
                 &mut p,
                 &mut [],
                 &mut g,
-                false,
+                (threads > 0).then_some(&team),
             );
             p.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()
         };
         assert_eq!(plan(&tensors, 2).len(), 2);
         assert_eq!(plan(&tensors, 16).len(), 3);
         assert_eq!(after(1), after(2));
+        assert_eq!(after(0), after(2));
+        assert_eq!(after(16), after(2));
         assert_eq!(after(1), after(16));
     }
 }

@@ -58,6 +58,9 @@ struct Shared {
     shutdown: AtomicBool,
     /// A worker's share of the current phase panicked.
     panicked: AtomicBool,
+    /// A phase is running: a second one (nested in a job, or from another
+    /// thread) would overwrite the job and the counters under the workers.
+    busy: AtomicBool,
 }
 
 /// A team of `threads` threads: the caller of [`Team::for_each_mut`] and
@@ -86,6 +89,7 @@ impl Team {
             wake: Condvar::new(),
             shutdown: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
         });
         let workers = (1..threads.max(1))
             .map(|i| {
@@ -141,7 +145,8 @@ impl Team {
     pub fn for_each_mut_pinned<T: Send>(&self, items: &mut [T], f: impl Fn(usize, &mut T) + Sync) {
         let len = items.len();
         let threads = self.threads();
-        if self.workers.is_empty() || len == 0 {
+        // One item runs on thread 0, the caller, either way.
+        if self.workers.is_empty() || len <= 1 {
             return items.iter_mut().enumerate().for_each(|(i, x)| f(i, x));
         }
         let base = SendPtr(items.as_mut_ptr());
@@ -159,8 +164,19 @@ impl Team {
 
     /// Runs `job(thread)` on every team thread at once (the caller as
     /// thread 0) and waits for all.
+    ///
+    /// # Panics
+    /// If a phase of this team is already running (a call from inside a job,
+    /// or from two threads at once).
     fn run(&self, job: &(dyn Fn(usize) + Sync)) {
         let shared = &*self.shared;
+        assert!(
+            shared
+                .busy
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok(),
+            "a Team runs one phase at a time (nested or concurrent call)"
+        );
         // SAFETY: only the lifetime is erased; the workers call the job
         // while `pending` is non-zero, and this function does not return
         // (or unwind) before `pending` is back to zero, so the closure and
@@ -184,10 +200,12 @@ impl Team {
             std::hint::spin_loop();
         }
         *lock(&shared.job) = None;
+        let worker_panicked = shared.panicked.swap(false, Ordering::SeqCst);
+        shared.busy.store(false, Ordering::Release);
         if let Err(payload) = mine {
             resume_unwind(payload);
         }
-        if shared.panicked.swap(false, Ordering::SeqCst) {
+        if worker_panicked {
             panic!("a team thread panicked");
         }
     }

@@ -120,3 +120,20 @@ fn pinned_items_stay_on_their_thread() {
         assert_eq!(distinct.len(), threads.min(items.len()));
     }
 }
+
+#[test]
+fn a_nested_phase_is_refused_not_run() {
+    let team = Team::new(2);
+    let mut outer = vec![0u32; 2];
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        team.for_each_mut(&mut outer, |_, _| {
+            let mut inner = vec![0u32; 4];
+            team.for_each_mut(&mut inner, |_, x| *x = 1);
+        })
+    }));
+    assert!(caught.is_err());
+    // The team is still usable.
+    let mut items = vec![0u32; 4];
+    team.for_each_mut(&mut items, |i, x| *x = i as u32);
+    assert_eq!(items, vec![0, 1, 2, 3]);
+}

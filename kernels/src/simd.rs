@@ -235,3 +235,43 @@ pub(crate) fn prefetch_line<const L1: bool>(p: *const f32) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
+
+#[cfg(all(test, target_arch = "x86_64", target_feature = "avx512f"))]
+mod tests {
+    use super::*;
+
+    fn to_array(x: __m512) -> [f32; 16] {
+        // SAFETY: __m512 and [f32; 16] are both 64 plain bytes.
+        unsafe { core::mem::transmute::<__m512, [f32; 16]>(x) }
+    }
+
+    fn from_array(x: [f32; 16]) -> __m512 {
+        // SAFETY: as above.
+        unsafe { core::mem::transmute::<[f32; 16], __m512>(x) }
+    }
+
+    /// Every element lands where the doc says, and the inverse restores the
+    /// columns exactly (element (r, q) is the distinct value 100 q + r).
+    #[test]
+    fn cols8_row_pairs_round_trip() {
+        let cols: [__m512; 8] =
+            core::array::from_fn(|q| from_array(core::array::from_fn(|r| (100 * q + r) as f32)));
+        let pairs = cols8_to_row_pairs(cols);
+        for (i, &pair) in pairs.iter().enumerate() {
+            let lanes = to_array(pair);
+            for q in 0..8 {
+                assert_eq!(lanes[q], (100 * q + i) as f32, "row {i}, column {q}");
+                assert_eq!(
+                    lanes[8 + q],
+                    (100 * q + i + 8) as f32,
+                    "row {}, column {q}",
+                    i + 8
+                );
+            }
+        }
+        let back = row_pairs_to_cols8(pairs);
+        for q in 0..8 {
+            assert_eq!(to_array(back[q]), to_array(cols[q]), "column {q}");
+        }
+    }
+}

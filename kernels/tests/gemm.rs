@@ -698,7 +698,11 @@ fn m_lanes_epilogue_every_group_shape() {
                     seed += 1;
                     let c = Case {
                         // Both A forms, alternating.
-                        ta: if seed % 2 == 0 { Trans::N } else { Trans::T },
+                        ta: if seed.is_multiple_of(2) {
+                            Trans::N
+                        } else {
+                            Trans::T
+                        },
                         tb,
                         m,
                         n,

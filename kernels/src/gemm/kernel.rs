@@ -662,11 +662,8 @@ unsafe fn m_lanes_epilogue<const COLS: usize>(
             f32x16::splat(unsafe { *ep.bias_col.add(q) })
         }
     });
-    for v in 0..MLANES_VECS {
-        let r0 = v * 16;
-        if r0 >= rows {
-            break;
-        }
+    // Group v holds rows 16 v.. of the tile (rows <= 64: v < MLANES_VECS).
+    for (v, r0) in (0..rows).step_by(16).enumerate() {
         let group_rows = (rows - r0).min(16);
         let c0 = c.wrapping_add(r0 * ldc);
         let row_low = |i: usize| c0.wrapping_add(i * ldc);

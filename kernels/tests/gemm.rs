@@ -666,6 +666,64 @@ fn m_lanes_nn_trainer_shapes_exact() {
         }
     }
 }
+/// The M-on-lanes epilogue (on AVX-512 builds: an in-register transpose of
+/// each 16-row group and one masked store per row) on every row-group shape
+/// and column count: m on both sides of 8, 16, 64 and 128 (the group's row
+/// pairs i / i + 8, ragged and full groups, one and two blocks), the last
+/// column group 1 to 6 wide in both B forms (B^T: n = 1..=12; B stored
+/// k x n: n = 400..=405), each epilogue (alpha != 1; beta 0 with C
+/// NaN-poisoned by `check`, beta 1 and -0.5; row and column bias; ReLU and
+/// sigmoid), C with and without a wide leading dimension. Integer inputs
+/// make every case exact but the sigmoid ones, which `check` compares
+/// within its float tolerance.
+#[test]
+fn m_lanes_epilogue_every_group_shape() {
+    // (alpha, beta, bias, activation)
+    let epilogues = [
+        (1.0, 0.0, 0, Activation::Identity),
+        (0.5, 0.0, 1, Activation::Relu),
+        (-2.0, 1.0, 2, Activation::Sigmoid),
+        (1.0, -0.5, 1, Activation::Sigmoid),
+        (2.0, 1.0, 0, Activation::Relu),
+        (1.0, 2.0, 2, Activation::Identity),
+    ];
+    let mut seed = 0u64;
+    for m in [1, 7, 8, 9, 15, 16, 17, 31, 48, 63, 64, 65, 121, 128] {
+        let widths = (1..=12)
+            .map(|n| (Trans::T, n))
+            .chain((400..=405).map(|n| (Trans::N, n)));
+        for (tb, n) in widths {
+            for (e, &(alpha, beta, bias, activation)) in epilogues.iter().enumerate() {
+                for ldc_pad in [0, 37] {
+                    seed += 1;
+                    let c = Case {
+                        // Both A forms, alternating.
+                        ta: if seed.is_multiple_of(2) {
+                            Trans::N
+                        } else {
+                            Trans::T
+                        },
+                        tb,
+                        m,
+                        n,
+                        k: 3 + e,
+                        alpha,
+                        beta,
+                        lda_pad: 1,
+                        ldb_pad: 2,
+                        ldc_pad,
+                        bias,
+                        activation,
+                        integers: activation != Activation::Sigmoid,
+                        seed,
+                    };
+                    check(&c, Entry::Path(KernelPath::Avx512, None, false)).unwrap();
+                }
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // sgemm_sum: several (A, B) pairs summed along K in one blocked product.
 

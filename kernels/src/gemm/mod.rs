@@ -717,16 +717,15 @@ unsafe fn m_lanes_tile<const B_KN: bool>(
     rows: usize,
     ep: &TileEpilogue,
 ) {
-    use wide::f32x16;
     // SAFETY: forwarded; each arm's COLS equals `cols`.
     unsafe {
         match cols {
-            1 => tile_m_lanes::<f32x16, 1, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
-            2 => tile_m_lanes::<f32x16, 2, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
-            3 => tile_m_lanes::<f32x16, 3, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
-            4 => tile_m_lanes::<f32x16, 4, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
-            5 => tile_m_lanes::<f32x16, 5, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
-            _ => tile_m_lanes::<f32x16, MLANES_COLS, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            1 => tile_m_lanes::<1, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            2 => tile_m_lanes::<2, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            3 => tile_m_lanes::<3, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            4 => tile_m_lanes::<4, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            5 => tile_m_lanes::<5, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
+            _ => tile_m_lanes::<MLANES_COLS, B_KN>(k, a_t, b, ldb, c, ldc, rows, ep),
         }
     }
 }

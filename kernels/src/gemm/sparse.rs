@@ -361,7 +361,10 @@ fn transpose_block(
     #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
     let (j_simd, p_simd) = (nb / 16 * 16, k / 16 * 16);
     #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
-    let (j_simd, p_simd) = (0usize, 0usize);
+    let (j_simd, p_simd) = {
+        let _ = k; // only the in-register transposes need k
+        (0usize, 0usize)
+    };
     // Along the rows of W in the inner loop: 16 sequential streams.
     for jj in (0..j_simd).step_by(16) {
         for (blk, &mask) in used_mask.iter().enumerate().take(p_simd / 16) {

@@ -1021,3 +1021,70 @@ pub fn sgemm_parallel(
 
 mod sparse;
 pub use sparse::{sgemm_sparse_input, sgemm_sparse_input_on_path};
+
+/// Which operand [`pack_for_tests`] packs.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackedOperand {
+    /// op(A): panels of `width` rows, `kc` steps each.
+    A,
+    /// op(B): panels of `width` columns, `kc` rows each.
+    B,
+}
+
+/// Packs op(A) rows (or op(B) columns) `outer0..outer0 + len`, shared
+/// indices `p0..p0 + kc`, into `ceil(len / width)` panels of `width x kc`,
+/// with the build's packer or (`plain`) the portable element-wise
+/// transposes: for the packers' tests. The result starts as NaN, so a float
+/// the packer leaves unwritten shows. `None` when the block does not lie
+/// inside `src` with leading dimension `ld`, or `width` or `kc` is zero.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn pack_for_tests(
+    operand: PackedOperand,
+    trans: Trans,
+    src: &[f32],
+    ld: usize,
+    outer0: usize,
+    len: usize,
+    p0: usize,
+    kc: usize,
+    width: usize,
+    plain: bool,
+) -> Option<Vec<f32>> {
+    // Stored rows and columns of the block: op(A) = A and op(B) = B^T keep
+    // the outer index on the stored rows.
+    let outer_on_rows = (operand == PackedOperand::A) == (trans == Trans::N);
+    let (row_end, col_end) = if outer_on_rows {
+        (outer0.checked_add(len)?, p0.checked_add(kc)?)
+    } else {
+        (p0.checked_add(kc)?, outer0.checked_add(len)?)
+    };
+    if width == 0 || kc == 0 || len == 0 || col_end > ld || row_end == 0 {
+        return None;
+    }
+    if (row_end - 1).checked_mul(ld)?.checked_add(col_end)? > src.len() {
+        return None;
+    }
+    let mut out = vec![f32::NAN; len.div_ceil(width) * width * kc];
+    let (s, d) = (src.as_ptr(), out.as_mut_ptr());
+    // SAFETY: the block lies inside src (checked above); out holds
+    // ceil(len / width) panels of width * kc floats.
+    unsafe {
+        match (operand, plain) {
+            (PackedOperand::A, false) => {
+                pack::pack_a_with::<false>(trans, s, ld, outer0, len, p0, kc, width, kc, d)
+            }
+            (PackedOperand::A, true) => {
+                pack::pack_a_with::<true>(trans, s, ld, outer0, len, p0, kc, width, kc, d)
+            }
+            (PackedOperand::B, false) => {
+                pack::pack_b_with::<false>(trans, s, ld, p0, kc, outer0, len, width, kc, d)
+            }
+            (PackedOperand::B, true) => {
+                pack::pack_b_with::<true>(trans, s, ld, p0, kc, outer0, len, width, kc, d)
+            }
+        }
+    }
+    Some(out)
+}

@@ -57,6 +57,30 @@ pub(crate) unsafe fn pack_a_strided(
     panel_kc: usize,
     dst: *mut f32,
 ) {
+    // SAFETY: forwarded.
+    unsafe { pack_a_with::<false>(ta, a, lda, i0, mc, p0, kc, mr, panel_kc, dst) }
+}
+
+/// [`pack_a_strided`], with the transposed panels built by the build's
+/// packer, or with `PLAIN` by the portable 8 x 8 / 4 x 4 / scalar transposes
+/// (the reference the packers' tests compare against).
+///
+/// # Safety
+/// As [`pack_a_strided`].
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) unsafe fn pack_a_with<const PLAIN: bool>(
+    ta: Trans,
+    a: *const f32,
+    lda: usize,
+    i0: usize,
+    mc: usize,
+    p0: usize,
+    kc: usize,
+    mr: usize,
+    panel_kc: usize,
+    dst: *mut f32,
+) {
     // SAFETY: every source index is inside op(A)'s block, every destination
     // inside the first kc steps of the ceil(mc / mr) panels of mr * panel_kc
     // floats.
@@ -67,8 +91,7 @@ pub(crate) unsafe fn pack_a_strided(
                 for (panel, ip) in (0..mc).step_by(mr).enumerate() {
                     let rows = mr.min(mc - ip);
                     let out = dst.add(panel * mr * panel_kc);
-                    transpose_into(a.add((i0 + ip) * lda + p0), lda, rows, kc, out, mr);
-                    zero_columns(out, mr, rows, kc);
+                    transpose_panel::<PLAIN>(a.add((i0 + ip) * lda + p0), lda, rows, kc, out, mr);
                 }
             }
             // A(i, p) = a[p * lda + i]: a packed step is a contiguous copy.
@@ -123,6 +146,29 @@ pub(crate) unsafe fn pack_b_strided(
     panel_kc: usize,
     dst: *mut f32,
 ) {
+    // SAFETY: forwarded.
+    unsafe { pack_b_with::<false>(tb, b, ldb, p0, kc, j0, nc, nr, panel_kc, dst) }
+}
+
+/// [`pack_b_strided`] with the build's or (`PLAIN`) the portable transposes,
+/// as [`pack_a_with`].
+///
+/// # Safety
+/// As [`pack_b_strided`].
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) unsafe fn pack_b_with<const PLAIN: bool>(
+    tb: Trans,
+    b: *const f32,
+    ldb: usize,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    nr: usize,
+    panel_kc: usize,
+    dst: *mut f32,
+) {
     // SAFETY: as in pack_a_strided, for op(B) and ceil(nc / nr) panels of
     // nr * panel_kc.
     unsafe {
@@ -139,8 +185,7 @@ pub(crate) unsafe fn pack_b_strided(
                 for (panel, jp) in (0..nc).step_by(nr).enumerate() {
                     let cols = nr.min(nc - jp);
                     let out = dst.add(panel * nr * panel_kc);
-                    transpose_into(b.add((j0 + jp) * ldb + p0), ldb, cols, kc, out, nr);
-                    zero_columns(out, nr, cols, kc);
+                    transpose_panel::<PLAIN>(b.add((j0 + jp) * ldb + p0), ldb, cols, kc, out, nr);
                 }
             }
         }
@@ -219,6 +264,127 @@ unsafe fn zero_columns(out: *mut f32, width: usize, from: usize, kc: usize) {
         for p in 0..kc {
             // SAFETY: row p, columns from..width, inside the panel.
             unsafe { core::ptr::write_bytes(out.add(p * width + from), 0, width - from) };
+        }
+    }
+}
+
+/// One transposed panel: out[p * width + r] = src[r * ld + p] for r < rows,
+/// p < kc, and zero for rows <= r < width. On AVX-512 (unless `PLAIN`) in
+/// 16 x 16 register blocks; elsewhere with the portable transposes.
+///
+/// # Safety
+/// `src` readable at those indices, `out` writable for `kc * width` floats;
+/// rows <= width.
+#[inline]
+unsafe fn transpose_panel<const PLAIN: bool>(
+    src: *const f32,
+    ld: usize,
+    rows: usize,
+    kc: usize,
+    out: *mut f32,
+    width: usize,
+) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    if !PLAIN {
+        // SAFETY: forwarded.
+        unsafe { transpose_panel_avx512(src, ld, rows, kc, out, width) };
+        return;
+    }
+    // SAFETY: forwarded.
+    unsafe {
+        transpose_into(src, ld, rows, kc, out, width);
+        zero_columns(out, width, rows, kc);
+    }
+}
+
+/// How many floats ahead along a source row [`transpose_panel_avx512`]
+/// prefetches: with ld = 1024 each row is its own 4 KiB page, where the L2
+/// streamer starts over, so the first lines of every row would each wait on
+/// L3.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+const TRANSPOSE_PREFETCH_FLOATS: usize = 128;
+
+/// [`transpose_panel`] in 16 x 16 blocks: up to 16 source rows of 16 floats
+/// (masked loads at the ragged ends, zero vectors for the padding rows),
+/// [`crate::simd::transpose16`], and one masked store per packed step of the
+/// `min(16, width - r)` columns the block covers, so every float of the
+/// panel is written once and no scalar rim remains.
+///
+/// # Safety
+/// As [`transpose_panel`].
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+unsafe fn transpose_panel_avx512(
+    src: *const f32,
+    ld: usize,
+    rows: usize,
+    kc: usize,
+    out: *mut f32,
+    width: usize,
+) {
+    use crate::simd::first_lanes_mask16;
+    let mut r = 0;
+    while r < width {
+        let live = rows.saturating_sub(r).min(16);
+        let store_mask = first_lanes_mask16(width - r);
+        let (src_r, out_r) = (src.wrapping_add(r * ld), out.wrapping_add(r));
+        let mut p = 0;
+        while p < kc {
+            let steps = (kc - p).min(16);
+            // SAFETY: rows r..r + live and columns p..p + steps of the
+            // source, steps p..p + steps and columns r..min(r + 16, width)
+            // of the panel, all inside the caller's ranges. The common
+            // cases get a fixed row count and full steps, so the block
+            // stays in registers.
+            unsafe {
+                let (s, o) = (src_r.add(p), out_r.add(p * width));
+                match (live, steps == 16) {
+                    (16, true) => transpose_block::<16, true>(s, ld, 16, 16, o, width, store_mask),
+                    (12, true) => transpose_block::<12, true>(s, ld, 12, 16, o, width, store_mask),
+                    _ => transpose_block::<16, false>(s, ld, live, steps, o, width, store_mask),
+                }
+            }
+            p += 16;
+        }
+        r += 16;
+    }
+}
+
+/// One 16 x 16 block of [`transpose_panel_avx512`]: `live` source rows of
+/// `steps` floats (masked loads), zero rows below, transposed, and `steps`
+/// masked stores of the panel columns `store_mask` selects. `LIVE` and
+/// `FULL` (steps = 16) are compile-time where they are known, so the loops
+/// unroll and the block is never spilled.
+///
+/// # Safety
+/// `src` readable at `q * ld + l` for q < live, l < steps; `out` writable
+/// at `s * width + l` for s < steps and the lanes of `store_mask`.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn transpose_block<const LIVE: usize, const FULL: bool>(
+    src: *const f32,
+    ld: usize,
+    live: usize,
+    steps: usize,
+    out: *mut f32,
+    width: usize,
+    store_mask: u16,
+) {
+    use crate::simd::{first_lanes_mask16, prefetch_line, transpose16};
+    use core::arch::x86_64::*;
+    let (live, steps) = if FULL { (LIVE, 16) } else { (live, steps) };
+    let load_mask = first_lanes_mask16(steps);
+    // SAFETY: as the caller vouched; prefetches never fault.
+    unsafe {
+        let mut block = [_mm512_setzero_ps(); 16];
+        for (q, v) in block.iter_mut().enumerate().take(live) {
+            let row = src.add(q * ld);
+            prefetch_line::<true>(row.wrapping_add(TRANSPOSE_PREFETCH_FLOATS));
+            *v = _mm512_maskz_loadu_ps(load_mask, row);
+        }
+        transpose16(&mut block);
+        for (s, v) in block.iter().enumerate().take(steps) {
+            _mm512_mask_storeu_ps(out.add(s * width), store_mask, *v);
         }
     }
 }

@@ -96,13 +96,72 @@ pub(crate) unsafe fn pack_a_with<const PLAIN: bool>(
             }
             // A(i, p) = a[p * lda + i]: a packed step is a contiguous copy.
             Trans::T => {
-                for p in 0..kc {
+                let mut p = 0;
+                #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+                if !PLAIN && mr == 12 {
+                    p = copy_rows_into_panels12(a.add(p0 * lda + i0), lda, mc, kc, panel_kc, dst);
+                }
+                while p < kc {
                     let src = a.add((p0 + p) * lda + i0);
                     copy_row_into_panels(src, mc, mr, panel_kc, p, dst);
+                    p += 1;
                 }
             }
         }
     }
+}
+
+/// [`copy_row_into_panels`] for 12-wide panels (the AVX-512 A^T blocks), 4
+/// source rows at a time: 4 steps of a panel are 48 adjacent floats, built
+/// from the rows' 12-float pieces with three two-source permutes and stored
+/// as three whole vectors, instead of an 8- and a 4-float move per step
+/// (half of them split across cache lines). Masked loads zero the ragged
+/// last panel's padding. Returns how many rows it packed (a multiple of 4);
+/// the caller packs the rest.
+///
+/// # Safety
+/// `src` readable at `p * ld + j` for p < kc, j < len; `dst` holds
+/// `ceil(len / 12)` panels of `12 * panel_kc` floats, panel_kc >= kc.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+unsafe fn copy_rows_into_panels12(
+    src: *const f32,
+    ld: usize,
+    len: usize,
+    kc: usize,
+    panel_kc: usize,
+    dst: *mut f32,
+) -> usize {
+    use crate::simd::first_lanes_mask16;
+    use core::arch::x86_64::*;
+    // Lane i of a permute takes lane idx & 15 of the first source, or of
+    // the second where idx & 16: rows (0, 1), (1, 2), (2, 3) of 12 floats.
+    // SAFETY: register-only constants (avx512f is enabled for this build).
+    let (first, second, third) = unsafe {
+        (
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 17, 18, 19),
+            _mm512_setr_epi32(4, 5, 6, 7, 8, 9, 10, 11, 16, 17, 18, 19, 20, 21, 22, 23),
+            _mm512_setr_epi32(8, 9, 10, 11, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27),
+        )
+    };
+    let mut p = 0;
+    while p + 4 <= kc {
+        for (panel, j) in (0..len).step_by(12).enumerate() {
+            let lanes = first_lanes_mask16((len - j).min(12));
+            // SAFETY: the loads read rows p..p + 4, columns j..j + 12
+            // clipped to len by the mask; the stores write steps p..p + 4
+            // (48 floats) of panel `panel`, inside dst.
+            unsafe {
+                let row = |q: usize| _mm512_maskz_loadu_ps(lanes, src.add((p + q) * ld + j));
+                let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                let o = dst.add(panel * 12 * panel_kc + p * 12);
+                _mm512_storeu_ps(o, _mm512_permutex2var_ps(r0, first, r1));
+                _mm512_storeu_ps(o.add(16), _mm512_permutex2var_ps(r1, second, r2));
+                _mm512_storeu_ps(o.add(32), _mm512_permutex2var_ps(r2, third, r3));
+            }
+        }
+        p += 4;
+    }
+    p
 }
 
 /// Packs shared indices `p0..p0 + kc`, columns `j0..j0 + nc` of op(B).
@@ -297,13 +356,6 @@ unsafe fn transpose_panel<const PLAIN: bool>(
     }
 }
 
-/// How many floats ahead along a source row [`transpose_panel_avx512`]
-/// prefetches: with ld = 1024 each row is its own 4 KiB page, where the L2
-/// streamer starts over, so the first lines of every row would each wait on
-/// L3.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
-const TRANSPOSE_PREFETCH_FLOATS: usize = 128;
-
 /// [`transpose_panel`] in 16 x 16 blocks: up to 16 source rows of 16 floats
 /// (masked loads at the ragged ends, zero vectors for the padding rows),
 /// [`crate::simd::transpose16`], and one masked store per packed step of the
@@ -370,16 +422,15 @@ unsafe fn transpose_block<const LIVE: usize, const FULL: bool>(
     width: usize,
     store_mask: u16,
 ) {
-    use crate::simd::{first_lanes_mask16, prefetch_line, transpose16};
+    use crate::simd::{first_lanes_mask16, transpose16};
     use core::arch::x86_64::*;
     let (live, steps) = if FULL { (LIVE, 16) } else { (live, steps) };
     let load_mask = first_lanes_mask16(steps);
-    // SAFETY: as the caller vouched; prefetches never fault.
+    // SAFETY: as the caller vouched.
     unsafe {
         let mut block = [_mm512_setzero_ps(); 16];
         for (q, v) in block.iter_mut().enumerate().take(live) {
             let row = src.add(q * ld);
-            prefetch_line::<true>(row.wrapping_add(TRANSPOSE_PREFETCH_FLOATS));
             *v = _mm512_maskz_loadu_ps(load_mask, row);
         }
         transpose16(&mut block);

@@ -202,6 +202,25 @@ const M_LANES_MAX_M: usize = 128;
 /// 139 -> 145 (64x900x784 130 -> 144 in the same run).
 const M_LANES_NN_MIN_N: usize = 400;
 
+/// [`M_LANES_NN_MIN_N`] for products taller than one M-on-lanes block
+/// (m > 64): since A's 12-row panels are packed with 16 x 16 register
+/// transposes, the 12 x 32 path (B read in place) beats M-on-lanes there
+/// below n = 625. Median of 11 alternating single-thread runs
+/// (`GEMM_TABLE_ROWS="A B t1" cargo bench --bench gemm -- table-only`,
+/// ratio to the `gemm` crate, M-on-lanes -> 12 x 32): 128x625x400 0.95 ->
+/// 1.02, 128x784x900 1.12 -> 1.14, but 128x900x625 1.11 -> 1.07; at m = 64
+/// M-on-lanes stays well ahead (64x900x625 1.31 -> 1.10).
+const M_LANES_NN_MIN_N_TALL: usize = 625;
+
+/// The narrowest row-major op(B) the M-on-lanes kernel takes for m rows.
+fn m_lanes_nn_min_n(m: usize) -> usize {
+    if m > MLANES_VECS * 16 {
+        M_LANES_NN_MIN_N_TALL
+    } else {
+        M_LANES_NN_MIN_N
+    }
+}
+
 /// Up to this many columns of C, a row-major op(A) is read in place by the
 /// micro-kernel instead of packed (see [`gemm_serial`]): packing costs about
 /// as much as the product when the block serves few column tiles (n = 10:
@@ -442,7 +461,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     if P::M_LANES
         && default_blocking
         && m <= M_LANES_MAX_M
-        && (op.tb == Trans::T || (op.tb == Trans::N && n >= M_LANES_NN_MIN_N))
+        && (op.tb == Trans::T || (op.tb == Trans::N && n >= m_lanes_nn_min_n(m)))
     {
         // SAFETY: forwarded.
         return unsafe { gemm_m_lanes(op) };

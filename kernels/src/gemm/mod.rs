@@ -202,6 +202,25 @@ const M_LANES_MAX_M: usize = 128;
 /// 139 -> 145 (64x900x784 130 -> 144 in the same run).
 const M_LANES_NN_MIN_N: usize = 400;
 
+/// [`M_LANES_NN_MIN_N`] for products taller than one M-on-lanes block
+/// (m > 64): since A's 12-row panels are packed with 16 x 16 register
+/// transposes, the 12 x 32 path (B read in place) beats M-on-lanes there
+/// below n = 625. Median of 11 alternating single-thread runs
+/// (`GEMM_TABLE_ROWS="A B t1" cargo bench --bench gemm -- table-only`,
+/// ratio to the `gemm` crate, M-on-lanes -> 12 x 32): 128x625x400 0.95 ->
+/// 1.02, 128x784x900 1.12 -> 1.14, but 128x900x625 1.11 -> 1.07; at m = 64
+/// M-on-lanes stays well ahead (64x900x625 1.31 -> 1.10).
+const M_LANES_NN_MIN_N_TALL: usize = 625;
+
+/// The narrowest row-major op(B) the M-on-lanes kernel takes for m rows.
+fn m_lanes_nn_min_n(m: usize) -> usize {
+    if m > MLANES_VECS * 16 {
+        M_LANES_NN_MIN_N_TALL
+    } else {
+        M_LANES_NN_MIN_N
+    }
+}
+
 /// Up to this many columns of C, a row-major op(A) is read in place by the
 /// micro-kernel instead of packed (see [`gemm_serial`]): packing costs about
 /// as much as the product when the block serves few column tiles (n = 10:
@@ -442,7 +461,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     if P::M_LANES
         && default_blocking
         && m <= M_LANES_MAX_M
-        && (op.tb == Trans::T || (op.tb == Trans::N && n >= M_LANES_NN_MIN_N))
+        && (op.tb == Trans::T || (op.tb == Trans::N && n >= m_lanes_nn_min_n(m)))
     {
         // SAFETY: forwarded.
         return unsafe { gemm_m_lanes(op) };
@@ -1020,3 +1039,70 @@ pub fn sgemm_parallel(
 
 mod sparse;
 pub use sparse::{sgemm_sparse_input, sgemm_sparse_input_on_path};
+
+/// Which operand [`pack_for_tests`] packs.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackedOperand {
+    /// op(A): panels of `width` rows, `kc` steps each.
+    A,
+    /// op(B): panels of `width` columns, `kc` rows each.
+    B,
+}
+
+/// Packs op(A) rows (or op(B) columns) `outer0..outer0 + len`, shared
+/// indices `p0..p0 + kc`, into `ceil(len / width)` panels of `width x kc`,
+/// with the build's packer or (`plain`) the portable element-wise
+/// transposes: for the packers' tests. The result starts as NaN, so a float
+/// the packer leaves unwritten shows. `None` when the block does not lie
+/// inside `src` with leading dimension `ld`, or `width` or `kc` is zero.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn pack_for_tests(
+    operand: PackedOperand,
+    trans: Trans,
+    src: &[f32],
+    ld: usize,
+    outer0: usize,
+    len: usize,
+    p0: usize,
+    kc: usize,
+    width: usize,
+    plain: bool,
+) -> Option<Vec<f32>> {
+    // Stored rows and columns of the block: op(A) = A and op(B) = B^T keep
+    // the outer index on the stored rows.
+    let outer_on_rows = (operand == PackedOperand::A) == (trans == Trans::N);
+    let (row_end, col_end) = if outer_on_rows {
+        (outer0.checked_add(len)?, p0.checked_add(kc)?)
+    } else {
+        (p0.checked_add(kc)?, outer0.checked_add(len)?)
+    };
+    if width == 0 || kc == 0 || len == 0 || col_end > ld || row_end == 0 {
+        return None;
+    }
+    if (row_end - 1).checked_mul(ld)?.checked_add(col_end)? > src.len() {
+        return None;
+    }
+    let mut out = vec![f32::NAN; len.div_ceil(width) * width * kc];
+    let (s, d) = (src.as_ptr(), out.as_mut_ptr());
+    // SAFETY: the block lies inside src (checked above); out holds
+    // ceil(len / width) panels of width * kc floats.
+    unsafe {
+        match (operand, plain) {
+            (PackedOperand::A, false) => {
+                pack::pack_a_with::<false>(trans, s, ld, outer0, len, p0, kc, width, kc, d)
+            }
+            (PackedOperand::A, true) => {
+                pack::pack_a_with::<true>(trans, s, ld, outer0, len, p0, kc, width, kc, d)
+            }
+            (PackedOperand::B, false) => {
+                pack::pack_b_with::<false>(trans, s, ld, p0, kc, outer0, len, width, kc, d)
+            }
+            (PackedOperand::B, true) => {
+                pack::pack_b_with::<true>(trans, s, ld, p0, kc, outer0, len, width, kc, d)
+            }
+        }
+    }
+    Some(out)
+}

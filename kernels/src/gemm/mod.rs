@@ -199,27 +199,12 @@ const M_LANES_MAX_M: usize = 128;
 /// A in place on the 12 x 32 path and the ragged last group wastes lanes),
 /// so narrower products stay there. The MLP's backward shapes, in a later,
 /// busier run (everything ~10% slower): 64x625x900 139 -> 144, 64x400x625
-/// 139 -> 145 (64x900x784 130 -> 144 in the same run).
+/// 139 -> 145 (64x900x784 130 -> 144 in the same run). For m = 65..128 the
+/// 12 x 32 path won 128x625x400 (0.95 -> 1.02 of `gemm`) once A's panels
+/// were packed by register transposes, but lost it again (1.00-1.03 ->
+/// 0.97-0.98, 3 alternating runs) once the M-on-lanes epilogue wrote its
+/// tiles with masked stores, so one threshold serves every m.
 const M_LANES_NN_MIN_N: usize = 400;
-
-/// [`M_LANES_NN_MIN_N`] for products taller than one M-on-lanes block
-/// (m > 64): since A's 12-row panels are packed with 16 x 16 register
-/// transposes, the 12 x 32 path (B read in place) beats M-on-lanes there
-/// below n = 625. Median of 11 alternating single-thread runs
-/// (`GEMM_TABLE_ROWS="A B t1" cargo bench --bench gemm -- table-only`,
-/// ratio to the `gemm` crate, M-on-lanes -> 12 x 32): 128x625x400 0.95 ->
-/// 1.02, 128x784x900 1.12 -> 1.14, but 128x900x625 1.11 -> 1.07; at m = 64
-/// M-on-lanes stays well ahead (64x900x625 1.31 -> 1.10).
-const M_LANES_NN_MIN_N_TALL: usize = 625;
-
-/// The narrowest row-major op(B) the M-on-lanes kernel takes for m rows.
-fn m_lanes_nn_min_n(m: usize) -> usize {
-    if m > MLANES_VECS * 16 {
-        M_LANES_NN_MIN_N_TALL
-    } else {
-        M_LANES_NN_MIN_N
-    }
-}
 
 /// Up to this many columns of C, a row-major op(A) is read in place by the
 /// micro-kernel instead of packed (see [`gemm_serial`]): packing costs about
@@ -461,7 +446,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     if P::M_LANES
         && default_blocking
         && m <= M_LANES_MAX_M
-        && (op.tb == Trans::T || (op.tb == Trans::N && n >= m_lanes_nn_min_n(m)))
+        && (op.tb == Trans::T || (op.tb == Trans::N && n >= M_LANES_NN_MIN_N))
     {
         // SAFETY: forwarded.
         return unsafe { gemm_m_lanes(op) };

@@ -43,24 +43,11 @@ pub(crate) fn transpose16(r: &mut [__m512; 16]) {
     // SAFETY: register-only shuffles; avx512f is enabled for the whole
     // build (this function's cfg).
     unsafe {
-        let mut t = [_mm512_setzero_ps(); 16];
-        for i in 0..8 {
-            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-        }
         // u[4i + j], 128-bit lane k = rows 4i..4i+4 of column 4k + j.
         let mut u = [_mm512_setzero_ps(); 16];
         for i in 0..4 {
-            let (a, b, c, d) = (
-                _mm512_castps_pd(t[4 * i]),
-                _mm512_castps_pd(t[4 * i + 1]),
-                _mm512_castps_pd(t[4 * i + 2]),
-                _mm512_castps_pd(t[4 * i + 3]),
-            );
-            u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-            u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-            u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-            u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+            let q = transpose4x4_in_lanes([r[4 * i], r[4 * i + 1], r[4 * i + 2], r[4 * i + 3]]);
+            u[4 * i..4 * i + 4].copy_from_slice(&q);
         }
         // Gather 128-bit lane k of u[j], u[4 + j], u[8 + j], u[12 + j] into
         // row 4k + j: first the even/odd lanes of each pair, then again.

@@ -81,11 +81,9 @@ pub struct Team {
 
 impl Team {
     /// A team of `threads` threads (at least 1; 1 runs everything on the
-    /// caller).
-    ///
-    /// # Panics
-    /// If a worker thread cannot be spawned.
-    pub fn new(threads: usize) -> Team {
+    /// caller), or the error of a worker thread that could not be spawned
+    /// (those already started are joined).
+    pub fn new(threads: usize) -> std::io::Result<Team> {
         let shared = Arc::new(Shared {
             generation: AtomicU64::new(0),
             job: Mutex::new(None),
@@ -97,19 +95,23 @@ impl Team {
             panicked: AtomicBool::new(false),
             busy: AtomicBool::new(false),
         });
-        let workers = (1..threads.max(1))
-            .map(|i| {
-                let shared = Arc::clone(&shared);
-                std::thread::Builder::new()
-                    .name(format!("vcortex-team-{i}"))
-                    .spawn(move || {
-                        crate::simd::flush_subnormals_on_this_thread();
-                        worker_loop(&shared, i)
-                    })
-                    .expect("spawning a team thread")
-            })
-            .collect();
-        Team { shared, workers }
+        let mut team = Team {
+            shared,
+            workers: Vec::with_capacity(threads.saturating_sub(1)),
+        };
+        for i in 1..threads.max(1) {
+            let shared = Arc::clone(&team.shared);
+            // On an error, dropping `team` shuts down and joins the workers
+            // started so far.
+            let worker = std::thread::Builder::new()
+                .name(format!("vcortex-team-{i}"))
+                .spawn(move || {
+                    crate::simd::flush_subnormals_on_this_thread();
+                    worker_loop(&shared, i)
+                })?;
+            team.workers.push(worker);
+        }
+        Ok(team)
     }
 
     /// Threads in the team, the caller included.

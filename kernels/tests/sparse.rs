@@ -4,39 +4,15 @@
 //! dimensions, every epilogue, NaN-poisoned C, sparsity from all-zero rows
 //! to none (with -0.0 and NaN inputs), and exact equality on small integers.
 
+mod common;
+
+use common::{Lcg, PAD_SENTINEL};
 use proptest::prelude::*;
 use vcortex_kernels::gemm::{
     sgemm_sparse_input, sgemm_sparse_input_on_path, sgemm_with_epilogue, Activation, Bias,
     Epilogue, KernelPath, Trans,
 };
 use vcortex_kernels::reference;
-
-/// Marks C's padding columns (between n and ldc); they must come back intact.
-const PAD_SENTINEL: f32 = -12345.0;
-
-/// A small deterministic generator (the inputs need no statistical quality).
-struct Lcg(u64);
-impl Lcg {
-    fn next_u32(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 32) as u32
-    }
-    /// Uniform in [-1, 1), or an integer in [-4, 4].
-    fn value(&mut self, integers: bool) -> f32 {
-        let x = (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0;
-        if integers {
-            (x * 4.0).round()
-        } else {
-            x
-        }
-    }
-    fn below(&mut self, n: u32) -> u32 {
-        self.next_u32() % n
-    }
-}
 
 #[derive(Clone, Debug)]
 struct Case {

@@ -4,31 +4,11 @@
 //! signed zeros, alpha / beta, NaN-poisoned C at beta == 0, wide leading
 //! dimensions, and exact equality on small integers.
 
+mod common;
+
+use common::{Lcg, PAD_SENTINEL};
 use proptest::prelude::*;
 use vcortex_kernels::sparse_grad::{sgemm_tn_sparse_sum, Csc, SparseTerm};
-
-/// Marks C's padding columns (between n and ldc); they must come back intact.
-const PAD_SENTINEL: f32 = -12345.0;
-
-struct Lcg(u64);
-impl Lcg {
-    fn unit(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32
-    }
-    /// In [-1, 1), or a small integer in -4..=4.
-    fn value(&mut self, integers: bool) -> f32 {
-        let x = self.unit() * 2.0 - 1.0;
-        if integers {
-            (x * 4.0).round()
-        } else {
-            x
-        }
-    }
-}
 
 /// One term: A (k x lda), B (k x ldb) with a share `zeros` of exact zeros,
 /// half of them negative zeros.
@@ -249,8 +229,8 @@ fn csc_lists_nonzeros_in_row_order() {
     let (rows, values) = c.column(4);
     assert_eq!(rows, &[0u32, 1, 2][..]);
     assert!(values[0].is_nan() && values[1] == 4.0 && values[2] == f32::INFINITY);
-    // Refilling, from a view with a wider leading dimension, replaces the
-    // lists.
+    // Refilling, from a view whose leading dimension (5) exceeds its 3
+    // columns, replaces the lists.
     c.fill(&b[5..], 2, 3, 5);
     assert_eq!((c.rows(), c.cols(), c.nnz()), (2, 3, 3));
     assert_eq!(c.column(0), (&[0u32][..], &[3.0f32][..]));

@@ -9,7 +9,7 @@ use vcortex_kernels::team::{Team, SPIN_BEFORE_PARK};
 #[test]
 fn every_item_once_per_phase() {
     for threads in [1, 2, 3, 8] {
-        let team = Team::new(threads);
+        let team = Team::new(threads).unwrap();
         assert_eq!(team.threads(), threads);
         for len in [0, 1, 2, 3, 7, 64] {
             let mut items: Vec<u64> = (0..len as u64).collect();
@@ -32,7 +32,7 @@ fn every_item_once_per_phase() {
 
 #[test]
 fn all_threads_take_part_and_wake_after_parking() {
-    let team = Team::new(2);
+    let team = Team::new(2).unwrap();
     let seen = AtomicUsize::new(0);
     for round in 0..3 {
         // Longer than the spin budget: the worker parks and must be woken.
@@ -62,7 +62,7 @@ fn all_threads_take_part_and_wake_after_parking() {
 
 #[test]
 fn a_panic_reaches_the_caller_and_the_team_goes_on() {
-    let team = Team::new(2);
+    let team = Team::new(2).unwrap();
     for bad in [0usize, 1, 5] {
         let mut items = vec![0u32; 8];
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -85,11 +85,11 @@ fn workers_flush_subnormals() {
     if !vcortex_kernels::flush_subnormals_on_this_thread() {
         return; // no flush-to-zero control on this target
     }
-    let team = Team::new(4);
+    let team = Team::new(4).unwrap();
     let mut items = vec![1.0f32; 16];
-    // Let the workers start; then every thread must give 0 for a product
-    // whose exact value is subnormal.
-    team.for_each_mut(&mut items, |_, x| {
+    // Pinned, so every thread (the caller and each worker) takes items: each
+    // must give 0 for a product whose exact value is subnormal.
+    team.for_each_mut_pinned(&mut items, |_, x| {
         let tiny = std::hint::black_box(f32::MIN_POSITIVE);
         *x = tiny * std::hint::black_box(0.25f32);
     });
@@ -99,7 +99,7 @@ fn workers_flush_subnormals() {
 #[test]
 fn pinned_items_stay_on_their_thread() {
     for threads in [1, 2, 3] {
-        let team = Team::new(threads);
+        let team = Team::new(threads).unwrap();
         let mut items: Vec<Option<std::thread::ThreadId>> = vec![None; 7];
         let caller = std::thread::current().id();
         for phase in 0..50 {
@@ -123,7 +123,7 @@ fn pinned_items_stay_on_their_thread() {
 
 #[test]
 fn a_nested_phase_is_refused_not_run() {
-    let team = Team::new(2);
+    let team = Team::new(2).unwrap();
     let mut outer = vec![0u32; 2];
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         team.for_each_mut(&mut outer, |_, _| {

@@ -48,19 +48,22 @@ fn workload(stage: Experiment, quick: bool) -> (f64, f64, f64) {
 }
 
 /// Seconds per training image of the CNN, the MLP and DAE layer 1, measured
-/// on a short run of each into a scratch folder: its second of two epochs.
+/// on a short timing-only run of each (no evaluation, no files, as `vcortex
+/// bench`): its second of two epochs.
 /// Timing the whole call instead also counted starting the thread pool and
 /// the resident copy of the images, and the first epoch pays for first-touch
 /// allocations (the plan said 2-3 times the real study).
 fn measure_speed(data: &Dataset, opts: &Options) -> Result<(f64, f64, f64), ExpError> {
     use crate::model::{Cnn, DaeStack, Mlp};
-    use crate::train::TrainConfig;
-    use crate::train::{pretrain_dae, train_classifier, DaeConfig, EpochMetrics, RunReport};
+    use crate::train::{
+        pretrain_dae, train_classifier, DaeConfig, EpochMetrics, RunReport, TrainConfig,
+    };
     use std::ops::ControlFlow;
-    let scratch = opts.out_dir.join(".speed-probe");
     let n = 2560.min(data.train().count);
     let cfg = |name: &str| {
-        let mut c = TrainConfig::new(name, scratch.join(name));
+        // Timing only: nothing is written under the folder.
+        let mut c = TrainConfig::new(name, &opts.out_dir);
+        c.timing_only = true;
         c.threads = opts.threads;
         c.epochs = 2;
         c.train_count = Some(n);
@@ -92,7 +95,6 @@ fn measure_speed(data: &Dataset, opts: &Options) -> Result<(f64, f64, f64), ExpE
         &cfg("dae"),
         NoObserver::<DaeStack>::None,
     )?);
-    let _ = std::fs::remove_dir_all(&scratch);
     Ok((cnn, mlp, dae))
 }
 

@@ -91,30 +91,7 @@ fn reduce_and_step<T: Sync>(
             Optimizer::RmsProp { rho, eps } => rmsprop_update(p, s, g, lr, decay, rho, eps),
         }
     };
-    // SGD keeps no state: give each block an empty slice.
-    let stateful = optimizer != Optimizer::Sgd;
-    if grad.len() <= SEQUENTIAL_STEP_MAX {
-        // Starting the team costs more than the pass itself (the CNN has
-        // 28k parameters); the blocks and their order are the same, so the
-        // result is bit-identical to the parallel pass.
-        for (i, (g, p)) in grad
-            .chunks_mut(REDUCE_BLOCK)
-            .zip(params.chunks_mut(REDUCE_BLOCK))
-            .enumerate()
-        {
-            let s = if stateful {
-                &mut state[i * REDUCE_BLOCK..i * REDUCE_BLOCK + g.len()]
-            } else {
-                &mut []
-            };
-            step_block(i, g, p, s);
-        }
-        return;
-    }
-    // At most STACK_PARTS groups of whole blocks, each run in order by one
-    // thread: no allocation, and every block as in the sequential pass.
-    let blocks = grad.len().div_ceil(REDUCE_BLOCK);
-    let group = REDUCE_BLOCK * blocks.div_ceil(fused::STACK_PARTS);
+    // Blocks first..: each block's state slice, or none for SGD (no state).
     let run_group = |first: usize, g: &mut [f32], p: &mut [f32], s: &mut [f32]| {
         for (j, (gb, pb)) in g
             .chunks_mut(REDUCE_BLOCK)
@@ -129,11 +106,21 @@ fn reduce_and_step<T: Sync>(
             step_block(first + j, gb, pb, sb);
         }
     };
+    if grad.len() <= SEQUENTIAL_STEP_MAX {
+        // Starting the team costs more than the pass itself (the CNN has
+        // 28k parameters); the blocks and their order are the same, so the
+        // result is bit-identical to the parallel pass.
+        return run_group(0, grad, params, state);
+    }
+    // At most STACK_PARTS groups of whole blocks, each run in order by one
+    // thread: no allocation, and every block as in the sequential pass.
+    let blocks = grad.len().div_ceil(REDUCE_BLOCK);
+    let group = REDUCE_BLOCK * blocks.div_ceil(fused::STACK_PARTS);
     let groups = grad
         .chunks_mut(group)
         .zip(params.chunks_mut(group))
         .enumerate();
-    if stateful {
+    if !state.is_empty() {
         let parts = groups.zip(state.chunks_mut(group));
         fused::for_each_part(team, parts, |((i, (g, p)), s)| {
             run_group(*i * group / REDUCE_BLOCK, g, p, s)
@@ -437,10 +424,10 @@ fn run<T: Task + Send>(
 
     let batches = batches_per_epoch(train_count, cfg.batch_size);
     // The batch loop's fork-join phases run on a team whose workers stay
-    // awake between phases (see `kernels::team`); this thread is one of
-    // them and computes as the others do.
-    crate::kernels::flush_subnormals_on_this_thread();
-    let team = Team::new(threads);
+    // awake between phases (see `kernels::team`); this thread, which
+    // `build_pool` set to flush subnormals as the workers do, is one of them.
+    let team = Team::new(threads)
+        .map_err(|e| TrainError::Config(format!("cannot start {threads} threads: {e}")))?;
     let mut order: Vec<u32> = Vec::with_capacity(train_count);
     let mut grad = vec![0.0f32; range.len()];
     let mut stopped_early = false;

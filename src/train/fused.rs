@@ -493,7 +493,7 @@ mod tests {
         let after = |threads: usize| {
             let mut p: Vec<f32> = (0..len).map(|i| float(i + 7)).collect();
             let mut g = vec![0.0; len];
-            let team = Team::new(threads.max(1));
+            let team = Team::new(threads.max(1)).unwrap();
             run(
                 &step,
                 &plan(&tensors, if threads == 0 { 2 } else { threads }),

@@ -1076,16 +1076,16 @@ pub fn pack_for_tests(
     unsafe {
         match (operand, plain) {
             (PackedOperand::A, false) => {
-                pack::pack_a_with::<false>(trans, s, ld, outer0, len, p0, kc, width, kc, d)
+                pack::pack_a_strided::<false>(trans, s, ld, outer0, len, p0, kc, width, kc, d)
             }
             (PackedOperand::A, true) => {
-                pack::pack_a_with::<true>(trans, s, ld, outer0, len, p0, kc, width, kc, d)
+                pack::pack_a_strided::<true>(trans, s, ld, outer0, len, p0, kc, width, kc, d)
             }
             (PackedOperand::B, false) => {
-                pack::pack_b_with::<false>(trans, s, ld, p0, kc, outer0, len, width, kc, d)
+                pack::pack_b_strided::<false>(trans, s, ld, p0, kc, outer0, len, width, kc, d)
             }
             (PackedOperand::B, true) => {
-                pack::pack_b_with::<true>(trans, s, ld, p0, kc, outer0, len, width, kc, d)
+                pack::pack_b_strided::<true>(trans, s, ld, p0, kc, outer0, len, width, kc, d)
             }
         }
     }

@@ -40,7 +40,7 @@ pub(crate) unsafe fn pack_a(
     dst: *mut f32,
 ) {
     // SAFETY: forwarded, with panels exactly kc steps long.
-    unsafe { pack_a_strided(ta, a, lda, i0, mc, p0, kc, mr, kc, dst) }
+    unsafe { pack_a_strided::<false>(ta, a, lda, i0, mc, p0, kc, mr, kc, dst) }
 }
 
 /// [`pack_a`] into panels of `panel_kc >= kc` steps (`mr * panel_kc` floats
@@ -48,35 +48,16 @@ pub(crate) unsafe fn pack_a(
 /// this fills steps q..q + kc, so several operands can be packed one after
 /// another along K into the same panels (`sgemm_sum`).
 ///
+/// The transposed panels are built by the build's packer, or with `PLAIN`
+/// by the portable 8 x 8 / 4 x 4 / scalar transposes (the reference the
+/// packers' tests compare against).
+///
 /// # Safety
 /// As [`pack_a`]; `dst` must hold `(ceil(mc / mr) - 1) * mr * panel_kc +
 /// mr * kc` floats.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn pack_a_strided(
-    ta: Trans,
-    a: *const f32,
-    lda: usize,
-    i0: usize,
-    mc: usize,
-    p0: usize,
-    kc: usize,
-    mr: usize,
-    panel_kc: usize,
-    dst: *mut f32,
-) {
-    // SAFETY: forwarded.
-    unsafe { pack_a_with::<false>(ta, a, lda, i0, mc, p0, kc, mr, panel_kc, dst) }
-}
-
-/// [`pack_a_strided`], with the transposed panels built by the build's
-/// packer, or with `PLAIN` by the portable 8 x 8 / 4 x 4 / scalar transposes
-/// (the reference the packers' tests compare against).
-///
-/// # Safety
-/// As [`pack_a_strided`].
-#[allow(clippy::too_many_arguments)]
 #[inline]
-pub(crate) unsafe fn pack_a_with<const PLAIN: bool>(
+pub(crate) unsafe fn pack_a_strided<const PLAIN: bool>(
     ta: Trans,
     a: *const f32,
     lda: usize,
@@ -190,40 +171,19 @@ pub(crate) unsafe fn pack_b(
     dst: *mut f32,
 ) {
     // SAFETY: forwarded, with panels exactly kc rows long.
-    unsafe { pack_b_strided(tb, b, ldb, p0, kc, j0, nc, nr, kc, dst) }
+    unsafe { pack_b_strided::<false>(tb, b, ldb, p0, kc, j0, nc, nr, kc, dst) }
 }
 
 /// [`pack_b`] into panels of `panel_kc >= kc` rows (`nr * panel_kc` floats
-/// apart), writing rows 0..kc of each (see [`pack_a_strided`]).
+/// apart), writing rows 0..kc of each (see [`pack_a_strided`]), with the
+/// build's or (`PLAIN`) the portable transposes.
 ///
 /// # Safety
 /// As [`pack_b`]; `dst` must hold `(ceil(nc / nr) - 1) * nr * panel_kc +
 /// nr * kc` floats.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn pack_b_strided(
-    tb: Trans,
-    b: *const f32,
-    ldb: usize,
-    p0: usize,
-    kc: usize,
-    j0: usize,
-    nc: usize,
-    nr: usize,
-    panel_kc: usize,
-    dst: *mut f32,
-) {
-    // SAFETY: forwarded.
-    unsafe { pack_b_with::<false>(tb, b, ldb, p0, kc, j0, nc, nr, panel_kc, dst) }
-}
-
-/// [`pack_b_strided`] with the build's or (`PLAIN`) the portable transposes,
-/// as [`pack_a_with`].
-///
-/// # Safety
-/// As [`pack_b_strided`].
-#[allow(clippy::too_many_arguments)]
 #[inline]
-pub(crate) unsafe fn pack_b_with<const PLAIN: bool>(
+pub(crate) unsafe fn pack_b_strided<const PLAIN: bool>(
     tb: Trans,
     b: *const f32,
     ldb: usize,
@@ -420,7 +380,7 @@ unsafe fn transpose_panel_avx512(
 #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn transpose_block<const LIVE: usize, const FULL: bool>(
+pub(super) unsafe fn transpose_block<const LIVE: usize, const FULL: bool>(
     src: *const f32,
     ld: usize,
     live: usize,

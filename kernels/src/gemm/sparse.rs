@@ -397,20 +397,21 @@ fn transpose_w_block(
     width: usize,
     jj: usize,
 ) {
-    use core::arch::x86_64::*;
     assert!((j + 15) * ldw + p0 + 16 <= w.len());
     assert!((p0 + 15) * width + jj + 16 <= panel.len());
     // SAFETY: the asserts above bound every row read (16 floats from
     // (j + r) * ldw + p0) and every row written (16 floats from
-    // (p0 + q) * width + jj); avx512f is enabled at compile time.
+    // (p0 + q) * width + jj): the packer's full-block transpose.
     unsafe {
-        let src = w.as_ptr().add(j * ldw + p0);
-        let mut r: [__m512; 16] = core::array::from_fn(|i| _mm512_loadu_ps(src.add(i * ldw)));
-        crate::simd::transpose16(&mut r);
-        let dst = panel.as_mut_ptr().add(p0 * width + jj);
-        for (i, col) in r.iter().enumerate() {
-            _mm512_storeu_ps(dst.add(i * width), *col);
-        }
+        super::pack::transpose_block::<16, true>(
+            w.as_ptr().add(j * ldw + p0),
+            ldw,
+            16,
+            16,
+            panel.as_mut_ptr().add(p0 * width + jj),
+            width,
+            0xFFFF,
+        )
     }
 }
 

@@ -218,7 +218,7 @@ unsafe fn gemm_sum_serial<P: Path>(op: &SumOperands, blk: Blocking) {
                     // off..off + len <= kc of panels of nr * kc floats, which
                     // pb holds (b_floats).
                     unsafe {
-                        pack::pack_b_strided(
+                        pack::pack_b_strided::<false>(
                             op.tb,
                             t.b.as_ptr(),
                             t.ldb,
@@ -241,7 +241,7 @@ unsafe fn gemm_sum_serial<P: Path>(op: &SumOperands, blk: Blocking) {
                         // SAFETY: as for B, for rows ic..ic + mc of op(A) and
                         // the A block of a_floats.
                         unsafe {
-                            pack::pack_a_strided(
+                            pack::pack_a_strided::<false>(
                                 op.ta,
                                 t.a.as_ptr(),
                                 t.lda,

@@ -40,6 +40,9 @@ mod width {
     // the tile, the fewer loads per FMA (C + X per C * X).
     pub const FWD_A: [usize; 2] = [5, 4]; // conv1: 15 = 3 * 5 channels, 20 = 5 * 4 columns
     pub const FWD_B: [usize; 2] = [5, 3]; // conv2: 20 = 4 * 5 channels, 6 = 2 * 3 columns
+                                          // Pooled forward: 5 channels x one 2x2 window = 20 accumulators (15 and 20
+                                          // channels are whole multiples).
+    pub const FWD_POOL_C: usize = 5;
     pub const BWF_A: [usize; 2] = [3, 9]; // conv1: 15 = 5 * 3 channels, 9 kernel columns
     pub const BWF_B: [usize; 2] = [5, 5]; // conv2: 20 = 4 * 5 channels, 5 kernel columns
                                           // conv1 backward-input: 14 accumulators + 9 filter taps + 1 operand.
@@ -58,6 +61,7 @@ mod width {
     // 16 vector registers: at most 12 accumulators.
     pub const FWD_A: [usize; 2] = [3, 4];
     pub const FWD_B: [usize; 2] = [2, 6];
+    pub const FWD_POOL_C: usize = 2;
     pub const BWF_A: [usize; 2] = [3, 3];
     pub const BWF_B: [usize; 2] = [2, 5];
     pub const BWI_XB: usize = 7;
@@ -76,12 +80,13 @@ mod width {
     pub const L: usize = 4;
     pub const FWD_A: [usize; 2] = [3, 4];
     pub const FWD_B: [usize; 2] = [2, 6];
+    pub const FWD_POOL_C: usize = 2;
     pub const BWF_A: [usize; 2] = [3, 3];
     pub const BWF_B: [usize; 2] = [2, 5];
     pub const BWI_XB: usize = 7;
 }
 
-use width::{BWF_A, BWF_B, BWI_XB, FWD_A, FWD_B};
+use width::{BWF_A, BWF_B, BWI_XB, FWD_A, FWD_B, FWD_POOL_C};
 pub use width::{L, V};
 
 /// Packs images `n0 .. n0 + g` of `src` (each `planes x h x w`, NCHW) into
@@ -258,7 +263,7 @@ impl<'a> PackedConv<'a> {
         let img = self.c_out * plane;
         assert_eq!(out.len(), g * img);
         let act = self.act;
-        self.dispatch(rows, false, &mut |co, y0, block| {
+        self.dispatch(rows, &mut |co, y0, block| {
             let dst = out[co * plane + y0 * ow..].as_mut_ptr();
             // SAFETY: lane l < g goes to image l (out holds g images of img),
             // channel co < c_out, rows y0.. of the block: block.len()
@@ -279,14 +284,11 @@ impl<'a> PackedConv<'a> {
     /// exactly what `maxpool2x2_forward` computes from `run`'s output (same
     /// select chain, lane-wise: ties to the first element in row-major order,
     /// NaN wins only as the first), without storing the convolution itself.
-    fn run_pooled(
-        &self,
-        pooled: &mut [f32],
-        argmax: &mut [u32],
-        g: usize,
-        rows: &mut Vec<V>,
-        buf: &mut Vec<V>,
-    ) {
+    /// Each register tile is one 2x2 window of `FWD_POOL_C` channels, pooled
+    /// as soon as it is summed (a dropped odd last row or column is never
+    /// computed); the group's pooled planes are unpacked in one pass of full
+    /// `L x L` transposes.
+    fn run_pooled(&self, pooled: &mut [f32], argmax: &mut [u32], g: usize, buf: &mut Vec<V>) {
         self.check(g);
         let (oh, ow) = (self.oh(), self.ow());
         let (ph, pw) = (oh / 2, ow / 2);
@@ -295,68 +297,147 @@ impl<'a> PackedConv<'a> {
         if pimg == 0 {
             return;
         }
+        let buf = grown(buf, 2 * pimg, V::ZERO);
+        let (vals, idxs) = buf.split_at_mut(pimg);
+        match self.kw {
+            9 => self.pool_tiles::<9>(vals, idxs),
+            5 => self.pool_tiles::<5>(vals, idxs),
+            _ => self.pool_tiles::<0>(vals, idxs),
+        }
+        // SAFETY: lane l < g goes to image l (pooled and argmax hold g images
+        // of pimg values); the index vectors move as raw bits.
+        unsafe {
+            unpack_rows(vals, pooled.as_mut_ptr(), pimg, g);
+            unpack_rows(idxs, argmax.as_mut_ptr().cast::<f32>(), pimg, g);
+        }
+    }
+
+    /// Every pooled window of every channel into `vals` / `idxs` (packed,
+    /// `c_out x oh/2 x ow/2`): `FWD_POOL_C`-channel tiles, then 1-channel
+    /// tiles for leftover channels.
+    fn pool_tiles<const KW: usize>(&self, vals: &mut [V], idxs: &mut [V]) {
+        let (oh, ow) = (self.oh(), self.ow());
+        let (ph, pw) = (oh / 2, ow / 2);
+        let plane = ph * pw;
+        assert!(vals.len() == self.c_out * plane && idxs.len() == vals.len());
         let act = self.act;
-        self.dispatch(rows, true, &mut |co, y0, block| {
-            activate_rows(block, act);
-            // Whole row pairs of this block (y0 is even; a last odd row of
-            // the plane is dropped).
-            let pairs = (block.len() / ow).min(oh - y0) / 2;
-            if pairs == 0 {
-                return;
-            }
-            let n = pairs * pw;
-            let buf = grown(buf, 2 * n, V::ZERO);
-            let (vals, idxs) = buf.split_at_mut(n);
-            let index = |y: usize, x: usize| -> V { bytemuck::cast([(y * ow + x) as u32; L]) };
-            for k in 0..pairs {
-                let (top, bottom) = block[2 * k * ow..(2 * k + 2) * ow].split_at(ow);
-                let y = y0 + 2 * k;
+        let index = |y: usize, x: usize| -> V { bytemuck::cast([(y * ow + x) as u32; L]) };
+        let mut window = [[V::ZERO; 4]; FWD_POOL_C];
+        let mut co0 = 0;
+        while co0 < self.c_out {
+            let cn = if self.c_out - co0 >= FWD_POOL_C {
+                FWD_POOL_C
+            } else {
+                1
+            };
+            for py in 0..ph {
                 for px in 0..pw {
-                    let x = 2 * px;
-                    let mut best = top[x];
-                    let mut idx = index(y, x);
-                    for (v, i) in [
-                        (top[x + 1], index(y, x + 1)),
-                        (bottom[x], index(y + 1, x)),
-                        (bottom[x + 1], index(y + 1, x + 1)),
-                    ] {
-                        // Ordered compare: false if either is NaN.
-                        let wins = v.simd_gt(best);
-                        best = wins.select(v, best);
-                        idx = wins.select(i, idx);
+                    let (y, x) = (2 * py, 2 * px);
+                    // SAFETY: co0 + cn <= c_out, y + 1 < oh and x + 1 < ow by
+                    // the loop bounds; `check` and the callers checked every
+                    // buffer against the shape.
+                    unsafe {
+                        if cn == FWD_POOL_C {
+                            self.window_tile::<FWD_POOL_C, KW>(&mut window, co0, y, x);
+                        } else {
+                            self.window_tile::<1, KW>(&mut window, co0, y, x);
+                        }
                     }
-                    vals[k * pw + px] = best;
-                    idxs[k * pw + px] = idx;
+                    let candidates = [index(y, x + 1), index(y + 1, x), index(y + 1, x + 1)];
+                    for (c, w) in window[..cn].iter_mut().enumerate() {
+                        activate_rows(w, act);
+                        let mut best = w[0];
+                        let mut idx = index(y, x);
+                        for (&v, &i) in w[1..].iter().zip(&candidates) {
+                            // Ordered compare: false if either is NaN.
+                            let wins = v.simd_gt(best);
+                            best = wins.select(v, best);
+                            idx = wins.select(i, idx);
+                        }
+                        let at = (co0 + c) * plane + py * pw + px;
+                        vals[at] = best;
+                        idxs[at] = idx;
+                    }
                 }
             }
-            let at = (co * ph + y0 / 2) * pw;
-            // SAFETY: lane l < g goes to image l (pooled and argmax hold g
-            // images of pimg), channel co < c_out, pooled rows y0 / 2 ..
-            // y0 / 2 + pairs <= ph: n contiguous values of that plane. The
-            // index vectors move as raw bits (no arithmetic in the unpack).
-            unsafe {
-                unpack_rows(vals, pooled[at..].as_mut_ptr(), pimg, g);
-                unpack_rows(idxs, argmax[at..].as_mut_ptr().cast::<f32>(), pimg, g);
+            co0 += cn;
+        }
+    }
+
+    /// Output channels co0..co0+C at (y, x), (y, x + 1), (y + 1, x),
+    /// (y + 1, x + 1), not activated, into `out[c][0..4]` in that order; each
+    /// sum runs in the same order as `tile`'s, so the bits are the same.
+    ///
+    /// # Safety
+    /// co0 + C <= c_out, y + 1 < oh, x + 1 < ow, C <= out.len(), and the
+    /// buffers match the shape (checked in `run_pooled`).
+    #[inline(never)] // optimised alone, its accumulators stay in registers
+    #[allow(clippy::needless_range_loop)] // acc[c][j] indexed by two loop counters
+    unsafe fn window_tile<const C: usize, const KW: usize>(
+        &self,
+        out: &mut [[V; 4]; FWD_POOL_C],
+        co0: usize,
+        y: usize,
+        x: usize,
+    ) {
+        let kw = if KW == 0 { self.kw } else { KW };
+        debug_assert_eq!(kw, self.kw);
+        let (c_in, h, w, kh) = (self.c_in, self.h, self.w, self.kh);
+        let wstride = c_in * kh * kw;
+        let mut acc = [[V::ZERO; 4]; C];
+        if let Some(b) = self.bias {
+            for c in 0..C {
+                // SAFETY: co0 + C <= c_out = b.len() (checked in `check`).
+                acc[c] = [V::splat(*b.get_unchecked(co0 + c)); 4];
             }
-        });
+        }
+        let xin = self.xin.as_ptr();
+        let wgt = self.weight.as_ptr().add(co0 * wstride);
+        for ci in 0..c_in {
+            for ky in 0..kh {
+                // SAFETY: the furthest input read is
+                // (ci, y + 1 + ky, x + 1 + kw - 1) with y + 1 + ky < h and
+                // x + kw < ow + kw - 1 = w; the furthest weight is
+                // (co0 + C - 1, ci, ky, kw - 1) < c_out * c_in * kh * kw.
+                let top = xin.add((ci * h + y + ky) * w + x);
+                let bottom = top.add(w);
+                let wrow = wgt.add((ci * kh + ky) * kw);
+                for kx in 0..kw {
+                    let mut wv = [V::ZERO; C];
+                    for (c, v) in wv.iter_mut().enumerate() {
+                        *v = V::splat(*wrow.add(c * wstride + kx));
+                    }
+                    let xv = [
+                        *top.add(kx),
+                        *top.add(kx + 1),
+                        *bottom.add(kx),
+                        *bottom.add(kx + 1),
+                    ];
+                    for j in 0..4 {
+                        for c in 0..C {
+                            acc[c][j] = xv[j].mul_add(wv[c], acc[c][j]);
+                        }
+                    }
+                }
+            }
+        }
+        for c in 0..C {
+            // SAFETY: C <= FWD_POOL_C, per the caller.
+            *out.get_unchecked_mut(c) = acc[c];
+        }
     }
 
     /// Picks the register tile for this shape and runs `tiles`.
-    fn dispatch(
-        &self,
-        rows: &mut Vec<V>,
-        pool: bool,
-        sink: &mut impl FnMut(usize, usize, &mut [V]),
-    ) {
+    fn dispatch(&self, rows: &mut Vec<V>, sink: &mut impl FnMut(usize, usize, &mut [V])) {
         let ow = self.ow();
         let prefer_a = ow.is_multiple_of(FWD_A[1]) && !ow.is_multiple_of(FWD_B[1]);
         match (self.kw, prefer_a) {
-            (9, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 9>(rows, pool, sink),
-            (9, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 9>(rows, pool, sink),
-            (5, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 5>(rows, pool, sink),
-            (5, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 5>(rows, pool, sink),
-            (_, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 0>(rows, pool, sink),
-            (_, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 0>(rows, pool, sink),
+            (9, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 9>(rows, sink),
+            (9, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 9>(rows, sink),
+            (5, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 5>(rows, sink),
+            (5, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 5>(rows, sink),
+            (_, true) => self.tiles::<{ FWD_A[0] }, { FWD_A[1] }, 0>(rows, sink),
+            (_, false) => self.tiles::<{ FWD_B[0] }, { FWD_B[1] }, 0>(rows, sink),
         }
     }
 
@@ -366,21 +447,15 @@ impl<'a> PackedConv<'a> {
     /// `sink(co, y0, block)` gets each channel's rows y0..y1 (contiguous,
     /// (y1 - y0) * ow vectors, not activated). Unpacking a block at once runs
     /// the transposes over whole 16-column blocks (conv1: 4 rows of 20 are 5
-    /// full blocks; one row is 2 blocks, one of them mostly masked off). With
-    /// `pool`, blocks hold an even number of rows (or all of them).
+    /// full blocks; one row is 2 blocks, one of them mostly masked off).
     fn tiles<const CM: usize, const XM: usize, const KW: usize>(
         &self,
         rows: &mut Vec<V>,
-        pool: bool,
         sink: &mut impl FnMut(usize, usize, &mut [V]),
     ) {
         let (oh, ow, c_out) = (self.oh(), self.ow(), self.c_out);
         // About 25 KiB of tiles per block: stays in L1 until the sink.
-        let mut rows_per_block = (400 / (CM * ow)).max(1);
-        if pool {
-            rows_per_block = (rows_per_block & !1).max(2);
-        }
-        let rows_per_block = rows_per_block.min(oh);
+        let rows_per_block = (400 / (CM * ow)).clamp(1, oh);
         let cstride = rows_per_block * ow;
         let rows = grown(rows, CM * cstride, V::ZERO);
         let mut co0 = 0;
@@ -533,7 +608,6 @@ pub fn forward_maxpool(
             &mut pooled[n0 * pimg..(n0 + g) * pimg],
             &mut argmax[n0 * pimg..(n0 + g) * pimg],
             g,
-            &mut sc.rows,
             &mut sc.pooled,
         );
     }

@@ -59,6 +59,21 @@ fn every_row_and_profile_line_is_filled() {
         assert!(row.seconds > 0.0 && row.gflops > 0.0 && row.peak_fraction > 0.0);
         let expect_images = if row.work == Work::CnnInfer { 200 } else { 256 };
         assert_eq!(row.images, expect_images, "{name}");
+        // The target's share of the issue machine's peak counts the full
+        // data (59904 training / 10000 test images) whatever the subset:
+        // e.g. the CNN's 2 x 1_839_000 MACs x 59904 in 0.8 s of 523 GFLOP/s.
+        let want_fraction = match row.work {
+            Work::CnnSgd => 2.0 * 1_839_000.0 * 59904.0 / 0.80 / 523e9,
+            Work::CnnRmsprop => 2.0 * 1_839_000.0 * 59904.0 / 0.85 / 523e9,
+            Work::Dae1 => 2.0 * (5.0 * 784.0 * 900.0) * 59904.0 / 1.00 / 523e9,
+            Work::Mlp => 2.0 * 3_860_700.0 * 59904.0 / 1.10 / 523e9,
+            Work::CnnInfer => 2.0 * 775_000.0 * 10000.0 / 0.06 / 523e9,
+        };
+        assert!(
+            (row.target_peak_fraction - want_fraction).abs() < 1e-9,
+            "{name}: {} vs {want_fraction}",
+            row.target_peak_fraction
+        );
         let layers: Vec<&str> = row.profile.iter().map(|p| p.layer.as_str()).collect();
         let want: &[&str] = match row.work {
             Work::CnnSgd | Work::CnnRmsprop => &[

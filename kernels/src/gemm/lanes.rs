@@ -24,8 +24,6 @@ pub(crate) trait Lanes: Copy {
     fn mul(self, b: Self) -> Self;
     fn add(self, b: Self) -> Self;
     fn relu(self) -> Self;
-    /// The sum of the lanes.
-    fn reduce_add(self) -> f32;
     /// 1 / (1 + exp(-x)); `wide`'s exp saturates to 0 / inf outside
     /// [-103, 88], which gives exactly 1 and 0 there.
     fn sigmoid(self) -> Self;
@@ -78,10 +76,6 @@ macro_rules! impl_lanes {
             #[inline(always)]
             fn relu(self) -> Self {
                 self.max(<$v>::ZERO)
-            }
-            #[inline(always)]
-            fn reduce_add(self) -> f32 {
-                <$v>::reduce_add(self)
             }
             #[inline(always)]
             fn sigmoid(self) -> Self {

@@ -581,7 +581,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                                     // edge_kc_pad floats, zero-padded; the
                                     // sub-tile lies in C; bias offsets match.
                                     unsafe {
-                                        tile_dot::<wide::f32x16>(
+                                        tile_dot(
                                             kc,
                                             op.a.wrapping_add((i + r0) * op.lda + p0),
                                             op.lda,

@@ -840,6 +840,77 @@ unsafe fn m_lanes_epilogue<const COLS: usize>(
     }
 }
 
+/// Up to this many ragged last columns, a tile over a packed A panel runs
+/// [`tile_edge_lanes`] on paths with the M-on-lanes kernel. Measured single
+/// thread, GFLOP/s, medians of 31 alternating calls, 3 runs, broadcast
+/// kernel -> this one: 784x128x900 A^T B 153-164 -> 159-168, 784x64x900
+/// A^T B 135-149 -> 139-151 (the 4 last columns had taken 1.3% of the
+/// time for 0.4% of the flops, plus their epilogue).
+pub(crate) const EDGE_LANES_MAX_COLS: usize = 8;
+
+/// A ragged column tile (COLS <= 8 columns, `rows` <= 16) over a packed A
+/// panel, with the panel's rows on the lanes: each k step loads the step's
+/// `rows` A values as one vector and broadcasts COLS values of B, so all
+/// COLS FMAs are useful, where the broadcast kernel would spend `rows`
+/// broadcasts and FMAs on mostly empty vectors (n = 900 leaves 4 columns:
+/// 12 broadcasts and 12 FMAs of 8 lanes per step, for 48 products). Two
+/// sets of accumulators on alternate steps hide the FMA latency. The tile
+/// is transposed on its way out, as the M-on-lanes kernel's.
+///
+/// `a` holds `kc` steps of `a_step` floats, the first `rows` of each
+/// valid; `b` holds `kc` rows, `b_stride` apart, of at least COLS floats.
+///
+/// # Safety
+/// As described; `c` is valid for `rows` rows of COLS floats, `ldc` apart
+/// (read only when `ep.beta != 0`); the bias pointers cover the tile.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn tile_edge_lanes<const COLS: usize>(
+    kc: usize,
+    a: *const f32,
+    a_step: usize,
+    rows: usize,
+    b: *const f32,
+    b_stride: usize,
+    c: *mut f32,
+    ldc: usize,
+    ep: &TileEpilogue,
+) {
+    type V = f32x16;
+    let mut acc = [[V::ZERO; COLS]; 2];
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..kc / 2 {
+        for set in &mut acc {
+            // SAFETY: the caller guarantees kc steps of A (`rows` floats
+            // each) and of B (COLS floats each).
+            unsafe {
+                let av = V::load_first(ap, rows);
+                for (q, x) in set.iter_mut().enumerate() {
+                    *x = av.mul_add(V::splat(*bp.add(q)), *x);
+                }
+                ap = ap.add(a_step);
+                bp = bp.add(b_stride);
+            }
+        }
+    }
+    if kc % 2 == 1 {
+        // SAFETY: as above, the last step.
+        unsafe {
+            let av = V::load_first(ap, rows);
+            for (q, x) in acc[0].iter_mut().enumerate() {
+                *x = av.mul_add(V::splat(*bp.add(q)), *x);
+            }
+        }
+    }
+    let mut sums = [[V::ZERO; MLANES_VECS]; COLS];
+    for (q, col) in sums.iter_mut().enumerate() {
+        col[0] = acc[0][q] + acc[1][q];
+    }
+    // SAFETY: forwarded; rows <= 16 uses only the first vector of each
+    // column.
+    unsafe { m_lanes_epilogue::<COLS>(&sums, c, ldc, rows, ep) }
+}
+
 /// Rows of C per tile of the dot-product edge kernel ([`tile_dot`]).
 pub(crate) const DOT_ROWS: usize = 6;
 /// Columns of C per tile of the dot-product edge kernel: 6 x 4 = 24

@@ -105,8 +105,8 @@ mod pack;
 mod sum;
 
 use kernel::{
-    tile_dot, tile_m_lanes, Avx2Fma6x16, Avx512Fma12x32, Path, Portable4x8, TileEpilogue, DOT_COLS,
-    DOT_ROWS, MLANES_COLS, MLANES_VECS,
+    tile_dot, tile_edge_lanes, tile_m_lanes, Avx2Fma6x16, Avx512Fma12x32, Path, Portable4x8,
+    TileEpilogue, DOT_COLS, DOT_ROWS, EDGE_LANES_MAX_COLS, MLANES_COLS, MLANES_VECS,
 };
 use std::cell::RefCell;
 
@@ -605,6 +605,27 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                         } else {
                             (a_block.wrapping_add(ir / mr * mr * kc), None)
                         };
+                        if P::M_LANES && !direct_a && cols <= EDGE_LANES_MAX_COLS && cols < nr {
+                            // SAFETY: the packed A panel holds kc steps of
+                            // MR (<= 16) floats; the B panel (packed, this
+                            // is a ragged strip) kc rows of NR >= cols; the
+                            // tile lies in C; bias offsets match.
+                            unsafe {
+                                edge_lanes_tile(
+                                    cols,
+                                    kc,
+                                    a_tile,
+                                    mr,
+                                    rows,
+                                    b_panel,
+                                    b_stride,
+                                    op.c.wrapping_add(i * op.ldc + j),
+                                    op.ldc,
+                                    &tile_ep,
+                                )
+                            };
+                            return;
+                        }
                         // SAFETY: the tile (rows x cols at (i, j)) lies in C;
                         // A is a packed panel of kc steps of MR, or `rows`
                         // in-place rows of op(A) from column p0 on; the B
@@ -703,6 +724,39 @@ unsafe fn gemm_m_lanes(op: &Operands) {
             }
         }
     });
+}
+
+/// [`tile_edge_lanes`] with COLS = `cols` (1..=EDGE_LANES_MAX_COLS).
+///
+/// # Safety
+/// As [`tile_edge_lanes`] with COLS = `cols`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn edge_lanes_tile(
+    cols: usize,
+    kc: usize,
+    a: *const f32,
+    a_step: usize,
+    rows: usize,
+    b: *const f32,
+    b_stride: usize,
+    c: *mut f32,
+    ldc: usize,
+    ep: &TileEpilogue,
+) {
+    // SAFETY: forwarded; each arm's COLS equals `cols`.
+    unsafe {
+        match cols {
+            1 => tile_edge_lanes::<1>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+            2 => tile_edge_lanes::<2>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+            3 => tile_edge_lanes::<3>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+            4 => tile_edge_lanes::<4>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+            5 => tile_edge_lanes::<5>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+            6 => tile_edge_lanes::<6>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+            7 => tile_edge_lanes::<7>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+            _ => tile_edge_lanes::<8>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+        }
+    }
 }
 
 /// One M-on-lanes tile of `cols` <= MLANES_COLS columns: the kernel

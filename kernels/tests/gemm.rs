@@ -466,6 +466,52 @@ fn dot_edge_columns() {
     }
 }
 
+/// The ragged last columns (1 to 8) of a product with a packed op(A) = A^T
+/// (a row-major A's take the dot edge), which the AVX-512 path runs with
+/// the panel's rows on the lanes: ragged row tiles, odd and even k, K
+/// spanning two slices (default blocks: k > 1024), both forms of B (B^T
+/// with m > 128, past the M-on-lanes kernel), every bias and epilogue. On
+/// the other paths the same shapes exercise their ordinary edge tiles.
+#[test]
+fn edge_lanes_columns() {
+    let shapes = [
+        (150, 452, 128, Trans::T, Trans::N),
+        (150, 33, 7, Trans::T, Trans::N),
+        (130, 71, 64, Trans::T, Trans::T),
+        (200, 40, 1100, Trans::T, Trans::N),
+        (25, 6, 3, Trans::T, Trans::N),
+        (140, 296, 65, Trans::T, Trans::T),
+    ];
+    for path in KernelPath::ALL {
+        for (i, &(m, n, k, ta, tb)) in shapes.iter().enumerate() {
+            for integers in [false, true] {
+                let c = Case {
+                    ta,
+                    tb,
+                    m,
+                    n,
+                    k,
+                    alpha: if integers { 2.0 } else { 0.7 },
+                    beta: if i % 2 == 0 { 0.0 } else { 0.5 },
+                    lda_pad: 1,
+                    ldb_pad: i % 2,
+                    ldc_pad: 3,
+                    bias: (i % 3) as u8,
+                    activation: match i % 3 {
+                        0 => Activation::Identity,
+                        1 => Activation::Relu,
+                        _ if integers => Activation::Relu,
+                        _ => Activation::Sigmoid,
+                    },
+                    integers,
+                    seed: 60 + i as u64,
+                };
+                check(&c, Entry::Path(path, None, false)).unwrap();
+            }
+        }
+    }
+}
+
 #[test]
 fn native_path_matches_build() {
     assert_eq!(

@@ -127,6 +127,8 @@ const MAX_NR: usize = 32;
 /// about one memory latency (~100 ns) of k steps at ~3 ns per 12 x 32 step
 /// would be ~30, but the first row tile of a strip is the only one that
 /// misses, and 16 rows already hide most of the latency without evicting.
+/// (8, 24 and 32 measured the same on 784 x 128 x 900 A^T B, packed B in
+/// row order: 3 runs of 31 alternating calls.)
 const PREFETCH_ROWS: usize = 16;
 
 /// Prefetches the line at `p` into L1.
@@ -229,6 +231,8 @@ unsafe fn tile_generic<
     // only after the k loop, and with small k (weight gradients, k = 64) a
     // C miss per row would otherwise cost as much as the arithmetic. The
     // rows are ldc apart, beyond what the hardware prefetcher follows.
+    // (On 784 x 128 x 900 A^T B, beta = 0, `prefetchw`, a third line per
+    // row or no C prefetch at all measured within the noise of this.)
     for r in 0..ROWS {
         let row = c.wrapping_add(r * ldc);
         prefetch(row);
@@ -240,7 +244,10 @@ unsafe fn tile_generic<
     let mut bp = b;
     if A_ROWS {
         // One step per iteration: unrolled, LLVM hoists both steps' strided
-        // broadcasts (24 with 12 rows) and spills accumulators.
+        // broadcasts (24 with 12 rows) and spills accumulators. A rotating
+        // software prefetch of one row's line per step (16, 32 or 64 floats
+        // ahead) measured 3-4% slower on 128 x 180 x 100: the rows already
+        // stream from L2 in sequence.
         for _ in 0..kc {
             // SAFETY: the caller guarantees kc steps of A (ROWS rows, lda
             // apart, advancing a_stride per step) and of B (b_stride apart,
@@ -327,16 +334,6 @@ unsafe fn tile_generic<
     for (r, acc_row) in acc.iter().enumerate() {
         // SAFETY: row r < rows of C is valid for `cols` floats.
         let c_row = unsafe { c.add(r * ldc) };
-        let mut buf = [0.0f32; MAX_NR];
-        let (src, dst): (*const f32, *mut f32) = if full {
-            (c_row, c_row)
-        } else {
-            if read_c {
-                // SAFETY: `cols` floats of this row are readable; buf is larger.
-                unsafe { core::ptr::copy_nonoverlapping(c_row, buf.as_mut_ptr(), cols) };
-            }
-            (buf.as_ptr(), buf.as_mut_ptr())
-        };
         let bias_r = if ep.bias_row.is_null() {
             V::zero()
         } else {
@@ -344,13 +341,35 @@ unsafe fn tile_generic<
             V::splat(unsafe { *ep.bias_row.add(r) })
         };
         for v in 0..NV {
+            // Columns of this vector inside the tile: all LANES of a full
+            // tile; a ragged tile's are read and written with masks (its
+            // vectors past `cols` are skipped), not through a row buffer
+            // (its `memcpy` calls, 12 a tile, took 2.6% of 784 x 128 x 900
+            // A^T B, more than the 4 ragged columns' k loop).
+            let live = if full {
+                V::LANES
+            } else {
+                cols.saturating_sub(v * V::LANES).min(V::LANES)
+            };
+            if live == 0 {
+                break;
+            }
+            // SAFETY: `live` floats from column v * LANES of row r lie in C.
+            let at = unsafe { c_row.add(v * V::LANES) };
             let mut x = acc_row[v];
             if scale {
                 x = x.mul(alpha);
             }
             if read_c {
-                // SAFETY: src has nr readable floats (C row when full, else buf).
-                x = unsafe { V::load(src.add(v * V::LANES)) }.mul_add(beta, x);
+                // SAFETY: as above.
+                let old = unsafe {
+                    if full {
+                        V::load(at)
+                    } else {
+                        V::load_first(at, live)
+                    }
+                };
+                x = old.mul_add(beta, x);
             }
             if has_bias_row {
                 x = x.add(bias_r);
@@ -359,12 +378,14 @@ unsafe fn tile_generic<
                 x = x.add(bias_col[v]);
             }
             x = x.activate(ep.activation);
-            // SAFETY: dst has nr writable floats.
-            unsafe { x.store(dst.add(v * V::LANES)) };
-        }
-        if !full {
-            // SAFETY: copy the valid columns back into C's row.
-            unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), c_row, cols) };
+            // SAFETY: as above.
+            unsafe {
+                if full {
+                    x.store(at)
+                } else {
+                    x.store_first(at, live)
+                }
+            };
         }
     }
 }
@@ -535,7 +556,8 @@ pub(crate) const MLANES_COLS: usize = 6;
 /// How many k steps ahead the M-on-lanes kernel prefetches B when B is
 /// stored k x n: each step reads one row of B, `ldb` floats (> 2 KiB for
 /// the trainer's weights) past the last, beyond the hardware stride
-/// prefetcher.
+/// prefetcher. (With the A^T prefetch below, 8, 24 and 32 measured the
+/// same on 128x625x400 and 64x784x900 A B.)
 const MLANES_PREFETCH_ROWS: usize = 16;
 
 /// The M-on-lanes micro-kernel: C's rows run along the lanes, so each k
@@ -582,7 +604,11 @@ pub(crate) unsafe fn tile_m_lanes<const COLS: usize, const B_KN: bool>(
 /// the two FMA ports. Measured (`mlanes_timing`, geometric mean of its 30
 /// cases, 6 alternating runs, GFLOP/s): 1 step 155, 2 steps 161, 4 steps
 /// 164; `cargo bench --bench gemm`: 128x625x400 0.98-1.00 -> 1.05-1.10 of
-/// `gemm`, 128x900x784 A B^T 1.23-1.25 -> 1.37-1.49.
+/// `gemm`, 128x900x784 A B^T 1.23-1.25 -> 1.37-1.49. Prefetching the
+/// packed A^T block 8 steps ahead (4 lines a step) gained 5-9% on the
+/// single-step loop but nothing on this one: 5 alternating runs of
+/// `mlanes_timing 21`, geometric means, medians: single step 152, single
+/// step + prefetch 155, 4 steps 165, 4 steps + prefetch 154.
 const MLANES_UNROLL: usize = 4;
 
 /// The k loop of [`tile_m_lanes`], compiled alone so that LLVM keeps the
@@ -852,6 +878,77 @@ unsafe fn m_lanes_epilogue<const COLS: usize>(
     }
 }
 
+/// Up to this many ragged last columns, a tile over a packed A panel runs
+/// [`tile_edge_lanes`] on paths with the M-on-lanes kernel. Measured single
+/// thread, GFLOP/s, medians of 31 alternating calls, 3 runs, broadcast
+/// kernel -> this one: 784x128x900 A^T B 153-164 -> 159-168, 784x64x900
+/// A^T B 135-149 -> 139-151 (the 4 last columns had taken 1.3% of the
+/// time for 0.4% of the flops, plus their epilogue).
+pub(crate) const EDGE_LANES_MAX_COLS: usize = 8;
+
+/// A ragged column tile (COLS <= 8 columns, `rows` <= 16) over a packed A
+/// panel, with the panel's rows on the lanes: each k step loads the step's
+/// `rows` A values as one vector and broadcasts COLS values of B, so all
+/// COLS FMAs are useful, where the broadcast kernel would spend `rows`
+/// broadcasts and FMAs on mostly empty vectors (n = 900 leaves 4 columns:
+/// 12 broadcasts and 12 FMAs of 8 lanes per step, for 48 products). Two
+/// sets of accumulators on alternate steps hide the FMA latency. The tile
+/// is transposed on its way out, as the M-on-lanes kernel's.
+///
+/// `a` holds `kc` steps of `a_step` floats, the first `rows` of each
+/// valid; `b` holds `kc` rows, `b_stride` apart, of at least COLS floats.
+///
+/// # Safety
+/// As described; `c` is valid for `rows` rows of COLS floats, `ldc` apart
+/// (read only when `ep.beta != 0`); the bias pointers cover the tile.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn tile_edge_lanes<const COLS: usize>(
+    kc: usize,
+    a: *const f32,
+    a_step: usize,
+    rows: usize,
+    b: *const f32,
+    b_stride: usize,
+    c: *mut f32,
+    ldc: usize,
+    ep: &TileEpilogue,
+) {
+    type V = f32x16;
+    let mut acc = [[V::ZERO; COLS]; 2];
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..kc / 2 {
+        for set in &mut acc {
+            // SAFETY: the caller guarantees kc steps of A (`rows` floats
+            // each) and of B (COLS floats each).
+            unsafe {
+                let av = V::load_first(ap, rows);
+                for (q, x) in set.iter_mut().enumerate() {
+                    *x = av.mul_add(V::splat(*bp.add(q)), *x);
+                }
+                ap = ap.add(a_step);
+                bp = bp.add(b_stride);
+            }
+        }
+    }
+    if kc % 2 == 1 {
+        // SAFETY: as above, the last step.
+        unsafe {
+            let av = V::load_first(ap, rows);
+            for (q, x) in acc[0].iter_mut().enumerate() {
+                *x = av.mul_add(V::splat(*bp.add(q)), *x);
+            }
+        }
+    }
+    let mut sums = [[V::ZERO; MLANES_VECS]; COLS];
+    for (q, col) in sums.iter_mut().enumerate() {
+        col[0] = acc[0][q] + acc[1][q];
+    }
+    // SAFETY: forwarded; rows <= 16 uses only the first vector of each
+    // column.
+    unsafe { m_lanes_epilogue::<COLS>(&sums, c, ldc, rows, ep) }
+}
+
 /// Rows of C per tile of the dot-product edge kernel ([`tile_dot`]).
 pub(crate) const DOT_ROWS: usize = 6;
 /// Columns of C per tile of the dot-product edge kernel: 6 x 4 = 24
@@ -866,7 +963,13 @@ pub(crate) const DOT_COLS: usize = 4;
 /// issues 24 FMAs, all lanes useful. The broadcast kernel would spend a
 /// broadcast and an FMA per row and k step on a mostly empty vector (n =
 /// 100 leaves 4 columns: 12 FMAs of 8 lanes per step for 48 products).
-/// Each accumulator is summed across its lanes at the end.
+/// Each row's DOT_COLS accumulators are summed across their lanes together
+/// at the end ([`sum_lanes4`]). The k tail is one masked load per A row
+/// and a full tile's rows of C one f32x4 each: with four separate
+/// horizontal sums per row, the tail and C copied through stack buffers
+/// (`memcpy` calls) and the accumulators spilled, this kernel took 14% of
+/// 128 x 180 x 100's time for 4% of its flops, 9.5% after (perf); that
+/// product went 0.99-1.01 -> 1.04-1.06 of `gemm` (5 alternating runs).
 ///
 /// `a` points at row 0 of the tile in op(A) (`rows` <= DOT_ROWS rows, `lda`
 /// apart, `kc` floats each); missing rows re-read the last row and are
@@ -879,7 +982,7 @@ pub(crate) const DOT_COLS: usize = 4;
 /// (read only when `ep.beta != 0`); the bias pointers cover the tile.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn tile_dot<V: Lanes>(
+pub(crate) unsafe fn tile_dot(
     kc: usize,
     a: *const f32,
     lda: usize,
@@ -891,10 +994,11 @@ pub(crate) unsafe fn tile_dot<V: Lanes>(
     cols: usize,
     ep: &TileEpilogue,
 ) {
+    type V = f32x16;
     let a_rows: [*const f32; DOT_ROWS] =
         core::array::from_fn(|r| a.wrapping_add(r.min(rows - 1) * lda));
     let b_rows: [*const f32; DOT_COLS] = core::array::from_fn(|q| bt.wrapping_add(q * kc_pad));
-    let mut acc = [[V::zero(); DOT_COLS]; DOT_ROWS];
+    let mut acc = [[V::ZERO; DOT_COLS]; DOT_ROWS];
     let whole = kc / V::LANES * V::LANES;
     let mut p = 0;
     while p < whole {
@@ -911,15 +1015,13 @@ pub(crate) unsafe fn tile_dot<V: Lanes>(
         p += V::LANES;
     }
     if p < kc {
-        // The last kc - p < LANES values: A rows go through a zeroed buffer
-        // (reading past row kc could leave the slice); B is zero-padded.
+        // The last kc - p < LANES values of each A row (reading past them
+        // could leave the slice); B is zero-padded.
         // SAFETY: kc_pad >= p + LANES; kc - p floats remain in each A row.
         unsafe {
             let bv: [V; DOT_COLS] = core::array::from_fn(|q| V::load(b_rows[q].add(p)));
             for (acc_row, a_row) in acc.iter_mut().zip(a_rows) {
-                let mut buf = [0.0f32; 16];
-                core::ptr::copy_nonoverlapping(a_row.add(p), buf.as_mut_ptr(), kc - p);
-                let av = V::load(buf.as_ptr());
+                let av = load_first_floats(a_row.add(p), kc - p);
                 for q in 0..DOT_COLS {
                     acc_row[q] = av.mul_add(bv[q], acc_row[q]);
                 }
@@ -927,9 +1029,13 @@ pub(crate) unsafe fn tile_dot<V: Lanes>(
         }
     }
 
-    // The epilogue on one f32x4 per row (DOT_COLS = 4 columns).
+    // The epilogue on one f32x4 per row (DOT_COLS = 4 columns). A full
+    // tile's rows of C are read and written as one f32x4 each; a narrower
+    // one goes through a buffer.
+    const { assert!(DOT_COLS == 4, "the epilogue holds a row in one f32x4") };
     let alpha = f32x4::splat(ep.alpha);
     let beta = f32x4::splat(ep.beta);
+    let full = cols == DOT_COLS;
     let bias_col = if ep.bias_col.is_null() {
         f32x4::ZERO
     } else {
@@ -939,17 +1045,23 @@ pub(crate) unsafe fn tile_dot<V: Lanes>(
         f32x4::from(buf)
     };
     for (r, acc_row) in acc.iter().enumerate().take(rows) {
-        let mut x = f32x4::from(acc_row.map(V::reduce_add));
+        let mut x = sum_lanes4(acc_row);
         if ep.alpha != 1.0 {
             x *= alpha;
         }
         // SAFETY: row r < rows of C is valid for `cols` floats.
         let c_row = unsafe { c.add(r * ldc) };
         if ep.beta != 0.0 {
-            let mut buf = [0.0f32; DOT_COLS];
-            // SAFETY: as above.
-            unsafe { core::ptr::copy_nonoverlapping(c_row, buf.as_mut_ptr(), cols) };
-            x = f32x4::from(buf).mul_add(beta, x);
+            let old = if full {
+                // SAFETY: as above, cols = 4.
+                unsafe { f32x4::load(c_row) }
+            } else {
+                let mut buf = [0.0f32; DOT_COLS];
+                // SAFETY: as above.
+                unsafe { core::ptr::copy_nonoverlapping(c_row, buf.as_mut_ptr(), cols) };
+                f32x4::from(buf)
+            };
+            x = old.mul_add(beta, x);
         }
         if !ep.bias_row.is_null() {
             // SAFETY: the row bias covers the tile's rows.
@@ -959,8 +1071,84 @@ pub(crate) unsafe fn tile_dot<V: Lanes>(
             x += bias_col;
         }
         x = x.activate(ep.activation);
-        let out = x.to_array();
-        // SAFETY: as above.
-        unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), c_row, cols) };
+        if full {
+            // SAFETY: as above, cols = 4.
+            unsafe { x.store(c_row) };
+        } else {
+            let out = x.to_array();
+            // SAFETY: as above.
+            unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), c_row, cols) };
+        }
     }
+}
+
+/// The first `count` (< 16) floats at `p`, the other lanes zero.
+///
+/// # Safety
+/// `p` is valid for reading `count` floats.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+#[inline(always)]
+unsafe fn load_first_floats(p: *const f32, count: usize) -> f32x16 {
+    use core::arch::x86_64::_mm512_maskz_loadu_ps;
+    // SAFETY: the mask reads only the first `count` floats (masked-off
+    // lanes are never accessed); f32x16 wraps one __m512 on this build.
+    unsafe {
+        core::mem::transmute(_mm512_maskz_loadu_ps(
+            crate::simd::first_lanes_mask16(count),
+            p,
+        ))
+    }
+}
+
+/// The first `count` (< 16) floats at `p`, the other lanes zero.
+///
+/// # Safety
+/// `p` is valid for reading `count` floats.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+#[inline(always)]
+unsafe fn load_first_floats(p: *const f32, count: usize) -> f32x16 {
+    let mut buf = [0.0f32; 16];
+    // SAFETY: `count` floats are readable at p; buf holds 16 >= count.
+    unsafe { core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), count) };
+    f32x16::from(buf)
+}
+
+/// The lane sums of four vectors, [sum x[0], .., sum x[3]]: 32-bit and
+/// 64-bit interleaves add the four within each 128-bit lane (4 shuffles,
+/// 3 adds), then the lanes are folded (2 extracts, 2 adds), instead of
+/// four separate horizontal sums (the dot edge took 14% of 128 x 180 x
+/// 100 for 4% of its flops, mostly in those and spilled registers).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+#[inline(always)]
+fn sum_lanes4(x: &[f32x16; 4]) -> f32x4 {
+    use core::arch::x86_64::*;
+    // SAFETY: register-only arithmetic and shuffles; avx512f is enabled for
+    // the whole build (this function's cfg); f32x16 wraps one __m512 and
+    // f32x4 one __m128 here.
+    unsafe {
+        let [a, b, c, d]: [__m512; 4] = core::mem::transmute(*x);
+        // Per 128-bit lane: a0+a2, b0+b2, a1+a3, b1+b3 (and c, d alike).
+        let ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+        let cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+        // Per 128-bit lane: the partial sums of a, b, c, d.
+        let (ab, cd) = (_mm512_castps_pd(ab), _mm512_castps_pd(cd));
+        let abcd = _mm512_add_ps(
+            _mm512_castpd_ps(_mm512_unpacklo_pd(ab, cd)),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(ab, cd)),
+        );
+        let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(abcd)));
+        let half = _mm256_add_ps(_mm512_castps512_ps256(abcd), high);
+        let quarter = _mm_add_ps(
+            _mm256_castps256_ps128(half),
+            _mm256_extractf128_ps::<1>(half),
+        );
+        core::mem::transmute::<__m128, f32x4>(quarter)
+    }
+}
+
+/// The lane sums of four vectors, [sum x[0], .., sum x[3]].
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+#[inline(always)]
+fn sum_lanes4(x: &[f32x16; 4]) -> f32x4 {
+    f32x4::from(x.map(|v| v.reduce_add()))
 }

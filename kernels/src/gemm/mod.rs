@@ -105,8 +105,8 @@ mod pack;
 mod sum;
 
 use kernel::{
-    tile_dot, tile_m_lanes, Avx2Fma6x16, Avx512Fma12x32, Path, Portable4x8, TileEpilogue, DOT_COLS,
-    DOT_ROWS, MLANES_COLS, MLANES_VECS,
+    tile_dot, tile_edge_lanes, tile_m_lanes, Avx2Fma6x16, Avx512Fma12x32, Path, Portable4x8,
+    TileEpilogue, DOT_COLS, DOT_ROWS, EDGE_LANES_MAX_COLS, MLANES_COLS, MLANES_VECS,
 };
 use std::cell::RefCell;
 
@@ -203,7 +203,9 @@ const M_LANES_MAX_M: usize = 128;
 /// 12 x 32 path won 128x625x400 (0.95 -> 1.02 of `gemm`) once A's panels
 /// were packed by register transposes, but lost it again (1.00-1.03 ->
 /// 0.97-0.98, 3 alternating runs) once the M-on-lanes epilogue wrote its
-/// tiles with masked stores, so one threshold serves every m.
+/// tiles with masked stores, so one threshold serves every m. (These
+/// figures predate the A^T prefetch, `MLANES_PREFETCH_A_STEPS` in
+/// `kernel`, which added 5-9% to every M-on-lanes product.)
 const M_LANES_NN_MIN_N: usize = 400;
 
 /// Up to this many columns of C, a row-major op(A) is read in place by the
@@ -224,6 +226,8 @@ const DOT_EDGE_MAX_COLS: usize = 12;
 const ROW_MAJOR_TILES_MAX_K: usize = 128;
 
 /// MC for K slices up to [`ROW_MAJOR_TILES_MAX_K`] with the default blocking.
+/// On 784 x 128 x 900 A^T B (M = 3 blocks of 264), MC = 132, 396 and 780
+/// measured the same as 264 (3 runs of 31 alternating calls, +-1%).
 const MC_SHORT_K: usize = 264;
 
 /// Everything the unsafe core needs, after the safe entry checked it.
@@ -397,7 +401,10 @@ impl BlockSizes {
 /// streams the hardware prefetcher follows, re-reading the packed B panel
 /// (at most 512 KiB) from L2; otherwise column by column, so one B
 /// micro-panel serves the whole A block before the next is read (in L1 for
-/// short slices; at KC = 1024 both stream from L2, see `kernel`).
+/// short slices; at KC = 1024 both stream from L2, see `kernel`). (Running
+/// the ragged last strip's tile right after the last full strip's, row
+/// tile by row tile, while that A is in L1, measured the same on 128 x 180
+/// x 100 and 64 x 180 x 100 A B.)
 fn sweep_tiles(
     mc: usize,
     nc: usize,
@@ -465,6 +472,9 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     // one MC block (so each strip is fetched from memory once either way)
     // and ldb is not a multiple of 64 floats: a 256-byte-multiple stride puts
     // a strip's kc rows into a few L1 sets (ldb = 1024 puts them all in one).
+    // For short K slices in row order with several M blocks (784 x 128 x
+    // 900 and 784 x 64 x 900 A^T B), B read in place by every block
+    // measured 2-6% slower than packed once.
     let direct_b = op.tb == Trans::N && m <= mc_size && !op.ldb.is_multiple_of(64);
     let b_floats = if direct_b {
         nr * kc_size
@@ -552,6 +562,13 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                 }
                 for ic in (0..m).step_by(mc_size) {
                     let mc = mc_size.min(m - ic);
+                    // An A^T stored k x m (weight gradients) could be read in
+                    // place, a step's MR values being adjacent as in a panel
+                    // (lda apart instead of MR): with the next row tile's
+                    // lines prefetched along each row strip, 784 x 128 x 900
+                    // and 784 x 64 x 900 A^T B measured 5-10% slower. An L2
+                    // prefetch of the next block's A, spread over this
+                    // block's tiles, measured no faster either.
                     if !direct_a {
                         // SAFETY: the block lies inside op(A); pa holds a_floats.
                         unsafe { pack::pack_a(op.ta, op.a, op.lda, ic, mc, p0, kc, mr, pa) };
@@ -581,7 +598,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                                     // edge_kc_pad floats, zero-padded; the
                                     // sub-tile lies in C; bias offsets match.
                                     unsafe {
-                                        tile_dot::<wide::f32x16>(
+                                        tile_dot(
                                             kc,
                                             op.a.wrapping_add((i + r0) * op.lda + p0),
                                             op.lda,
@@ -603,6 +620,27 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                         } else {
                             (a_block.wrapping_add(ir / mr * mr * kc), None)
                         };
+                        if P::M_LANES && !direct_a && cols <= EDGE_LANES_MAX_COLS && cols < nr {
+                            // SAFETY: the packed A panel holds kc steps of
+                            // MR (<= 16) floats; the B panel (packed, this
+                            // is a ragged strip) kc rows of NR >= cols; the
+                            // tile lies in C; bias offsets match.
+                            unsafe {
+                                edge_lanes_tile(
+                                    cols,
+                                    kc,
+                                    a_tile,
+                                    mr,
+                                    rows,
+                                    b_panel,
+                                    b_stride,
+                                    op.c.wrapping_add(i * op.ldc + j),
+                                    op.ldc,
+                                    &tile_ep,
+                                )
+                            };
+                            return;
+                        }
                         // SAFETY: the tile (rows x cols at (i, j)) lies in C;
                         // A is a packed panel of kc steps of MR, or `rows`
                         // in-place rows of op(A) from column p0 on; the B
@@ -701,6 +739,39 @@ unsafe fn gemm_m_lanes(op: &Operands) {
             }
         }
     });
+}
+
+/// [`tile_edge_lanes`] with COLS = `cols` (1..=EDGE_LANES_MAX_COLS).
+///
+/// # Safety
+/// As [`tile_edge_lanes`] with COLS = `cols`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn edge_lanes_tile(
+    cols: usize,
+    kc: usize,
+    a: *const f32,
+    a_step: usize,
+    rows: usize,
+    b: *const f32,
+    b_stride: usize,
+    c: *mut f32,
+    ldc: usize,
+    ep: &TileEpilogue,
+) {
+    // SAFETY: forwarded; each arm's COLS equals `cols`.
+    unsafe {
+        match cols {
+            1 => tile_edge_lanes::<1>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+            2 => tile_edge_lanes::<2>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+            3 => tile_edge_lanes::<3>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+            4 => tile_edge_lanes::<4>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+            5 => tile_edge_lanes::<5>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+            6 => tile_edge_lanes::<6>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+            7 => tile_edge_lanes::<7>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+            _ => tile_edge_lanes::<8>(kc, a, a_step, rows, b, b_stride, c, ldc, ep),
+        }
+    }
 }
 
 /// One M-on-lanes tile of `cols` <= MLANES_COLS columns: the kernel

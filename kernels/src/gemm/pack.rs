@@ -200,6 +200,9 @@ pub(crate) unsafe fn pack_b_strided<const PLAIN: bool>(
     unsafe {
         match tb {
             // B(p, j) = b[p * ldb + j]: a packed row is a contiguous copy.
+            // Row by row (sequential reads); panel by panel, or panel by
+            // panel in groups of 8 rows, measured no faster on 784 x 128 x
+            // 900 A^T B.
             Trans::N => {
                 for p in 0..kc {
                     let src = b.add((p0 + p) * ldb + j0);

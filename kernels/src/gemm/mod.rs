@@ -204,8 +204,8 @@ const M_LANES_MAX_M: usize = 128;
 /// were packed by register transposes, but lost it again (1.00-1.03 ->
 /// 0.97-0.98, 3 alternating runs) once the M-on-lanes epilogue wrote its
 /// tiles with masked stores, so one threshold serves every m. (These
-/// figures predate the A^T prefetch, `MLANES_PREFETCH_A_STEPS` in
-/// `kernel`, which added 5-9% to every M-on-lanes product.)
+/// figures predate the 4-step k loop, `MLANES_UNROLL` in `kernel`, which
+/// added about 5% to every M-on-lanes product.)
 const M_LANES_NN_MIN_N: usize = 400;
 
 /// Up to this many columns of C, a row-major op(A) is read in place by the

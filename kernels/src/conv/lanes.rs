@@ -992,12 +992,56 @@ impl<'a> FilterSums<'a> {
 
     /// Adds one group: `xin` its packed input, `gp` its packed output gradient.
     fn add_group(&mut self, s: &ConvShape, xin: &[V], gp: &[V]) {
-        bias_sums(gp, s.out_h() * s.out_w(), self.bacc);
-        if s.kw.is_multiple_of(BWF_B[1]) || !s.kw.is_multiple_of(BWF_A[1]) {
-            filter_tiles::<{ BWF_B[0] }, { BWF_B[1] }>(s, xin, gp, self.wacc);
-        } else {
-            filter_tiles::<{ BWF_A[0] }, { BWF_A[1] }>(s, xin, gp, self.wacc);
-        }
+        let plane = s.out_h() * s.out_w();
+        assert_eq!(gp.len(), s.c_out * plane);
+        bias_sums(gp, plane, self.bacc);
+        let rows = |co0: usize, _: usize, ys: core::ops::Range<usize>| {
+            (gp[co0 * plane + ys.start * s.out_w()..].as_ptr(), plane)
+        };
+        self.filter_tiles(s, xin, false, rows);
+    }
+
+    /// Adds one group from its packed pooled gradient: each filter pass
+    /// rebuilds its own rows of the output gradient into `buf` (a few KiB,
+    /// in L1) and adds them to the bias sums. Same sums in the same order
+    /// as unpooling the whole group and calling `add_group`. Returns whether
+    /// every argmax index lies in its window.
+    fn add_group_pooled(
+        &mut self,
+        s: &ConvShape,
+        xin: &[V],
+        pooled: &PackedPooled,
+        buf: &mut [V],
+    ) -> bool {
+        let ow = s.out_w();
+        let mut in_windows = true;
+        let bacc = &mut *self.bacc;
+        let rows = |co0: usize, cn: usize, ys: core::ops::Range<usize>| {
+            let n = ys.len() * ow;
+            let gp = &mut buf[..cn * n];
+            in_windows &= pooled.unpool(co0, cn, ys.start, ys.len(), gp);
+            for (b, plane_rows) in bacc[co0..co0 + cn].iter_mut().zip(gp.chunks_exact(n)) {
+                let mut sum = *b;
+                for &v in plane_rows {
+                    sum += v;
+                }
+                *b = sum;
+            }
+            (gp.as_ptr(), n)
+        };
+        filter_tiles_with(s, xin, &mut *self.wacc, true, rows);
+        in_windows
+    }
+
+    /// `filter_tiles` with this group's weight sums.
+    fn filter_tiles(
+        &mut self,
+        s: &ConvShape,
+        xin: &[V],
+        even_passes: bool,
+        rows: impl FnMut(usize, usize, core::ops::Range<usize>) -> (*const V, usize),
+    ) {
+        filter_tiles_with(s, xin, &mut *self.wacc, even_passes, rows);
     }
 
     fn reduce(self, grad_weight: &mut [f32], grad_bias: &mut [f32]) {
@@ -1041,17 +1085,16 @@ pub fn backward_from_maxpool(
     for n0 in (0..s.batch).step_by(L) {
         let g = L.min(s.batch - n0);
         pack_group(input, s.c_in, s.h, s.w, 0, 0, n0, g, xin);
-        in_windows &= unpool_group(
-            pooled_grad,
-            argmax,
-            s.c_out,
-            oh,
-            ow,
-            n0,
-            g,
-            &mut sc.pooled,
-            gp,
-        );
+        let pooled = PackedPooled::of(pooled_grad, argmax, s.c_out, oh, ow, n0, g, &mut sc.pooled);
+        if path.is_none() {
+            // Filter gradient only (a first layer): each filter pass
+            // rebuilds just its own rows of the output gradient, in L1,
+            // instead of the whole group's (conv1: 384 KiB, written and
+            // read back through L2).
+            in_windows &= sums.add_group_pooled(s, xin, &pooled, gp);
+            continue;
+        }
+        in_windows &= pooled.unpool(0, s.c_out, 0, oh, gp);
         sums.add_group(s, xin, gp);
         if let (Some(path), Some(gi)) = (path, grad_input.as_deref_mut()) {
             let out = &mut gi[n0 * in_img..(n0 + g) * in_img];
@@ -1071,69 +1114,95 @@ pub fn backward_from_maxpool(
     in_windows
 }
 
-/// `gp` (packed, `c_out x oh x ow`) <- the output gradient of images
-/// n0 .. n0 + g that `maxpool2x2_backward` scatters from `pooled_grad` and
-/// `argmax` (`[batch][c_out][oh/2][ow/2]`): `0.0 + g` at each window's
-/// argmax (as the scalar `+=` into zeros gives, -0.0 included), 0.0 elsewhere,
-/// including a dropped last row or column. Returns whether every index of
-/// the g images lies in its window.
-#[allow(clippy::too_many_arguments)]
-fn unpool_group(
-    pooled_grad: &[f32],
-    argmax: &[u32],
-    c_out: usize,
+/// A group's pooled gradient and argmax in the packed layout
+/// (`c_out x oh/2 x ow/2` vectors each), from which [`PackedPooled::unpool`]
+/// rebuilds any rows of the output gradient.
+struct PackedPooled<'a> {
+    vals: &'a [V],
+    idxs: &'a [V],
     oh: usize,
     ow: usize,
-    n0: usize,
-    g: usize,
-    buf: &mut Vec<V>,
-    gp: &mut [V],
-) -> bool {
-    use crate::lanes::I32s;
-    let (ph, pw) = (oh / 2, ow / 2);
-    let pimg = c_out * ph * pw;
-    assert!((1..=L).contains(&g) && gp.len() == c_out * oh * ow);
-    assert!(pooled_grad.len() >= (n0 + g) * pimg && argmax.len() >= (n0 + g) * pimg);
-    if pimg == 0 {
-        gp.fill(V::ZERO);
-        return true;
-    }
-    let buf = grown(buf, 2 * pimg, V::ZERO);
-    let (vals, idxs) = buf.split_at_mut(pimg);
-    // SAFETY: rows l < g of pimg values start at (n0 + l) * pimg and end
-    // within (n0 + g) * pimg <= both lengths, asserted above; the argmax
-    // moves as raw bits.
-    unsafe {
-        transpose::pack(pooled_grad[n0 * pimg..].as_ptr(), pimg, g, vals);
-        transpose::pack(argmax[n0 * pimg..].as_ptr().cast::<f32>(), pimg, g, idxs);
-    }
-    if oh % 2 == 1 || ow % 2 == 1 {
-        gp.fill(V::ZERO);
-    }
-    let at = |y: usize, x: usize| I32s::splat((y * ow + x) as i32);
-    let lanes = (1u32 << g) - 1;
-    let mut in_windows = true;
-    for co in 0..c_out {
-        for py in 0..ph {
-            let (y, p) = (2 * py, (co * ph + py) * pw);
-            let row = (co * oh + y) * ow;
-            let (top, bottom) = gp[row..row + 2 * ow].split_at_mut(ow);
-            for px in 0..pw {
-                let x = 2 * px;
-                let gz = V::ZERO + vals[p + px];
-                let a: I32s = bytemuck::cast(idxs[p + px]);
-                let hits: [V; 4] = [at(y, x), at(y, x + 1), at(y + 1, x), at(y + 1, x + 1)]
-                    .map(|i| bytemuck::cast(a.simd_eq(i)));
-                top[x] = hits[0].select(gz, V::ZERO);
-                top[x + 1] = hits[1].select(gz, V::ZERO);
-                bottom[x] = hits[2].select(gz, V::ZERO);
-                bottom[x + 1] = hits[3].select(gz, V::ZERO);
-                let any = hits[0] | hits[1] | hits[2] | hits[3];
-                in_windows &= any.to_bitmask() & lanes == lanes;
+    /// Lanes holding images of the group (the others are never checked).
+    lanes: u32,
+}
+
+impl<'a> PackedPooled<'a> {
+    /// Packs images n0 .. n0 + g of `pooled_grad` and `argmax`
+    /// (`[batch][c_out][oh/2][ow/2]`) into `buf`.
+    #[allow(clippy::too_many_arguments)]
+    fn of(
+        pooled_grad: &[f32],
+        argmax: &[u32],
+        c_out: usize,
+        oh: usize,
+        ow: usize,
+        n0: usize,
+        g: usize,
+        buf: &'a mut Vec<V>,
+    ) -> Self {
+        let pimg = c_out * (oh / 2) * (ow / 2);
+        assert!((1..=L).contains(&g));
+        assert!(pooled_grad.len() >= (n0 + g) * pimg && argmax.len() >= (n0 + g) * pimg);
+        let buf = grown(buf, 2 * pimg, V::ZERO);
+        let (vals, idxs) = buf.split_at_mut(pimg);
+        if pimg > 0 {
+            // SAFETY: rows l < g of pimg values start at (n0 + l) * pimg and
+            // end within (n0 + g) * pimg <= both lengths, asserted above; the
+            // argmax moves as raw bits.
+            unsafe {
+                transpose::pack(pooled_grad[n0 * pimg..].as_ptr(), pimg, g, vals);
+                transpose::pack(argmax[n0 * pimg..].as_ptr().cast::<f32>(), pimg, g, idxs);
             }
         }
+        PackedPooled {
+            vals,
+            idxs,
+            oh,
+            ow,
+            lanes: (1u32 << g) - 1,
+        }
     }
-    in_windows
+
+    /// `dst[(c * rows + r) * ow + x]` <- the output gradient at channel
+    /// co0 + c, row y0 + r, column x (c < cn, r < rows) that
+    /// `maxpool2x2_backward` scatters: `0.0 + g` at each window's argmax (as
+    /// the scalar `+=` into zeros gives, -0.0 included), 0.0 elsewhere,
+    /// including a dropped last row or column. y0 is even. Returns whether
+    /// every index read lies in its window.
+    fn unpool(&self, co0: usize, cn: usize, y0: usize, rows: usize, dst: &mut [V]) -> bool {
+        use crate::lanes::I32s;
+        let (oh, ow) = (self.oh, self.ow);
+        let (ph, pw) = (oh / 2, ow / 2);
+        assert!(y0.is_multiple_of(2) && y0 + rows <= oh && (co0 + cn) * ph * pw <= self.vals.len());
+        let dst = &mut dst[..cn * rows * ow];
+        // Rows and columns no window covers stay zero.
+        if ow % 2 == 1 || y0 + rows > 2 * ph {
+            dst.fill(V::ZERO);
+        }
+        let at = |y: usize, x: usize| I32s::splat((y * ow + x) as i32);
+        let mut in_windows = true;
+        for c in 0..cn {
+            for r in (0..rows.min((2 * ph).saturating_sub(y0))).step_by(2) {
+                let (y, p) = (y0 + r, ((co0 + c) * ph + (y0 + r) / 2) * pw);
+                let row = (c * rows + r) * ow;
+                let (top, bottom) = dst[row..row + 2 * ow].split_at_mut(ow);
+                for px in 0..pw {
+                    let x = 2 * px;
+                    let gz = V::ZERO + self.vals[p + px];
+                    let a: I32s = bytemuck::cast(self.idxs[p + px]);
+                    let hits: [V; 4] = [at(y, x), at(y, x + 1), at(y + 1, x), at(y + 1, x + 1)]
+                        .map(|i| bytemuck::cast(a.simd_eq(i)));
+                    top[x] = hits[0].select(gz, V::ZERO);
+                    top[x + 1] = hits[1].select(gz, V::ZERO);
+                    bottom[x] = hits[2].select(gz, V::ZERO);
+                    bottom[x + 1] = hits[3].select(gz, V::ZERO);
+                    let any = hits[0] | hits[1] | hits[2] | hits[3];
+                    in_windows &= any.to_bitmask() & self.lanes == self.lanes;
+                }
+            }
+        }
+        in_windows
+    }
 }
 
 /// bacc[co] += plane co of gp, position by position in order. Four planes
@@ -1169,14 +1238,36 @@ fn bias_sums(gp: &[V], plane: usize, bacc: &mut [V]) {
     }
 }
 
+/// The filter tile shape for this kernel width, then [`filter_tiles`].
+fn filter_tiles_with(
+    s: &ConvShape,
+    xin: &[V],
+    wacc: &mut [V],
+    even_passes: bool,
+    rows: impl FnMut(usize, usize, core::ops::Range<usize>) -> (*const V, usize),
+) {
+    if s.kw.is_multiple_of(BWF_B[1]) || !s.kw.is_multiple_of(BWF_A[1]) {
+        filter_tiles::<{ BWF_B[0] }, { BWF_B[1] }>(s, xin, wacc, even_passes, rows);
+    } else {
+        filter_tiles::<{ BWF_A[0] }, { BWF_A[1] }>(s, xin, wacc, even_passes, rows);
+    }
+}
+
 /// Covers the filter gradient with CM (channels) x XM (kernel columns) tiles.
+/// `rows(co0, cn, ys)` gives the output gradient of channels co0..co0 + cn,
+/// rows `ys`, once per pass before its tiles: a pointer to channel co0's
+/// row ys.start (rows `ow` vectors apart) and the distance between channels,
+/// valid for cn channels of ys.len() rows until the next call. With
+/// `even_passes` every pass but a last one covers an even number of rows
+/// (pooling windows stay whole).
 fn filter_tiles<const CM: usize, const XM: usize>(
     s: &ConvShape,
     xin: &[V],
-    gp: &[V],
     wacc: &mut [V],
+    even_passes: bool,
+    mut rows: impl FnMut(usize, usize, core::ops::Range<usize>) -> (*const V, usize),
 ) {
-    assert!(xin.len() == s.input_len() / s.batch && gp.len() == s.output_len() / s.batch);
+    assert!(xin.len() == s.input_len() / s.batch);
     assert_eq!(wacc.len(), s.weight_len());
     let oh = s.out_h();
     // Output rows per pass: a pass re-reads its CM x rows x ow gradient
@@ -1184,25 +1275,33 @@ fn filter_tiles<const CM: usize, const XM: usize>(
     // whole 5 x 400 tile is 128 KiB). Splitting the rows only stores and
     // reloads the accumulators in between: each sum still runs over y, then
     // x, in ascending order, so results are bit-identical for any split.
-    let rows_per_pass = (256 / (CM * s.out_w()).max(1)).clamp(1, oh.max(1));
+    let mut rows_per_pass = (256 / (CM * s.out_w()).max(1)).max(1);
+    if even_passes {
+        rows_per_pass = (rows_per_pass & !1).max(2);
+    }
+    let rows_per_pass = rows_per_pass.min(oh.max(1));
     let mut co0 = 0;
     while co0 < s.c_out {
         let full_c = s.c_out - co0 >= CM;
+        let cn = if full_c { CM } else { 1 };
         for y0 in (0..oh).step_by(rows_per_pass) {
             let ys = y0..(y0 + rows_per_pass).min(oh);
+            let (g, g_plane) = rows(co0, cn, ys.clone());
             for ci in 0..s.c_in {
                 for ky in 0..s.kh {
                     let mut kx0 = 0;
                     while kx0 < s.kw {
                         let full_x = s.kw - kx0 >= XM;
                         // SAFETY: co0 + C <= c_out, kx0 + X <= kw, ci < c_in and
-                        // ky < kh by the loop bounds; lengths checked above.
+                        // ky < kh by the loop bounds; `rows` guarantees the
+                        // gradient rows; the other lengths are checked above.
                         unsafe {
                             match (full_c, full_x) {
                                 (true, true) => filter_tile::<CM, XM>(
                                     s,
                                     xin,
-                                    gp,
+                                    g,
+                                    g_plane,
                                     wacc,
                                     co0,
                                     ci,
@@ -1213,7 +1312,8 @@ fn filter_tiles<const CM: usize, const XM: usize>(
                                 (true, false) => filter_tile::<CM, 1>(
                                     s,
                                     xin,
-                                    gp,
+                                    g,
+                                    g_plane,
                                     wacc,
                                     co0,
                                     ci,
@@ -1224,7 +1324,8 @@ fn filter_tiles<const CM: usize, const XM: usize>(
                                 (false, true) => filter_tile::<1, XM>(
                                     s,
                                     xin,
-                                    gp,
+                                    g,
+                                    g_plane,
                                     wacc,
                                     co0,
                                     ci,
@@ -1235,7 +1336,8 @@ fn filter_tiles<const CM: usize, const XM: usize>(
                                 (false, false) => filter_tile::<1, 1>(
                                     s,
                                     xin,
-                                    gp,
+                                    g,
+                                    g_plane,
                                     wacc,
                                     co0,
                                     ci,
@@ -1250,22 +1352,26 @@ fn filter_tiles<const CM: usize, const XM: usize>(
                 }
             }
         }
-        co0 += if full_c { CM } else { 1 };
+        co0 += cn;
     }
 }
 
-/// dW[co0..co0+C][ci][ky][kx0..kx0+X] += sum over output rows `ys`.
+/// dW[co0..co0+C][ci][ky][kx0..kx0+X] += sum over output rows `ys`, whose
+/// gradient is at `g` (channel co0, row ys.start; rows `ow` vectors apart,
+/// channels `g_plane` apart).
 ///
 /// # Safety
-/// co0 + C <= c_out, ci < c_in, ky < kh, kx0 + X <= kw, ys.end <= oh, and the buffers have
-/// the lengths `filter_tiles` checks.
+/// co0 + C <= c_out, ci < c_in, ky < kh, kx0 + X <= kw, ys.end <= oh, `g`
+/// readable for C channels of ys.len() rows of ow vectors as laid out above,
+/// and the other buffers have the lengths `filter_tiles` checks.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // acc[c][j] indexed by two loop counters
 unsafe fn filter_tile<const C: usize, const X: usize>(
     s: &ConvShape,
     xin: &[V],
-    gp: &[V],
+    g: *const V,
+    g_plane: usize,
     wacc: &mut [V],
     co0: usize,
     ci: usize,
@@ -1273,8 +1379,7 @@ unsafe fn filter_tile<const C: usize, const X: usize>(
     kx0: usize,
     ys: core::ops::Range<usize>,
 ) {
-    let (oh, ow, w) = (s.out_h(), s.out_w(), s.w);
-    let plane = oh * ow;
+    let (ow, w) = (s.out_w(), s.w);
     let wstride = s.c_in * s.kh * s.kw;
     let wbase = ((co0 * s.c_in + ci) * s.kh + ky) * s.kw + kx0;
     let wp = wacc.as_mut_ptr().add(wbase);
@@ -1285,18 +1390,17 @@ unsafe fn filter_tile<const C: usize, const X: usize>(
             *a = *wp.add(c * wstride + j);
         }
     }
-    let gbase = gp.as_ptr().add(co0 * plane);
     let xbase = xin.as_ptr().add((ci * s.h + ky) * w + kx0);
-    for y in ys {
-        // SAFETY: gradient reads (co0 + c, y, x) with c < C, y < oh, x < ow;
-        // input reads (ci, y + ky, x + kx0 + j) with y + ky < h and
-        // x + kx0 + j < ow + kw - 1 = w.
-        let grow = gbase.add(y * ow);
+    for (i, y) in ys.enumerate() {
+        // SAFETY: gradient reads (channel c < C, row i < ys.len(), x < ow)
+        // of the caller's rows; input reads (ci, y + ky, x + kx0 + j) with
+        // y + ky < h and x + kx0 + j < ow + kw - 1 = w.
+        let grow = g.add(i * ow);
         let xrow = xbase.add(y * w);
         for x in 0..ow {
             let mut gv = [V::ZERO; C];
             for (c, v) in gv.iter_mut().enumerate() {
-                *v = *grow.add(c * plane + x);
+                *v = *grow.add(c * g_plane + x);
             }
             for j in 0..X {
                 let xv = *xrow.add(x + j);

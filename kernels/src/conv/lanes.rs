@@ -40,9 +40,7 @@ mod width {
     // the tile, the fewer loads per FMA (C + X per C * X).
     pub const FWD_A: [usize; 2] = [5, 4]; // conv1: 15 = 3 * 5 channels, 20 = 5 * 4 columns
     pub const FWD_B: [usize; 2] = [5, 3]; // conv2: 20 = 4 * 5 channels, 6 = 2 * 3 columns
-                                          // Pooled forward: 5 channels x one 2x2 window = 20 accumulators (15 and 20
-                                          // channels are whole multiples).
-    pub const FWD_POOL_C: usize = 5;
+    pub const FWD_POOL_C: usize = 5; // pooled forward: 5 channels x one 2x2 window = 20 accumulators
     pub const BWF_A: [usize; 2] = [3, 9]; // conv1: 15 = 5 * 3 channels, 9 kernel columns
     pub const BWF_B: [usize; 2] = [5, 5]; // conv2: 20 = 4 * 5 channels, 5 kernel columns
                                           // conv1 backward-input: 14 accumulators + 9 filter taps + 1 operand.
@@ -998,7 +996,7 @@ impl<'a> FilterSums<'a> {
         let rows = |co0: usize, _: usize, ys: core::ops::Range<usize>| {
             (gp[co0 * plane + ys.start * s.out_w()..].as_ptr(), plane)
         };
-        self.filter_tiles(s, xin, false, rows);
+        filter_tiles_with(s, xin, &mut *self.wacc, false, rows);
     }
 
     /// Adds one group from its packed pooled gradient: each filter pass
@@ -1020,28 +1018,11 @@ impl<'a> FilterSums<'a> {
             let n = ys.len() * ow;
             let gp = &mut buf[..cn * n];
             in_windows &= pooled.unpool(co0, cn, ys.start, ys.len(), gp);
-            for (b, plane_rows) in bacc[co0..co0 + cn].iter_mut().zip(gp.chunks_exact(n)) {
-                let mut sum = *b;
-                for &v in plane_rows {
-                    sum += v;
-                }
-                *b = sum;
-            }
+            bias_sums(gp, n, &mut bacc[co0..co0 + cn]);
             (gp.as_ptr(), n)
         };
         filter_tiles_with(s, xin, &mut *self.wacc, true, rows);
         in_windows
-    }
-
-    /// `filter_tiles` with this group's weight sums.
-    fn filter_tiles(
-        &mut self,
-        s: &ConvShape,
-        xin: &[V],
-        even_passes: bool,
-        rows: impl FnMut(usize, usize, core::ops::Range<usize>) -> (*const V, usize),
-    ) {
-        filter_tiles_with(s, xin, &mut *self.wacc, even_passes, rows);
     }
 
     fn reduce(self, grad_weight: &mut [f32], grad_bias: &mut [f32]) {

@@ -556,8 +556,9 @@ pub(crate) const MLANES_COLS: usize = 6;
 /// How many k steps ahead the M-on-lanes kernel prefetches B when B is
 /// stored k x n: each step reads one row of B, `ldb` floats (> 2 KiB for
 /// the trainer's weights) past the last, beyond the hardware stride
-/// prefetcher. (With the A^T prefetch below, 8, 24 and 32 measured the
-/// same on 128x625x400 and 64x784x900 A B.)
+/// prefetcher. (8, 24 and 32 measured the same on 128x625x400 and
+/// 64x784x900 A B, with an 8-step A^T prefetch that is no longer in: see
+/// [`MLANES_UNROLL`].)
 const MLANES_PREFETCH_ROWS: usize = 16;
 
 /// The M-on-lanes micro-kernel: C's rows run along the lanes, so each k
@@ -1021,7 +1022,7 @@ pub(crate) unsafe fn tile_dot(
         unsafe {
             let bv: [V; DOT_COLS] = core::array::from_fn(|q| V::load(b_rows[q].add(p)));
             for (acc_row, a_row) in acc.iter_mut().zip(a_rows) {
-                let av = load_first_floats(a_row.add(p), kc - p);
+                let av = V::load_first(a_row.add(p), kc - p);
                 for q in 0..DOT_COLS {
                     acc_row[q] = av.mul_add(bv[q], acc_row[q]);
                 }
@@ -1029,20 +1030,16 @@ pub(crate) unsafe fn tile_dot(
         }
     }
 
-    // The epilogue on one f32x4 per row (DOT_COLS = 4 columns). A full
-    // tile's rows of C are read and written as one f32x4 each; a narrower
-    // one goes through a buffer.
+    // The epilogue on one f32x4 per row (DOT_COLS = 4 columns); a ragged
+    // tile's `cols` columns are read and written with masks.
     const { assert!(DOT_COLS == 4, "the epilogue holds a row in one f32x4") };
     let alpha = f32x4::splat(ep.alpha);
     let beta = f32x4::splat(ep.beta);
-    let full = cols == DOT_COLS;
     let bias_col = if ep.bias_col.is_null() {
         f32x4::ZERO
     } else {
-        let mut buf = [0.0f32; DOT_COLS];
         // SAFETY: the column bias covers the tile's `cols` columns.
-        unsafe { core::ptr::copy_nonoverlapping(ep.bias_col, buf.as_mut_ptr(), cols) };
-        f32x4::from(buf)
+        unsafe { f32x4::load_first(ep.bias_col, cols) }
     };
     for (r, acc_row) in acc.iter().enumerate().take(rows) {
         let mut x = sum_lanes4(acc_row);
@@ -1052,16 +1049,8 @@ pub(crate) unsafe fn tile_dot(
         // SAFETY: row r < rows of C is valid for `cols` floats.
         let c_row = unsafe { c.add(r * ldc) };
         if ep.beta != 0.0 {
-            let old = if full {
-                // SAFETY: as above, cols = 4.
-                unsafe { f32x4::load(c_row) }
-            } else {
-                let mut buf = [0.0f32; DOT_COLS];
-                // SAFETY: as above.
-                unsafe { core::ptr::copy_nonoverlapping(c_row, buf.as_mut_ptr(), cols) };
-                f32x4::from(buf)
-            };
-            x = old.mul_add(beta, x);
+            // SAFETY: as above.
+            x = unsafe { f32x4::load_first(c_row, cols) }.mul_add(beta, x);
         }
         if !ep.bias_row.is_null() {
             // SAFETY: the row bias covers the tile's rows.
@@ -1071,46 +1060,9 @@ pub(crate) unsafe fn tile_dot(
             x += bias_col;
         }
         x = x.activate(ep.activation);
-        if full {
-            // SAFETY: as above, cols = 4.
-            unsafe { x.store(c_row) };
-        } else {
-            let out = x.to_array();
-            // SAFETY: as above.
-            unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), c_row, cols) };
-        }
+        // SAFETY: as above.
+        unsafe { x.store_first(c_row, cols) };
     }
-}
-
-/// The first `count` (< 16) floats at `p`, the other lanes zero.
-///
-/// # Safety
-/// `p` is valid for reading `count` floats.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
-#[inline(always)]
-unsafe fn load_first_floats(p: *const f32, count: usize) -> f32x16 {
-    use core::arch::x86_64::_mm512_maskz_loadu_ps;
-    // SAFETY: the mask reads only the first `count` floats (masked-off
-    // lanes are never accessed); f32x16 wraps one __m512 on this build.
-    unsafe {
-        core::mem::transmute(_mm512_maskz_loadu_ps(
-            crate::simd::first_lanes_mask16(count),
-            p,
-        ))
-    }
-}
-
-/// The first `count` (< 16) floats at `p`, the other lanes zero.
-///
-/// # Safety
-/// `p` is valid for reading `count` floats.
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
-#[inline(always)]
-unsafe fn load_first_floats(p: *const f32, count: usize) -> f32x16 {
-    let mut buf = [0.0f32; 16];
-    // SAFETY: `count` floats are readable at p; buf holds 16 >= count.
-    unsafe { core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), count) };
-    f32x16::from(buf)
 }
 
 /// The lane sums of four vectors, [sum x[0], .., sum x[3]]: 32-bit and

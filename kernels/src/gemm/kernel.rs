@@ -137,6 +137,12 @@ fn prefetch(p: *const f32) {
     crate::simd::prefetch_line::<true>(p);
 }
 
+/// Prefetches the line at `p` into L1, for writing.
+#[inline(always)]
+fn prefetch_for_write(p: *const f32) {
+    crate::simd::prefetch_line_for_write(p);
+}
+
 /// One k step of the micro-kernel: NV loads of B, ROWS broadcasts of A (one
 /// register each, shared by the row's NV FMAs), ROWS x NV FMAs.
 ///
@@ -227,16 +233,22 @@ unsafe fn tile_generic<
     cols: usize,
     ep: &TileEpilogue,
 ) {
-    // Start fetching the tile of C now: it is read (beta != 0) or written
-    // only after the k loop, and with small k (weight gradients, k = 64) a
-    // C miss per row would otherwise cost as much as the arithmetic. The
-    // rows are ldc apart, beyond what the hardware prefetcher follows.
-    // (On 784 x 128 x 900 A^T B, beta = 0, `prefetchw`, a third line per
-    // row or no C prefetch at all measured within the noise of this.)
+    // Start fetching the tile of C now, for writing: it is read (beta != 0)
+    // or written only after the k loop, and with small k (weight gradients,
+    // k = 128) a C miss per row would otherwise cost as much as the
+    // arithmetic. The rows are ldc apart, beyond what the hardware
+    // prefetcher follows. For writing, because in the trainer's fused update
+    // C is a block of weights that the other core read in the forward pass:
+    // a plain prefetch fetched shared copies, and every store then waited
+    // for the other core to drop its copy. `vcortex bench --only dae1,mlp`,
+    // 2 threads, 5 alternating runs, medians: the fused update phase 0.449
+    // -> 0.430 s per epoch (DAE layer), 0.583 -> 0.532 (five-layer). Alone
+    // on one core (784 x 128 x 900 A^T B, beta = 0) `prefetchw`, a plain
+    // prefetch, a third line per row or no C prefetch measured the same.
     for r in 0..ROWS {
         let row = c.wrapping_add(r * ldc);
-        prefetch(row);
-        prefetch(row.wrapping_add(NV * V::LANES - 1));
+        prefetch_for_write(row);
+        prefetch_for_write(row.wrapping_add(NV * V::LANES - 1));
     }
     let mut acc = [[V::zero(); NV]; ROWS];
     // The A pointers (see k_step); only the first moves when A is packed.

@@ -1,14 +1,15 @@
 //! Quick single-thread timing of a first-layer weight-gradient block (456
 //! units x 784 pixels, two chunks of 64 rows): the dense `sgemm_sum` against
 //! listing the inputs (`Csc::fill`) plus `sgemm_tn_sparse_sum`, on real
-//! MNIST images with the DAE's 10% masking. Variants alternate round by
-//! round; medians of 31 rounds of 20 calls.
+//! MNIST images with the DAE's 10% masking; last, the sparse sum with C
+//! just read by another thread, with and without `CLines::Elsewhere`'s
+//! prefetch. Variants alternate round by round; medians of 31 rounds.
 //!
 //! `cargo run --release -p vcortex-kernels --example sparse_grad_timing [train-images-idx3-ubyte]`
 
 use std::time::Instant;
 use vcortex_kernels::gemm::{sgemm_sum, Epilogue, KTerm, Trans};
-use vcortex_kernels::sparse_grad::{sgemm_tn_sparse_sum, Csc, SparseTerm};
+use vcortex_kernels::sparse_grad::{sgemm_tn_sparse_sum, CLines, Csc, SparseTerm};
 
 fn main() {
     let path = std::env::args()
@@ -84,7 +85,7 @@ fn main() {
     for (l, bt) in lists.iter_mut().zip(&b) {
         l.fill(bt, k, n, n);
     }
-    let sparse = |c: &mut [f32]| {
+    let sparse_with = |c: &mut [f32], c_lines: CLines| {
         let terms: Vec<SparseTerm> = (0..2)
             .map(|t| SparseTerm {
                 a: &a[t],
@@ -92,8 +93,9 @@ fn main() {
                 b: &lists[t],
             })
             .collect();
-        sgemm_tn_sparse_sum(m, n, &terms, -0.1, 1.0, c, n);
+        sgemm_tn_sparse_sum(m, n, &terms, -0.1, 1.0, c, n, c_lines);
     };
+    let sparse = |c: &mut [f32]| sparse_with(c, CLines::Here);
     let mut fill_lists = [Csc::new(), Csc::new()];
     let mut fill = || {
         for (l, bt) in fill_lists.iter_mut().zip(&b) {
@@ -133,4 +135,27 @@ fn main() {
         flops / s * 1e-3
     );
     println!("Csc::fill of 2 chunks  {f:8.1} us");
+    // As in the trainer's update: another thread has just read C (its
+    // forward pass reads the weights), so C's lines are shared.
+    let (mut here, mut elsewhere) = (Vec::new(), Vec::new());
+    for _ in 0..31 {
+        for (c_lines, times) in [
+            (CLines::Here, &mut here),
+            (CLines::Elsewhere, &mut elsewhere),
+        ] {
+            let mut total = 0.0;
+            for _ in 0..5 {
+                std::thread::scope(|s| {
+                    let c = &c;
+                    s.spawn(move || std::hint::black_box(c.iter().sum::<f32>()));
+                });
+                let t = Instant::now();
+                sparse_with(&mut c, c_lines);
+                total += t.elapsed().as_secs_f64();
+            }
+            times.push(total / 5.0);
+        }
+    }
+    let (h, e) = (median(&mut here), median(&mut elsewhere));
+    println!("sparse sum, C just read by another thread: CLines::Here {h:8.1} us, ::Elsewhere {e:8.1} us");
 }

@@ -38,6 +38,31 @@ const STRIPE: usize = STRIPE_VECS * LANES;
 /// transpose block on AVX-512 (16 x 16).
 const COLUMN_GROUP: usize = 16;
 
+/// With [`CLines::Elsewhere`], how many column groups ahead of the write-back
+/// the stripe's rows of C are asked for, for writing (1 or 2 groups measured
+/// alike alone on a core; 3 to 6 no better).
+const C_PREFETCH_GROUPS: usize = 2;
+
+/// Where the caller expects C's lines to be when [`sgemm_tn_sparse_sum`]
+/// starts, which decides whether the kernel asks for them ahead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CLines {
+    /// In this core's caches, owned: the caller has just written C (the
+    /// trainer's dense term of the same block). Prefetching them again only
+    /// costs instructions: a DAE layer's update phase measured 0.431 ->
+    /// 0.449 s per epoch with it.
+    Here,
+    /// Possibly read last by another core (the trainer's weights, which
+    /// every thread's forward pass reads): each write-back would wait for
+    /// that core to drop its copy, so the stripe's rows of C are asked for,
+    /// for writing, [`C_PREFETCH_GROUPS`] column groups ahead. A block
+    /// whose C another thread had just read (`sparse_grad_timing`): 400 ->
+    /// 324 us; the five-layer
+    /// classifier's update phase (`vcortex bench --only mlp`, 2 threads, 6
+    /// alternating runs, medians) 0.553 -> 0.512 s per epoch.
+    Elsewhere,
+}
+
 /// A `rows x cols` matrix stored by columns, keeping only its non-zero
 /// entries (exact `+-0` dropped; NaN and infinities kept), each column's in
 /// row order. Reuse one across calls: [`Csc::fill`] keeps the allocations.
@@ -231,9 +256,13 @@ thread_local! {
 /// for an infinite or NaN `a`): each element sums, term by term, the even
 /// and the odd entries of its column list separately, then adds the two.
 ///
+/// `c_lines` only decides whether C is prefetched ([`CLines`]); the result
+/// is the same either way.
+///
 /// # Panics
 /// If a term's `A` is too short or narrower than `m` (`lda < m`), a term's
 /// `B` has other than `n` columns, or `C` is too short or `ldc < n`.
+#[allow(clippy::too_many_arguments)]
 pub fn sgemm_tn_sparse_sum(
     m: usize,
     n: usize,
@@ -242,6 +271,7 @@ pub fn sgemm_tn_sparse_sum(
     beta: f32,
     c: &mut [f32],
     ldc: usize,
+    c_lines: CLines,
 ) {
     assert!(m == 0 || n <= ldc, "sgemm_tn_sparse_sum: ldc {ldc} < n {n}");
     assert!(
@@ -298,10 +328,12 @@ pub fn sgemm_tn_sparse_sum(
             let c = &mut c[u0 * ldc..];
             // A ragged last stripe runs only the vectors it has units in.
             match units.div_ceil(LANES) {
-                1 => accumulate_stripe::<1>(stripe, terms, n, alpha, c, ldc, units),
-                2 => accumulate_stripe::<2>(stripe, terms, n, alpha, c, ldc, units),
-                3 => accumulate_stripe::<3>(stripe, terms, n, alpha, c, ldc, units),
-                _ => accumulate_stripe::<STRIPE_VECS>(stripe, terms, n, alpha, c, ldc, units),
+                1 => accumulate_stripe::<1>(stripe, terms, n, alpha, c, ldc, units, c_lines),
+                2 => accumulate_stripe::<2>(stripe, terms, n, alpha, c, ldc, units, c_lines),
+                3 => accumulate_stripe::<3>(stripe, terms, n, alpha, c, ldc, units, c_lines),
+                _ => accumulate_stripe::<STRIPE_VECS>(
+                    stripe, terms, n, alpha, c, ldc, units, c_lines,
+                ),
             }
         }
     });
@@ -329,6 +361,7 @@ fn pack_stripes(m: usize, terms: &[SparseTerm], k_total: usize, dst: &mut [F32s]
 /// Adds alpha * (this stripe's rows of sum_t A_t^T B_t) to the `units`
 /// rows of `c` (row 0 = the stripe's first unit), using the first `NV`
 /// vectors of each packed row (`units <= NV * LANES`).
+#[allow(clippy::too_many_arguments)]
 fn accumulate_stripe<const NV: usize>(
     stripe: &[F32s],
     terms: &[SparseTerm],
@@ -337,6 +370,7 @@ fn accumulate_stripe<const NV: usize>(
     c: &mut [f32],
     ldc: usize,
     units: usize,
+    c_lines: CLines,
 ) {
     let alpha = F32s::splat(alpha);
     // Finished columns, unit vector q of column p at [q * COLUMN_GROUP + p].
@@ -344,6 +378,12 @@ fn accumulate_stripe<const NV: usize>(
     debug_assert!(NV <= STRIPE_VECS && units <= NV * LANES);
     for j0 in (0..n).step_by(COLUMN_GROUP) {
         let width = (n - j0).min(COLUMN_GROUP);
+        let ahead = j0 + C_PREFETCH_GROUPS * COLUMN_GROUP;
+        if c_lines == CLines::Elsewhere && ahead < n {
+            for r in 0..units {
+                crate::simd::prefetch_line_for_write(c.as_ptr().wrapping_add(r * ldc + ahead));
+            }
+        }
         for p in 0..width {
             let sums = column_sums::<NV>(stripe, terms, j0 + p);
             for q in 0..NV {

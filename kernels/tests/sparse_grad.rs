@@ -8,7 +8,7 @@ mod common;
 
 use common::{Lcg, PAD_SENTINEL};
 use proptest::prelude::*;
-use vcortex_kernels::sparse_grad::{sgemm_tn_sparse_sum, Csc, SparseTerm};
+use vcortex_kernels::sparse_grad::{sgemm_tn_sparse_sum, CLines, Csc, SparseTerm};
 
 /// One term: A (k x lda), B (k x ldb) with a share `zeros` of exact zeros,
 /// half of them negative zeros.
@@ -139,7 +139,25 @@ fn check(
             b: l,
         })
         .collect();
-    sgemm_tn_sparse_sum(m, n, &sparse, alpha, beta, &mut c, ldc);
+    // Prefetching C for writing changes no value: both ways, the same bits.
+    let mut c_prefetched = c.clone();
+    sgemm_tn_sparse_sum(m, n, &sparse, alpha, beta, &mut c, ldc, CLines::Here);
+    sgemm_tn_sparse_sum(
+        m,
+        n,
+        &sparse,
+        alpha,
+        beta,
+        &mut c_prefetched,
+        ldc,
+        CLines::Elsewhere,
+    );
+    assert!(
+        c.iter()
+            .zip(&c_prefetched)
+            .all(|(x, y)| x.to_bits() == y.to_bits()),
+        "CLines::Elsewhere changed the result, m {m} n {n} ks {ks:?}"
+    );
     let (want, size) = reference(m, n, &terms, alpha, beta, &c0, ldc);
     let k_total: usize = ks.iter().sum();
     for i in 0..m {
@@ -277,6 +295,7 @@ fn nan_input_is_kept() {
         0.0,
         &mut c,
         n,
+        CLines::Here,
     );
     for i in 0..m {
         assert_eq!(c[i * n], 0.0);
@@ -303,5 +322,6 @@ fn wrong_column_count_panics() {
         0.0,
         &mut c,
         3,
+        CLines::Here,
     );
 }

@@ -34,7 +34,7 @@ use std::ops::Range;
 use super::Optimizer;
 use crate::kernels::gemm::{sgemm_sum, Epilogue, KTerm, Trans};
 use crate::kernels::optim::{momentum_finish, momentum_update, rmsprop_update, sgd_update};
-use crate::kernels::sparse_grad::{sgemm_tn_sparse_sum, Csc, SparseTerm};
+use crate::kernels::sparse_grad::{sgemm_tn_sparse_sum, CLines, Csc, SparseTerm};
 use crate::kernels::team::Team;
 use crate::nn::{column_sums, Factors, TensorGrad};
 
@@ -268,6 +268,8 @@ fn step_block<T, F>(
             };
             let mut listed = [no_list; TERMS_PER_CALL];
             let (mut held, mut held_listed, mut products, mut beta) = (0, 0, 0, beta0);
+            // Whether a call has written the target yet in this step.
+            let mut wrote = false;
             for ch in step.chunks {
                 let k = (step.rows_of)(ch);
                 if k == 0 {
@@ -282,8 +284,11 @@ fn step_block<T, F>(
                     if let Some(list) = f.b_list {
                         assert_eq!(list.rows(), k, "input list of another chunk size");
                         if held_listed == TERMS_PER_CALL {
-                            sgemm_tn_sparse_sum(m, n_in, &listed, alpha, beta, target, n_in);
-                            (held_listed, beta) = (0, 1.0);
+                            let c_lines = c_lines_after(wrote);
+                            sgemm_tn_sparse_sum(
+                                m, n_in, &listed, alpha, beta, target, n_in, c_lines,
+                            );
+                            (held_listed, beta, wrote) = (0, 1.0, true);
                         }
                         listed[held_listed] = SparseTerm {
                             a,
@@ -295,7 +300,7 @@ fn step_block<T, F>(
                     }
                     if held == TERMS_PER_CALL {
                         sum_pairs(m, n_in, &pairs, alpha, beta, target);
-                        (held, beta) = (0, 1.0);
+                        (held, beta, wrote) = (0, 1.0, true);
                     }
                     pairs[held] = KTerm {
                         a,
@@ -312,10 +317,12 @@ fn step_block<T, F>(
             assert!(products > 0, "fused update of an empty batch");
             if held > 0 || held_listed == 0 {
                 sum_pairs(m, n_in, &pairs[..held], alpha, beta, target);
-                beta = 1.0;
+                (beta, wrote) = (1.0, true);
             }
             if held_listed > 0 {
-                sgemm_tn_sparse_sum(m, n_in, &listed[..held_listed], alpha, beta, target, n_in);
+                let c_lines = c_lines_after(wrote);
+                let listed = &listed[..held_listed];
+                sgemm_tn_sparse_sum(m, n_in, listed, alpha, beta, target, n_in, c_lines);
             }
             match step.optimizer {
                 Optimizer::Sgd => {}
@@ -336,6 +343,17 @@ fn step_block<T, F>(
                 Optimizer::RmsProp { rho, eps } => rmsprop_update(p, s, g, lr, decay, rho, eps),
             }
         }
+    }
+}
+
+/// Where a sparse sum finds the block's target: just written by this
+/// thread if an earlier call `wrote` it in this step (a DAE's dense decoder
+/// term), else where every thread's forward pass last read the weights.
+fn c_lines_after(wrote: bool) -> CLines {
+    if wrote {
+        CLines::Here
+    } else {
+        CLines::Elsewhere
     }
 }
 

@@ -437,6 +437,18 @@ fn bias_pointers(bias: &Bias) -> (*const f32, *const f32) {
     }
 }
 
+/// Whether [`gemm_serial`] gives the whole product to the M-on-lanes
+/// kernel: on paths that have it, with the default blocking (so the tests'
+/// tiny blocks still drive the packed loops with B transposed), for at most
+/// [`M_LANES_MAX_M`] rows, with B stored n x k or at least
+/// [`M_LANES_NN_MIN_N`] columns of a B stored k x n.
+fn takes_m_lanes<P: Path>(op: &Operands, blk: Blocking) -> bool {
+    P::M_LANES
+        && blk.is_default_for::<P>()
+        && op.m <= M_LANES_MAX_M
+        && (op.tb == Trans::T || op.n >= M_LANES_NN_MIN_N)
+}
+
 /// The blocked single-threaded product on one path.
 ///
 /// # Safety
@@ -449,12 +461,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     }
     // Only with the default blocking, so the tests' tiny blocks still drive
     // the packed loops with B transposed.
-    let default_blocking = blk.is_default_for::<P>();
-    if P::M_LANES
-        && default_blocking
-        && m <= M_LANES_MAX_M
-        && (op.tb == Trans::T || (op.tb == Trans::N && n >= M_LANES_NN_MIN_N))
-    {
+    if takes_m_lanes::<P>(op, blk) {
         // SAFETY: forwarded.
         return unsafe { gemm_m_lanes(op) };
     }
@@ -820,9 +827,24 @@ unsafe fn gemm_parallel<P: Path>(op: &Operands, blk: Blocking) {
         // SAFETY: forwarded.
         return unsafe { gemm_serial::<P>(op, blk) };
     }
-    let by_columns = op.n >= op.m;
+    // A product the M-on-lanes kernel takes whole is cut by its 64-row
+    // blocks when it has two or more, so that every part still takes it
+    // (cut by columns, the halves of 128 x 900 x 625 A B fell below
+    // M_LANES_NN_MIN_N and went to the 12 x 32 path) and packs only its
+    // own rows of A. `GEMM_TABLE_ROWS=t2 cargo bench --bench gemm --
+    // table-only`, 5 alternating runs, medians, GFLOP/s on 2 threads:
+    // 128x900x625 A B 255 -> 291, 128x784x900 A B 281 -> 295, 128x625x400
+    // A B 254 -> 256.
+    let m_lanes_height = MLANES_VECS * 16;
+    let by_columns = if takes_m_lanes::<P>(op, blk) && op.m > m_lanes_height {
+        false
+    } else {
+        op.n >= op.m
+    };
     let (len, unit) = if by_columns {
         (op.n, P::NR)
+    } else if takes_m_lanes::<P>(op, blk) {
+        (op.m, m_lanes_height)
     } else {
         (op.m, P::MR)
     };

@@ -299,10 +299,12 @@ macro_rules! path_tests {
             }
 
             /// Products big enough for the parallel entry to split, along N
-            /// and along M, each form.
+            /// and along M, each form; on AVX-512, (128, 410, 400) and
+            /// (100, 40, 600) go to the M-on-lanes kernel whole (A B with n >=
+            /// 400, and any A B^T), so they are cut by its 64-row blocks.
             #[test]
             fn parallel_splits() {
-                for (m, n, k) in [(40, 150, 400), (300, 33, 300), (64, 64, 600)] {
+                for (m, n, k) in [(40, 150, 400), (300, 33, 300), (64, 64, 600), (128, 410, 400), (100, 40, 600)] {
                     for (ta, tb) in [(Trans::N, Trans::N), (Trans::T, Trans::N), (Trans::N, Trans::T), (Trans::T, Trans::T)] {
                         let c = Case {
                             ta, tb, m, n, k, alpha: 0.75, beta: if k == 600 { 2.0 } else { 0.0 },

@@ -459,8 +459,6 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     if m == 0 || n == 0 {
         return;
     }
-    // Only with the default blocking, so the tests' tiny blocks still drive
-    // the packed loops with B transposed.
     if takes_m_lanes::<P>(op, blk) {
         // SAFETY: forwarded.
         return unsafe { gemm_m_lanes(op) };
@@ -836,17 +834,15 @@ unsafe fn gemm_parallel<P: Path>(op: &Operands, blk: Blocking) {
     // 128x900x625 A B 255 -> 291, 128x784x900 A B 281 -> 295, 128x625x400
     // A B 254 -> 256.
     let m_lanes_height = MLANES_VECS * 16;
-    let by_columns = if takes_m_lanes::<P>(op, blk) && op.m > m_lanes_height {
-        false
+    let (by_columns, row_unit) = if takes_m_lanes::<P>(op, blk) && op.m > m_lanes_height {
+        (false, m_lanes_height)
     } else {
-        op.n >= op.m
+        (op.n >= op.m, P::MR)
     };
     let (len, unit) = if by_columns {
         (op.n, P::NR)
-    } else if takes_m_lanes::<P>(op, blk) {
-        (op.m, m_lanes_height)
     } else {
-        (op.m, P::MR)
+        (op.m, row_unit)
     };
     let chunk = split_even(len, threads, unit);
     let parts = len.div_ceil(chunk);

@@ -818,7 +818,6 @@ unsafe fn m_lanes_tile<const B_KN: bool>(
 /// # Safety
 /// As [`gemm_serial`].
 unsafe fn gemm_parallel<P: Path>(op: &Operands, blk: Blocking) {
-    use rayon::prelude::*;
     let threads = rayon::current_num_threads();
     let flops = 2 * op.m * op.n * op.k;
     if threads < 2 || rayon::current_thread_index().is_some() || flops < PARALLEL_MIN_FLOPS {
@@ -846,7 +845,7 @@ unsafe fn gemm_parallel<P: Path>(op: &Operands, blk: Blocking) {
     };
     let chunk = split_even(len, threads, unit);
     let parts = len.div_ceil(chunk);
-    (0..parts).into_par_iter().for_each(|t| {
+    let part = |t: usize| {
         let (lo, hi) = (t * chunk, ((t + 1) * chunk).min(len));
         let sub = if by_columns {
             op.columns(lo, hi)
@@ -855,6 +854,18 @@ unsafe fn gemm_parallel<P: Path>(op: &Operands, blk: Blocking) {
         };
         // SAFETY: each part covers disjoint rows or columns of C.
         unsafe { gemm_serial::<P>(&sub, blk) };
+    };
+    // The calling thread (never a pool worker here) computes the first part
+    // while the workers take the others: it needs no waking, and a worker
+    // that wakes late can no longer end up computing every part alone
+    // (`into_par_iter` from outside the pool left the caller waiting while
+    // the first worker to wake often took both halves: 2-thread rows of the
+    // GEMM bench at 1-thread speed).
+    rayon::in_place_scope(|scope| {
+        for t in 1..parts {
+            scope.spawn(move |_| part(t));
+        }
+        part(0);
     });
 }
 

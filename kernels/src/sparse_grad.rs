@@ -57,9 +57,9 @@ pub enum CLines {
     /// that core to drop its copy, so the stripe's rows of C are asked for,
     /// for writing, [`C_PREFETCH_GROUPS`] column groups ahead. A block
     /// whose C another thread had just read (`sparse_grad_timing`): 400 ->
-    /// 324 us; the five-layer
-    /// classifier's update phase (`vcortex bench --only mlp`, 2 threads, 6
-    /// alternating runs, medians) 0.553 -> 0.512 s per epoch.
+    /// 324 us; the five-layer classifier's update phase (`vcortex bench
+    /// --only mlp`, 2 threads, 5 alternating runs, medians): 0.543 -> 0.517
+    /// s per epoch.
     Elsewhere,
 }
 

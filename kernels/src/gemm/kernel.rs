@@ -241,8 +241,8 @@ unsafe fn tile_generic<
     // C is a block of weights that the other core read in the forward pass:
     // a plain prefetch fetched shared copies, and every store then waited
     // for the other core to drop its copy. `vcortex bench --only dae1,mlp`,
-    // 2 threads, 5 alternating runs, medians: the fused update phase 0.449
-    // -> 0.430 s per epoch (DAE layer), 0.583 -> 0.532 (five-layer). Alone
+    // 2 threads, 4 alternating runs, medians: the fused update phase 0.458
+    // -> 0.422 s per epoch (DAE layer), 0.580 -> 0.547 (five-layer). Alone
     // on one core (784 x 128 x 900 A^T B, beta = 0) `prefetchw`, a plain
     // prefetch, a third line per row or no C prefetch measured the same.
     for r in 0..ROWS {

@@ -13,8 +13,8 @@ fn check(p: usize, other: usize, what: &str) {
 
 /// How far ahead of their loops the parameter updates (`sgd_update`,
 /// `momentum_update`, `rmsprop_update`, `momentum_finish`) ask for the
-/// parameters' lines for writing (16 lines of 64 bytes, about one
-/// memory latency of this loop): the trainer's weights were last read by
+/// parameters' lines for writing (16 lines of 64 bytes; not tuned, no
+/// other distance measured): the trainer's weights were last read by
 /// the other core's forward pass, and the hardware prefetcher fetches them
 /// shared, so every store would otherwise wait for that core to drop its
 /// copy. `vcortex run b3 --epochs 1` (momentum, 2 threads, 3 alternating
@@ -24,14 +24,21 @@ fn check(p: usize, other: usize, what: &str) {
 /// per epoch.
 const WRITE_PREFETCH_FLOATS: usize = 16 * 16;
 
+/// Asks for the parameters [`WRITE_PREFETCH_FLOATS`] past chunk `i` (of
+/// LANES floats from `p`), for writing. A hint: never faults.
+#[inline(always)]
+fn prefetch_params_ahead(p: *const f32, i: usize) {
+    crate::simd::prefetch_line_for_write(p.wrapping_add(WRITE_PREFETCH_FLOATS + i * LANES));
+}
+
 /// Runs `f(p, a)` over two equal-length buffers, updating `p` in place.
 #[inline(always)]
 fn update2(p: &mut [f32], a: &[f32], f: impl Fn(F32s, F32s) -> F32s) {
-    let ahead = p.as_ptr().wrapping_add(WRITE_PREFETCH_FLOATS);
+    let base = p.as_ptr();
     let mut pc = p.chunks_exact_mut(LANES);
     let mut ac = a.chunks_exact(LANES);
     for (i, (p, a)) in (&mut pc).zip(&mut ac).enumerate() {
-        crate::simd::prefetch_line_for_write(ahead.wrapping_add(i * LANES));
+        prefetch_params_ahead(base, i);
         store(f(load(p), load(a)), p);
     }
     let p = pc.into_remainder();
@@ -47,12 +54,12 @@ fn update2(p: &mut [f32], a: &[f32], f: impl Fn(F32s, F32s) -> F32s) {
 /// gradient, updating parameters and state in place.
 #[inline(always)]
 fn update3(p: &mut [f32], s: &mut [f32], g: &[f32], f: impl Fn(F32s, F32s, F32s) -> (F32s, F32s)) {
-    let ahead = p.as_ptr().wrapping_add(WRITE_PREFETCH_FLOATS);
+    let base = p.as_ptr();
     let mut pc = p.chunks_exact_mut(LANES);
     let mut sc = s.chunks_exact_mut(LANES);
     let mut gc = g.chunks_exact(LANES);
     for (i, ((p, s), g)) in (&mut pc).zip(&mut sc).zip(&mut gc).enumerate() {
-        crate::simd::prefetch_line_for_write(ahead.wrapping_add(i * LANES));
+        prefetch_params_ahead(base, i);
         let (pn, sn) = f(load(p), load(s), load(g));
         store(pn, p);
         store(sn, s);
@@ -98,11 +105,11 @@ pub fn momentum_finish(p: &mut [f32], v: &mut [f32], lr_decay: f32) {
         let v = v - lr_decay * p;
         (p + v, v)
     };
-    let ahead = p.as_ptr().wrapping_add(WRITE_PREFETCH_FLOATS);
+    let base = p.as_ptr();
     let mut pc = p.chunks_exact_mut(LANES);
     let mut vc = v.chunks_exact_mut(LANES);
     for (i, (p, v)) in (&mut pc).zip(&mut vc).enumerate() {
-        crate::simd::prefetch_line_for_write(ahead.wrapping_add(i * LANES));
+        prefetch_params_ahead(base, i);
         let (pn, vn) = step(load(p), load(v));
         store(pn, p);
         store(vn, v);

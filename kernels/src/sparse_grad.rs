@@ -39,8 +39,10 @@ const STRIPE: usize = STRIPE_VECS * LANES;
 const COLUMN_GROUP: usize = 16;
 
 /// With [`CLines::Elsewhere`], how many column groups ahead of the write-back
-/// the stripe's rows of C are asked for, for writing (1 or 2 groups measured
-/// alike alone on a core; 3 to 6 no better).
+/// the stripe's rows of C are asked for, for writing. With C just read by
+/// another thread (`sparse_grad_timing`'s block, one run each of 31-round
+/// medians): 1 group 443 us, 2 groups 412, 3, 4 and 6 groups 433-447; none
+/// 566.
 const C_PREFETCH_GROUPS: usize = 2;
 
 /// Where the caller expects C's lines to be when [`sgemm_tn_sparse_sum`]

@@ -625,6 +625,9 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                         } else {
                             (a_block.wrapping_add(ir / mr * mr * kc), None)
                         };
+                        // The lane edge ends in the M-on-lanes kernel's
+                        // epilogue (f32x16, MR <= 16 lanes): it runs where
+                        // that kernel does.
                         if P::M_LANES && !direct_a && cols <= EDGE_LANES_MAX_COLS && cols < nr {
                             // SAFETY: the packed A panel holds kc steps of
                             // MR (<= 16) floats; the B panel (packed, this

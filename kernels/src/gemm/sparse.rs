@@ -582,38 +582,19 @@ fn store_tile<L: Lanes, const V: usize>(acc: &[[L; V]; TILE_ROWS], out: Out) {
             if lo >= cols {
                 break;
             }
-            let hi = (lo + L::LANES).min(cols);
+            let live = (cols - lo).min(L::LANES);
             let mut y = a;
             if let Some(bc) = bias_col {
-                y = y.add(load_partial::<L>(&bc[lo..hi]));
+                let bc = &bc[lo..lo + live];
+                // SAFETY: `bc` holds the `live` floats read (zero lanes past).
+                y = y.add(unsafe { L::load_first(bc.as_ptr(), live) });
             }
             if let Some(br) = bias_row {
                 y = y.add(L::splat(br[r]));
             }
-            store_partial(y.activate(activation), &mut row[lo..hi]);
+            let dst = &mut row[lo..lo + live];
+            // SAFETY: `dst` holds the `live` floats written.
+            unsafe { y.activate(activation).store_first(dst.as_mut_ptr(), live) };
         }
-    }
-}
-
-/// Loads up to LANES floats, zero-padded.
-#[inline(always)]
-fn load_partial<L: Lanes>(s: &[f32]) -> L {
-    let mut buf = [0.0f32; 16];
-    buf[..s.len()].copy_from_slice(s);
-    // SAFETY: buf holds 16 >= LANES floats.
-    unsafe { L::load(buf.as_ptr()) }
-}
-
-/// Stores the first `d.len()` (<= LANES) lanes of `v`.
-#[inline(always)]
-fn store_partial<L: Lanes>(v: L, d: &mut [f32]) {
-    if d.len() == L::LANES {
-        // SAFETY: d holds exactly LANES floats.
-        unsafe { v.store(d.as_mut_ptr()) };
-    } else {
-        let mut buf = [0.0f32; 16];
-        // SAFETY: buf holds 16 >= LANES floats.
-        unsafe { v.store(buf.as_mut_ptr()) };
-        d.copy_from_slice(&buf[..d.len()]);
     }
 }

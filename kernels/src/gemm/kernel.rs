@@ -203,15 +203,16 @@ unsafe fn k_step<
     }
 }
 
-/// The generic micro-kernel: ROWS x (NV vectors) accumulators.
+/// The micro-kernel's k loop: the ROWS x NV accumulators over kc steps.
+/// A function of its own, returning the accumulators by value: in the same
+/// body as the epilogue (which indexes them by a loop counter) LLVM kept one
+/// stack array for both and zeroed it with a `memset` call per tile, then
+/// loaded the zeros into registers (1.2% of 1024^3, perf).
 ///
 /// # Safety
-/// As [`Path::tile`], with ROWS rows. A_ROWS: A is read in place from a
-/// row-major op(A), rows `lda` apart, one float per step; otherwise it is a
-/// packed panel of `a_stride` floats per step.
+/// As [`tile_generic`].
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_generic<
+unsafe fn k_loop<
     V: Lanes,
     const ROWS: usize,
     const NV: usize,
@@ -225,28 +226,7 @@ unsafe fn tile_generic<
     lda: usize,
     b: *const f32,
     b_stride: usize,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-    ep: &TileEpilogue,
-) {
-    // Start fetching the tile of C now, for writing: it is read (beta != 0)
-    // or written only after the k loop, and with small k (weight gradients,
-    // k = 128) a C miss per row would otherwise cost as much as the
-    // arithmetic. The rows are ldc apart, beyond what the hardware
-    // prefetcher follows. For writing, because in the trainer's fused update
-    // C is a block of weights that the other core read in the forward pass:
-    // a plain prefetch fetched shared copies, and every store then waited
-    // for the other core to drop its copy. `vcortex bench --only dae1,mlp`,
-    // 2 threads, 4 alternating runs, medians: the fused update phase 0.458
-    // -> 0.422 s per epoch (DAE layer), 0.580 -> 0.547 (five-layer). Alone
-    // on one core (784 x 128 x 900 A^T B, beta = 0) `prefetchw`, a plain
-    // prefetch, a third line per row or no C prefetch measured the same.
-    for r in 0..ROWS {
-        let row = c.wrapping_add(r * ldc);
-        prefetch_for_write(row);
-        prefetch_for_write(row.wrapping_add(NV * V::LANES - 1));
-    }
+) -> [[V; NV]; ROWS] {
     let mut acc = [[V::zero(); NV]; ROWS];
     // The A pointers (see k_step); only the first moves when A is packed.
     let mut ap = [a, a.wrapping_add(4 * lda), a.wrapping_add(8 * lda)];
@@ -296,6 +276,58 @@ unsafe fn tile_generic<
             };
         }
     }
+
+    acc
+}
+
+/// The generic micro-kernel: ROWS x (NV vectors) accumulators.
+///
+/// # Safety
+/// As [`Path::tile`], with ROWS rows. A_ROWS: A is read in place from a
+/// row-major op(A), rows `lda` apart, one float per step; otherwise it is a
+/// packed panel of `a_stride` floats per step.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_generic<
+    V: Lanes,
+    const ROWS: usize,
+    const NV: usize,
+    const PREFETCH: bool,
+    const PREFETCH_A: bool,
+    const A_ROWS: bool,
+>(
+    kc: usize,
+    a: *const f32,
+    a_stride: usize,
+    lda: usize,
+    b: *const f32,
+    b_stride: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    ep: &TileEpilogue,
+) {
+    // Start fetching the tile of C now, for writing: it is read (beta != 0)
+    // or written only after the k loop, and with small k (weight gradients,
+    // k = 128) a C miss per row would otherwise cost as much as the
+    // arithmetic. The rows are ldc apart, beyond what the hardware
+    // prefetcher follows. For writing, because in the trainer's fused update
+    // C is a block of weights that the other core read in the forward pass:
+    // a plain prefetch fetched shared copies, and every store then waited
+    // for the other core to drop its copy. `vcortex bench --only dae1,mlp`,
+    // 2 threads, 4 alternating runs, medians: the fused update phase 0.458
+    // -> 0.422 s per epoch (DAE layer), 0.580 -> 0.547 (five-layer). Alone
+    // on one core (784 x 128 x 900 A^T B, beta = 0) `prefetchw`, a plain
+    // prefetch, a third line per row or no C prefetch measured the same.
+    for r in 0..ROWS {
+        let row = c.wrapping_add(r * ldc);
+        prefetch_for_write(row);
+        prefetch_for_write(row.wrapping_add(NV * V::LANES - 1));
+    }
+    // SAFETY: forwarded.
+    let acc = unsafe {
+        k_loop::<V, ROWS, NV, PREFETCH, PREFETCH_A, A_ROWS>(kc, a, a_stride, lda, b, b_stride)
+    };
 
     let nr = NV * V::LANES;
     let alpha = V::splat(ep.alpha);

@@ -8,8 +8,8 @@ mod common;
 use common::{Lcg, PAD_SENTINEL};
 use proptest::prelude::*;
 use vcortex_kernels::gemm::{
-    sgemm, sgemm_on_path, sgemm_parallel, sgemm_with_epilogue, Activation, Bias, Blocking,
-    Epilogue, KernelPath, Trans,
+    sgemm, sgemm_on_path, sgemm_parallel, sgemm_with_epilogue, shared_b_products, Activation, Bias,
+    Blocking, Epilogue, KernelPath, Trans,
 };
 use vcortex_kernels::reference;
 
@@ -386,6 +386,69 @@ fn direct_and_packed_a() {
             };
             check(&c, Entry::Path(path, None, false)).unwrap();
         }
+    }
+}
+
+/// The parallel entry's shared packing of B (tall products: each part has
+/// more than one MC block of rows), on every path and form: with tiny
+/// blocks (several jc blocks, K slices of 7 and a ragged last one, ragged
+/// last panels, the dot-product edge of a row-major A) and with the default
+/// blocks (one product the AVX-512 path takes with A read in place and a
+/// 4-column dot edge, one with A packed). Each case has its own B, so a part
+/// that read the buffer before its block was packed would see another
+/// case's values. The only test that makes such products, so none of them
+/// finds the shared buffer busy (run by one test, path after path).
+#[test]
+fn parallel_shared_b() {
+    let before = shared_b_products();
+    let mut cases = 0;
+    for path in KernelPath::ALL {
+        let (mr, nr) = path.tile();
+        let tiny = Blocking {
+            kc: 7,
+            mc: 2 * mr,
+            nc: 3 * nr,
+        };
+        let runs = [
+            (Some(tiny), 150, 70 + nr / 2, 200),
+            (Some(tiny), 241, 8 * nr + 4, 190),
+            (None, 800, 36, 150),
+            (None, 1000, 300, 40),
+        ];
+        for (i, &(blk, m, n, k)) in runs.iter().enumerate() {
+            for (ta, tb) in [
+                (Trans::N, Trans::N),
+                (Trans::T, Trans::N),
+                (Trans::N, Trans::T),
+                (Trans::T, Trans::T),
+            ] {
+                let c = Case {
+                    ta,
+                    tb,
+                    m,
+                    n,
+                    k,
+                    alpha: 0.5,
+                    beta: if i % 2 == 0 { 0.0 } else { 1.5 },
+                    lda_pad: 1,
+                    ldb_pad: 3,
+                    ldc_pad: 2,
+                    bias: (i % 3) as u8,
+                    activation: Activation::Relu,
+                    integers: true,
+                    seed: 100 + cases,
+                };
+                check(&c, Entry::Path(path, blk, true)).unwrap();
+                cases += 1;
+            }
+        }
+    }
+    if rayon::current_num_threads() >= 2 {
+        assert_eq!(
+            shared_b_products() - before,
+            cases as usize,
+            "every case should pack B once for both parts"
+        );
     }
 }
 

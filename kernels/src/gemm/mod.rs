@@ -102,12 +102,14 @@ fn check_shapes(
 mod kernel;
 mod lanes;
 mod pack;
+mod shared_b;
 mod sum;
 
 use kernel::{
     tile_dot, tile_edge_lanes, tile_m_lanes, Avx2Fma6x16, Avx512Fma12x32, Path, Portable4x8,
     TileEpilogue, DOT_COLS, DOT_ROWS, EDGE_LANES_MAX_COLS, MLANES_COLS, MLANES_VECS,
 };
+use shared_b::SharedPackedB;
 use std::cell::RefCell;
 
 /// Which compiled micro-kernel family runs a product.
@@ -437,6 +439,50 @@ fn bias_pointers(bias: &Bias) -> (*const f32, *const f32) {
     }
 }
 
+/// The packed B block of one (jc, pc) step of [`gemm_blocked`].
+struct PackedB {
+    /// The ragged last column strip (n = 100 leaves 4, n = 900 too) of a
+    /// product with a row-major op(A), whether or not A is packed for the
+    /// full tiles, runs the dot-product kernel: K on the lanes, reading A's
+    /// rows in place, against a transposed copy of those columns of B
+    /// packed after the B panels. Column blocks are multiples of NR, so
+    /// only the last one is ragged.
+    dot_edge: bool,
+    /// Rows of the edge panel (the ragged columns rounded up to DOT_COLS).
+    edge_width: usize,
+    /// Floats of the NR-wide panels (one panel when B is read in place:
+    /// the ragged strip).
+    main_floats: usize,
+    /// Floats of the whole block: the panels and the edge panel.
+    floats: usize,
+}
+
+impl PackedB {
+    fn of<P: Path>(op: &Operands, kc_size: usize, nc_size: usize, direct_b: bool) -> PackedB {
+        let nr = P::NR;
+        let main_floats = if direct_b {
+            nr * kc_size
+        } else {
+            nc_size.div_ceil(nr) * nr * kc_size
+        };
+        let edge_cols = op.n % nr;
+        let dot_edge =
+            P::DOT_EDGE && op.ta == Trans::N && edge_cols != 0 && edge_cols <= DOT_EDGE_MAX_COLS;
+        let edge_width = edge_cols.next_multiple_of(DOT_COLS);
+        let floats = if dot_edge {
+            main_floats + edge_width * kc_size.next_multiple_of(16)
+        } else {
+            main_floats
+        };
+        PackedB {
+            dot_edge,
+            edge_width,
+            main_floats,
+            floats,
+        }
+    }
+}
+
 /// Whether [`gemm_serial`] gives the whole product to the M-on-lanes
 /// kernel: on paths that have it, with the default blocking (so the tests'
 /// tiny blocks still drive the packed loops with B transposed), for at most
@@ -455,11 +501,24 @@ fn takes_m_lanes<P: Path>(op: &Operands, blk: Blocking) -> bool {
 /// `op` describes valid, checked operands (see [`check_shapes`]), and nothing
 /// else writes the part of C it covers.
 unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
+    // SAFETY: forwarded.
+    unsafe { gemm_blocked::<P>(op, blk, None) }
+}
+
+/// [`gemm_serial`], with op(B) packed into `shared` together with the other
+/// parts of a parallel product (see `shared_b`) when given: `op` is then
+/// one part's rows, and `shared` was made for the whole product's blocks
+/// ([`PackedB::of`] with the same n, k and blocking).
+///
+/// # Safety
+/// As [`gemm_serial`]; every part sharing `shared` covers the same columns
+/// and K of the same B.
+unsafe fn gemm_blocked<P: Path>(op: &Operands, blk: Blocking, shared: Option<&SharedPackedB>) {
     let (m, n, k) = (op.m, op.n, op.k);
     if m == 0 || n == 0 {
         return;
     }
-    if takes_m_lanes::<P>(op, blk) {
+    if shared.is_none() && takes_m_lanes::<P>(op, blk) {
         // SAFETY: forwarded.
         return unsafe { gemm_m_lanes(op) };
     }
@@ -480,12 +539,9 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     // For short K slices in row order with several M blocks (784 x 128 x
     // 900 and 784 x 64 x 900 A^T B), B read in place by every block
     // measured 2-6% slower than packed once.
-    let direct_b = op.tb == Trans::N && m <= mc_size && !op.ldb.is_multiple_of(64);
-    let b_floats = if direct_b {
-        nr * kc_size
-    } else {
-        nc_size.div_ceil(nr) * nr * kc_size
-    };
+    // A shared packing is always packed.
+    let direct_b =
+        shared.is_none() && op.tb == Trans::N && m <= mc_size && !op.ldb.is_multiple_of(64);
     // A row-major op(A) is read in place when the product is a single,
     // narrow column block (n <= DIRECT_A_MAX_N and n <= NC): each A row
     // tile then serves few column tiles, too few to pay for its packing.
@@ -493,21 +549,12 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     // direct B above.
     let direct_a =
         op.ta == Trans::N && n <= DIRECT_A_MAX_N.min(blk.nc) && !op.lda.is_multiple_of(64);
-    // The ragged last column strip (n = 100 leaves 4, n = 900 too) of a
-    // product with a row-major op(A), whether or not A is packed for the
-    // full tiles: K on the lanes, reading A's rows in place, against a
-    // transposed copy of those columns of B packed after the B panels.
-    // Column blocks are multiples of NR, so only the last one is ragged.
-    let edge_cols = n % nr;
-    let dot_edge =
-        P::DOT_EDGE && op.ta == Trans::N && edge_cols != 0 && edge_cols <= DOT_EDGE_MAX_COLS;
-    let edge_width = edge_cols.next_multiple_of(DOT_COLS);
-    let b_main_floats = b_floats;
-    let b_floats = if dot_edge {
-        b_main_floats + edge_width * kc_size.next_multiple_of(16)
-    } else {
-        b_main_floats
-    };
+    let PackedB {
+        dot_edge,
+        edge_width,
+        main_floats: b_main_floats,
+        floats: b_floats,
+    } = PackedB::of::<P>(op, kc_size, nc_size, direct_b);
     let a_floats = if direct_a {
         0
     } else {
@@ -515,7 +562,8 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
     };
 
     let whole = op.tile_epilogue();
-    with_pack_buffers(a_floats, b_floats, |pa, pb| {
+    let own_b_floats = if shared.is_some() { 0 } else { b_floats };
+    with_pack_buffers(a_floats, own_b_floats, |pa, own_pb| {
         for jc in (0..n).step_by(nc_size) {
             let nc = nc_size.min(n - jc);
             let full_nc = nc / nr * nr;
@@ -524,9 +572,60 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                 let kc = kc_size.min(k - p0);
                 let last = kb + 1 == kc_count;
                 let ep = TileEpilogue::k_slice(&whole, kb == 0, last);
+                let edge_kc_pad = kc.next_multiple_of(16);
+                let block = jc / nc_size * kc_count + kb;
+                let pb = shared.map_or(own_pb, |s| s.block(block));
+                let edge_panel = pb.wrapping_add(b_main_floats);
+                if let Some(shared) = shared {
+                    // With the dot edge, the ragged strip is only read from
+                    // its transposed edge panel, the block's last unit.
+                    let packed_nc = if dot_edge { full_nc } else { nc };
+                    let unit_rows = shared_b::UNIT_ROWS;
+                    let row_units = kc.div_ceil(unit_rows);
+                    let edge_unit = dot_edge && full_nc < nc;
+                    shared.pack_block(block, row_units + usize::from(edge_unit), |unit| {
+                        let q = unit * unit_rows;
+                        // SAFETY: unit `unit` is steps q.. of every panel
+                        // of the block (kc steps each, starting q * nr
+                        // floats in) or the edge panel after the
+                        // b_main_floats of panels; the block's region holds
+                        // b_floats.
+                        unsafe {
+                            if unit < row_units {
+                                pack::pack_b_strided::<false>(
+                                    op.tb,
+                                    op.b,
+                                    op.ldb,
+                                    p0 + q,
+                                    unit_rows.min(kc - q),
+                                    jc,
+                                    packed_nc,
+                                    nr,
+                                    kc,
+                                    pb.wrapping_add(q * nr),
+                                );
+                            } else {
+                                pack::pack_b_edge_transposed(
+                                    op.tb,
+                                    op.b,
+                                    op.ldb,
+                                    p0,
+                                    kc,
+                                    jc + full_nc,
+                                    nc - full_nc,
+                                    edge_width,
+                                    edge_kc_pad,
+                                    edge_panel,
+                                )
+                            }
+                        }
+                    });
+                }
                 // SAFETY: the block lies inside op(B); pb holds b_floats.
                 unsafe {
-                    if !direct_b {
+                    if shared.is_some() {
+                        // Packed together above.
+                    } else if !direct_b {
                         // With the dot edge, the ragged strip is only read
                         // from its transposed edge panel (packed below).
                         let packed_nc = if dot_edge { full_nc } else { nc };
@@ -545,9 +644,7 @@ unsafe fn gemm_serial<P: Path>(op: &Operands, blk: Blocking) {
                         );
                     }
                 }
-                let edge_kc_pad = kc.next_multiple_of(16);
-                let edge_panel = pb.wrapping_add(b_main_floats);
-                if dot_edge && full_nc < nc {
+                if shared.is_none() && dot_edge && full_nc < nc {
                     // SAFETY: the columns lie inside op(B); the buffer holds
                     // b_main_floats + edge_width * kc_pad floats.
                     unsafe {
@@ -835,8 +932,15 @@ unsafe fn gemm_parallel<P: Path>(op: &Operands, blk: Blocking) {
     // table-only`, 5 alternating runs, medians, GFLOP/s on 2 threads:
     // 128x900x625 A B 255 -> 291, 128x784x900 A B 281 -> 295, 128x625x400
     // A B 254 -> 256.
+    let m_lanes = takes_m_lanes::<P>(op, blk);
+    if !m_lanes {
+        // SAFETY: forwarded.
+        if unsafe { gemm_parallel_shared_b::<P>(op, blk, threads) } {
+            return;
+        }
+    }
     let m_lanes_height = MLANES_VECS * 16;
-    let (by_columns, row_unit) = if takes_m_lanes::<P>(op, blk) && op.m > m_lanes_height {
+    let (by_columns, row_unit) = if m_lanes && op.m > m_lanes_height {
         (false, m_lanes_height)
     } else {
         (op.n >= op.m, P::MR)
@@ -858,18 +962,54 @@ unsafe fn gemm_parallel<P: Path>(op: &Operands, blk: Blocking) {
         // SAFETY: each part covers disjoint rows or columns of C.
         unsafe { gemm_serial::<P>(&sub, blk) };
     };
-    // The calling thread (never a pool worker here) computes the first part
-    // while the workers take the others: it needs no waking, and a worker
-    // that wakes late can no longer end up computing every part alone
-    // (`into_par_iter` from outside the pool left the caller waiting while
-    // the first worker to wake often took both halves: 2-thread rows of the
-    // GEMM bench at 1-thread speed).
+    run_parts(parts, part);
+}
+
+/// Runs `part(0..parts)` on the rayon pool. The calling thread (never a
+/// pool worker here) computes the first part while the workers take the
+/// others: it needs no waking, and a worker that wakes late can no longer
+/// end up computing every part alone (`into_par_iter` from outside the pool
+/// left the caller waiting while the first worker to wake often took both
+/// halves: 2-thread rows of the GEMM bench at 1-thread speed).
+fn run_parts(parts: usize, part: impl Fn(usize) + Sync) {
+    let part = &part;
     rayon::in_place_scope(|scope| {
         for t in 1..parts {
             scope.spawn(move |_| part(t));
         }
         part(0);
     });
+}
+
+/// The parallel product cut by rows, every part packing its own rows of A
+/// and all parts packing op(B) together, once (`shared_b`), where each part
+/// has more than one MC block of rows (so B is packed at all, and a part
+/// would otherwise pack all of it for its share of the rows). Returns false,
+/// having done nothing, where that does not apply or the shared buffer is
+/// too large or busy.
+///
+/// # Safety
+/// As [`gemm_serial`].
+unsafe fn gemm_parallel_shared_b<P: Path>(op: &Operands, blk: Blocking, threads: usize) -> bool {
+    let chunk = split_even(op.m, threads, P::MR);
+    let parts = op.m.div_ceil(chunk);
+    let sizes = BlockSizes::of::<P>(chunk, op.n, op.k, blk);
+    if parts < 2 || chunk <= sizes.mc_size {
+        return false;
+    }
+    let blocks = op.n.div_ceil(sizes.nc_size) * sizes.kc_count;
+    let block_floats = PackedB::of::<P>(op, sizes.kc_size, sizes.nc_size, false).floats;
+    let Some(shared) = SharedPackedB::try_new(blocks, block_floats) else {
+        return false;
+    };
+    let shared = &shared;
+    run_parts(parts, |t| {
+        let sub = op.rows(t * chunk, ((t + 1) * chunk).min(op.m));
+        // SAFETY: each part covers disjoint rows of C; every part has the
+        // whole product's columns and K, so the same B blocks.
+        unsafe { gemm_blocked::<P>(&sub, blk, Some(shared)) };
+    });
+    true
 }
 
 /// [`sgemm_with_epilogue`] (or [`sgemm_parallel`] when `parallel`) on a chosen
@@ -1004,6 +1144,14 @@ pub fn micro_kernel_gflops(path: KernelPath, kc: usize) -> f64 {
         KernelPath::Avx2 => measure::<Avx2Fma6x16>(kc),
         KernelPath::Portable => measure::<Portable4x8>(kc),
     }
+}
+
+/// How many parallel products have packed op(B) once for all their parts
+/// (rather than once per part) so far: lets the tests check they drove
+/// that path.
+#[doc(hidden)]
+pub fn shared_b_products() -> usize {
+    shared_b::products()
 }
 
 /// Several products summed along K in one GEMM (the trainer's weight

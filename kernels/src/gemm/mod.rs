@@ -576,6 +576,26 @@ unsafe fn gemm_blocked<P: Path>(op: &Operands, blk: Blocking, shared: Option<&Sh
                 let block = jc / nc_size * kc_count + kb;
                 let pb = shared.map_or(own_pb, |s| s.block(block));
                 let edge_panel = pb.wrapping_add(b_main_floats);
+                // The ragged strip's transposed edge panel (with the dot
+                // edge), after the block's b_main_floats of panels.
+                let pack_edge = || {
+                    // SAFETY: the columns lie inside op(B); the block holds
+                    // b_main_floats + edge_width * kc_pad floats.
+                    unsafe {
+                        pack::pack_b_edge_transposed(
+                            op.tb,
+                            op.b,
+                            op.ldb,
+                            p0,
+                            kc,
+                            jc + full_nc,
+                            nc - full_nc,
+                            edge_width,
+                            edge_kc_pad,
+                            edge_panel,
+                        )
+                    }
+                };
                 if let Some(shared) = shared {
                     // With the dot edge, the ragged strip is only read from
                     // its transposed edge panel, the block's last unit.
@@ -587,9 +607,8 @@ unsafe fn gemm_blocked<P: Path>(op: &Operands, blk: Blocking, shared: Option<&Sh
                         let q = unit * unit_rows;
                         // SAFETY: unit `unit` is steps q.. of every panel
                         // of the block (kc steps each, starting q * nr
-                        // floats in) or the edge panel after the
-                        // b_main_floats of panels; the block's region holds
-                        // b_floats.
+                        // floats in), or the edge panel; the block's region
+                        // holds b_floats.
                         unsafe {
                             if unit < row_units {
                                 pack::pack_b_strided::<false>(
@@ -605,18 +624,7 @@ unsafe fn gemm_blocked<P: Path>(op: &Operands, blk: Blocking, shared: Option<&Sh
                                     pb.wrapping_add(q * nr),
                                 );
                             } else {
-                                pack::pack_b_edge_transposed(
-                                    op.tb,
-                                    op.b,
-                                    op.ldb,
-                                    p0,
-                                    kc,
-                                    jc + full_nc,
-                                    nc - full_nc,
-                                    edge_width,
-                                    edge_kc_pad,
-                                    edge_panel,
-                                )
+                                pack_edge()
                             }
                         }
                     });
@@ -645,22 +653,7 @@ unsafe fn gemm_blocked<P: Path>(op: &Operands, blk: Blocking, shared: Option<&Sh
                     }
                 }
                 if shared.is_none() && dot_edge && full_nc < nc {
-                    // SAFETY: the columns lie inside op(B); the buffer holds
-                    // b_main_floats + edge_width * kc_pad floats.
-                    unsafe {
-                        pack::pack_b_edge_transposed(
-                            op.tb,
-                            op.b,
-                            op.ldb,
-                            p0,
-                            kc,
-                            jc + full_nc,
-                            nc - full_nc,
-                            edge_width,
-                            edge_kc_pad,
-                            edge_panel,
-                        )
-                    };
+                    pack_edge();
                 }
                 for ic in (0..m).step_by(mc_size) {
                     let mc = mc_size.min(m - ic);

@@ -15,7 +15,7 @@
 
 use super::Line;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 /// Steps (rows of a B stored k x n) of every panel of a block per claimed
 /// unit: whole rows of the source, read start to end as the per-part
@@ -28,9 +28,9 @@ pub(super) const UNIT_ROWS: usize = 32;
 /// products keep the per-part packing rather than hold that much memory.
 pub(super) const MAX_FLOATS: usize = 1 << 24;
 
-/// The process's shared packing buffer, kept between calls (4 MiB freshly
-/// mapped would cost its page faults, ~1 ms, on every call). A second
-/// parallel product that finds it busy packs per part instead.
+/// The process's shared packing buffer, kept between calls (allocated per
+/// call, its 4 MiB on 1024^3 would be mapped and zeroed afresh every time).
+/// A second parallel product that finds it busy packs per part instead.
 static BUFFER: Mutex<Vec<Line>> = Mutex::new(Vec::new());
 
 /// Products that packed B together so far (for the tests: a product that
@@ -71,7 +71,12 @@ impl SharedPackedB<'_> {
         if floats > MAX_FLOATS {
             return None;
         }
-        let mut buffer = BUFFER.try_lock().ok()?;
+        let mut buffer = match BUFFER.try_lock() {
+            Ok(guard) => guard,
+            // A product that panicked left whole lines behind: still usable.
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
         let lines = floats.div_ceil(16).max(1);
         if buffer.len() < lines {
             buffer.resize(lines, Line([0.0; 16]));

@@ -68,12 +68,16 @@ fn every_row_and_profile_line_is_filled() {
             Work::Dae1 => 2.0 * (5.0 * 784.0 * 900.0) * 59904.0 / 1.00 / 523e9,
             Work::Mlp => 2.0 * 3_860_700.0 * 59904.0 / 1.10 / 523e9,
             Work::CnnInfer => 2.0 * 775_000.0 * 10000.0 / 0.06 / 523e9,
+            Work::Dae2 | Work::Dae3 => unreachable!("not in the default list"),
         };
+        let fraction = row
+            .target_peak_fraction
+            .expect("the issue's items have targets");
         assert!(
-            (row.target_peak_fraction - want_fraction).abs() < 1e-9,
-            "{name}: {} vs {want_fraction}",
-            row.target_peak_fraction
+            (fraction - want_fraction).abs() < 1e-9,
+            "{name}: {fraction} vs {want_fraction}"
         );
+        assert!(row.pytorch_s.is_some() && row.target_s.is_some(), "{name}");
         let layers: Vec<&str> = row.profile.iter().map(|p| p.layer.as_str()).collect();
         let want: &[&str] = match row.work {
             Work::CnnSgd | Work::CnnRmsprop => &[
@@ -90,6 +94,7 @@ fn every_row_and_profile_line_is_filled() {
             ],
             // Inference runs each conv fused with its pooling (one line each).
             Work::CnnInfer => &["conv1", "conv2", "fc1", "fc2", "loss"],
+            Work::Dae2 | Work::Dae3 => unreachable!("not in the default list"),
         };
         for w in want {
             let p = row.profile.iter().find(|p| p.layer == *w);
@@ -117,6 +122,7 @@ fn every_row_and_profile_line_is_filled() {
             Work::CnnInfer => cnn_macs(&CnnShape::STUDY).0,
             Work::Mlp => mlp_train_macs(&[784, 900, 625, 400, 10]),
             Work::Dae1 => dae_train_macs(&[784, 900, 625, 400], 1),
+            Work::Dae2 | Work::Dae3 => unreachable!("not in the default list"),
         };
         assert!(
             close(row.gflop, 2.0 * macs as f64 * row.images as f64 / 1e9),
@@ -148,6 +154,54 @@ fn every_row_and_profile_line_is_filled() {
     for w in Work::ALL {
         assert!(text.contains(w.name()), "{text}");
     }
+}
+
+/// The stack's upper layers, asked for by name (not in the default list):
+/// each runs the whole image-space pass through the layers below (their
+/// profile lines), counts that work, and has no issue figures (null in the
+/// JSON, "-" in the table).
+#[test]
+fn upper_dae_layers_run_through_the_layers_below() {
+    let dataset = Dataset::load(&data_dir()).expect("shipped MNIST loads");
+    assert!(!Work::ALL.contains(&Work::Dae2) && !Work::ALL.contains(&Work::Dae3));
+    let opts = BenchOptions {
+        threads: 2,
+        train_size: Some(256),
+        test_size: Some(64),
+        only: vec![Work::Dae2, Work::Dae3],
+        ..BenchOptions::default()
+    };
+    let report = run(dataset.train(), dataset.test(), &opts).expect("bench runs");
+    for (row, layer) in report.rows.iter().zip([2usize, 3]) {
+        let name = row.work.name();
+        assert_eq!(name, format!("dae{layer}"));
+        assert!(row.seconds > 0.0 && row.gflops > 0.0, "{name}");
+        let macs = dae_train_macs(&[784, 900, 625, 400], layer);
+        assert!(
+            (row.gflop - 2.0 * macs as f64 * 256.0 / 1e9).abs() < 1e-9,
+            "{name}"
+        );
+        assert_eq!(
+            (row.pytorch_s, row.target_s, row.target_peak_fraction),
+            (None, None, None)
+        );
+        for k in 1..=layer {
+            for part in ["enc", "dec"] {
+                let line = format!("dae{k}.{part}");
+                let p = row.profile.iter().find(|p| p.layer == line);
+                let p = p.unwrap_or_else(|| panic!("{name}: no profile line {line}"));
+                assert!(p.forward_s > 0.0, "{name} {line}");
+            }
+        }
+        let update = row.profile.iter().find(|p| p.layer == "dW+update");
+        assert!(update.is_some_and(|p| p.forward_s > 0.0), "{name}");
+    }
+    let text = render(&report);
+    let dae2 = text
+        .lines()
+        .find(|l| l.starts_with("dae2 "))
+        .expect("a dae2 row");
+    assert!(dae2.trim_end().ends_with('-'), "{dae2}");
 }
 
 #[test]

@@ -57,7 +57,8 @@ pub struct BenchArgs {
     /// Seed of the initialisation, shuffles and noise.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Only these items (comma-separated).
+    /// Only these items (comma-separated); the default is every item but
+    /// dae2 and dae3.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "WORK")]
     pub only: Vec<crate::bench::Work>,
     /// Skip the per-layer profile.

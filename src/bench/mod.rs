@@ -37,10 +37,10 @@ pub enum Work {
     CnnRmsprop,
     /// One epoch of DAE layer 1, 784-900, image-space scheme, keep 0.9 (B1).
     Dae1,
-    /// One epoch of DAE layer 2 (900-625) of the 784-900-625-400 stack, in
-    /// the image-space scheme: noisy images up through layers 1-2 and back
-    /// down to image space, layer 2's weights trained (B1 and B3's second
-    /// stage; the issue sets no target). Not in the default list.
+    /// One epoch of DAE layer 2 (900-625) of the 784-900-625-400 stack, B1's
+    /// second stage: noisy images up through layers 1-2 and back down to
+    /// image space, layer 2's weights trained (the issue sets no target).
+    /// Not in the default list.
     Dae2,
     /// One epoch of DAE layer 3 (625-400), likewise through layers 1-3.
     /// Not in the default list.

@@ -1,14 +1,17 @@
 //! The first layers' sparse-input forward passes (`Dense::forward_sparse_input`,
 //! `TiedAutoencoder::encode_sparse_input`) against the dense forward on real
 //! MNIST chunks, clean and with the DAE's 10% masking noise, for the chunk
-//! sizes the trainer uses (64 rows per thread) and a ragged one; and the
-//! same bits on a repeated call (determinism).
+//! sizes the trainer uses (64 rows per thread) and a ragged one; the same
+//! bits on a repeated call (determinism); and the stack's first encoder
+//! giving the same bits from its prebuilt transposed weight as without it.
 
 use std::path::Path;
 use vcortex::data::{CacheLocation, Dataset, LoadOptions};
 use vcortex::kernels::gemm::Activation;
 use vcortex::kernels::noise::mask_noise;
 use vcortex::kernels::rng::Rng;
+use vcortex::kernels::team::Team;
+use vcortex::model::DaeStack;
 use vcortex::nn::{Dense, TiedAutoencoder};
 
 fn first_images(count: usize) -> Vec<f32> {
@@ -97,4 +100,44 @@ fn sparse_first_layers_equal_the_dense_forward_on_mnist_chunks() {
             assert_close(&sparse, &dense, x, &w_relu, &b_relu, "relu layer");
         }
     }
+}
+
+/// Layer 1 of the stack frozen (training layer 2 or 3): the prebuilt W1^T
+/// is built for layers >= 2 only, gives the same bits for h1 and h2 as the
+/// per-call transposition (clean images, 70 rows: a ragged last tile), and
+/// is dropped by any change through `params_mut` or to layer 1's tensors,
+/// but kept while layer 2's change.
+#[test]
+fn stack_encoder_reads_the_frozen_layers_transposed_weight() {
+    let images = first_images(70);
+    let team = Team::new(2).expect("a team of 2");
+    let mut stack = DaeStack::study(5);
+    let (h1_own, h2_own) = (stack.hidden(1, &images), stack.hidden(2, &images));
+    stack.prepare_batch(1, &team);
+    assert!(!stack.layer1_transposed_is_current(), "layer 1 trains W1");
+    stack.prepare_batch(2, &team);
+    assert!(stack.layer1_transposed_is_current());
+    let (h1, h2) = (stack.hidden(1, &images), stack.hidden(2, &images));
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&h1), bits(&h1_own));
+    assert_eq!(bits(&h2), bits(&h2_own));
+    // Training layer 2 keeps it; layer 1's update or params_mut drop it.
+    stack.layer_params_mut(2)[0] += 1.0;
+    assert!(stack.layer1_transposed_is_current());
+    // W1[0, 406]: unit 0's weight on a centre pixel (the corner pixels
+    // are zero in every image, so the sparse product never reads them).
+    let centre = 14 * 28 + 14;
+    let original = stack.params()[centre];
+    stack.layer_params_mut(1)[centre] = original + 1.0;
+    assert!(!stack.layer1_transposed_is_current());
+    stack.prepare_batch(3, &team);
+    assert!(stack.layer1_transposed_is_current());
+    let h1_changed = stack.hidden(1, &images);
+    stack.params_mut()[centre] = original;
+    assert!(!stack.layer1_transposed_is_current());
+    // The rebuilt W^T followed the changed W1 (unit 0's outputs moved),
+    // and with the change undone the first bits come back.
+    assert_ne!(bits(&h1_changed), bits(&h1_own));
+    stack.prepare_batch(2, &team);
+    assert_eq!(bits(&stack.hidden(1, &images)), bits(&h1_own));
 }

@@ -9,8 +9,8 @@ mod common;
 use common::{Lcg, PAD_SENTINEL};
 use proptest::prelude::*;
 use vcortex_kernels::gemm::{
-    sgemm_sparse_input, sgemm_sparse_input_on_path, sgemm_with_epilogue, Activation, Bias,
-    Epilogue, KernelPath, Trans,
+    sgemm_sparse_input, sgemm_sparse_input_on_path, sgemm_sparse_input_panels, sgemm_with_epilogue,
+    Activation, Bias, Epilogue, KernelPath, SparsePanels, Trans,
 };
 use vcortex_kernels::reference;
 
@@ -90,6 +90,9 @@ fn cases(integers: bool) -> impl Strategy<Value = Case> {
 enum Entry {
     Path(KernelPath),
     Public,
+    /// W^T from panels of the path's width, filled block by block in
+    /// reverse order after a fill from another W.
+    Panels(KernelPath),
 }
 
 fn check(case: &Case, entry: Entry) -> Result<(), TestCaseError> {
@@ -160,6 +163,22 @@ fn check(case: &Case, entry: Entry) -> Result<(), TestCaseError> {
             sgemm_sparse_input_on_path(path, m, n, k, &x, ldx, &w, ldw, &mut got, ldc, epilogue)
         }
         Entry::Public => sgemm_sparse_input(m, n, k, &x, ldx, &w, ldw, &mut got, ldc, epilogue),
+        Entry::Panels(path) => {
+            let mut panels = SparsePanels::on_path(path, n, k);
+            let other: Vec<f32> = w.iter().map(|v| v * 3.0 + 1.0).collect();
+            panels.fill_all(&other, ldw);
+            let (layout, blocks) = panels.parts_mut();
+            for block in blocks.iter_mut().rev() {
+                layout.fill(block, &w, ldw);
+            }
+            sgemm_sparse_input_panels(m, &x, ldx, &panels, &mut got, ldc, epilogue);
+            // The same bits as the product that transposes W itself.
+            let mut own = c.clone();
+            sgemm_sparse_input_on_path(path, m, n, k, &x, ldx, &w, ldw, &mut own, ldc, epilogue);
+            for (idx, (g, o)) in got.iter().zip(&own).enumerate() {
+                prop_assert_eq!(g.to_bits(), o.to_bits(), "panels vs own at {}", idx);
+            }
+        }
     }
 
     for i in 0..m {
@@ -243,6 +262,15 @@ proptest! {
             check(&case, Entry::Path(path))?;
         }
         check(&case, Entry::Public)?;
+    }
+
+    /// Prebuilt panels give the reference's values and the same bits as
+    /// the call that transposes W itself, on every width.
+    #[test]
+    fn sparse_input_from_panels(case in cases(false)) {
+        for path in KernelPath::ALL {
+            check(&case, Entry::Panels(path))?;
+        }
     }
 }
 

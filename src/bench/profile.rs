@@ -109,6 +109,9 @@ pub fn numbered(names: &'static [&'static str; 9], i: usize) -> &'static str {
 /// gradients + optimizer).
 pub const FUSED_UPDATE: &str = "dW+update";
 
+/// The first layer's W^T, built before a batch where stale (`nn::TransposedWeights`).
+pub const W1_PANELS: &str = "W1^T";
+
 /// Names of dense layers fc1.., for [`numbered`].
 pub const FC: [&str; 9] = [
     "fc?", "fc1", "fc2", "fc3", "fc4", "fc5", "fc6", "fc7", "fc_n",

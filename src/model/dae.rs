@@ -28,27 +28,15 @@ pub enum DaeScheme {
 
 use std::ops::Range;
 
-use crate::bench::profile::{numbered, timed, Phase, DAE_DEC, DAE_ENC};
+use crate::bench::profile::{numbered, timed, Phase, DAE_DEC, DAE_ENC, W1_PANELS};
 use crate::kernels::activation::sigmoid_backward;
 use crate::kernels::gemm::Activation;
 use crate::kernels::rng::Rng;
+use crate::kernels::team::Team;
 use crate::nn::{
     column_sums, init_uniform, sigmoid_binary_cross_entropy, sigmoid_bound, Factors, InputList,
-    ParamLayout, Sparsity, TensorGrad, TiedAutoencoder,
+    ParamLayout, Sparsity, TensorGrad, TiedAutoencoder, TransposedWeights,
 };
-
-/// `TiedAutoencoder::encode` or its sparse-input variant: (w, b, x, rows, h).
-type EncodeFn = fn(&TiedAutoencoder, &[f32], &[f32], &[f32], usize, &mut [f32]);
-
-/// Layer `k`'s encode: layer 1 encodes (corrupted) images, mostly exact
-/// zeros, which the sparse-input product skips.
-fn encoder_of(k: usize) -> EncodeFn {
-    if k == 1 {
-        TiedAutoencoder::encode_sparse_input
-    } else {
-        TiedAutoencoder::encode
-    }
-}
 
 /// The stack and its parameters.
 #[derive(Clone, Debug)]
@@ -59,6 +47,10 @@ pub struct DaeStack {
     ranges: Vec<[Range<usize>; 3]>,
     layout: ParamLayout,
     params: Vec<f32>,
+    /// Layer 1's W^T for its sparse-input encoder while layer 1 is frozen
+    /// (training layers 2 and 3), built once per stage; invalidated
+    /// whenever layer 1's weights may change.
+    enc1_t: TransposedWeights,
 }
 
 /// Per-chunk buffers for training or evaluating any layer of a stack.
@@ -172,6 +164,7 @@ impl DaeStack {
         }
         DaeStack {
             sizes: sizes.to_vec(),
+            enc1_t: TransposedWeights::new(sizes[1], sizes[0]),
             layers,
             ranges,
             layout,
@@ -198,7 +191,58 @@ impl DaeStack {
         &self.params
     }
     pub fn params_mut(&mut self) -> &mut [f32] {
+        self.enc1_t.invalidate();
         &mut self.params
+    }
+    /// Layer `layer`'s parameters ([`DaeStack::layer_range`]), for its
+    /// update: unlike [`DaeStack::params_mut`], training layer 2 or 3 keeps
+    /// layer 1's transposed weight.
+    pub fn layer_params_mut(&mut self, layer: usize) -> &mut [f32] {
+        if layer == 1 {
+            self.enc1_t.invalidate();
+        }
+        let range = self.layer_range(layer);
+        &mut self.params[range]
+    }
+    /// Before a batch of training layer `layer`'s forward passes, on
+    /// `team`'s threads: with layer 1 frozen (layer 2 or 3 training), builds
+    /// layer 1's transposed weight if stale, once per stage, so the
+    /// first encoder reads it instead of transposing W1 on every call
+    /// (`vcortex bench --only dae2,dae3`, 2 threads, 4 alternating runs:
+    /// encoder 1 0.221 -> 0.169 s per thread and epoch). Training layer 1
+    /// itself, W1 changes every step: rebuilt per step (a team phase of
+    /// 0.096 s per epoch) it made the epoch slower, 1.353 -> 1.481 s, so
+    /// the encoder transposes W1 per call there, as before.
+    pub fn prepare_batch(&mut self, layer: usize, team: &Team) {
+        if layer >= 2 {
+            let w = &self.params[self.ranges[0][0].clone()];
+            timed(W1_PANELS, Phase::Pool, || self.enc1_t.refresh(team, w));
+        }
+    }
+
+    /// Whether layer 1's forward passes read its transposed weight (built
+    /// by [`DaeStack::prepare_batch`] and not invalidated since); for tests.
+    #[doc(hidden)]
+    pub fn layer1_transposed_is_current(&self) -> bool {
+        self.enc1_t.get().is_some()
+    }
+
+    /// h <- encoder k of x (`rows` rows): layer 1 skips the images' zero
+    /// pixels, reading its transposed weight when it is current.
+    fn encode_layer(&self, k: usize, x: &[f32], rows: usize, h: &mut [f32]) {
+        let ae = &self.layers[k - 1];
+        if k == 1 {
+            ae.encoder().forward_sparse_input_with(
+                self.w(1),
+                self.b(1),
+                x,
+                rows,
+                h,
+                self.enc1_t.get(),
+            );
+        } else {
+            ae.encode(self.w(k), self.b(k), x, rows, h);
+        }
     }
     /// The tensor called `name` (panics on an unknown name).
     pub fn tensor(&self, name: &str) -> &[f32] {
@@ -286,10 +330,8 @@ impl DaeStack {
                 _ => &below[k - 2],
             };
             timed(numbered(&DAE_ENC, k), Phase::Forward, || {
-                encoder_of(k)(
-                    ae,
-                    self.w(k),
-                    self.b(k),
+                self.encode_layer(
+                    k,
                     &x[..rows * ae.n_visible],
                     rows,
                     &mut here[0][..rows * ae.n_hidden],
@@ -327,10 +369,8 @@ impl DaeStack {
                 &mut ws.local_noisy[r * nv..(r + 1) * nv],
             );
         }
-        encoder_of(layer)(
-            ae,
-            self.w(layer),
-            self.b(layer),
+        self.encode_layer(
+            layer,
             &ws.local_noisy[..rows * nv],
             rows,
             &mut ws.enc[layer - 1][..rows * ae.n_hidden],

@@ -14,7 +14,8 @@ use crate::kernels::conv::{
     conv2d_backward_input_with, conv2d_forward, conv2d_forward_with, ConvScratch, ConvShape,
 };
 use crate::kernels::gemm::{
-    sgemm_sparse_input, sgemm_with_epilogue, Activation, Bias, Epilogue, Trans,
+    sgemm_sparse_input, sgemm_sparse_input_panels, sgemm_with_epilogue, Activation, Bias, Epilogue,
+    SparsePanels, Trans,
 };
 use crate::kernels::pool::{maxpool2x2_backward, maxpool2x2_forward};
 
@@ -105,6 +106,40 @@ impl Dense {
             self.n_in,
             w,
             self.n_in,
+            y,
+            self.n_out,
+            Epilogue {
+                bias: Bias::Col(b),
+                activation: self.activation,
+            },
+        );
+    }
+
+    /// [`Dense::forward_sparse_input`] with W^T taken from `panels` where
+    /// given (built from this layer's current W), the same values bit for
+    /// bit; `w` is then not read.
+    pub fn forward_sparse_input_with(
+        &self,
+        w: &[f32],
+        b: &[f32],
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+        panels: Option<&SparsePanels>,
+    ) {
+        let Some(panels) = panels else {
+            return self.forward_sparse_input(w, b, x, rows, y);
+        };
+        assert_eq!(
+            panels.shape(),
+            (self.n_out, self.n_in),
+            "panels of another layer's shape"
+        );
+        sgemm_sparse_input_panels(
+            rows,
+            x,
+            self.n_in,
+            panels,
             y,
             self.n_out,
             Epilogue {

@@ -904,6 +904,7 @@ impl Task for DaeTask<'_, '_> {
     }
 
     fn batch(&mut self, team: &Team, images: &[u32], epoch: usize, batch: usize) -> f64 {
+        self.stack.prepare_batch(self.dae.layer, team);
         let stack: &DaeStack = self.stack;
         let (train, dae) = (&self.train, self.dae);
         let layer = dae.layer;
@@ -997,8 +998,7 @@ impl Task for DaeTask<'_, '_> {
         decay: f32,
     ) {
         let layer = self.dae.layer;
-        let range = self.stack.layer_range(layer);
-        let params = &mut self.stack.params_mut()[range];
+        let params = self.stack.layer_params_mut(layer);
         let step = fused::Step::new(
             &self.tensors,
             &self.chunks,

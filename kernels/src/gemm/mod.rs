@@ -84,13 +84,29 @@ fn check_shapes(
     ldc: usize,
     epilogue: &Epilogue,
 ) {
-    let (ar, ac) = if ta == Trans::N { (m, k) } else { (k, m) };
     let (br, bc) = if tb == Trans::N { (k, n) } else { (n, k) };
-    assert!(ar == 0 || ac <= lda, "sgemm: lda {lda} < {ac} columns of A");
     assert!(br == 0 || bc <= ldb, "sgemm: ldb {ldb} < {bc} columns of B");
+    assert!(b.len() >= required_len(br, bc, ldb), "sgemm: B too short");
+    check_shapes_but_b(ta, m, n, k, a, lda, c, ldc, epilogue);
+}
+
+/// [`check_shapes`] of everything but B (whose panels a caller built).
+#[allow(clippy::too_many_arguments)]
+fn check_shapes_but_b(
+    ta: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    c: &[f32],
+    ldc: usize,
+    epilogue: &Epilogue,
+) {
+    let (ar, ac) = if ta == Trans::N { (m, k) } else { (k, m) };
+    assert!(ar == 0 || ac <= lda, "sgemm: lda {lda} < {ac} columns of A");
     assert!(m == 0 || n <= ldc, "sgemm: ldc {ldc} < n {n}");
     assert!(a.len() >= required_len(ar, ac, lda), "sgemm: A too short");
-    assert!(b.len() >= required_len(br, bc, ldb), "sgemm: B too short");
     assert!(c.len() >= required_len(m, n, ldc), "sgemm: C too short");
     match epilogue.bias {
         Bias::None => {}
@@ -1267,7 +1283,10 @@ pub fn sgemm_parallel(
 }
 
 mod sparse;
-pub use sparse::{sgemm_sparse_input, sgemm_sparse_input_on_path};
+pub use sparse::{
+    sgemm_sparse_input, sgemm_sparse_input_on_path, sgemm_sparse_input_panels, PanelBlock,
+    PanelLayout, SparsePanels,
+};
 
 /// Which operand [`pack_for_tests`] packs.
 #[doc(hidden)]

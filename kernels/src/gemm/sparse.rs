@@ -28,7 +28,9 @@
 //! made the full product NaN; here it is not read.
 
 use super::lanes::Lanes;
-use super::{check_shapes, grow, Activation, Bias, Epilogue, KernelPath, Line, Trans};
+use super::{
+    check_shapes, check_shapes_but_b, grow, Activation, Bias, Epilogue, KernelPath, Line, Trans,
+};
 use std::sync::Mutex;
 use wide::{f32x16, f32x4, f32x8};
 
@@ -168,13 +170,206 @@ pub fn sgemm_sparse_input_on_path(
         bias_col,
         activation: epilogue.activation,
     };
+    with_scratch(|sc| run_path(path, &shape, x, Weights::Rows(w), c, sc));
+}
+
+/// Runs `f` with a scratch set taken from the shared pool (or a new one).
+fn with_scratch(f: impl FnOnce(&mut Scratch)) {
     // A panic elsewhere while holding the lock leaves the pool's buffers
     // intact (push and pop are all it does), so a poisoned lock is usable.
     let lock = || SCRATCH_POOL.lock().unwrap_or_else(|e| e.into_inner());
     let taken = lock().pop();
     let mut scratch = taken.unwrap_or_default();
-    run_path(path, &shape, x, w, c, &mut scratch);
+    f(&mut scratch);
     lock().push(scratch);
+}
+
+/// W^T of a dense layer's `n x k` weight W, cut into the panels
+/// [`sgemm_sparse_input`] transposes W into for every call: block b holds
+/// W^T's columns b * width .. (b + 1) * width (width = `BLOCK_VECS`
+/// vectors of the path), all k rows of them, zero-padded past n. Built
+/// once while W stays fixed and read by every call
+/// ([`sgemm_sparse_input_panels`]), where each call would otherwise
+/// transpose the rows of W its tiles use (about a quarter of the call).
+/// Blocks are filled independently ([`PanelLayout::fill`]), so threads can
+/// share the work.
+#[derive(Clone, Debug)]
+pub struct SparsePanels {
+    layout: PanelLayout,
+    blocks: Vec<PanelBlock>,
+}
+
+/// What filling a block needs besides the block: the shape, and every
+/// column of W listed as used.
+#[derive(Clone, Debug)]
+pub struct PanelLayout {
+    path: KernelPath,
+    n: usize,
+    k: usize,
+    width: usize,
+    all_mask: Vec<u16>,
+    all_steps: Vec<u32>,
+}
+
+/// One block of [`SparsePanels`]: k rows of `width` floats.
+#[derive(Clone)]
+pub struct PanelBlock {
+    j0: usize,
+    lines: Vec<Line>,
+}
+
+impl core::fmt::Debug for PanelBlock {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PanelBlock")
+            .field("j0", &self.j0)
+            .field("floats", &(self.lines.len() * 16))
+            .finish()
+    }
+}
+
+impl PanelBlock {
+    fn floats(&self) -> &[f32] {
+        let len = self.lines.len() * 16;
+        // SAFETY: Line is repr(C) over [f32; 16] with no padding, so the
+        // lines are `len` contiguous initialized floats, borrowed shared for
+        // the returned slice's lifetime.
+        unsafe { core::slice::from_raw_parts(self.lines.as_ptr() as *const f32, len) }
+    }
+}
+
+impl SparsePanels {
+    /// Zeroed panels for an `n x k` weight on this build's path.
+    ///
+    /// # Panics
+    /// If k exceeds `u32::MAX`.
+    pub fn new(n: usize, k: usize) -> SparsePanels {
+        Self::on_path(KernelPath::NATIVE, n, k)
+    }
+
+    /// [`SparsePanels::new`] for the vector width of `path` (tests).
+    #[doc(hidden)]
+    pub fn on_path(path: KernelPath, n: usize, k: usize) -> SparsePanels {
+        assert!(u32::try_from(k).is_ok(), "SparsePanels: k {k} > u32::MAX");
+        let lanes = match path {
+            KernelPath::Avx512 => 16,
+            KernelPath::Avx2 => 8,
+            KernelPath::Portable => 4,
+        };
+        let width = BLOCK_VECS * lanes;
+        let all_mask = (0..k.div_ceil(16))
+            .map(|blk| {
+                let live = 16.min(k - blk * 16);
+                if live == 16 {
+                    u16::MAX
+                } else {
+                    (1u16 << live) - 1
+                }
+            })
+            .collect();
+        let blocks = (0..n)
+            .step_by(width)
+            .map(|j0| PanelBlock {
+                j0,
+                lines: vec![Line([0.0; 16]); (k * width).div_ceil(16).max(1)],
+            })
+            .collect();
+        SparsePanels {
+            layout: PanelLayout {
+                path,
+                n,
+                k,
+                width,
+                all_mask,
+                all_steps: (0..k as u32).collect(),
+            },
+            blocks,
+        }
+    }
+
+    /// (n, k) of the weight.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.layout.n, self.layout.k)
+    }
+
+    /// The layout and the blocks, to fill the blocks (on several threads:
+    /// each block is independent).
+    pub fn parts_mut(&mut self) -> (&PanelLayout, &mut [PanelBlock]) {
+        (&self.layout, &mut self.blocks)
+    }
+
+    /// Fills every block from W on this thread.
+    pub fn fill_all(&mut self, w: &[f32], ldw: usize) {
+        let (layout, blocks) = self.parts_mut();
+        for block in blocks {
+            layout.fill(block, w, ldw);
+        }
+    }
+}
+
+impl PanelLayout {
+    /// Transposes W's rows of `block` (W `n x k` row-major, row stride
+    /// `ldw`) into it, zero past n.
+    ///
+    /// # Panics
+    /// If `ldw < k` or `w` is too short for the shape, or the block is not
+    /// one of these panels' (another shape).
+    pub fn fill(&self, block: &mut PanelBlock, w: &[f32], ldw: usize) {
+        let (n, k, width) = (self.n, self.k, self.width);
+        assert!(n == 0 || k <= ldw, "SparsePanels::fill: ldw {ldw} < k {k}");
+        assert!(
+            w.len() >= super::required_len(n, k, ldw),
+            "SparsePanels::fill: W too short"
+        );
+        assert!(block.j0 < n.max(1) && block.lines.len() * 16 >= k * width);
+        let nb = width.min(n - block.j0);
+        let panel = lines_as_floats(&mut block.lines);
+        let used = (&self.all_mask[..], &self.all_steps[..]);
+        transpose_block(w, ldw, k, block.j0, nb, width, used, panel);
+    }
+}
+
+/// [`sgemm_sparse_input`] with W^T taken from `panels` (built from W after
+/// its last change: the caller keeps them current) instead of transposed
+/// by the call: the same values, bit for bit, as [`sgemm_sparse_input`]
+/// on that W. `n` and `k` are the panels'.
+///
+/// # Panics
+/// As [`sgemm_sparse_input`]; also if the panels were made for another
+/// build's path than this build's.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_sparse_input_panels(
+    m: usize,
+    x: &[f32],
+    ldx: usize,
+    panels: &SparsePanels,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue,
+) {
+    let PanelLayout { path, n, k, .. } = panels.layout;
+    // The shapes of sgemm(N, T, ...) with A = X, checked as there, with a
+    // W of exactly n x k (the panels hold all of it).
+    check_shapes_but_b(Trans::N, m, n, k, x, ldx, c, ldc, &epilogue);
+    let (bias_row, bias_col) = match epilogue.bias {
+        Bias::None => (None, None),
+        Bias::Row(r) => (Some(&r[..m]), None),
+        Bias::Col(cb) => (None, Some(&cb[..n])),
+    };
+    if m == 0 || n == 0 {
+        return;
+    }
+    let shape = Shape {
+        m,
+        n,
+        k,
+        ldx,
+        ldw: k,
+        ldc,
+        bias_row,
+        bias_col,
+        activation: epilogue.activation,
+    };
+    with_scratch(|sc| run_path(path, &shape, x, Weights::Panels(panels), c, sc));
 }
 
 /// The checked sizes and epilogue of one call.
@@ -190,11 +385,18 @@ struct Shape<'a> {
     activation: Activation,
 }
 
-fn run_path(path: KernelPath, s: &Shape, x: &[f32], w: &[f32], c: &mut [f32], sc: &mut Scratch) {
+fn run_path(
+    path: KernelPath,
+    s: &Shape,
+    x: &[f32],
+    weights: Weights,
+    c: &mut [f32],
+    sc: &mut Scratch,
+) {
     match path {
-        KernelPath::Avx512 => run::<f32x16>(s, x, w, c, sc),
-        KernelPath::Avx2 => run::<f32x8>(s, x, w, c, sc),
-        KernelPath::Portable => run::<f32x4>(s, x, w, c, sc),
+        KernelPath::Avx512 => run::<f32x16>(s, x, weights, c, sc),
+        KernelPath::Avx2 => run::<f32x8>(s, x, weights, c, sc),
+        KernelPath::Portable => run::<f32x4>(s, x, weights, c, sc),
     }
 }
 
@@ -432,24 +634,46 @@ fn prefetch_l2(p: *const f32) {
     crate::simd::prefetch_line::<false>(p);
 }
 
-fn run<L: Lanes>(s: &Shape, x: &[f32], w: &[f32], c: &mut [f32], sc: &mut Scratch) {
+/// Where each block's W^T panel comes from.
+enum Weights<'a> {
+    /// W (n x k, row stride `Shape::ldw`), transposed block by block into
+    /// the scratch panel.
+    Rows(&'a [f32]),
+    /// Panels transposed beforehand.
+    Panels(&'a SparsePanels),
+}
+
+fn run<L: Lanes>(s: &Shape, x: &[f32], weights: Weights, c: &mut [f32], sc: &mut Scratch) {
     let width = BLOCK_VECS * L::LANES;
     list_steps(s, x, sc);
-    grow(&mut sc.panel, s.k * width);
+    if let Weights::Rows(_) = weights {
+        grow(&mut sc.panel, s.k * width);
+    }
     let Scratch {
         steps,
         values,
         tile_ends,
         used,
         used_mask,
-        panel,
+        panel: scratch_panel,
         ..
     } = sc;
-    let panel: &mut [f32] = lines_as_floats(panel);
-    for j0 in (0..s.n).step_by(width) {
+    for (block, j0) in (0..s.n).step_by(width).enumerate() {
         let nb = width.min(s.n - j0);
-        transpose_block(w, s.ldw, s.k, j0, nb, width, (used_mask, used), panel);
-        let next_rows = w_rows(s, w, j0 + width, width);
+        // This block's panel, and the lines to bring into L2 while its tiles
+        // run: the next block's rows of W, or its panel.
+        let (panel, next): (&[f32], &[f32]) = match weights {
+            Weights::Rows(w) => {
+                let panel = lines_as_floats(scratch_panel);
+                transpose_block(w, s.ldw, s.k, j0, nb, width, (used_mask, used), panel);
+                (panel, w_rows(s, w, j0 + width, width))
+            }
+            Weights::Panels(p) => (
+                p.blocks[block].floats(),
+                p.blocks.get(block + 1).map_or(&[], |b| b.floats()),
+            ),
+        };
+        let next_rows = next;
         let lines = next_rows.len().div_ceil(16);
         let mut start = 0;
         for (t, &end) in tile_ends.iter().enumerate() {

@@ -98,21 +98,7 @@ impl Dense {
         rows: usize,
         y: &mut [f32],
     ) {
-        sgemm_sparse_input(
-            rows,
-            self.n_out,
-            self.n_in,
-            x,
-            self.n_in,
-            w,
-            self.n_in,
-            y,
-            self.n_out,
-            Epilogue {
-                bias: Bias::Col(b),
-                activation: self.activation,
-            },
-        );
+        self.forward_sparse_input_with(w, b, x, rows, y, None);
     }
 
     /// [`Dense::forward_sparse_input`] with W^T taken from `panels` where
@@ -127,26 +113,22 @@ impl Dense {
         y: &mut [f32],
         panels: Option<&SparsePanels>,
     ) {
-        let Some(panels) = panels else {
-            return self.forward_sparse_input(w, b, x, rows, y);
+        let epilogue = Epilogue {
+            bias: Bias::Col(b),
+            activation: self.activation,
         };
-        assert_eq!(
-            panels.shape(),
-            (self.n_out, self.n_in),
-            "panels of another layer's shape"
-        );
-        sgemm_sparse_input_panels(
-            rows,
-            x,
-            self.n_in,
-            panels,
-            y,
-            self.n_out,
-            Epilogue {
-                bias: Bias::Col(b),
-                activation: self.activation,
-            },
-        );
+        let (n_in, n_out) = (self.n_in, self.n_out);
+        match panels {
+            None => sgemm_sparse_input(rows, n_out, n_in, x, n_in, w, n_in, y, n_out, epilogue),
+            Some(panels) => {
+                assert_eq!(
+                    panels.shape(),
+                    (n_out, n_in),
+                    "panels of another layer's shape"
+                );
+                sgemm_sparse_input_panels(rows, x, n_in, panels, y, n_out, epilogue);
+            }
+        }
     }
 
     /// Backward pass. `dy` holds dL/dy on entry and dL/d(pre-activation) on

@@ -151,26 +151,9 @@ pub fn sgemm_sparse_input_on_path(
         u32::try_from(k).is_ok(),
         "sgemm_sparse_input: k {k} > u32::MAX"
     );
-    let (bias_row, bias_col) = match epilogue.bias {
-        Bias::None => (None, None),
-        Bias::Row(r) => (Some(&r[..m]), None),
-        Bias::Col(cb) => (None, Some(&cb[..n])),
-    };
-    if m == 0 || n == 0 {
-        return;
+    if let Some(shape) = Shape::of(m, n, k, ldx, ldw, ldc, &epilogue) {
+        with_scratch(|sc| run_path(path, &shape, x, Weights::Rows(w), c, sc));
     }
-    let shape = Shape {
-        m,
-        n,
-        k,
-        ldx,
-        ldw,
-        ldc,
-        bias_row,
-        bias_col,
-        activation: epilogue.activation,
-    };
-    with_scratch(|sc| run_path(path, &shape, x, Weights::Rows(w), c, sc));
 }
 
 /// Runs `f` with a scratch set taken from the shared pool (or a new one).
@@ -350,26 +333,9 @@ pub fn sgemm_sparse_input_panels(
     // The shapes of sgemm(N, T, ...) with A = X, checked as there, with a
     // W of exactly n x k (the panels hold all of it).
     check_shapes_but_b(Trans::N, m, n, k, x, ldx, c, ldc, &epilogue);
-    let (bias_row, bias_col) = match epilogue.bias {
-        Bias::None => (None, None),
-        Bias::Row(r) => (Some(&r[..m]), None),
-        Bias::Col(cb) => (None, Some(&cb[..n])),
-    };
-    if m == 0 || n == 0 {
-        return;
+    if let Some(shape) = Shape::of(m, n, k, ldx, k, ldc, &epilogue) {
+        with_scratch(|sc| run_path(path, &shape, x, Weights::Panels(panels), c, sc));
     }
-    let shape = Shape {
-        m,
-        n,
-        k,
-        ldx,
-        ldw: k,
-        ldc,
-        bias_row,
-        bias_col,
-        activation: epilogue.activation,
-    };
-    with_scratch(|sc| run_path(path, &shape, x, Weights::Panels(panels), c, sc));
 }
 
 /// The checked sizes and epilogue of one call.
@@ -383,6 +349,36 @@ struct Shape<'a> {
     bias_row: Option<&'a [f32]>,
     bias_col: Option<&'a [f32]>,
     activation: Activation,
+}
+
+impl<'a> Shape<'a> {
+    /// The call's shape (checked by the caller), or None when C is empty.
+    fn of(
+        m: usize,
+        n: usize,
+        k: usize,
+        ldx: usize,
+        ldw: usize,
+        ldc: usize,
+        epilogue: &Epilogue<'a>,
+    ) -> Option<Shape<'a>> {
+        let (bias_row, bias_col) = match epilogue.bias {
+            Bias::None => (None, None),
+            Bias::Row(r) => (Some(&r[..m]), None),
+            Bias::Col(cb) => (None, Some(&cb[..n])),
+        };
+        (m > 0 && n > 0).then_some(Shape {
+            m,
+            n,
+            k,
+            ldx,
+            ldw,
+            ldc,
+            bias_row,
+            bias_col,
+            activation: epilogue.activation,
+        })
+    }
 }
 
 fn run_path(

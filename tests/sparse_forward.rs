@@ -78,10 +78,10 @@ fn sparse_first_layers_equal_the_dense_forward_on_mnist_chunks() {
             let x = &x[start * 784..(start + rows) * 784];
             let (mut dense, mut sparse) = (vec![0.0f32; rows * 900], vec![f32::NAN; rows * 900]);
             dae.encode(&w_dae, &b_dae, x, rows, &mut dense);
-            dae.encode_sparse_input(&w_dae, &b_dae, x, rows, &mut sparse);
+            dae.encode_sparse_input(&w_dae, &b_dae, x, rows, &mut sparse, None);
             assert_close(&sparse, &dense, x, &w_dae, &b_dae, "dae encoder");
             let again = sparse.clone();
-            dae.encode_sparse_input(&w_dae, &b_dae, x, rows, &mut sparse);
+            dae.encode_sparse_input(&w_dae, &b_dae, x, rows, &mut sparse, None);
             assert!(
                 again
                     .iter()

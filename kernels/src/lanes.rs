@@ -91,10 +91,23 @@ pub fn map_inplace(x: &mut [f32], f: impl Fn(F32s) -> F32s) {
 /// `x[i] <- f(a[i], x[i])`; `a` and `x` must have equal lengths.
 #[inline(always)]
 pub fn zip_inplace(a: &[f32], x: &mut [f32], f: impl Fn(F32s, F32s) -> F32s) {
+    zip_inplace_with(a, x, |_| {}, f);
+}
+
+/// [`zip_inplace`], calling `before(c)` ahead of each full chunk c of LANES
+/// (the parameter updates' prefetch hint).
+#[inline(always)]
+pub fn zip_inplace_with(
+    a: &[f32],
+    x: &mut [f32],
+    before: impl Fn(usize),
+    f: impl Fn(F32s, F32s) -> F32s,
+) {
     assert_eq!(a.len(), x.len(), "lanes::zip_inplace: lengths differ");
     let mut xc = x.chunks_exact_mut(LANES);
     let mut ac = a.chunks_exact(LANES);
-    for (xs, as_) in (&mut xc).zip(&mut ac) {
+    for (c, (xs, as_)) in (&mut xc).zip(&mut ac).enumerate() {
+        before(c);
         store(f(load(as_), load(xs)), xs);
     }
     let xt = xc.into_remainder();

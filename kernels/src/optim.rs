@@ -35,19 +35,7 @@ fn prefetch_params_ahead(p: *const f32, i: usize) {
 #[inline(always)]
 fn update2(p: &mut [f32], a: &[f32], f: impl Fn(F32s, F32s) -> F32s) {
     let base = p.as_ptr();
-    let mut pc = p.chunks_exact_mut(LANES);
-    let mut ac = a.chunks_exact(LANES);
-    for (i, (p, a)) in (&mut pc).zip(&mut ac).enumerate() {
-        prefetch_params_ahead(base, i);
-        store(f(load(p), load(a)), p);
-    }
-    let p = pc.into_remainder();
-    if !p.is_empty() {
-        store_partial(
-            f(load_partial(p, 0.0), load_partial(ac.remainder(), 0.0)),
-            p,
-        );
-    }
+    crate::lanes::zip_inplace_with(a, p, |i| prefetch_params_ahead(base, i), |a, p| f(p, a));
 }
 
 /// Runs `f(p, s, g) -> (p', s')` over parameters, a state buffer and the

@@ -209,7 +209,7 @@ impl DaeStack {
     /// layer 1's transposed weight if stale, once per stage, so the
     /// first encoder reads it instead of transposing W1 on every call
     /// (`vcortex bench --only dae2,dae3`, 2 threads, 4 alternating runs:
-    /// encoder 1 0.221 -> 0.169 s per thread and epoch). Training layer 1
+    /// encoder 1 0.209 -> 0.158 s per thread and epoch in dae2). Training layer 1
     /// itself, W1 changes every step: rebuilt per step (a team phase of
     /// 0.096 s per epoch) it made the epoch slower, 1.353 -> 1.481 s, so
     /// the encoder transposes W1 per call there, as before.
@@ -232,14 +232,7 @@ impl DaeStack {
     fn encode_layer(&self, k: usize, x: &[f32], rows: usize, h: &mut [f32]) {
         let ae = &self.layers[k - 1];
         if k == 1 {
-            ae.encoder().forward_sparse_input_with(
-                self.w(1),
-                self.b(1),
-                x,
-                rows,
-                h,
-                self.enc1_t.get(),
-            );
+            ae.encode_sparse_input(self.w(1), self.b(1), x, rows, h, self.enc1_t.get());
         } else {
             ae.encode(self.w(k), self.b(k), x, rows, h);
         }

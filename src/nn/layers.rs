@@ -410,9 +410,19 @@ impl TiedAutoencoder {
     }
 
     /// [`TiedAutoencoder::encode`] of images (many exact zeros; see
-    /// [`Dense::forward_sparse_input`]).
-    pub fn encode_sparse_input(&self, w: &[f32], b: &[f32], x: &[f32], rows: usize, h: &mut [f32]) {
-        self.encoder().forward_sparse_input(w, b, x, rows, h);
+    /// [`Dense::forward_sparse_input_with`]), reading W^T from `panels`
+    /// where given (built from the current W).
+    pub fn encode_sparse_input(
+        &self,
+        w: &[f32],
+        b: &[f32],
+        x: &[f32],
+        rows: usize,
+        h: &mut [f32],
+        panels: Option<&SparsePanels>,
+    ) {
+        self.encoder()
+            .forward_sparse_input_with(w, b, x, rows, h, panels);
     }
 
     /// out <- act(h W + b_vis): `Identity` gives the logits (for the loss),

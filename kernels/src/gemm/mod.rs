@@ -592,8 +592,31 @@ unsafe fn gemm_blocked<P: Path>(op: &Operands, blk: Blocking, shared: Option<&Sh
                 let block = jc / nc_size * kc_count + kb;
                 let pb = shared.map_or(own_pb, |s| s.block(block));
                 let edge_panel = pb.wrapping_add(b_main_floats);
-                // The ragged strip's transposed edge panel (with the dot
-                // edge), after the block's b_main_floats of panels.
+                // With the dot edge, the ragged strip is only read from its
+                // transposed edge panel, packed after the block's
+                // b_main_floats of NR-wide panels.
+                let packed_nc = if dot_edge { full_nc } else { nc };
+                let edge = dot_edge && full_nc < nc;
+                // Steps q..q + rows of every packed panel of the block.
+                let pack_panels = |q: usize, rows: usize| {
+                    // SAFETY: rows p0 + q.. of the block's columns lie
+                    // inside op(B); panels of kc steps start q * nr floats
+                    // into the block, which holds b_floats.
+                    unsafe {
+                        pack::pack_b_strided::<false>(
+                            op.tb,
+                            op.b,
+                            op.ldb,
+                            p0 + q,
+                            rows,
+                            jc,
+                            packed_nc,
+                            nr,
+                            kc,
+                            pb.wrapping_add(q * nr),
+                        )
+                    }
+                };
                 let pack_edge = || {
                     // SAFETY: the columns lie inside op(B); the block holds
                     // b_main_floats + edge_width * kc_pad floats.
@@ -613,63 +636,44 @@ unsafe fn gemm_blocked<P: Path>(op: &Operands, blk: Blocking, shared: Option<&Sh
                     }
                 };
                 if let Some(shared) = shared {
-                    // With the dot edge, the ragged strip is only read from
-                    // its transposed edge panel, the block's last unit.
-                    let packed_nc = if dot_edge { full_nc } else { nc };
+                    // Units of UNIT_ROWS steps, then the edge panel.
                     let unit_rows = shared_b::UNIT_ROWS;
                     let row_units = kc.div_ceil(unit_rows);
-                    let edge_unit = dot_edge && full_nc < nc;
-                    shared.pack_block(block, row_units + usize::from(edge_unit), |unit| {
-                        let q = unit * unit_rows;
-                        // SAFETY: unit `unit` is steps q.. of every panel
-                        // of the block (kc steps each, starting q * nr
-                        // floats in), or the edge panel; the block's region
-                        // holds b_floats.
-                        unsafe {
-                            if unit < row_units {
-                                pack::pack_b_strided::<false>(
-                                    op.tb,
-                                    op.b,
-                                    op.ldb,
-                                    p0 + q,
-                                    unit_rows.min(kc - q),
-                                    jc,
-                                    packed_nc,
-                                    nr,
-                                    kc,
-                                    pb.wrapping_add(q * nr),
-                                );
-                            } else {
-                                pack_edge()
-                            }
+                    shared.pack_block(block, row_units + usize::from(edge), |unit| {
+                        if unit < row_units {
+                            let q = unit * unit_rows;
+                            pack_panels(q, unit_rows.min(kc - q));
+                        } else {
+                            pack_edge();
                         }
                     });
-                }
-                // SAFETY: the block lies inside op(B); pb holds b_floats.
-                unsafe {
-                    if shared.is_some() {
-                        // Packed together above.
-                    } else if !direct_b {
-                        // With the dot edge, the ragged strip is only read
-                        // from its transposed edge panel (packed below).
-                        let packed_nc = if dot_edge { full_nc } else { nc };
-                        pack::pack_b(op.tb, op.b, op.ldb, p0, kc, jc, packed_nc, nr, pb);
-                    } else if full_nc < nc && !dot_edge {
-                        pack::pack_b(
-                            op.tb,
-                            op.b,
-                            op.ldb,
-                            p0,
-                            kc,
-                            jc + full_nc,
-                            nc - full_nc,
-                            nr,
-                            pb,
-                        );
+                } else if !direct_b {
+                    pack_panels(0, kc);
+                    if edge {
+                        pack_edge();
                     }
-                }
-                if shared.is_none() && dot_edge && full_nc < nc {
-                    pack_edge();
+                } else if full_nc < nc {
+                    // B read in place: only the ragged strip is packed, as
+                    // a panel or as the edge panel.
+                    if dot_edge {
+                        pack_edge();
+                    } else {
+                        // SAFETY: the strip lies inside op(B); pb holds
+                        // b_floats (one panel).
+                        unsafe {
+                            pack::pack_b(
+                                op.tb,
+                                op.b,
+                                op.ldb,
+                                p0,
+                                kc,
+                                jc + full_nc,
+                                nc - full_nc,
+                                nr,
+                                pb,
+                            )
+                        };
+                    }
                 }
                 for ic in (0..m).step_by(mc_size) {
                     let mc = mc_size.min(m - ic);

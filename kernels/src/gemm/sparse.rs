@@ -658,7 +658,7 @@ fn run<L: Lanes>(s: &Shape, x: &[f32], weights: Weights, c: &mut [f32], sc: &mut
         let nb = width.min(s.n - j0);
         // This block's panel, and the lines to bring into L2 while its tiles
         // run: the next block's rows of W, or its panel.
-        let (panel, next): (&[f32], &[f32]) = match weights {
+        let (panel, next_rows): (&[f32], &[f32]) = match weights {
             Weights::Rows(w) => {
                 let panel = lines_as_floats(scratch_panel);
                 transpose_block(w, s.ldw, s.k, j0, nb, width, (used_mask, used), panel);
@@ -669,7 +669,6 @@ fn run<L: Lanes>(s: &Shape, x: &[f32], weights: Weights, c: &mut [f32], sc: &mut
                 p.blocks.get(block + 1).map_or(&[], |b| b.floats()),
             ),
         };
-        let next_rows = next;
         let lines = next_rows.len().div_ceil(16);
         let mut start = 0;
         for (t, &end) in tile_ends.iter().enumerate() {

@@ -8,10 +8,10 @@
 //! matrix (49 lines) straddled two lines at each end, and each vector load
 //! or store of a row touched two lines. The trainer's update phase writes
 //! the weights as GEMM and sparse-sum output and reads them back
-//! transposed; aligned, the first layer's sparse weight-gradient sum
-//! (`sparse_grad_timing`'s block) took 270-290 us instead of 305-330, and
-//! the DAE layer's update phase 0.480-0.504 s per epoch instead of
-//! 0.514-0.523 (`vcortex bench`, 2 threads, alternating runs).
+//! transposed. Aligned, the first layer's sparse weight-gradient sum
+//! (`sparse_grad_timing`'s block) took 268-292 us instead of 306-329, and
+//! the DAE layer's update phase 0.477-0.504 s per epoch instead of
+//! 0.506-0.523 (`vcortex bench`, 2 threads, four sets of alternating runs).
 //!
 //! Smaller blocks keep the system's placement: the per-chunk activations
 //! are a few hundred KiB, and aligning everything from 4 KiB up measured

@@ -57,7 +57,11 @@ fn main() {
         "non-zero inputs: {:.3}",
         nonzero as f64 / (2 * k * n) as f64
     );
-    let mut c = vec![0.0f32; m * n];
+    // C on a cache line, as the trainer's allocator places the weights
+    // (`vcortex::alloc`); this binary keeps the system allocator.
+    let mut c_buf = vec![0.0f32; m * n + 16];
+    let skip = (16 - (c_buf.as_ptr() as usize / 4) % 16) % 16;
+    let c = &mut c_buf[skip..skip + m * n];
     let dense = |c: &mut [f32]| {
         let terms: Vec<KTerm> = (0..2)
             .map(|t| KTerm {
@@ -106,12 +110,12 @@ fn main() {
     for _ in 0..31 {
         let t = Instant::now();
         for _ in 0..20 {
-            dense(&mut c);
+            dense(c);
         }
         td.push(t.elapsed().as_secs_f64() / 20.0);
         let t = Instant::now();
         for _ in 0..20 {
-            sparse(&mut c);
+            sparse(c);
         }
         ts.push(t.elapsed().as_secs_f64() / 20.0);
         let t = Instant::now();
@@ -150,7 +154,7 @@ fn main() {
                     s.spawn(move || std::hint::black_box(c.iter().sum::<f32>()));
                 });
                 let t = Instant::now();
-                sparse_with(&mut c, c_lines);
+                sparse_with(c, c_lines);
                 total += t.elapsed().as_secs_f64();
             }
             times.push(total / 5.0);

@@ -4,6 +4,11 @@
 //! single-core FMA peak, which is measured here with independent FMA chains.
 //! Run: `cargo bench --bench conv` (sample_size 10: short runs).
 
+/// The binary's allocator, so that the operands sit where the trainer's
+/// would (blocks of 1 MiB and more on cache lines: `vcortex::alloc`).
+#[global_allocator]
+static ALLOCATOR: vcortex::alloc::LineAligned = vcortex::alloc::LineAligned;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use std::time::{Duration, Instant};
 use vcortex_kernels::conv::{self, ConvShape};

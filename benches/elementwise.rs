@@ -6,6 +6,11 @@
 //!
 //! `cargo bench --bench elementwise`
 
+/// The binary's allocator, so that the operands sit where the trainer's
+/// would (blocks of 1 MiB and more on cache lines: `vcortex::alloc`).
+#[global_allocator]
+static ALLOCATOR: vcortex::alloc::LineAligned = vcortex::alloc::LineAligned;
+
 use criterion::{
     black_box, criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput,
 };

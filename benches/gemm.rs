@@ -5,6 +5,11 @@
 //! it uses medians of a separate short timing loop so it can be printed in one
 //! place. Run with `cargo bench --bench gemm`.
 
+/// The binary's allocator, so that the operands sit where the trainer's
+/// would (blocks of 1 MiB and more on cache lines: `vcortex::alloc`).
+#[global_allocator]
+static ALLOCATOR: vcortex::alloc::LineAligned = vcortex::alloc::LineAligned;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -5,9 +5,9 @@
 //! Run: `cargo bench --bench conv` (sample_size 10: short runs).
 
 /// The binary's allocator, so that the operands sit where the trainer's
-/// would (blocks of 1 MiB and more on cache lines: `vcortex::alloc`).
+/// would (blocks of 1 MiB and more on cache lines: `vcortex_kernels::alloc`).
 #[global_allocator]
-static ALLOCATOR: vcortex::alloc::LineAligned = vcortex::alloc::LineAligned;
+static ALLOCATOR: vcortex_kernels::alloc::LineAligned = vcortex_kernels::alloc::LineAligned;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use std::time::{Duration, Instant};

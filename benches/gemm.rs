@@ -6,9 +6,9 @@
 //! place. Run with `cargo bench --bench gemm`.
 
 /// The binary's allocator, so that the operands sit where the trainer's
-/// would (blocks of 1 MiB and more on cache lines: `vcortex::alloc`).
+/// would (blocks of 1 MiB and more on cache lines: `vcortex_kernels::alloc`).
 #[global_allocator]
-static ALLOCATOR: vcortex::alloc::LineAligned = vcortex::alloc::LineAligned;
+static ALLOCATOR: vcortex_kernels::alloc::LineAligned = vcortex_kernels::alloc::LineAligned;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;

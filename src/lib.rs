@@ -1,6 +1,5 @@
 //! vcortex: fast CPU reproduction of six classic MNIST experiments.
 
-pub mod alloc;
 pub mod bench;
 pub mod cli;
 pub mod data;

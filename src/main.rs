@@ -3,9 +3,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// Large blocks (weights, optimizer state, the dataset) on cache lines:
-/// see `vcortex::alloc`.
+/// see `vcortex_kernels::alloc`.
 #[global_allocator]
-static ALLOCATOR: vcortex::alloc::LineAligned = vcortex::alloc::LineAligned;
+static ALLOCATOR: vcortex::kernels::alloc::LineAligned = vcortex::kernels::alloc::LineAligned;
 
 fn main() -> ExitCode {
     let cli = vcortex::cli::Cli::parse();

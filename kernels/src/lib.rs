@@ -2,7 +2,9 @@
 //!
 //! Every public function is safe: it checks shapes and slice lengths once and
 //! then runs an inner loop that may use `unsafe` (each block carries a
-//! `// SAFETY:` comment). Tensors are dense, row-major; image tensors are NCHW.
+//! `// SAFETY:` comment; the one exception is [`alloc::LineAligned`], whose
+//! methods are the unsafe `GlobalAlloc` trait's). Tensors are dense,
+//! row-major; image tensors are NCHW.
 //! Functions are single-threaded unless their name ends in `_parallel`: the
 //! trainer parallelises over the batch itself, one coarse chunk per core.
 //!
@@ -10,6 +12,7 @@
 //! the property tests compare each fast kernel against them.
 
 pub mod activation;
+pub mod alloc;
 pub mod conv;
 pub mod gemm;
 pub mod lanes;

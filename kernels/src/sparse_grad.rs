@@ -57,7 +57,7 @@ pub enum CLines {
     /// Possibly read last by another core (the trainer's weights, which
     /// every thread's forward pass reads): each write-back would wait for
     /// that core to drop its copy, so the stripe's rows of C are asked for,
-    /// for writing, [`C_PREFETCH_GROUPS`] column groups ahead. A block
+    /// for writing, `C_PREFETCH_GROUPS` column groups ahead. A block
     /// whose C another thread had just read (`sparse_grad_timing`): 400 ->
     /// 324 us; the five-layer classifier's update phase (`vcortex bench
     /// --only mlp`, 2 threads, 5 alternating runs, medians): 0.543 -> 0.517

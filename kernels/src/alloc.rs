@@ -17,7 +17,7 @@
 //! Smaller blocks keep the system's placement: the per-chunk activations
 //! are a few hundred KiB, and aligning everything from 4 KiB or from
 //! 128 KiB up measured no better than from 1 MiB (from 128 KiB: DAE and
-//! classifier epochs within 1% either way, a CNN epoch 0.747 -> 0.781 s in
+//! classifier epochs within 2% either way, a CNN epoch 0.747 -> 0.781 s in
 //! one set of 4 alternating runs).
 
 use std::alloc::{GlobalAlloc, Layout, System};

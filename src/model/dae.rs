@@ -214,9 +214,9 @@ impl DaeStack {
     /// 0.096 s per epoch) it made the epoch slower, 1.353 -> 1.481 s, so
     /// the encoder transposes W1 per call there, as before.
     pub fn prepare_batch(&mut self, layer: usize, team: &Team) {
-        if layer >= 2 {
+        if layer >= 2 && self.enc1_t.get().is_none() {
             let w = &self.params[self.ranges[0][0].clone()];
-            timed(W1_PANELS, Phase::Pool, || self.enc1_t.refresh(team, w));
+            timed(W1_PANELS, Phase::Pool, || self.enc1_t.rebuild(team, w));
         }
     }
 

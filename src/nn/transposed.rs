@@ -23,7 +23,7 @@ pub struct TransposedWeights {
 }
 
 impl TransposedWeights {
-    /// Panels for an `n_out x n_in` weight, stale until the first refresh.
+    /// Panels for an `n_out x n_in` weight, stale until the first rebuild.
     pub fn new(n_out: usize, n_in: usize) -> Self {
         TransposedWeights {
             panels: SparsePanels::new(n_out, n_in),
@@ -31,23 +31,18 @@ impl TransposedWeights {
         }
     }
 
-    /// W may have changed: stop using the panels until the next refresh.
+    /// W may have changed: stop using the panels until the next rebuild.
     pub fn invalidate(&mut self) {
         self.fresh = false;
     }
 
-    /// Rebuilds the panels from `w` (`n_out x n_in`, row-major) if stale,
-    /// each of `team`'s threads taking blocks of outputs from a shared
-    /// counter. Returns whether it rebuilt them.
-    pub fn refresh(&mut self, team: &Team, w: &[f32]) -> bool {
-        if self.fresh {
-            return false;
-        }
+    /// Rebuilds the panels from `w` (`n_out x n_in`, row-major), each of
+    /// `team`'s threads taking blocks of outputs from a shared counter.
+    pub fn rebuild(&mut self, team: &Team, w: &[f32]) {
         let (_, n_in) = self.panels.shape();
         let (layout, blocks) = self.panels.parts_mut();
         team.for_each_mut(blocks, |_, block| layout.fill(block, w, n_in));
         self.fresh = true;
-        true
     }
 
     /// The panels, if they match W.

@@ -323,6 +323,12 @@ impl Operands {
 #[derive(Clone, Copy)]
 struct Line([f32; 16]);
 
+// SAFETY: Line is repr(C) over [f32; 16]: 64 bytes at align 64, no padding,
+// and every bit pattern (all zeros included) is a valid value.
+unsafe impl bytemuck::Zeroable for Line {}
+// SAFETY: as above; Copy, 'static, no interior mutability.
+unsafe impl bytemuck::Pod for Line {}
+
 thread_local! {
     /// Packed A block and packed B panel of this thread, grown on demand and
     /// reused by every later call on the thread.

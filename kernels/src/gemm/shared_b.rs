@@ -65,9 +65,6 @@ pub(super) struct SharedPackedB<'a> {
 // by exactly one part through its block's `next`) and read a block only
 // after its `done` says every unit is written (acquire / release).
 unsafe impl Sync for SharedPackedB<'_> {}
-// SAFETY: as above; the guard is only dropped with the whole value, on the
-// thread that built it, after every part has finished.
-unsafe impl Send for SharedPackedB<'_> {}
 
 impl SharedPackedB<'_> {
     /// The buffer for `blocks` blocks of `block_floats`, or None when it is

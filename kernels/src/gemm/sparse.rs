@@ -212,11 +212,7 @@ impl core::fmt::Debug for PanelBlock {
 
 impl PanelBlock {
     fn floats(&self) -> &[f32] {
-        let len = self.lines.len() * 16;
-        // SAFETY: Line is repr(C) over [f32; 16] with no padding, so the
-        // lines are `len` contiguous initialized floats, borrowed shared for
-        // the returned slice's lifetime.
-        unsafe { core::slice::from_raw_parts(self.lines.as_ptr() as *const f32, len) }
+        bytemuck::cast_slice(&self.lines)
     }
 }
 
@@ -715,11 +711,7 @@ fn run<L: Lanes>(s: &Shape, x: &[f32], weights: Weights, c: &mut [f32], sc: &mut
 
 /// The panel's lines as floats.
 fn lines_as_floats(lines: &mut [Line]) -> &mut [f32] {
-    let len = lines.len() * 16;
-    // SAFETY: Line is repr(C) over [f32; 16] with no padding (64 bytes,
-    // align 64), so `lines` is `len` contiguous initialized f32s, borrowed
-    // mutably for the returned slice's lifetime.
-    unsafe { core::slice::from_raw_parts_mut(lines.as_mut_ptr() as *mut f32, len) }
+    bytemuck::cast_slice_mut(lines)
 }
 
 /// Where one tile's results go: `rows` rows of C from the slice start

@@ -7,7 +7,8 @@
 /// The binary's allocator, so that the operands sit where the trainer's
 /// would (blocks of 1 MiB and more on cache lines: `vcortex_kernels::alloc`).
 #[global_allocator]
-static ALLOCATOR: vcortex_kernels::alloc::LineAligned = vcortex_kernels::alloc::LineAligned;
+static ALLOCATOR: vcortex_kernels::alloc::LargeBlocksAligned =
+    vcortex_kernels::alloc::LargeBlocksAligned;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use std::time::{Duration, Instant};

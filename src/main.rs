@@ -5,7 +5,8 @@ use clap::Parser;
 /// Large blocks (weights, optimizer state, the dataset) on cache lines:
 /// see `vcortex_kernels::alloc`.
 #[global_allocator]
-static ALLOCATOR: vcortex::kernels::alloc::LineAligned = vcortex::kernels::alloc::LineAligned;
+static ALLOCATOR: vcortex::kernels::alloc::LargeBlocksAligned =
+    vcortex::kernels::alloc::LargeBlocksAligned;
 
 fn main() -> ExitCode {
     let cli = vcortex::cli::Cli::parse();

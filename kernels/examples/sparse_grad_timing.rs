@@ -58,7 +58,7 @@ fn main() {
         nonzero as f64 / (2 * k * n) as f64
     );
     // C on a cache line, as the trainer's allocator places the weights
-    // (`alloc::LineAligned`); this binary keeps the system allocator.
+    // (`alloc::LargeBlocksAligned`); this binary keeps the system allocator.
     let mut c_buf = vec![0.0f32; m * n + 16];
     let skip = (16 - (c_buf.as_ptr() as usize / 4) % 16) % 16;
     let c = &mut c_buf[skip..skip + m * n];

@@ -2,7 +2,7 @@
 //!
 //! Every public function is safe: it checks shapes and slice lengths once and
 //! then runs an inner loop that may use `unsafe` (each block carries a
-//! `// SAFETY:` comment; the one exception is [`alloc::LineAligned`], whose
+//! `// SAFETY:` comment; the one exception is [`alloc::LargeBlocksAligned`], whose
 //! methods are the unsafe `GlobalAlloc` trait's). Tensors are dense,
 //! row-major; image tensors are NCHW.
 //! Functions are single-threaded unless their name ends in `_parallel`: the

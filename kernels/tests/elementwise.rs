@@ -343,6 +343,30 @@ proptest! {
         noise::mask_noise(&scaled, &mut two_step, keep_prob, &mut Rng::new(seed));
         assert_same(&fast_u8, &two_step, "mask_noise_u8 vs two steps");
     }
+
+    #[test]
+    fn mask_noise_rows_matches_row_by_row_reference(
+        // Past two groups of 8 rows, with rows left over; rows shorter than
+        // a 16-float block, whole blocks (784 = 49 x 16) and ragged tails.
+        rows in 0usize..=19,
+        row_len in prop::sample::select(vec![1usize, 2, 7, 15, 16, 17, 31, 32, 33, 100, 784]),
+        seed in any::<u64>(),
+        keep_prob in prop::sample::select(vec![0.0f32, 0.1, 0.5, 0.9, 1.0]),
+    ) {
+        let n = rows * row_len;
+        let input: Vec<f32> = (0..n).map(|i| (i % 97) as f32 - 40.5).collect();
+        let mut fast = vec![f32::NAN; n];
+        noise::mask_noise_rows(&input, &mut fast, row_len, keep_prob, |r| {
+            Rng::stream(seed, r as u64)
+        });
+        let mut slow = vec![f32::NAN; n];
+        for r in 0..rows {
+            let span = r * row_len..(r + 1) * row_len;
+            let mut rng = Rng::stream(seed, r as u64);
+            reference::mask_noise(&input[span.clone()], &mut slow[span], keep_prob, &mut rng);
+        }
+        assert_same(&fast, &slow, "mask_noise_rows");
+    }
 }
 
 #[test]

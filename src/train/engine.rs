@@ -16,7 +16,7 @@ use super::{DaeConfig, EpochMetrics, Optimizer, TrainConfig, TrainError};
 use crate::bench::profile::{timed, Phase, FUSED_UPDATE};
 use crate::data::resident::ResidentImages;
 use crate::data::Split;
-use crate::kernels::noise::mask_noise;
+use crate::kernels::noise::{mask_noise, mask_noise_rows};
 use crate::kernels::optim::{momentum_update, rmsprop_update, sgd_update};
 use crate::kernels::rng::Rng;
 use crate::kernels::simd::prefetch;
@@ -926,16 +926,14 @@ impl Task for DaeTask<'_, '_> {
             match dae.scheme {
                 DaeScheme::ImageSpace => {
                     timed("noise", Phase::Forward, || {
-                        for (i, row) in r.clone().enumerate() {
-                            let mut rng = Rng::stream(key, row as u64);
-                            let span = i * len..(i + 1) * len;
-                            mask_noise(
-                                &ch.ws.clean[span.clone()],
-                                &mut ch.ws.noisy[span],
-                                dae.keep_prob,
-                                &mut rng,
-                            );
-                        }
+                        let span = 0..r.len() * len;
+                        mask_noise_rows(
+                            &ch.ws.clean[span.clone()],
+                            &mut ch.ws.noisy[span],
+                            len,
+                            dae.keep_prob,
+                            |i| Rng::stream(key, (r.start + i) as u64),
+                        );
                     });
                     stack.encode(layer, &mut ch.ws, r.len(), true);
                 }

@@ -12,12 +12,25 @@ use crate::error::Error;
 use crate::experiments::{self, DaeSchemeArg, ExpError, Experiment, Options};
 use crate::kernels::SIMD_LEVEL;
 
+/// The most worker threads `--threads` (or RAYON_NUM_THREADS) may ask for.
+/// The trainer gives each thread a share of one batch (128 images by
+/// default), so more threads than images only wait, while each still starts
+/// an OS thread and holds its own buffers: a mistyped count (100000) had
+/// the machine creating threads for minutes instead of an error.
+pub const MAX_THREADS: usize = 1024;
+
 /// Fast CPU reproduction of six classic MNIST experiments.
 #[derive(Debug, Parser)]
 #[command(name = "vcortex", version, about)]
 pub struct Cli {
-    /// Worker threads for the rayon pool (0 = one per core, or RAYON_NUM_THREADS).
-    #[arg(long, global = true, default_value_t = 0, value_name = "N")]
+    /// Worker threads for the rayon pool (0 = one per core, or RAYON_NUM_THREADS; at most 1024).
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 0,
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_THREADS as u64)
+    )]
     pub threads: usize,
 
     #[command(subcommand)]
@@ -146,6 +159,7 @@ pub struct InfoArgs {
 pub fn run(cli: Cli) -> Result<(), Error> {
     // Subnormals flushed on every compute thread (see the kernel's doc).
     crate::kernels::flush_subnormals_on_this_thread();
+    check_thread_variable(cli.threads)?;
     crate::train::compute_pool_builder(cli.threads)
         .build_global()
         .map_err(Error::ThreadPool)?;
@@ -158,6 +172,21 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             println!("{}\n{}", paths.html.display(), paths.markdown.display());
             Ok(())
         }
+    }
+}
+
+/// With `--threads 0` rayon takes its count from RAYON_NUM_THREADS: the same
+/// limit as the flag's applies (rayon itself ignores a value that is not a
+/// number, and so does this check).
+fn check_thread_variable(threads: usize) -> Result<(), Error> {
+    if threads != 0 {
+        return Ok(());
+    }
+    match std::env::var("RAYON_NUM_THREADS").map(|v| v.trim().parse::<usize>()) {
+        Ok(Ok(n)) if n > MAX_THREADS => Err(Error::Usage(format!(
+            "RAYON_NUM_THREADS={n}: at most {MAX_THREADS} worker threads"
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -12,6 +12,9 @@ pub enum Error {
     Data(DataError),
     /// The rayon thread pool could not be configured.
     ThreadPool(rayon::ThreadPoolBuildError),
+    /// A setting outside what the command accepts (the flags themselves are
+    /// checked by clap).
+    Usage(String),
     /// An experiment, its training or its figures failed.
     Experiment(ExpError),
 }
@@ -27,6 +30,7 @@ impl fmt::Display for Error {
         match self {
             Error::Data(e) => write!(f, "{e}"),
             Error::ThreadPool(e) => write!(f, "cannot configure the thread pool: {e}"),
+            Error::Usage(message) => write!(f, "{message}"),
             Error::Experiment(e) => write!(f, "{e}"),
         }
     }
@@ -37,6 +41,7 @@ impl std::error::Error for Error {
         match self {
             Error::Data(e) => Some(e),
             Error::ThreadPool(e) => Some(e),
+            Error::Usage(_) => None,
             Error::Experiment(e) => Some(e),
         }
     }

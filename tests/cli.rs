@@ -123,3 +123,38 @@ fn a_missing_directory_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
     assert_one_line_error(&dir.path().join("nowhere"), "dataset directory not found");
 }
+
+/// A thread count past `MAX_THREADS`, by flag or by RAYON_NUM_THREADS, is
+/// refused before any thread starts; the limit itself is accepted.
+#[test]
+fn too_many_threads_are_refused() {
+    for args in [
+        &["--threads", "100000", "info"][..],
+        &["info", "--threads", "1025"][..],
+    ] {
+        let output = vcortex(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "must fail: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(stderr.contains("--threads"), "{stderr}");
+        assert!(stderr.contains("0..=1024"), "{stderr}");
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_vcortex"))
+        .arg("info")
+        .env("RAYON_NUM_THREADS", "5000")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("runs the binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "must fail: {stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: RAYON_NUM_THREADS=5000: at most 1024 worker threads"
+    );
+    let output = vcortex(&["--threads", "1024", "info"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -26,11 +26,12 @@
 //! apart when a 1024-wide GEMM packs them), touching a new 4 KiB page at
 //! almost every step, and the default transparent-huge-page mode here
 //! (`madvise`) gives 2 MiB pages only to memory that asks for them. With
-//! them, 1024^3 on one thread ran at 183 GFLOP/s against 175 (medians of
-//! 6 alternating `cargo bench --bench gemm` runs; `gemm`'s operands are
-//! the same blocks, so its ratio is unchanged). A block that is not a
-//! whole huge page keeps 4 KiB pages in its tail; a system without them
-//! ignores the advice.
+//! them, 1024^3 on one thread ran at 174.2 GFLOP/s against 166.2 and on two
+//! at 337.3 against 320.8 (medians of 10 `cargo bench --bench gemm` table
+//! runs alternating with the build before; `gemm`'s operands are the same
+//! blocks, so its ratio did not move), and the DAE layer's decoder 3%
+//! faster. A block that is not a whole huge page keeps 4 KiB pages in its
+//! tail; a system without them ignores the advice.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 

@@ -6,7 +6,8 @@
 //! place. Run with `cargo bench --bench gemm`.
 
 /// The binary's allocator, so that the operands sit where the trainer's
-/// would (blocks of 1 MiB and more on cache lines: `vcortex_kernels::alloc`).
+/// would (blocks of 1 MiB and more on cache lines, of 2 MiB and more on huge
+/// pages: `vcortex_kernels::alloc`).
 #[global_allocator]
 static ALLOCATOR: vcortex_kernels::alloc::LargeBlocksAligned =
     vcortex_kernels::alloc::LargeBlocksAligned;

@@ -182,7 +182,7 @@ fn check_thread_variable(threads: usize) -> Result<(), Error> {
     if threads != 0 {
         return Ok(());
     }
-    match std::env::var("RAYON_NUM_THREADS").map(|v| v.trim().parse::<usize>()) {
+    match std::env::var("RAYON_NUM_THREADS").map(|v| v.parse::<usize>()) {
         Ok(Ok(n)) if n > MAX_THREADS => Err(Error::Usage(format!(
             "RAYON_NUM_THREADS={n}: at most {MAX_THREADS} worker threads"
         ))),

@@ -2,8 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Large blocks (weights, optimizer state, the dataset) on cache lines:
-/// see `vcortex_kernels::alloc`.
+/// Large blocks (weights, optimizer state, packing buffers) on cache lines,
+/// the largest on huge pages: see `vcortex_kernels::alloc`.
 #[global_allocator]
 static ALLOCATOR: vcortex::kernels::alloc::LargeBlocksAligned =
     vcortex::kernels::alloc::LargeBlocksAligned;

@@ -123,9 +123,8 @@ pub fn mask_noise_rows(
         "mask_noise_rows: {} floats are not rows of {row_len}",
         input.len()
     );
-    let threshold = keep_threshold(keep_prob);
     let rows = input.len() / row_len;
-    let done = mask_row_groups(input, output, row_len, threshold, keep_prob, &rng_of_row);
+    let done = mask_row_groups(input, output, row_len, keep_prob, &rng_of_row);
     for r in done..rows {
         let span = r * row_len..(r + 1) * row_len;
         mask_noise(
@@ -137,46 +136,40 @@ pub fn mask_noise_rows(
     }
 }
 
-/// The whole groups of [`ROW_GROUP`] rows of [`mask_noise_rows`]; returns
-/// how many rows it did.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+/// The whole groups of [`ROW_GROUP`] rows of [`mask_noise_rows`] (none
+/// without AVX-512); returns how many rows it did.
 fn mask_row_groups(
     input: &[f32],
     output: &mut [f32],
     row_len: usize,
-    threshold: u64,
     keep_prob: f32,
     rng_of_row: &impl Fn(usize) -> Rng,
 ) -> usize {
-    let rows = input.len() / row_len;
-    let mut done = 0;
-    while rows - done >= ROW_GROUP {
-        let span = done * row_len..(done + ROW_GROUP) * row_len;
-        let rngs = core::array::from_fn(|i| rng_of_row(done + i));
-        mask_row_group(
-            &input[span.clone()],
-            &mut output[span],
-            row_len,
-            threshold,
-            rngs,
-            keep_prob,
-        );
-        done += ROW_GROUP;
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    {
+        let threshold = keep_threshold(keep_prob);
+        let rows = input.len() / row_len;
+        let mut done = 0;
+        while rows - done >= ROW_GROUP {
+            let span = done * row_len..(done + ROW_GROUP) * row_len;
+            let rngs = core::array::from_fn(|i| rng_of_row(done + i));
+            mask_row_group(
+                &input[span.clone()],
+                &mut output[span],
+                row_len,
+                threshold,
+                rngs,
+                keep_prob,
+            );
+            done += ROW_GROUP;
+        }
+        done
     }
-    done
-}
-
-/// Without AVX-512 every row runs the row-by-row form.
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
-fn mask_row_groups(
-    _input: &[f32],
-    _output: &mut [f32],
-    _row_len: usize,
-    _threshold: u64,
-    _keep_prob: f32,
-    _rng_of_row: &impl Fn(usize) -> Rng,
-) -> usize {
-    0
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    {
+        let _ = (input, output, row_len, keep_prob, rng_of_row);
+        0
+    }
 }
 
 /// Rows per group of [`mask_noise_rows`]: one per 64-bit lane of a zmm.

@@ -11,6 +11,12 @@ use std::time::Instant;
 use vcortex_kernels::gemm::{sgemm_sum, Epilogue, KTerm, Trans};
 use vcortex_kernels::sparse_grad::{sgemm_tn_sparse_sum, CLines, Csc, SparseTerm};
 
+/// The trainer's allocator, so that the blocks sit where the trainer's do
+/// (`vcortex_kernels::alloc`).
+#[global_allocator]
+static ALLOCATOR: vcortex_kernels::alloc::LargeBlocksAligned =
+    vcortex_kernels::alloc::LargeBlocksAligned;
+
 fn main() {
     let path = std::env::args()
         .nth(1)
@@ -57,11 +63,10 @@ fn main() {
         "non-zero inputs: {:.3}",
         nonzero as f64 / (2 * k * n) as f64
     );
-    // C on a cache line, as the trainer's allocator places the weights
-    // (`alloc::LargeBlocksAligned`); this binary keeps the system allocator.
-    let mut c_buf = vec![0.0f32; m * n + 16];
-    let skip = (16 - (c_buf.as_ptr() as usize / 4) % 16) % 16;
-    let c = &mut c_buf[skip..skip + m * n];
+    // C (1.4 MB) lands on a cache line through the allocator below, as the
+    // trainer's weights do.
+    let mut c_buf = vec![0.0f32; m * n];
+    let c = &mut c_buf[..];
     let dense = |c: &mut [f32]| {
         let terms: Vec<KTerm> = (0..2)
             .map(|t| KTerm {

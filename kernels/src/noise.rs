@@ -147,7 +147,6 @@ fn mask_row_groups(
 ) -> usize {
     #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
     {
-        let threshold = keep_threshold(keep_prob);
         let rows = input.len() / row_len;
         let mut done = 0;
         while rows - done >= ROW_GROUP {
@@ -157,7 +156,6 @@ fn mask_row_groups(
                 &input[span.clone()],
                 &mut output[span],
                 row_len,
-                threshold,
                 rngs,
                 keep_prob,
             );
@@ -183,12 +181,12 @@ fn mask_row_group(
     input: &[f32],
     output: &mut [f32],
     row_len: usize,
-    threshold: u64,
     rngs: [Rng; ROW_GROUP],
     keep_prob: f32,
 ) {
     use core::arch::x86_64::*;
     assert!(input.len() == ROW_GROUP * row_len && output.len() == input.len());
+    let threshold = keep_threshold(keep_prob);
     // 16 floats (8 draws) per row per block.
     let blocks = row_len / 16;
     let states: [[u64; 4]; ROW_GROUP] = core::array::from_fn(|i| rngs[i].state());

@@ -17,7 +17,10 @@ type Vector = wide::f32x16;
     not(target_feature = "avx512f")
 ))]
 type Vector = wide::f32x8;
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+#[cfg(not(all(
+    target_arch = "x86_64",
+    any(target_feature = "avx2", target_feature = "avx512f")
+)))]
 type Vector = wide::f32x4;
 
 /// f32 lanes of [`Vector`].
@@ -54,4 +57,19 @@ pub fn measure_fma_peak_gflops() -> f64 {
         best = best.max(flops / secs / 1e9);
     }
     best
+}
+
+#[cfg(test)]
+mod tests {
+    /// The peak's vector must be the one the kernels use, or `% peak` is
+    /// against another machine: the cfgs here and in `simd` must agree.
+    #[test]
+    fn the_peak_runs_on_the_vector_width_of_the_simd_level() {
+        let lanes = match crate::SIMD_LEVEL {
+            "avx512f" => 16,
+            "avx2+fma" => 8,
+            _ => 4,
+        };
+        assert_eq!(super::LANES, lanes, "SIMD level {}", crate::SIMD_LEVEL);
+    }
 }

@@ -188,7 +188,8 @@ fn thread_counts() -> Vec<usize> {
 }
 
 fn summary_table() {
-    let pool = rayon::current_num_threads();
+    let counts = thread_counts();
+    let pool = *counts.last().expect("at least one thread");
     let peak1 = measure_fma_peak_gflops();
     // Every pool thread runs the FMA chains at once, so the sum is the
     // peak with all of them busy (clocks drop when more cores run).
@@ -206,7 +207,6 @@ fn summary_table() {
         "{:<16} {:<8} {:>3} {:>9} {:>7} {:>9} {:>7} {:>6}",
         "m x k x n", "form", "thr", "ours", "%peak", "gemm", "%peak", "ratio"
     );
-    let counts = thread_counts();
     let rows = SHAPES
         .iter()
         .flat_map(|s| counts.iter().map(move |&t| (*s, t)))

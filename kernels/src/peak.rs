@@ -3,28 +3,12 @@
 
 use std::time::Instant;
 
-/// The build's widest f32 vector, so that the chains below stay in
-/// registers: 12 chains of f32x16 on AVX-512 (32 zmm registers) fit, but on
-/// AVX2 `wide` splits each f32x16 into two ymm halves, and the 24 chains
-/// spilled out of 16 registers: the AVX2 build measured 88.7-94.4 GFLOP/s
-/// per core, against 179.5 reached by its own CNN inference on 2 threads
-/// (`% peak` above 100).
-#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
-type Vector = wide::f32x16;
-#[cfg(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    not(target_feature = "avx512f")
-))]
-type Vector = wide::f32x8;
-#[cfg(not(all(
-    target_arch = "x86_64",
-    any(target_feature = "avx2", target_feature = "avx512f")
-)))]
-type Vector = wide::f32x4;
-
-/// f32 lanes of [`Vector`].
-const LANES: usize = std::mem::size_of::<Vector>() / std::mem::size_of::<f32>();
+// The build's own vector (`lanes`), so that the chains stay in registers:
+// with f32x16 everywhere, `wide` split each chain into two ymm halves on
+// AVX2 and the 24 halves spilled out of 16 registers (the AVX2 build read
+// 88.7-94.4 GFLOP/s per core, below the 179.5 its CNN inference reached on
+// 2 threads).
+use crate::lanes::{F32s as Vector, LANES};
 
 /// Independent FMA chains: enough to cover FMA latency (4 cycles) times the
 /// FMA ports (2) times some slack, and few enough to stay in registers with
@@ -62,7 +46,7 @@ pub fn measure_fma_peak_gflops() -> f64 {
 #[cfg(test)]
 mod tests {
     /// The peak's vector must be the one the kernels use, or `% peak` is
-    /// against another machine: the cfgs here and in `simd` must agree.
+    /// against another machine: the cfgs of `lanes` and of `simd` must agree.
     #[test]
     fn the_peak_runs_on_the_vector_width_of_the_simd_level() {
         let lanes = match crate::SIMD_LEVEL {

@@ -280,6 +280,43 @@ unsafe fn k_loop<
     acc
 }
 
+/// Writes a full tile, `C <- x` with `x = acc` (times alpha if SCALE) plus
+/// beta times the old C (if READ): the general epilogue's operations, in its
+/// order, without its per-vector branches.
+///
+/// # Safety
+/// `c` holds ROWS rows, `ldc` apart, of NV * LANES floats each.
+#[inline(always)]
+unsafe fn write_full_tile<
+    V: Lanes,
+    const ROWS: usize,
+    const NV: usize,
+    const SCALE: bool,
+    const READ: bool,
+>(
+    acc: &[[V; NV]; ROWS],
+    c: *mut f32,
+    ldc: usize,
+    alpha: V,
+    beta: V,
+) {
+    for (r, acc_row) in acc.iter().enumerate() {
+        for (v, &x) in acc_row.iter().enumerate() {
+            // SAFETY: row r < ROWS, vector v < NV of C (the contract).
+            unsafe {
+                let at = c.add(r * ldc + v * V::LANES);
+                let x = if SCALE { x.mul(alpha) } else { x };
+                let x = if READ {
+                    V::load(at).mul_add(beta, x)
+                } else {
+                    x
+                };
+                x.store(at)
+            };
+        }
+    }
+}
+
 /// The generic micro-kernel: ROWS x (NV vectors) accumulators.
 ///
 /// # Safety
@@ -360,23 +397,34 @@ unsafe fn tile_generic<
             *bc = unsafe { V::load_first(ep.bias_col.add(v * V::LANES), live(v)) };
         }
     }
-    // A full tile of the plain product (alpha = 1, beta = 0, no bias or
-    // activation: most backward-pass products) is stored straight from the
-    // accumulators. The general loop below is too large for LLVM to unroll,
-    // so it first spills the accumulators to the stack; with k = 64 that
-    // round trip cost ~5% (784 x 64 x 900 A^T B). Wider fast paths (bias,
-    // ReLU, beta) measured no better than the general loop.
-    if full
-        && !scale
-        && !read_c
-        && !has_bias_row
-        && !has_bias_col
-        && ep.activation == Activation::Identity
-    {
-        for (r, acc_row) in acc.iter().enumerate() {
-            for (v, x) in acc_row.iter().enumerate() {
-                // SAFETY: row r < ROWS of C holds nr = NV * LANES floats.
-                unsafe { x.store(c.add(r * ldc + v * V::LANES)) };
+    // A full tile without bias or activation is written straight from the
+    // accumulators, one branch-free pass per form: the plain product (alpha
+    // = 1, beta = 0: most backward-pass products) and the fused update's
+    // C <- alpha AB + beta C (weights, velocities). The general loop below
+    // is too large for LLVM to unroll, so it first spills the accumulators
+    // to the stack and branches per vector: with k = 64 that cost ~5% of
+    // the plain product (784 x 64 x 900 A^T B), and with k = 128 ~8% of
+    // the update's (456 x 784, two terms of 64, alpha = -lr, beta = 1:
+    // 660-675 -> 606-630 us, `ksum_timing`-style alternating runs). The
+    // same operations in the same order as the general loop, so the same
+    // bits. Bias and ReLU fast paths measured no better than the general
+    // loop.
+    if full && !has_bias_row && !has_bias_col && ep.activation == Activation::Identity {
+        // SAFETY: forwarded (a full tile: ROWS rows of NV * LANES floats).
+        unsafe {
+            match (scale, read_c) {
+                (false, false) => {
+                    write_full_tile::<V, ROWS, NV, false, false>(&acc, c, ldc, alpha, beta)
+                }
+                (true, false) => {
+                    write_full_tile::<V, ROWS, NV, true, false>(&acc, c, ldc, alpha, beta)
+                }
+                (false, true) => {
+                    write_full_tile::<V, ROWS, NV, false, true>(&acc, c, ldc, alpha, beta)
+                }
+                (true, true) => {
+                    write_full_tile::<V, ROWS, NV, true, true>(&acc, c, ldc, alpha, beta)
+                }
             }
         }
         return;

@@ -405,7 +405,8 @@ unsafe fn tile_generic<
     // to the stack and branches per vector: with k = 64 that cost ~5% of
     // the plain product (784 x 64 x 900 A^T B), and with k = 128 ~8% of
     // the update's (456 x 784, two terms of 64, alpha = -lr, beta = 1:
-    // 660-675 -> 606-630 us, `ksum_timing`-style alternating runs). The
+    // 660-675 -> 606-630 us, both epilogues alternating in one process,
+    // 3 runs of 21 rounds; the docs' performance history). The
     // same operations in the same order as the general loop, so the same
     // bits. Bias and ReLU fast paths measured no better than the general
     // loop.

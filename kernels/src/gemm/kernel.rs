@@ -405,11 +405,10 @@ unsafe fn tile_generic<
     // to the stack and branches per vector: with k = 64 that cost ~5% of
     // the plain product (784 x 64 x 900 A^T B), and with k = 128 ~8% of
     // the update's (456 x 784, two terms of 64, alpha = -lr, beta = 1:
-    // 660-675 -> 606-630 us, both epilogues alternating in one process,
-    // 3 runs of 21 rounds; the docs' performance history). The
-    // same operations in the same order as the general loop, so the same
-    // bits. Bias and ReLU fast paths measured no better than the general
-    // loop.
+    // 660-675 -> 606-630 us, both epilogues alternated in one process, 3
+    // runs of 21 rounds; docs/performance-history.md). The same operations
+    // in the same order as the general loop, so the same bits. Bias and
+    // ReLU fast paths measured no better than the general loop.
     if full && !has_bias_row && !has_bias_col && ep.activation == Activation::Identity {
         // SAFETY: forwarded (a full tile: ROWS rows of NV * LANES floats).
         unsafe {

@@ -280,9 +280,8 @@ unsafe fn k_loop<
     acc
 }
 
-/// Writes a full tile, `C <- x` with `x = acc` (times alpha if SCALE) plus
-/// beta times the old C (if READ): the general epilogue's operations, in its
-/// order, without its per-vector branches.
+/// Writes a full tile, `C <- alpha_beta(acc, C)` ([`alpha_beta`], as the
+/// general epilogue does), without the general loop's per-vector branches.
 ///
 /// # Safety
 /// `c` holds ROWS rows, `ldc` apart, of NV * LANES floats each.
@@ -305,15 +304,30 @@ unsafe fn write_full_tile<
             // SAFETY: row r < ROWS, vector v < NV of C (the contract).
             unsafe {
                 let at = c.add(r * ldc + v * V::LANES);
-                let x = if SCALE { x.mul(alpha) } else { x };
-                let x = if READ {
-                    V::load(at).mul_add(beta, x)
-                } else {
-                    x
-                };
-                x.store(at)
+                alpha_beta(x, SCALE, alpha, READ, || V::load(at), beta).store(at)
             };
         }
+    }
+}
+
+/// `x` times alpha (if `scale`) plus beta times the old C that `old` loads
+/// (if `read`; otherwise C is not read): the part of the epilogue before
+/// bias and activation, shared by both epilogue loops so that they give the
+/// same bits.
+#[inline(always)]
+fn alpha_beta<V: Lanes>(
+    x: V,
+    scale: bool,
+    alpha: V,
+    read: bool,
+    old: impl FnOnce() -> V,
+    beta: V,
+) -> V {
+    let x = if scale { x.mul(alpha) } else { x };
+    if read {
+        old().mul_add(beta, x)
+    } else {
+        x
     }
 }
 
@@ -445,21 +459,15 @@ unsafe fn tile_generic<
             }
             // SAFETY: `live` floats from column v * LANES of row r lie in C.
             let at = unsafe { c_row.add(v * V::LANES) };
-            let mut x = acc_row[v];
-            if scale {
-                x = x.mul(alpha);
-            }
-            if read_c {
-                // SAFETY: as above.
-                let old = unsafe {
-                    if full {
-                        V::load(at)
-                    } else {
-                        V::load_first(at, live)
-                    }
-                };
-                x = old.mul_add(beta, x);
-            }
+            // SAFETY (the load, made only when read_c): as above.
+            let old = || unsafe {
+                if full {
+                    V::load(at)
+                } else {
+                    V::load_first(at, live)
+                }
+            };
+            let mut x = alpha_beta(acc_row[v], scale, alpha, read_c, old, beta);
             if has_bias_row {
                 x = x.add(bias_r);
             }

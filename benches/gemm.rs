@@ -3,9 +3,10 @@
 //! thread and on every thread of the rayon pool (2 on this project's machine;
 //! `RAYON_NUM_THREADS=16` on a larger one), as GFLOP/s (2mnk / t), fraction of
 //! the measured FMA peak and ratio to `gemm`. Criterion reports each
-//! benchmark; the summary table after it uses medians of a separate short
-//! timing loop so it can be printed in one place. Run with
-//! `cargo bench --bench gemm`.
+//! benchmark; the summary table after it times ours and `gemm` call by call
+//! in turn (medians, and the ratio as the median of the pairs' ratios) so it
+//! can be printed in one place and its ratios survive the host's drift. Run
+//! with `cargo bench --bench gemm`.
 
 /// The binary's allocator, so that the operands sit where the trainer's
 /// would (blocks of 1 MiB and more on cache lines, of 2 MiB and more on huge
@@ -162,18 +163,33 @@ fn label(s: &Shape) -> (String, &'static str) {
     (format!("{}x{}x{}", s.0, s.1, s.2), form)
 }
 
-/// Median seconds per call over a short loop (after one warm-up call).
-fn median_secs(mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while times.len() < 7 || (times.len() < 41 && start.elapsed() < Duration::from_millis(400)) {
+/// Times two products call by call in turn (after one warm-up call each)
+/// and returns the median seconds of each and the median of the pairs'
+/// ratios `t(second) / t(first)`. Alternating keeps the host's drift out of
+/// the ratio (on the shared machines measured, the same product's speed
+/// moved by a quarter between runs a minute apart), which two loops run one
+/// after the other would take in.
+fn paired_medians(mut run: impl FnMut(bool)) -> (f64, f64, f64) {
+    let mut time = |second: bool| {
         let t = Instant::now();
-        f();
-        times.push(t.elapsed().as_secs_f64());
+        run(second);
+        t.elapsed().as_secs_f64()
+    };
+    time(false);
+    time(true);
+    let (mut first, mut second, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let start = Instant::now();
+    while ratios.len() < 7 || (ratios.len() < 41 && start.elapsed() < Duration::from_millis(800)) {
+        let (a, b) = (time(false), time(true));
+        first.push(a);
+        second.push(b);
+        ratios.push(b / a);
     }
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(&mut first), median(&mut second), median(&mut ratios))
 }
 
 /// Thread counts of the table's rows: one, and the whole global rayon pool
@@ -221,14 +237,20 @@ fn summary_table() {
         }
         let mut ops = Operands::new(shape);
         let flops = 2.0 * (shape.0 * shape.1 * shape.2) as f64;
-        let ours = flops / median_secs(|| ops.ours(threads)) / 1e9;
-        let theirs = flops / median_secs(|| ops.gemm_crate(threads)) / 1e9;
+        let (ours_secs, theirs_secs, ratio) = paired_medians(|theirs| {
+            if theirs {
+                ops.gemm_crate(threads)
+            } else {
+                ops.ours(threads)
+            }
+        });
+        let (ours, theirs) = (flops / ours_secs / 1e9, flops / theirs_secs / 1e9);
         let peak = if threads == 1 { peak1 } else { peak_pool };
         println!(
             "{dims:<16} {form:<8} {threads:>3} {ours:>9.1} {:>6.1}% {theirs:>9.1} {:>6.1}% {:>6.2}",
             100.0 * ours / peak,
             100.0 * theirs / peak,
-            ours / theirs
+            ratio
         );
     }
 }

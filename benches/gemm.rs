@@ -168,7 +168,9 @@ fn label(s: &Shape) -> (String, &'static str) {
 /// ratios `t(second) / t(first)`. Alternating keeps the host's drift out of
 /// the ratio (on the shared machines measured, the same product's speed
 /// moved by a quarter between runs a minute apart), which two loops run one
-/// after the other would take in.
+/// after the other would take in. Each call then finds the caches as the
+/// other product left them; with the same operands and C, that costs both
+/// alike.
 fn paired_medians(mut run: impl FnMut(bool)) -> (f64, f64, f64) {
     let mut time = |second: bool| {
         let t = Instant::now();

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use vcortex_kernels::gemm::{
     micro_kernel_gflops, sgemm_parallel, sgemm_with_epilogue, Epilogue, KernelPath, Trans,
 };
-use vcortex_kernels::peak::measure_fma_peak_gflops;
+use vcortex_kernels::peak::{measure_fma_peak_all_threads_gflops, measure_fma_peak_gflops};
 
 /// (m, k, n, op(A), op(B)): C is m x n, the shared dimension k.
 type Shape = (usize, usize, usize, Trans, Trans);
@@ -209,9 +209,7 @@ fn summary_table() {
     let counts = thread_counts();
     let pool = *counts.last().expect("at least one thread");
     let peak1 = measure_fma_peak_gflops();
-    // Every pool thread runs the FMA chains at once, so the sum is the
-    // peak with all of them busy (clocks drop when more cores run).
-    let peak_pool: f64 = rayon::broadcast(|_| measure_fma_peak_gflops()).iter().sum();
+    let peak_pool = measure_fma_peak_all_threads_gflops();
     println!("\nFMA peak: {peak1:.1} GFLOP/s on 1 thread, {peak_pool:.1} on {pool} (measured)");
     let (mr, nr) = KernelPath::NATIVE.tile();
     for kc in [64, 192, 256] {

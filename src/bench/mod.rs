@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::data::Split;
 use crate::experiments::{machine_description, ExpError};
-use crate::kernels::peak::measure_fma_peak_gflops;
+use crate::kernels::peak::{measure_fma_peak_all_threads_gflops, measure_fma_peak_gflops};
 use crate::kernels::SIMD_LEVEL;
 use crate::model::{Cnn, CnnShape, DaeStack, Mlp};
 use crate::train::{
@@ -498,15 +498,14 @@ pub fn run(train: Split, test: Split, opts: &BenchOptions) -> Result<BenchReport
     })
 }
 
-/// The FMA peak with `threads` threads running the FMA chains at once, summed:
-/// cores clock lower when more of them are busy (16 at once on a 16-core
-/// Xeon: 2428.6 GFLOP/s, against 16 x 172.8 measured on one), so one
-/// thread's figure times the count would overstate the peak.
+/// The FMA peak with `threads` threads running at once
+/// ([`measure_fma_peak_all_threads_gflops`]), on a pool of its own: the
+/// global pool may have another size (tests call [`run`]).
 fn fma_peak_all_threads(threads: usize) -> Result<f64, ExpError> {
     let pool = crate::train::compute_pool_builder(threads)
         .build()
         .map_err(|e| ExpError::Config(format!("cannot start {threads} threads: {e}")))?;
-    Ok(pool.broadcast(|_| measure_fma_peak_gflops()).iter().sum())
+    Ok(pool.install(measure_fma_peak_all_threads_gflops))
 }
 
 /// The FMA peak of the machine the targets were set on (2 cores of

@@ -112,13 +112,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub test_size: Option<usize>,
     /// Learning rate of every training run.
-    #[arg(long, value_name = "LR", allow_negative_numbers = true)]
+    #[arg(long, value_name = "LR", allow_hyphen_values = true)]
     pub lr: Option<f32>,
     /// Momentum coefficient of the momentum runs.
-    #[arg(long, value_name = "GAMMA", allow_negative_numbers = true)]
+    #[arg(long, value_name = "GAMMA", allow_hyphen_values = true)]
     pub momentum: Option<f32>,
     /// L2 weight decay inside the update.
-    #[arg(long, value_name = "DECAY", allow_negative_numbers = true)]
+    #[arg(long, value_name = "DECAY", allow_hyphen_values = true)]
     pub decay: Option<f32>,
     /// Minibatch size.
     #[arg(long, value_name = "N")]
@@ -214,7 +214,11 @@ fn run_experiment(args: &RunArgs, threads: usize) -> Result<(), Error> {
 }
 
 fn bench(args: &BenchArgs, threads: usize) -> Result<(), Error> {
+    if let Some(path) = &args.json {
+        crate::bench::check_json_target(path)?;
+    }
     let dataset = Dataset::load(&args.data.dir)?;
+    experiments::check_image_shape(&dataset)?;
     let opts = crate::bench::BenchOptions {
         threads: if threads > 0 {
             threads

@@ -26,9 +26,13 @@ pub fn write_atomic<T: Serialize + ?Sized>(
     fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))
 }
 
-/// The JSON object stored at `path`, or an empty one if the file is missing
-/// or is not a JSON object.
+/// The JSON object stored at `path`, or an empty one if the file is missing,
+/// is not a regular file (a named pipe would block the read) or is not a
+/// JSON object.
 pub fn read_object(path: &Path) -> Map<String, Value> {
+    if !path.is_file() {
+        return Map::new();
+    }
     fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())

@@ -315,6 +315,14 @@ fn read_figures(
                 Err(format!(
                     "figure {file} is not a PNG, JPEG, GIF or SVG image; not shown"
                 ))
+            } else if full.exists() && !full.is_file() {
+                // A named pipe would block the read, a device never end.
+                Err(format!("figure {file} is not a regular file; not shown"))
+            } else if fs::metadata(&full).is_ok_and(|m| m.len() > MAX_FIGURE_BYTES) {
+                Err(format!(
+                    "figure {file} is larger than {} MiB; not shown",
+                    MAX_FIGURE_BYTES >> 20
+                ))
             } else {
                 fs::read(&full).map_err(|e| format!("figure {file} could not be read: {e}"))
             };
@@ -326,6 +334,10 @@ fn read_figures(
         })
         .collect())
 }
+
+/// The largest figure the report embeds: the study's PNGs are well under
+/// 1 MiB each, and the page holds every figure inline.
+const MAX_FIGURE_BYTES: u64 = 64 << 20;
 
 fn image_mime(file: &str) -> Option<&'static str> {
     let lower = file.to_ascii_lowercase();

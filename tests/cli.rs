@@ -158,3 +158,182 @@ fn too_many_threads_are_refused() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Runs `args` and checks the failure is one clean `error:` line holding
+/// `expected`, with no panic.
+fn assert_fails_with(args: &[&str], expected: &str) {
+    let output = vcortex(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "must fail: {args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(last.starts_with("error: "), "{args:?}: {stderr}");
+    assert!(last.contains(expected), "{args:?}: {stderr}");
+}
+
+/// Image files of 4 train and 2 test images of `side` x `side`.
+fn write_images_of_side(dir: &Path, side: u32) {
+    write_tiny_dataset(dir);
+    let pixels = (side * side) as usize;
+    let train = idx_bytes(&[4, side, side], 4 * pixels);
+    fs::write(dir.join("train-images-idx3-ubyte"), train).unwrap();
+    let test = idx_bytes(&[2, side, side], 2 * pixels);
+    fs::write(dir.join("t10k-images-idx3-ubyte"), test).unwrap();
+}
+
+/// Every command that trains or times a model names the file whose images
+/// have another size than the models' 28x28, before any work starts
+/// (`bench --only cnn-infer` used to index past its buffers instead).
+#[test]
+fn images_of_another_size_are_refused_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images_of_side(dir.path(), 32);
+    let data = dir.path().to_str().unwrap();
+    let out = dir.path().join("runs");
+    let out = out.to_str().unwrap();
+    let expected = "train-images-idx3-ubyte: images are 32x32, the study's models take 28x28";
+    for work in ["cnn-infer", "cnn-sgd", "dae1"] {
+        let args = ["bench", "--data", data, "--only", work, "--no-profile"];
+        assert_fails_with(&args, expected);
+    }
+    for stage in ["a1", "b1", "all"] {
+        let args = ["run", stage, "--data", data, "--out", out, "--no-progress"];
+        assert_fails_with(&args, expected);
+    }
+}
+
+/// A batch larger than the test set only sizes the inference workspace to
+/// the test set (a huge one used to abort on the allocation).
+#[test]
+fn a_huge_inference_batch_is_cut_to_the_test_set() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_dataset(dir.path());
+    let data = dir.path().to_str().unwrap();
+    let output = vcortex(&[
+        "bench",
+        "--data",
+        data,
+        "--only",
+        "cnn-infer",
+        "--no-profile",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "18446744073709551615",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("cnn-infer"));
+}
+
+/// Bad output places and flags the user did not write are reported as what
+/// they are.
+#[test]
+fn output_and_flag_errors_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_dataset(dir.path());
+    let data = dir.path().to_str().unwrap();
+    let file = dir.path().join("a-file");
+    fs::write(&file, b"x").unwrap();
+    let file = file.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "a1",
+            "--data",
+            data,
+            "--no-progress",
+            "--epochs",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let check = |args: Vec<String>, expected: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_fails_with(&args, expected);
+    };
+    check(run(&["--out", file]), "exists and is not a directory");
+    check(
+        run(&["--out", "/dev/null"]),
+        "exists and is not a directory",
+    );
+    check(
+        run(&["--lr", "-inf"]),
+        "--lr must be a positive number, got -inf",
+    );
+    check(run(&["--decay", "-0.5"]), "--decay must be >= 0");
+    // --data pointing at a file.
+    let args = ["run", "a1", "--data", file, "--no-progress"];
+    assert_fails_with(&args, "not a directory");
+    // The subset stages' own sizes, not a --train-size nobody passed.
+    let out = dir.path().join("runs");
+    let args = [
+        "run",
+        "a-subset",
+        "--data",
+        data,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    assert_fails_with(
+        &args,
+        "this stage uses the first 12000 training images, but",
+    );
+    // --json where it cannot be written: refused before the bench runs.
+    let args = ["bench", "--data", data, "--json", "/nonexistent-dir/b.json"];
+    assert_fails_with(&args, "--json /nonexistent-dir/b.json: cannot write there");
+}
+
+/// A named pipe in place of a data file is refused, not opened (opening one
+/// blocks until a writer appears).
+#[cfg(unix)]
+#[test]
+fn a_named_pipe_in_place_of_a_data_file_is_refused() {
+    for name in ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"] {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_dataset(dir.path());
+        fs::remove_file(dir.path().join("train-images-idx3-ubyte")).unwrap();
+        let fifo = dir.path().join(name);
+        let made = Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: mkfifo is not available");
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir_arg = dir.path().to_str().unwrap().to_string();
+        std::thread::spawn(move || {
+            let _ = tx.send(vcortex(&["info", "--data", &dir_arg]));
+        });
+        let output = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("info returns instead of blocking on the pipe");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{name}: not a regular file")),
+            "{stderr}"
+        );
+    }
+}
+
+/// An image file whose magic announces 4 dimensions is reported as that,
+/// raw or compressed, not as a length that follows from misreading it.
+#[test]
+fn a_wrong_dimension_count_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_dataset(dir.path());
+    let path = dir.path().join("train-images-idx3-ubyte");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[3] = 4;
+    fs::write(&path, &bytes).unwrap();
+    let expected = "expected an image file (magic 0x00000803, 3 dimensions) but the header \
+                    declares 4 dimensions";
+    assert_one_line_error(dir.path(), expected);
+    // The same inside a .gz.
+    fs::remove_file(&path).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &bytes).unwrap();
+    fs::write(path.with_extension("gz"), gz.finish().unwrap()).unwrap();
+    assert_one_line_error(dir.path(), expected);
+}

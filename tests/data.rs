@@ -253,6 +253,31 @@ fn unwritable_locations_fall_back_to_the_next() {
     assert!(err.to_string().contains("blocker"), "{err}");
 }
 
+/// A file in the cache directory damaged after it was written (truncated
+/// here) is made again from its archive, not reported for ever.
+#[test]
+fn a_damaged_cache_file_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fs::create_dir(&data).unwrap();
+    Tiny::new(3, 2).write_gz(&data);
+    let cache = dir.path().join("cache");
+    let options = LoadOptions {
+        cache: vec![CacheLocation::Directory(cache.clone())],
+    };
+    let first = Dataset::load_with(&data, &options).unwrap();
+    let labels = first.train().labels.to_vec();
+    drop(first);
+    for name in file_names(&cache) {
+        let path = cache.join(name);
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+    }
+    let again = Dataset::load_with(&data, &options).unwrap();
+    assert_eq!(again.train().labels, &labels[..]);
+    assert!(again.files().iter().all(|f| f.is_mapped()));
+}
+
 #[test]
 fn a_gzip_bomb_is_refused() {
     let dir = tempfile::tempdir().unwrap();

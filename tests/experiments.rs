@@ -163,3 +163,16 @@ fn out_of_range_settings_are_refused_before_training() {
     assert!(msg.contains("--lr"), "{msg}");
     assert!(!out.path().join("a1").exists());
 }
+
+/// A damaged summary.json of another run under the same folder leaves the
+/// report unbuilt (a warning), not the finished run failed.
+#[test]
+fn a_damaged_neighbour_does_not_fail_a_finished_run() {
+    let out = tempfile::tempdir().unwrap();
+    let other = out.path().join("older");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("summary.json"), b"{ not json").unwrap();
+    let outcomes = run(Experiment::A1, &options(out.path(), 256, 1)).unwrap();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(read_csv(&out.path().join("a1")).1.len(), 1);
+}

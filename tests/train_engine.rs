@@ -433,6 +433,26 @@ fn bad_settings_are_reported_before_training() {
     assert!(matches!(err, TrainError::Io { .. }), "{err}");
 }
 
+/// `checkpoint` (bytes of `Checkpoint::to_bytes`) with its JSON header and
+/// its data edited, and its SHA-256 made valid again: what a buggy writer or
+/// a crafted file could hold.
+fn resealed(checkpoint: &[u8], edit: impl FnOnce(&mut serde_json::Value, &mut Vec<u8>)) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let body = &checkpoint[..checkpoint.len() - 32];
+    let header_len = u32::from_le_bytes(body[12..16].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&body[16..16 + header_len]).unwrap();
+    let mut data = body[16 + header_len..].to_vec();
+    edit(&mut header, &mut data);
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut out = body[..12].to_vec();
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&data);
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest);
+    out
+}
+
 #[test]
 fn bad_checkpoints_are_refused() {
     let (imgs, labs) = synthetic(64, 1);
@@ -489,7 +509,57 @@ fn bad_checkpoints_are_refused() {
     let err =
         train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &c, None).unwrap_err();
     assert!(err.to_string().contains("seed"), "{err}");
+    // Every other setting of the run, and its data, must match too.
+    let mut c = cfg.clone();
+    c.lr *= 2.0;
+    let err =
+        train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &c, None).unwrap_err();
+    assert!(
+        err.to_string().contains("lr = 0.1, this run has lr = 0.2"),
+        "{err}"
+    );
+    let mut c = cfg.clone();
+    c.decay = 0.5;
+    let err =
+        train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &c, None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("decay = 0.0001, this run has decay = 0.5"),
+        "{err}"
+    );
+    let (other_imgs, other_labs) = synthetic(64, 2);
+    let other = split(&other_imgs, &other_labs);
+    let err = train_classifier(
+        &mut Mlp::new(&[64, 8, CLASSES], 1),
+        train,
+        other,
+        &cfg,
+        None,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("other data"), "{err}");
+    // Files with a valid checksum whose content does not hold together.
+    let lengths_wrap = resealed(&good, |header, _| {
+        header["params_len"] = serde_json::json!(1u64 << 62);
+        header["optimizer_state_len"] = serde_json::json!(0);
+    });
+    refused(
+        &lengths_wrap,
+        &cfg,
+        "the header announces more than fits in memory",
+    );
+    let no_metrics = resealed(&good, |header, _| header["metrics"] = serde_json::json!([]));
+    refused(
+        &no_metrics,
+        &cfg,
+        "holds the metrics of 0 epochs but says 1 were completed",
+    );
+    let nan = resealed(&good, |_, data| {
+        data[..4].copy_from_slice(&f32::NAN.to_le_bytes())
+    });
+    refused(&nan, &cfg, "non-finite values in");
     // The good one still resumes.
+    std::fs::write(&path, &good).unwrap();
     let r = train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &cfg, None).unwrap();
     assert_eq!(r.resumed_epochs, 1);
     assert_eq!(r.metrics.len(), 2);

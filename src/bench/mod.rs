@@ -400,7 +400,9 @@ fn infer_work(
         .build()
         .map_err(|e| ExpError::Config(format!("cannot start {threads} threads: {e}")))?;
     let cnn = Cnn::study(opts.seed);
-    let max_rows = opts.batch_size.div_ceil(threads);
+    // A batch never holds more than the test set: a larger --batch-size
+    // would only allocate workspace rows that no image fills.
+    let max_rows = opts.batch_size.min(test.count).div_ceil(threads);
     let mut chunks = classifier_chunks(&cnn, threads, max_rows);
     let (secs, spans) = profiled(opts.profile, || {
         (0..opts.epochs)
@@ -438,10 +440,19 @@ pub fn run(train: Split, test: Split, opts: &BenchOptions) -> Result<BenchReport
     };
     let train_n = pick("training", opts.train_size, train.count)?;
     let test_n = pick("test", opts.test_size, test.count)?;
-    if opts.only.contains(&Work::CnnInfer) && test_n == 0 {
-        return Err(ExpError::Config(
-            "inference needs at least one test image".into(),
-        ));
+    if opts.only.contains(&Work::CnnInfer) {
+        if test_n == 0 {
+            return Err(ExpError::Config(
+                "inference needs at least one test image".into(),
+            ));
+        }
+        let (h, w) = (CnnShape::STUDY.in_h, CnnShape::STUDY.in_w);
+        if (test.rows, test.cols) != (h, w) {
+            return Err(ExpError::Config(format!(
+                "test images are {}x{}, the CNN takes {h}x{w}",
+                test.rows, test.cols
+            )));
+        }
     }
     let threads = if opts.threads > 0 {
         opts.threads
@@ -578,4 +589,24 @@ pub fn render(r: &BenchReport) -> String {
 /// Writes the report as pretty JSON, atomically.
 pub fn write_json(r: &BenchReport, path: &Path) -> Result<(), ExpError> {
     Ok(crate::jsonfile::write_atomic(path, r)?)
+}
+
+/// Proves, before the bench runs, that [`write_json`] will be able to write
+/// `path`: not a directory, and its temporary file can be created beside it.
+pub fn check_json_target(path: &Path) -> Result<(), ExpError> {
+    if path.is_dir() {
+        return Err(ExpError::Config(format!(
+            "--json {}: is a directory",
+            path.display()
+        )));
+    }
+    crate::jsonfile::write_atomic(path, &serde_json::json!({}))
+        .and_then(|()| std::fs::remove_file(path).map_err(|e| (path.to_path_buf(), e)))
+        .map_err(|(at, e)| {
+            ExpError::Config(format!(
+                "--json {}: cannot write there ({}: {e})",
+                path.display(),
+                at.display()
+            ))
+        })
 }

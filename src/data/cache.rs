@@ -85,6 +85,10 @@ impl ChecksumList {
     /// Reads `dir/SHA256SUMS.raw` if it exists (an empty list otherwise).
     pub fn read_raw_list(dir: &Path) -> Result<ChecksumList, DataError> {
         let path = dir.join(RAW_CHECKSUMS);
+        // A named pipe would block the read: only a regular file is read.
+        if path.exists() && !path.is_file() {
+            return Err(DataError::NotAFile { path });
+        }
         match fs::read_to_string(&path) {
             Ok(text) => ChecksumList::parse(path, &text),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ChecksumList {
@@ -179,7 +183,15 @@ pub fn open_archive(
                 let key = file_sha256(gz)?;
                 let target = dir.join(format!("{}-{raw_name}", &key[..16]));
                 if target.is_file() {
-                    return IdxFile::open(&target);
+                    match IdxFile::open(&target) {
+                        Ok(file) => return Ok(file),
+                        // Our own copy, damaged since (the rename into place
+                        // only ever publishes whole files): made again below.
+                        Err(DataError::Idx { .. }) => {
+                            let _ = fs::remove_file(&target);
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 match fs::create_dir_all(dir) {
                     Ok(()) => decompress_to_file(gz, &target, expected_digest, checksums.path()),
@@ -372,6 +384,11 @@ fn decompress(
     let header_len = idx_header_len(&header[..got]).map_err(idx_error)?;
     let got = 4 + read_up_to(&mut decoder, &mut header[4..header_len]).map_err(gzip_error)?;
     let parsed = parse_idx_header(&header[..got]).map_err(idx_error)?;
+    // As for a raw file (`IdxFile`): the role's dimension count first.
+    let name = gz.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if let Some(role) = super::idx::role_of_name(name) {
+        parsed.check_role(role).map_err(idx_error)?;
+    }
     let total = parsed.file_len();
     let plausible = archive_len
         .saturating_mul(MAX_GZIP_RATIO)

@@ -155,6 +155,10 @@ pub fn open_dataset_file(
     }
     let gz = dir.join(format!("{name}.gz"));
     if gz.exists() {
+        // Not opened unless a regular file: a named pipe would block the open.
+        if !gz.is_file() {
+            return Err(DataError::NotAFile { path: gz });
+        }
         return open_archive(&gz, name, checksums, options);
     }
     Err(DataError::MissingFile {

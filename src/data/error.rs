@@ -78,6 +78,11 @@ impl fmt::Display for DataError {
                 source,
             } => write!(f, "{}: cannot {action}: {source}", path.display()),
             DataError::NotAFile { path } => write!(f, "{}: not a regular file", path.display()),
+            DataError::MissingDirectory { path } if path.exists() => write!(
+                f,
+                "{}: not a directory (--data takes the directory that holds the four IDX files)",
+                path.display()
+            ),
             DataError::MissingDirectory { path } => {
                 write!(f, "{}: dataset directory not found", path.display())
             }

@@ -187,6 +187,19 @@ impl IdxHeader {
     }
 }
 
+/// The role a dataset file's name gives it (MNIST's naming:
+/// `train-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, with or without
+/// `.gz` or a cache prefix), if any.
+pub fn role_of_name(name: &str) -> Option<IdxRole> {
+    if name.contains("-images-") {
+        Some(IdxRole::Images)
+    } else if name.contains("-labels-") {
+        Some(IdxRole::Labels)
+    } else {
+        None
+    }
+}
+
 fn read_be_u32(bytes: &[u8], offset: usize) -> u32 {
     let word: [u8; 4] = bytes[offset..offset + 4]
         .try_into()
@@ -306,14 +319,21 @@ impl IdxFile {
             action,
             source,
         };
+        // Checked before opening: opening a named pipe blocks until a writer
+        // appears, and a device file never ends.
+        let not_a_file = || DataError::NotAFile {
+            path: path.to_path_buf(),
+        };
+        let before = std::fs::metadata(path).map_err(|e| io_error("read metadata of", e))?;
+        if !before.is_file() {
+            return Err(not_a_file());
+        }
         let file = File::open(path).map_err(|e| io_error("open", e))?;
         let metadata = file
             .metadata()
             .map_err(|e| io_error("read metadata of", e))?;
         if !metadata.is_file() {
-            return Err(DataError::NotAFile {
-                path: path.to_path_buf(),
-            });
+            return Err(not_a_file());
         }
         let storage = if metadata.len() == 0 {
             // Some platforms refuse to map an empty file; it is invalid anyway.
@@ -330,6 +350,20 @@ impl IdxFile {
     }
 
     fn validate(path: PathBuf, storage: Storage) -> Result<IdxFile, DataError> {
+        // A file named for its role is checked for that role's dimension
+        // count before its length: a wrong magic then says so, instead of
+        // a length that follows from reading pixels as dimensions.
+        if let Some(role) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(role_of_name)
+        {
+            if let Ok(header) = parse_idx_header(storage.bytes()) {
+                if let Err(source) = header.check_role(role) {
+                    return Err(DataError::Idx { path, source });
+                }
+            }
+        }
         match parse_idx(storage.bytes()) {
             Ok(header) => Ok(IdxFile {
                 path,

@@ -187,6 +187,10 @@ fn stack_figures(
         figs.push(figure(&file, &format!("Weights of the first {shown} units of layer {layer}, {how}; each unit scaled on its own.")));
     }
     let test = data.test();
+    if test.count == 0 {
+        // The rest shows test images; a dataset without any has none to show.
+        return Ok(figs);
+    }
     let count = SHOWN.min(test.count);
     let images = images_f32(test, 0, count);
     for layer in 1..=stack.layers() {
@@ -553,29 +557,33 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
             "The first 20 units of layer 1, without (B1) and with (B3) the sparsity penalty.",
         ));
         let test = data.test();
-        let count = 20.min(test.count);
-        let images = images_f32(test, 0, count);
-        // Layer 1 activations of both stacks as tiles, with their mean.
-        let act = |st: &DaeStack| -> (Vec<Tile>, f64) {
-            let h = st.hidden(1, &images);
-            let mean = h.iter().map(|&v| v as f64).sum::<f64>() / h.len() as f64;
-            (square_tiles(&h, STACK[1]), mean)
-        };
-        let ((plain_tiles, plain_mean), (sparse_tiles, sparse_mean)) = (act(&plain), act(&stack));
-        figures::rows(
-            &dir.join("activations_b1_vs_b3.png"),
-            "Layer 1 activations without and with sparsity",
-            vec![
-                ("B1 (no sparsity)".into(), plain_tiles),
-                ("B3 (sparse)".into(), sparse_tiles),
-            ],
-            56,
-            Normalise::Fixed(0.0, 1.0),
-        )?;
-        figs.push(figure("activations_b1_vs_b3.png", &format!(
-            "Layer 1 activations of {count} test images as {side}x{side} squares: mean activation {:.3} without, {:.3} with sparsity (target rho 0.05).",
-            plain_mean, sparse_mean, side = square_side(STACK[1])
-        )));
+        // Without test images there are no activations to compare.
+        if test.count > 0 {
+            let count = 20.min(test.count);
+            let images = images_f32(test, 0, count);
+            // Layer 1 activations of both stacks as tiles, with their mean.
+            let act = |st: &DaeStack| -> (Vec<Tile>, f64) {
+                let h = st.hidden(1, &images);
+                let mean = h.iter().map(|&v| v as f64).sum::<f64>() / h.len() as f64;
+                (square_tiles(&h, STACK[1]), mean)
+            };
+            let ((plain_tiles, plain_mean), (sparse_tiles, sparse_mean)) =
+                (act(&plain), act(&stack));
+            figures::rows(
+                &dir.join("activations_b1_vs_b3.png"),
+                "Layer 1 activations without and with sparsity",
+                vec![
+                    ("B1 (no sparsity)".into(), plain_tiles),
+                    ("B3 (sparse)".into(), sparse_tiles),
+                ],
+                56,
+                Normalise::Fixed(0.0, 1.0),
+            )?;
+            figs.push(figure("activations_b1_vs_b3.png", &format!(
+                "Layer 1 activations of {count} test images as {side}x{side} squares: mean activation {:.3} without, {:.3} with sparsity (target rho 0.05).",
+                plain_mean, sparse_mean, side = square_side(STACK[1])
+            )));
+        }
     }
 
     let (fine, fine_m) = finetune(

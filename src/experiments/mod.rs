@@ -274,6 +274,13 @@ pub(crate) struct Sizes {
 pub fn run(exp: Experiment, opts: &Options) -> Result<Vec<StageOutcome>, ExpError> {
     opts.validate()?;
     let dataset = Dataset::load(&opts.data_dir)?;
+    check_image_shape(&dataset)?;
+    if opts.out_dir.exists() && !opts.out_dir.is_dir() {
+        return Err(ExpError::Config(format!(
+            "--out {}: exists and is not a directory",
+            opts.out_dir.display()
+        )));
+    }
     std::fs::create_dir_all(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
     let stages: Vec<Experiment> = if exp == Experiment::All {
         Experiment::STUDY.to_vec()
@@ -282,6 +289,26 @@ pub fn run(exp: Experiment, opts: &Options) -> Result<Vec<StageOutcome>, ExpErro
     };
     run_all(&stages, &dataset, opts, exp == Experiment::All)
 }
+
+/// Every model of the study takes 28 x 28 images: other sizes are refused
+/// before any stage starts, naming the file.
+pub fn check_image_shape(data: &Dataset) -> Result<(), ExpError> {
+    let [train_images, _, test_images, _] = data.files();
+    for (split, file) in [(data.train(), train_images), (data.test(), test_images)] {
+        if split.count > 0 && (split.rows, split.cols) != (IMAGE_SIDE, IMAGE_SIDE) {
+            return Err(ExpError::Config(format!(
+                "{}: images are {}x{}, the study's models take {IMAGE_SIDE}x{IMAGE_SIDE}",
+                file.path().display(),
+                split.rows,
+                split.cols
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The side of the images every model of the study takes (MNIST's).
+const IMAGE_SIDE: usize = 28;
 
 /// Runs one stage.
 pub(crate) fn run_stage(
@@ -319,17 +346,34 @@ pub(crate) fn sizes(
     }
     train = opts.train_size.unwrap_or(train);
     test = opts.test_size.unwrap_or(test);
+    // Name the flag only when it was given: otherwise the size is the
+    // stage's own (the subsets' first 12000 / 2000 images).
+    let too_many = |what: &str, n: usize, have: usize, flag: Option<usize>, flag_name: &str| {
+        let dir = opts.data_dir.display();
+        ExpError::Config(match flag {
+            Some(_) => format!("{flag_name} {n} is larger than the {have} {what} images in {dir}"),
+            None => {
+                format!("this stage uses the first {n} {what} images, but {dir} holds only {have}")
+            }
+        })
+    };
     if train > train_all {
-        return Err(ExpError::Config(format!(
-            "--train-size {train} is larger than the {train_all} training images in {}",
-            opts.data_dir.display()
-        )));
+        return Err(too_many(
+            "training",
+            train,
+            train_all,
+            opts.train_size,
+            "--train-size",
+        ));
     }
     if test > test_all {
-        return Err(ExpError::Config(format!(
-            "--test-size {test} is larger than the {test_all} test images in {}",
-            opts.data_dir.display()
-        )));
+        return Err(too_many(
+            "test",
+            test,
+            test_all,
+            opts.test_size,
+            "--test-size",
+        ));
     }
     Ok(Sizes { train, test })
 }
@@ -369,7 +413,9 @@ pub(crate) fn train_config(
     };
     cfg.seed = opts.seed;
     cfg.threads = opts.threads;
-    cfg.resume = opts.resume && out_dir.join("checkpoint.bin").is_file();
+    // Whatever is there: the engine refuses a checkpoint.bin that is not a
+    // regular file rather than starting over beside it.
+    cfg.resume = opts.resume && out_dir.join("checkpoint.bin").exists();
     cfg.train_count = Some(sizes.train);
     cfg.test_count = Some(sizes.test);
     cfg.progress = opts.progress;

@@ -60,12 +60,18 @@ fn measure_speed(data: &Dataset, opts: &Options) -> Result<(f64, f64, f64), ExpE
     };
     use std::ops::ControlFlow;
     let n = 2560.min(data.train().count);
+    if n == 0 {
+        // Nothing to time: the stages themselves report the empty split.
+        return Ok((0.0, 0.0, 0.0));
+    }
     let cfg = |name: &str| {
         // Timing only: nothing is written under the folder.
         let mut c = TrainConfig::new(name, &opts.out_dir);
         c.timing_only = true;
         c.threads = opts.threads;
         c.epochs = 2;
+        // The stages' batch size, cut to what the timing subset holds.
+        c.batch_size = opts.batch_size.unwrap_or(c.batch_size).min(n);
         c.train_count = Some(n);
         c.test_count = Some(128.min(data.test().count));
         c.seed = opts.seed;
@@ -195,7 +201,19 @@ pub fn run_all(
     if plan {
         write_study(opts, &outcomes, threads, total)?;
     }
-    let paths = crate::report::build(&opts.out_dir)?;
+    // The runs are complete and on disk whatever happens here: a report that
+    // cannot be rebuilt (say, a damaged summary.json of another run under
+    // the same folder) is a warning, not a failed run.
+    let paths = crate::report::build(&opts.out_dir)
+        .map_err(|e| {
+            eprintln!(
+                "warning: the report under {} was not rebuilt: {e}; the run folders are \
+                 complete (`vcortex report --out {}` rebuilds it once that is fixed)",
+                opts.out_dir.display(),
+                opts.out_dir.display()
+            )
+        })
+        .ok();
     eprintln!();
     eprintln!("{:<10} {:>9}  result", "stage", "wall");
     for o in &outcomes {
@@ -207,11 +225,13 @@ pub fn run_all(
         );
     }
     eprintln!("{:<10} {:>9}", "total", format_duration(total));
-    eprintln!(
-        "report: {} and {}",
-        paths.html.display(),
-        paths.markdown.display()
-    );
+    if let Some(paths) = paths {
+        eprintln!(
+            "report: {} and {}",
+            paths.html.display(),
+            paths.markdown.display()
+        );
+    }
     Ok(outcomes)
 }
 

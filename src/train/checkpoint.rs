@@ -35,6 +35,12 @@ pub struct Checkpoint {
     /// ones to continue the same curve.
     pub batch_size: usize,
     pub train_count: usize,
+    /// Every other setting that shapes the curve (summary.json's settings
+    /// less `epochs`, which a resumed run may raise) and a fingerprint of
+    /// the data: a resumed run must match them all. Empty in checkpoints
+    /// written before this field existed; those are not checked.
+    #[serde(default)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
     #[serde(skip)]
     pub metrics: Vec<EpochMetrics>,
     #[serde(skip)]
@@ -129,6 +135,7 @@ impl Checkpoint {
             model: self.model.clone(),
             signature: self.signature.clone(),
             optimizer: self.optimizer.clone(),
+            settings: self.settings.clone(),
             ..*self
         }
     }
@@ -163,10 +170,17 @@ impl Checkpoint {
             ))
         })?;
         let data = &body[16 + header_len..];
-        let want = 4 * (header.params_len + header.optimizer_state_len);
-        if data.len() != want {
+        // Checked arithmetic: the lengths come from the file, and a wrapped
+        // product could match the data's length.
+        let want = header
+            .params_len
+            .checked_add(header.optimizer_state_len)
+            .and_then(|floats| floats.checked_mul(4));
+        if want != Some(data.len()) {
+            let announced =
+                want.map_or_else(|| "more than fits in memory".into(), |w| w.to_string());
             return Err(bad(format!(
-                "file is truncated or padded: {} data bytes, the header announces {want}",
+                "file is truncated or padded: {} data bytes, the header announces {announced}",
                 data.len()
             )));
         }
@@ -179,6 +193,13 @@ impl Checkpoint {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
             .collect();
+        if header.metrics.len() != header.meta.epochs_completed {
+            return Err(bad(format!(
+                "holds the metrics of {} epochs but says {} were completed",
+                header.metrics.len(),
+                header.meta.epochs_completed
+            )));
+        }
         let mut meta = header.meta;
         meta.metrics = header.metrics.iter().map(EpochMetrics::from).collect();
         meta.optimizer_state = floats[header.params_len..].to_vec();
@@ -199,6 +220,15 @@ impl Checkpoint {
     }
 
     pub fn load(path: &Path) -> Result<Checkpoint, TrainError> {
+        // Only a regular file is read: a named pipe would block, a device
+        // never end.
+        let meta = fs::metadata(path).map_err(|e| TrainError::io(path, e))?;
+        if !meta.is_file() {
+            return Err(TrainError::Checkpoint {
+                path: path.to_path_buf(),
+                reason: "not a regular file".into(),
+            });
+        }
         let bytes = fs::read(path).map_err(|e| TrainError::io(path, e))?;
         Checkpoint::from_bytes(&bytes, path)
     }
@@ -227,14 +257,18 @@ impl Checkpoint {
         }
         if self.signature != signature || self.params.len() != params_len {
             return bad(format!(
-                "checkpoint architecture [{}] differs from this run's [{signature}]",
-                self.signature
+                "checkpoint architecture [{}] with {} parameters differs from this run's \
+                 [{signature}] with {params_len}",
+                self.signature,
+                self.params.len()
             ));
         }
         if self.optimizer != optimizer || self.optimizer_state.len() != state_len {
             return bad(format!(
-                "checkpoint used optimizer '{}', this run uses '{optimizer}'",
-                self.optimizer
+                "checkpoint used optimizer '{}' with {} state values, this run uses \
+                 '{optimizer}' with {state_len}",
+                self.optimizer,
+                self.optimizer_state.len()
             ));
         }
         Ok(())

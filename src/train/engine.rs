@@ -298,6 +298,10 @@ fn validate_common<'a>(
 
 /// Creates the run folder and proves it writable.
 fn prepare_dir(dir: &Path) -> Result<(), TrainError> {
+    if dir.exists() && !dir.is_dir() {
+        let e = std::io::Error::other("exists and is not a directory");
+        return Err(TrainError::io(dir, e));
+    }
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let probe = dir.join(".write-test");
     std::fs::write(&probe, b"ok").map_err(|e| TrainError::io(&probe, e))?;
@@ -336,12 +340,108 @@ fn build_pool(threads: usize) -> Result<ThreadPool, TrainError> {
         .map_err(|e| TrainError::Config(format!("cannot start {threads} threads: {e}")))
 }
 
+/// The settings summary.json records for a run.
+fn run_settings<T: Task>(cfg: &TrainConfig, train_count: usize, task: &T) -> Map<String, Value> {
+    let mut settings = Map::new();
+    settings.insert("epochs".into(), json!(cfg.epochs));
+    settings.insert("batch_size".into(), json!(cfg.batch_size));
+    settings.insert("lr".into(), json!(cfg.lr));
+    settings.insert("decay".into(), json!(cfg.decay));
+    settings.insert("optimizer".into(), json!(cfg.optimizer));
+    settings.insert("train_count".into(), json!(train_count));
+    settings.insert("test_count".into(), json!(task.test_count()));
+    settings.extend(task.settings());
+    settings
+}
+
+/// The first setting in which a checkpoint's run and this one differ, as an
+/// error message; none for a checkpoint that records no settings (written
+/// before they were recorded).
+fn settings_mismatch(saved: &Map<String, Value>, now: &Map<String, Value>) -> Option<String> {
+    if saved.is_empty() {
+        return None;
+    }
+    // The named settings first, the data fingerprint last: a changed
+    // --test-size changes both, and the setting says more.
+    let data = "data".to_string();
+    let named = saved
+        .keys()
+        .chain(now.keys().filter(|k| !saved.contains_key(*k)))
+        .filter(|k| **k != data);
+    for key in named.chain([&data]) {
+        let (was, is) = (saved.get(key), now.get(key));
+        if was != is {
+            let show = |v: Option<&Value>| v.map_or_else(|| "nothing".into(), show_setting);
+            return Some(if *key == data {
+                "checkpoint was trained on other data (its images or labels differ from \
+                 this run's)"
+                    .into()
+            } else {
+                format!(
+                    "checkpoint was trained with {key} = {}, this run has {key} = {}",
+                    show(was),
+                    show(is)
+                )
+            });
+        }
+    }
+    None
+}
+
+/// A setting as a person would write it: f32 values (stored as f64 in the
+/// JSON) in their shortest f32 form, objects as `{key: value, ...}`.
+fn show_setting(v: &Value) -> String {
+    match v {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if f64::from(x as f32) == x {
+                (x as f32).to_string()
+            } else {
+                x.to_string()
+            }
+        }
+        Value::String(s) => s.clone(),
+        Value::Object(m) => {
+            let fields: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", show_setting(v)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A fingerprint of the data a run trains and tests on (FNV-1a over the
+/// shapes, every label and every 509th image byte): enough to tell one
+/// dataset or subset from another, cheap enough to take on every start.
+pub(crate) fn data_fingerprint(train: &Split, test: &Split) -> String {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &mut dyn Iterator<Item = u8>| {
+        for b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+        }
+    };
+    for s in [train, test] {
+        let shape = [s.count, s.rows, s.cols].map(|x| x as u64);
+        eat(&mut shape.iter().flat_map(|x| x.to_le_bytes()));
+        eat(&mut s.labels[..s.count].iter().copied());
+        let pixels = &s.images[..s.count * s.image_len()];
+        eat(&mut pixels.iter().step_by(509).copied());
+    }
+    format!("{h:016x}")
+}
+
 /// The epoch loop: resume, shuffle, batches, updates, evaluation, files.
+/// `data_fingerprint` ([`data_fingerprint`] of the run's splits) is kept in
+/// the checkpoint so that a resume on other data is refused.
 fn run<T: Task + Send>(
     task: &mut T,
     cfg: &TrainConfig,
     threads: usize,
     train_count: usize,
+    data_fingerprint: &str,
     pool: &ThreadPool,
     on_epoch: &mut dyn FnMut(&EpochMetrics, &T) -> ControlFlow<()>,
 ) -> Result<RunReport, TrainError> {
@@ -350,6 +450,10 @@ fn run<T: Task + Send>(
     let range = task.trainable();
     let mut opt = OptimizerState::new(cfg.optimizer, range.len());
     let signature = task.layout().signature();
+    let settings = run_settings(cfg, train_count, task);
+    let mut resume_settings = settings.clone();
+    resume_settings.remove("epochs");
+    resume_settings.insert("data".into(), json!(data_fingerprint));
     let mut metrics: Vec<EpochMetrics> = Vec::new();
     if cfg.resume {
         if !ck_path.exists() {
@@ -377,8 +481,12 @@ fn run<T: Task + Send>(
                 "checkpoint was trained with batch size {} on {} images, this run uses {} on {}",
                 ck.batch_size, ck.train_count, cfg.batch_size, train_count
             ))
+        } else if let Some(reason) = settings_mismatch(&ck.settings, &resume_settings) {
+            Some(reason)
         } else {
-            None
+            task.layout()
+                .first_non_finite(&ck.params)
+                .map(|t| format!("checkpoint holds non-finite values in {t}"))
         };
         if let Some(reason) = mismatch {
             return Err(TrainError::Checkpoint {
@@ -393,24 +501,21 @@ fn run<T: Task + Send>(
     let resumed_epochs = metrics.len();
     let layer = task.csv_layer();
     let files = !cfg.timing_only;
+    if files && !cfg.resume && ck_path.exists() {
+        eprintln!(
+            "note: {} holds an earlier run; starting it over (--resume would continue it)",
+            dir.display()
+        );
+    }
     if files {
         report::write_csv(dir, layer, &metrics)?;
     }
     let summary = |metrics: &[EpochMetrics], task: &T| {
-        let mut settings = Map::new();
-        settings.insert("epochs".into(), json!(cfg.epochs));
-        settings.insert("batch_size".into(), json!(cfg.batch_size));
-        settings.insert("lr".into(), json!(cfg.lr));
-        settings.insert("decay".into(), json!(cfg.decay));
-        settings.insert("optimizer".into(), json!(cfg.optimizer));
-        settings.insert("train_count".into(), json!(train_count));
-        settings.insert("test_count".into(), json!(task.test_count()));
-        settings.extend(task.settings());
         let mut s = Map::new();
         s.insert("name".into(), json!(cfg.name));
         s.insert("title".into(), json!(cfg.title));
         s.insert("model".into(), json!(task.model_kind()));
-        s.insert("settings".into(), Value::Object(settings));
+        s.insert("settings".into(), Value::Object(settings.clone()));
         s.insert("seed".into(), json!(cfg.seed));
         s.insert("threads".into(), json!(threads));
         s.insert("simd".into(), json!(crate::kernels::SIMD_LEVEL));
@@ -499,6 +604,7 @@ fn run<T: Task + Send>(
             seed: cfg.seed,
             batch_size: cfg.batch_size,
             train_count,
+            settings: resume_settings.clone(),
             metrics: metrics.clone(),
             params: task.params().to_vec(),
             optimizer_state: opt.buf.clone(),
@@ -827,7 +933,16 @@ where
         Some(f) => f(m, t.model),
         None => ControlFlow::Continue(()),
     };
-    run(&mut task, cfg, threads, train.count, &pool, &mut hook)
+    let data = data_fingerprint(&train, &test);
+    run(
+        &mut task,
+        cfg,
+        threads,
+        train.count,
+        &data,
+        &pool,
+        &mut hook,
+    )
 }
 
 // ---------------------------------------------------------------- DAE layers
@@ -1144,5 +1259,14 @@ pub fn pretrain_dae(
         Some(f) => f(m, t.stack),
         None => ControlFlow::Continue(()),
     };
-    run(&mut task, cfg, threads, train.count, &pool, &mut hook)
+    let data = data_fingerprint(&train, &test);
+    run(
+        &mut task,
+        cfg,
+        threads,
+        train.count,
+        &data,
+        &pool,
+        &mut hook,
+    )
 }

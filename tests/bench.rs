@@ -220,6 +220,16 @@ fn bad_sizes_are_typed_errors() {
     };
     let err = run(dataset.train(), dataset.test(), &opts).unwrap_err();
     assert!(err.to_string().contains("batch size"), "{err}");
+    // Every epoch's time is kept: an unbounded count would fill memory.
+    for (epochs, needle) in [(0, "at least 1"), (1_000_000_000, "at most 10000")] {
+        let opts = BenchOptions {
+            epochs,
+            only: vec![Work::CnnInfer],
+            ..BenchOptions::default()
+        };
+        let err = run(dataset.train(), dataset.test(), &opts).unwrap_err();
+        assert!(err.to_string().contains(needle), "{err}");
+    }
 }
 
 #[test]

@@ -417,6 +417,11 @@ fn infer_work(
     Ok((secs, spans, cnn_macs(&CnnShape::STUDY).0))
 }
 
+/// The most timed epochs (or passes) per item: each one's time is kept, and a
+/// median of more says nothing new (an inference pass over a handful of
+/// test images takes microseconds, so an unbounded count fills memory).
+pub const MAX_EPOCHS: usize = 10_000;
+
 /// Runs every item of `opts.only` on `train` / `test` (full splits; the
 /// options take their first images).
 ///
@@ -427,6 +432,12 @@ pub fn run(train: Split, test: Split, opts: &BenchOptions) -> Result<BenchReport
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if opts.epochs == 0 {
         return Err(ExpError::Config("--epochs must be at least 1".into()));
+    }
+    if opts.epochs > MAX_EPOCHS {
+        return Err(ExpError::Config(format!(
+            "--epochs {}: at most {MAX_EPOCHS} timed epochs per item",
+            opts.epochs
+        )));
     }
     if opts.batch_size == 0 {
         return Err(ExpError::Config("--batch-size must be at least 1".into()));

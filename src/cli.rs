@@ -114,7 +114,8 @@ pub struct RunArgs {
     /// Learning rate of every training run.
     #[arg(long, value_name = "LR", allow_hyphen_values = true)]
     pub lr: Option<f32>,
-    /// Momentum coefficient of the momentum runs.
+    /// Momentum coefficient of b3's pre-training (the study's 0.1); a2 and
+    /// a-subset compare the fixed values 0.1 and 0.9.
     #[arg(long, value_name = "GAMMA", allow_hyphen_values = true)]
     pub momentum: Option<f32>,
     /// L2 weight decay inside the update.
@@ -169,8 +170,11 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Bench(args) => bench(&args, cli.threads),
         Command::Report(args) => {
             let paths = crate::report::build(&args.out).map_err(ExpError::from)?;
-            println!("{}\n{}", paths.html.display(), paths.markdown.display());
-            Ok(())
+            print_out(&format!(
+                "{}\n{}\n",
+                paths.html.display(),
+                paths.markdown.display()
+            ))
         }
     }
 }
@@ -205,8 +209,9 @@ fn run_experiment(args: &RunArgs, threads: usize) -> Result<(), Error> {
     opts.decay = args.decay;
     opts.batch_size = args.batch_size;
     opts.scheme = args.scheme;
-    opts.command = std::env::args()
-        .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+    // args_os: an argument that is not UTF-8 (a path) must not panic here.
+    opts.command = std::env::args_os()
+        .map(|a| shell_quote(&a.to_string_lossy()))
         .collect::<Vec<_>>()
         .join(" ");
     experiments::run(args.experiment, &opts)?;
@@ -238,9 +243,7 @@ fn bench(args: &BenchArgs, threads: usize) -> Result<(), Error> {
         profile: !args.no_profile,
     };
     let report = crate::bench::run(dataset.train(), dataset.test(), &opts)?;
-    let _ = io::stdout()
-        .lock()
-        .write_all(crate::bench::render(&report).as_bytes());
+    print_out(&crate::bench::render(&report))?;
     if let Some(path) = &args.json {
         crate::bench::write_json(&report, path)?;
     }
@@ -249,10 +252,32 @@ fn bench(args: &BenchArgs, threads: usize) -> Result<(), Error> {
 
 fn info(args: &InfoArgs) -> Result<(), Error> {
     let dataset = Dataset::load(&args.data.dir)?;
-    let report = info_report(&dataset);
-    // A closed stdout (e.g. `| head`) is not worth an error line.
-    let _ = io::stdout().lock().write_all(report.as_bytes());
-    Ok(())
+    print_out(&info_report(&dataset))
+}
+
+/// `arg` as a POSIX shell reads it back: as it is when it holds only
+/// characters no shell treats specially, else in single quotes (a quote
+/// inside written as '\'').
+fn shell_quote(arg: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c);
+    if !arg.is_empty() && arg.chars().all(plain) {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+/// Writes a command's output to stdout. A reader that went away (`| head`)
+/// ends it quietly; any other failure (a full disk) is an error, since the
+/// output was the point of the command.
+fn print_out(text: &str) -> Result<(), Error> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Error::Usage(format!(
+            "cannot write to standard output: {e}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The text `vcortex info` prints for `dataset`.

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod console;
 pub mod data;
 pub mod error;
 pub mod experiments;

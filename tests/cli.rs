@@ -263,6 +263,11 @@ fn output_and_flag_errors_say_what_is_wrong() {
         "--lr must be a positive number, got -inf",
     );
     check(run(&["--decay", "-0.5"]), "--decay must be >= 0");
+    // --momentum belongs to b3: a1 has no momentum, a2 compares fixed values.
+    for stage in ["a1", "a2"] {
+        let args = ["run", stage, "--data", data, "--momentum", "0.5"];
+        assert_fails_with(&args, &format!("{stage} has no run it applies to"));
+    }
     // --data pointing at a file.
     let args = ["run", "a1", "--data", file, "--no-progress"];
     assert_fails_with(&args, "not a directory");

@@ -176,3 +176,73 @@ fn a_damaged_neighbour_does_not_fail_a_finished_run() {
     assert_eq!(outcomes.len(), 1);
     assert_eq!(read_csv(&out.path().join("a1")).1.len(), 1);
 }
+
+/// Raising --epochs on a resumed stacked DAE gives the stack a fresh run with
+/// those epochs gives: layer 1 resumes exactly, and the layers above it,
+/// whose checkpoints sit on the old layer 1, train again instead of
+/// resuming (and restoring the old layer 1 with them).
+#[test]
+fn raising_epochs_on_a_resumed_stack_equals_a_fresh_run() {
+    let resumed = tempfile::tempdir().unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    run(Experiment::B1, &options(resumed.path(), 256, 1)).unwrap();
+    let mut o = options(resumed.path(), 256, 2);
+    o.resume = true;
+    run(Experiment::B1, &o).unwrap();
+    run(Experiment::B1, &options(fresh.path(), 256, 2)).unwrap();
+    for layer in 1..=3 {
+        let rows = |root: &Path| {
+            let (_, rows) = read_csv(&root.join("b1").join(format!("layer{layer}")));
+            // Every column but the wall-clock seconds, bit for bit.
+            rows.iter()
+                .map(|r| r[..r.len() - 1].iter().map(|v| v.to_bits()).collect())
+                .collect::<Vec<Vec<u64>>>()
+        };
+        assert_eq!(rows(resumed.path()), rows(fresh.path()), "layer {layer}");
+    }
+}
+
+/// A small IDX dataset of `n` training and `n / 4` test images of 28x28
+/// (pixels and labels from `salt`) in `dir`.
+fn write_dataset(dir: &Path, n: u32, salt: u32) {
+    let idx = |dims: &[u32], payload: Vec<u8>| {
+        let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
+        for d in dims {
+            bytes.extend_from_slice(&d.to_be_bytes());
+        }
+        bytes.extend(payload);
+        bytes
+    };
+    let value =
+        |i: u32| ((i.wrapping_mul(2_654_435_761) >> 24) as u8).wrapping_add(37 * salt as u8);
+    for (prefix, count) in [("train", n), ("t10k", n / 4)] {
+        let pixels = (0..count * 784).map(value).collect();
+        let labels = (0..count).map(|i| value(i) % 10).collect();
+        let images = idx(&[count, 28, 28], pixels);
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+        let labels = idx(&[count], labels);
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+    }
+}
+
+/// b2 fine-tunes b1's stack only when b1 ran on the same dataset.
+#[test]
+fn b2_refuses_a_stack_pretrained_on_other_data() {
+    let out = tempfile::tempdir().unwrap();
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_dataset(first.path(), 256, 1);
+    write_dataset(second.path(), 256, 2);
+    let opts = |data: &Path| {
+        let mut o = Options::new(data, out.path());
+        o.epochs = Some(1);
+        o.batch_size = Some(32);
+        o.progress = false;
+        o
+    };
+    run(Experiment::B1, &opts(first.path())).unwrap();
+    let msg = run(Experiment::B2, &opts(second.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("was trained on another dataset"), "{msg}");
+    run(Experiment::B2, &opts(first.path())).unwrap();
+}

@@ -673,3 +673,41 @@ fn assert_same_up_to_rounding(params: &[Vec<f32>], costs: &[f64]) {
     );
     assert!((costs[0] - costs[1]).abs() < 1e-5 * costs[0], "{costs:?}");
 }
+
+/// A run folder whose lock another process holds is refused before anything
+/// in it is written; once the lock is released the run goes ahead.
+#[test]
+fn a_folder_another_process_trains_into_is_refused() {
+    let (imgs, labs) = synthetic(64, 1);
+    let (train, test) = (split(&imgs, &labs), split(&imgs, &labs));
+    let dir = tempfile::tempdir().unwrap();
+    let held = std::fs::File::create(dir.path().join(".lock")).unwrap();
+    held.lock().unwrap();
+    let cfg = config(dir.path(), 1);
+    let mut mlp = Mlp::new(&[64, 8, CLASSES], 1);
+    let err = train_classifier(&mut mlp, train, test, &cfg, None).unwrap_err();
+    assert!(matches!(err, TrainError::FolderBusy { .. }), "{err}");
+    assert!(!dir.path().join("metrics.csv").exists());
+    drop(held);
+    train_classifier(&mut mlp, train, test, &cfg, None).unwrap();
+}
+
+/// A resume asking for fewer epochs than the checkpoint holds is refused
+/// (summary.json would otherwise say 1 epoch of a 2-epoch run).
+#[test]
+fn resuming_with_fewer_epochs_than_done_is_refused() {
+    let (imgs, labs) = synthetic(64, 1);
+    let (train, test) = (split(&imgs, &labs), split(&imgs, &labs));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 2);
+    let mut mlp = Mlp::new(&[64, 8, CLASSES], 1);
+    train_classifier(&mut mlp, train, test, &cfg, None).unwrap();
+    cfg.resume = true;
+    cfg.epochs = 1;
+    let err = train_classifier(&mut mlp, train, test, &cfg, None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("checkpoint has 2 epochs, more than this run's 1"),
+        "{err}"
+    );
+}

@@ -57,7 +57,7 @@ fn run_cnn(data: &Dataset, opts: &Options, run: &CnnRun) -> Result<Map<String, V
     };
     let sizes = sizes(data, opts, study_train, study_test)?;
     let dir = opts.out_dir.join(run.folder);
-    let cfg = train_config(
+    let mut cfg = train_config(
         opts,
         run.name,
         &run.title,
@@ -68,6 +68,9 @@ fn run_cnn(data: &Dataset, opts: &Options, run: &CnnRun) -> Result<Map<String, V
         run.optimizer,
         sizes,
     );
+    // The CNN's momentum runs compare the study's fixed values (0.1 and
+    // 0.9, named in their folders and titles): --momentum is b3's.
+    cfg.optimizer = run.optimizer;
     let mut model = Cnn::study(opts.seed);
     let report = train_classifier(
         &mut model,
@@ -252,6 +255,10 @@ pub const SUBSET_RUNS: [(&str, &str); 4] = [
 ];
 
 pub fn a_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, ExpError> {
+    // The images the runs take, for the titles (--quick and the size flags
+    // change the study's 12000/2000).
+    let used = sizes(data, opts, Some(SUBSET_TRAIN), Some(SUBSET_TEST))?;
+    let used = format!("{}/{}", used.train, used.test);
     let specs = [
         (
             Optimizer::Sgd,
@@ -293,7 +300,7 @@ pub fn a_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>
             &CnnRun {
                 name: &name,
                 folder,
-                title: format!("A subset: CNN, {label}, first 12000/2000 images"),
+                title: format!("A subset: CNN, {label}, first {used} images"),
                 optimizer,
                 lr,
                 subset: true,
@@ -334,11 +341,7 @@ pub fn a_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>
     ];
     let mut figs = Vec::new();
     for (file, title, runs) in comparisons {
-        figures::compare_runs(
-            &dir.join(file),
-            &format!("CNN on 12000/2000: {title}"),
-            &runs,
-        )?;
+        figures::compare_runs(&dir.join(file), &format!("CNN on {used}: {title}"), &runs)?;
         figs.push(figure(
             file,
             &format!("{title}: test accuracy and test cross-entropy against epochs."),
@@ -355,7 +358,7 @@ pub fn a_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>
     let mut extra = group_summary(
         opts,
         "a-subset",
-        "A subset comparisons: GD, momentum and RMSProp on the first 12000/2000 images",
+        &format!("A subset comparisons: GD, momentum and RMSProp on the first {used} images"),
         "cnn",
     );
     extra.insert("figures".into(), Value::Array(figs));

@@ -15,7 +15,8 @@ use crate::model::{DaeStack, Mlp};
 use crate::nn::Sparsity;
 use crate::plot::{Colormap, Normalise, Tile};
 use crate::train::{
-    final_accuracy, pretrain_dae, train_classifier, Checkpoint, DaeConfig, EpochMetrics, Optimizer,
+    data_fingerprint, final_accuracy, pretrain_dae, train_classifier, Checkpoint, DaeConfig,
+    EpochMetrics, Optimizer,
 };
 
 use super::cnn::SUBSET_RUNS;
@@ -56,10 +57,14 @@ fn pretrain_stack(
     sizes: Sizes,
 ) -> Result<Vec<(String, Vec<EpochMetrics>)>, ExpError> {
     let mut layers = Vec::new();
+    // Whether a layer below trained in this call: a checkpoint of a higher
+    // layer then holds a stack trained on the old lower layers (and would
+    // restore them), so that layer starts over instead of resuming.
+    let mut below_changed = false;
     for layer in 1..=stack.layers() {
         let (n_in, n_out) = (stack.sizes()[layer - 1], stack.sizes()[layer]);
         let layer_dir = dir.join(format!("layer{layer}"));
-        let cfg = train_config(
+        let mut cfg = train_config(
             opts,
             &format!("{name}-layer{layer}"),
             &format!("{title}, layer {layer} ({n_in}-{n_out})"),
@@ -76,6 +81,13 @@ fn pretrain_stack(
             keep_prob: KEEP_PROB,
             sparsity,
         };
+        if below_changed && cfg.resume {
+            crate::note!(
+                "note: {} is not resumed: the layers below it changed since its checkpoint",
+                layer_dir.display()
+            );
+            cfg.resume = false;
+        }
         let report = pretrain_dae(
             stack,
             &dae,
@@ -84,6 +96,7 @@ fn pretrain_stack(
             &cfg,
             None::<&mut dyn FnMut(&EpochMetrics, &DaeStack) -> ControlFlow<()>>,
         )?;
+        below_changed |= report.metrics.len() > report.resumed_epochs;
         let mut extra = Map::new();
         extra.insert("model".into(), json!("dae"));
         extra.insert(
@@ -96,8 +109,15 @@ fn pretrain_stack(
     Ok(layers)
 }
 
-/// Loads a stack of `sizes` from the last layer's checkpoint of `dir`.
-fn load_stack(dir: &Path, sizes: &[usize], seed: u64, stage: &str) -> Result<DaeStack, ExpError> {
+/// Loads a stack of `sizes` from the last layer's checkpoint of `dir`,
+/// refusing one pre-trained on another dataset than `data`.
+fn load_stack(
+    dir: &Path,
+    sizes: &[usize],
+    seed: u64,
+    stage: &str,
+    data: &Dataset,
+) -> Result<DaeStack, ExpError> {
     let path = dir
         .join(format!("layer{}", sizes.len() - 1))
         .join("checkpoint.bin");
@@ -109,6 +129,16 @@ fn load_stack(dir: &Path, sizes: &[usize], seed: u64, stage: &str) -> Result<Dae
         });
     }
     let ck = Checkpoint::load(&path)?;
+    // Checkpoints from before the fingerprint was kept are not checked.
+    let here = json!(data_fingerprint(&data.train(), &data.test()));
+    if ck.settings.get("dataset").is_some_and(|was| *was != here) {
+        return Err(ExpError::Config(format!(
+            "the pre-trained stack in {} was trained on another dataset than {}: run `vcortex \
+             run {stage}` again with this --data (and another --out to keep both)",
+            path.display(),
+            data.dir().display()
+        )));
+    }
     let mut stack = DaeStack::new(sizes, seed);
     if ck.params.len() != stack.params().len() {
         return Err(ExpError::Config(format!(
@@ -429,7 +459,7 @@ pub(super) fn five_layer_sizes() -> Vec<usize> {
 
 pub fn b2(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, ExpError> {
     let sizes = sizes(data, opts, None, None)?;
-    let stack = load_stack(&opts.out_dir.join("b1"), &STACK, opts.seed, "b1")?;
+    let stack = load_stack(&opts.out_dir.join("b1"), &STACK, opts.seed, "b1", data)?;
     let dir = opts.out_dir.join("b2");
     let (pre, pre_m) = finetune(
         data,
@@ -532,7 +562,7 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     figs.extend(stack_figures(&dir, "B3", &stack, data, opts.seed)?);
 
     // Layer 1 without and with sparsity, side by side, when B1 has run.
-    if let Ok(plain) = load_stack(&opts.out_dir.join("b1"), &STACK, opts.seed, "b1") {
+    if let Ok(plain) = load_stack(&opts.out_dir.join("b1"), &STACK, opts.seed, "b1", data) {
         let (iw, ih) = (data.train().cols, data.train().rows);
         let n = 20;
         let rows = vec![
@@ -625,9 +655,11 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
 
 pub fn b_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, ExpError> {
     let sizes = sizes(data, opts, Some(SUBSET_TRAIN), Some(SUBSET_TEST))?;
+    // For the titles: --quick and the size flags change the study's sizes.
+    let used = format!("{}/{}", sizes.train, sizes.test);
     let dir = opts.out_dir.join("b-subset");
-    let plain = load_stack(&opts.out_dir.join("b1"), &STACK, opts.seed, "b1")?;
-    let sparse = load_stack(&opts.out_dir.join("b3"), &STACK, opts.seed, "b3")?;
+    let plain = load_stack(&opts.out_dir.join("b1"), &STACK, opts.seed, "b1", data)?;
+    let sparse = load_stack(&opts.out_dir.join("b3"), &STACK, opts.seed, "b3", data)?;
     let mut out = Vec::new();
     let mut runs: Vec<(String, Vec<EpochMetrics>)> = Vec::new();
     // The CNN curves from the A subset runs, when they exist.
@@ -661,7 +693,7 @@ pub fn b_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>
             opts,
             model,
             &format!("b-subset-{folder}"),
-            &format!("B subset: {label}, first 12000/2000 images"),
+            &format!("B subset: {label}, first {used} images"),
             dir.join(folder),
             sizes,
             reference(&[]),
@@ -671,7 +703,7 @@ pub fn b_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>
     }
     figures::compare_runs(
         &dir.join("compare.png"),
-        "12000/2000: CNNs vs five-layer networks",
+        &format!("{used}: CNNs vs five-layer networks"),
         &runs,
     )?;
     let mut results = Map::new();
@@ -681,7 +713,7 @@ pub fn b_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>
     let mut extra = group_summary(
         opts,
         "b-subset",
-        "B subset comparison: CNNs and five-layer networks on the first 12000/2000 images",
+        &format!("B subset comparison: CNNs and five-layer networks on the first {used} images"),
         "mlp",
     );
     extra.insert("figures".into(), json!([figure("compare.png", "Test accuracy and test cross-entropy against epochs: the CNNs (from the A subset runs) and the five-layer networks pre-trained, pre-trained with sparsity, and randomly initialised.")]));

@@ -273,6 +273,24 @@ pub(crate) struct Sizes {
 /// Runs one experiment (or all of them) and rebuilds the report.
 pub fn run(exp: Experiment, opts: &Options) -> Result<Vec<StageOutcome>, ExpError> {
     opts.validate()?;
+    // --momentum sets the one run with a free momentum value: b3's
+    // pre-training. a2 and a-subset compare the study's 0.1 and 0.9.
+    if let Some(m) = opts.momentum {
+        match exp {
+            Experiment::B3 => {}
+            Experiment::All => crate::note!(
+                "note: --momentum {m} applies to b3's pre-training; a2 and a-subset keep the \
+                 study's 0.1 and 0.9, which they compare"
+            ),
+            other => {
+                return Err(ExpError::Config(format!(
+                    "--momentum sets the momentum of b3's pre-training; {} has no run it \
+                     applies to (a2 and a-subset compare the study's 0.1 and 0.9)",
+                    other.name()
+                )))
+            }
+        }
+    }
     let dataset = Dataset::load(&opts.data_dir)?;
     check_image_shape(&dataset)?;
     if opts.out_dir.exists() && !opts.out_dir.is_dir() {
@@ -379,8 +397,8 @@ pub(crate) fn sizes(
 }
 
 /// `--quick`: training and test images per stage.
-const QUICK_TRAIN: usize = 3000;
-const QUICK_TEST: usize = 1000;
+pub(crate) const QUICK_TRAIN: usize = 3000;
+pub(crate) const QUICK_TEST: usize = 1000;
 
 /// Epochs for a stage: the study's, or `--quick`'s, or `--epochs`.
 pub(crate) fn epochs(opts: &Options, study: usize, quick: usize) -> usize {

@@ -8,7 +8,10 @@ use serde_json::{json, Map, Value};
 use crate::data::Dataset;
 use crate::kernels::SIMD_LEVEL;
 
-use super::{machine_description, run_stage, write_json, ExpError, Experiment, Options};
+use super::{
+    machine_description, run_stage, write_json, ExpError, Experiment, Options, QUICK_TEST,
+    QUICK_TRAIN,
+};
 
 /// What one stage produced.
 #[derive(Clone, Debug)]
@@ -156,26 +159,32 @@ pub fn run_all(
         opts.threads
     };
     if plan {
-        eprintln!(
+        crate::note!(
             "vcortex study: {} stages, SIMD {SIMD_LEVEL}, {threads} threads, output in {}",
             stages.len(),
             opts.out_dir.display()
         );
-        eprintln!("measuring speed for the estimate...");
+        if opts.quick {
+            crate::note!(
+                "--quick: at most {QUICK_TRAIN}/{QUICK_TEST} images and a few epochs per run; \
+                 the stage titles below name the study's full settings"
+            );
+        }
+        crate::note!("measuring speed for the estimate...");
         let (cnn, mlp, dae) = measure_speed(data, opts)?;
         let mut total = 0.0;
         for &s in stages {
             let (c, m, d) = workload(s, opts.quick);
             let est = c * cnn + m * mlp + d * dae;
             total += est;
-            eprintln!(
+            crate::note!(
                 "  {:<10} ~{:>7}  {}",
                 s.name(),
                 format_duration(est),
                 s.title()
             );
         }
-        eprintln!(
+        crate::note!(
             "  estimated total ~{} (excluding figures and test evaluation)",
             format_duration(total)
         );
@@ -184,7 +193,7 @@ pub fn run_all(
     let mut outcomes = Vec::new();
     for &stage in stages {
         if plan {
-            eprintln!("== stage {} ==", stage.name());
+            crate::note!("== stage {} ==", stage.name());
         }
         let t = Instant::now();
         let runs = run_stage(stage, data, opts)?;
@@ -206,7 +215,7 @@ pub fn run_all(
     // the same folder) is a warning, not a failed run.
     let paths = crate::report::build(&opts.out_dir)
         .map_err(|e| {
-            eprintln!(
+            crate::note!(
                 "warning: the report under {} was not rebuilt: {e}; the run folders are \
                  complete (`vcortex report --out {}` rebuilds it once that is fixed)",
                 opts.out_dir.display(),
@@ -214,19 +223,19 @@ pub fn run_all(
             )
         })
         .ok();
-    eprintln!();
-    eprintln!("{:<10} {:>9}  result", "stage", "wall");
+    crate::note!();
+    crate::note!("{:<10} {:>9}  result", "stage", "wall");
     for o in &outcomes {
-        eprintln!(
+        crate::note!(
             "{:<10} {:>9}  {}",
             o.stage.name(),
             format_duration(o.wall_seconds),
             headline(&o.runs)
         );
     }
-    eprintln!("{:<10} {:>9}", "total", format_duration(total));
+    crate::note!("{:<10} {:>9}", "total", format_duration(total));
     if let Some(paths) = paths {
-        eprintln!(
+        crate::note!(
             "report: {} and {}",
             paths.html.display(),
             paths.markdown.display()

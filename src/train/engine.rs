@@ -296,16 +296,37 @@ fn validate_common<'a>(
     Ok((train, test))
 }
 
-/// Creates the run folder and proves it writable.
-fn prepare_dir(dir: &Path) -> Result<(), TrainError> {
+/// Creates the run folder, takes its lock and proves it writable. The
+/// returned file holds the lock (an advisory lock on `.lock`, released when
+/// it is dropped or the process ends): a second process training into the
+/// same folder is refused instead of interleaving its epochs with this
+/// one's.
+fn prepare_dir(dir: &Path) -> Result<std::fs::File, TrainError> {
     if dir.exists() && !dir.is_dir() {
         let e = std::io::Error::other("exists and is not a directory");
         return Err(TrainError::io(dir, e));
     }
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| TrainError::io(&lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(TrainError::FolderBusy {
+                dir: dir.to_path_buf(),
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(TrainError::io(&lock_path, e)),
+    }
     let probe = dir.join(".write-test");
     std::fs::write(&probe, b"ok").map_err(|e| TrainError::io(&probe, e))?;
-    std::fs::remove_file(&probe).map_err(|e| TrainError::io(&probe, e))
+    std::fs::remove_file(&probe).map_err(|e| TrainError::io(&probe, e))?;
+    Ok(lock)
 }
 
 fn resolve_threads(threads: usize) -> usize {
@@ -363,16 +384,16 @@ fn settings_mismatch(saved: &Map<String, Value>, now: &Map<String, Value>) -> Op
     }
     // The named settings first, the data fingerprint last: a changed
     // --test-size changes both, and the setting says more.
-    let data = "data".to_string();
+    let (data, dataset) = ("data".to_string(), "dataset".to_string());
     let named = saved
         .keys()
         .chain(now.keys().filter(|k| !saved.contains_key(*k)))
-        .filter(|k| **k != data);
-    for key in named.chain([&data]) {
+        .filter(|k| **k != data && **k != dataset);
+    for key in named.chain([&data, &dataset]) {
         let (was, is) = (saved.get(key), now.get(key));
         if was != is {
             let show = |v: Option<&Value>| v.map_or_else(|| "nothing".into(), show_setting);
-            return Some(if *key == data {
+            return Some(if *key == data || *key == dataset {
                 "checkpoint was trained on other data (its images or labels differ from \
                  this run's)"
                     .into()
@@ -433,15 +454,23 @@ pub(crate) fn data_fingerprint(train: &Split, test: &Split) -> String {
     format!("{h:016x}")
 }
 
+/// [`data_fingerprint`]s a checkpoint keeps: a resume on other data is
+/// refused, and a stage that builds on another's checkpoint (b2 on b1's
+/// stack) can tell whether it came from the same dataset.
+struct DataFingerprints {
+    /// Of the subsets the run trains and tests on.
+    used: String,
+    /// Of the whole dataset they were taken from.
+    dataset: String,
+}
+
 /// The epoch loop: resume, shuffle, batches, updates, evaluation, files.
-/// `data_fingerprint` ([`data_fingerprint`] of the run's splits) is kept in
-/// the checkpoint so that a resume on other data is refused.
 fn run<T: Task + Send>(
     task: &mut T,
     cfg: &TrainConfig,
     threads: usize,
     train_count: usize,
-    data_fingerprint: &str,
+    data: &DataFingerprints,
     pool: &ThreadPool,
     on_epoch: &mut dyn FnMut(&EpochMetrics, &T) -> ControlFlow<()>,
 ) -> Result<RunReport, TrainError> {
@@ -453,7 +482,8 @@ fn run<T: Task + Send>(
     let settings = run_settings(cfg, train_count, task);
     let mut resume_settings = settings.clone();
     resume_settings.remove("epochs");
-    resume_settings.insert("data".into(), json!(data_fingerprint));
+    resume_settings.insert("data".into(), json!(data.used));
+    resume_settings.insert("dataset".into(), json!(data.dataset));
     let mut metrics: Vec<EpochMetrics> = Vec::new();
     if cfg.resume {
         if !ck_path.exists() {
@@ -471,7 +501,13 @@ fn run<T: Task + Send>(
             task.params().len(),
             opt.buf.len(),
         )?;
-        let mismatch = if ck.seed != cfg.seed {
+        let mismatch = if ck.epochs_completed > cfg.epochs {
+            Some(format!(
+                "checkpoint has {} epochs, more than this run's {}: raise --epochs, or start \
+                 over without --resume",
+                ck.epochs_completed, cfg.epochs
+            ))
+        } else if ck.seed != cfg.seed {
             Some(format!(
                 "checkpoint has seed {}, this run seed {}",
                 ck.seed, cfg.seed
@@ -502,8 +538,8 @@ fn run<T: Task + Send>(
     let layer = task.csv_layer();
     let files = !cfg.timing_only;
     if files && !cfg.resume && ck_path.exists() {
-        eprintln!(
-            "note: {} holds an earlier run; starting it over (--resume would continue it)",
+        crate::note!(
+            "note: {} holds an earlier run, which this one replaces",
             dir.display()
         );
     }
@@ -899,6 +935,7 @@ where
     C: Classifier,
     C::Workspace: Sync,
 {
+    let dataset = data_fingerprint(&train, &test);
     let (train, test) = validate_common(cfg, train, test, model.input_len())?;
     let resident = ResidentImages::of(&train);
     let train = resident.split(train);
@@ -910,9 +947,12 @@ where
             ));
         }
     }
-    if !cfg.timing_only {
-        prepare_dir(&cfg.out_dir)?;
-    }
+    // Held until the run returns.
+    let _folder_lock = if cfg.timing_only {
+        None
+    } else {
+        Some(prepare_dir(&cfg.out_dir)?)
+    };
     let threads = resolve_threads(cfg.threads);
     let pool = build_pool(threads)?;
     let max_rows = cfg.batch_size.div_ceil(threads);
@@ -933,7 +973,10 @@ where
         Some(f) => f(m, t.model),
         None => ControlFlow::Continue(()),
     };
-    let data = data_fingerprint(&train, &test);
+    let data = DataFingerprints {
+        used: data_fingerprint(&train, &test),
+        dataset,
+    };
     run(
         &mut task,
         cfg,
@@ -1203,6 +1246,7 @@ pub fn pretrain_dae(
     cfg: &TrainConfig,
     mut observer: Option<Observer<'_, DaeStack>>,
 ) -> Result<RunReport, TrainError> {
+    let dataset = data_fingerprint(&train, &test);
     let (train, test) = validate_common(cfg, train, test, stack.sizes()[0])?;
     let resident = ResidentImages::of(&train);
     let train = resident.split(train);
@@ -1227,9 +1271,12 @@ pub fn pretrain_dae(
             ));
         }
     }
-    if !cfg.timing_only {
-        prepare_dir(&cfg.out_dir)?;
-    }
+    // Held until the run returns.
+    let _folder_lock = if cfg.timing_only {
+        None
+    } else {
+        Some(prepare_dir(&cfg.out_dir)?)
+    };
     let threads = resolve_threads(cfg.threads);
     let pool = build_pool(threads)?;
     let max_rows = cfg.batch_size.div_ceil(threads);
@@ -1259,7 +1306,10 @@ pub fn pretrain_dae(
         Some(f) => f(m, t.stack),
         None => ControlFlow::Continue(()),
     };
-    let data = data_fingerprint(&train, &test);
+    let data = DataFingerprints {
+        used: data_fingerprint(&train, &test),
+        dataset,
+    };
     run(
         &mut task,
         cfg,

@@ -93,7 +93,7 @@ pub use checkpoint::{Checkpoint, CHECKPOINT_VERSION};
 pub use engine::{
     batches_per_epoch, compute_pool_builder, pretrain_dae, train_classifier, Observer, RunReport,
 };
-pub(crate) use engine::{classifier_chunks, evaluate_classifier};
+pub(crate) use engine::{classifier_chunks, data_fingerprint, evaluate_classifier};
 
 pub use crate::model::DaeScheme;
 use crate::nn::Sparsity;
@@ -242,6 +242,8 @@ pub enum TrainError {
     },
     /// A checkpoint was refused.
     Checkpoint { path: PathBuf, reason: String },
+    /// Another process holds the run folder's lock.
+    FolderBusy { dir: PathBuf },
     /// The training loss became NaN or infinite.
     NonFinite {
         epoch: usize,
@@ -267,6 +269,12 @@ impl fmt::Display for TrainError {
             TrainError::Checkpoint { path, reason } => {
                 write!(f, "refusing checkpoint {}: {reason}", path.display())
             }
+            TrainError::FolderBusy { dir } => write!(
+                f,
+                "{}: another vcortex process is training into this folder (it holds {})",
+                dir.display(),
+                dir.join(".lock").display()
+            ),
             TrainError::NonFinite {
                 epoch,
                 batch,

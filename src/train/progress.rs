@@ -60,7 +60,7 @@ impl EpochProgress {
             if let Some(a) = m.test_accuracy {
                 line += &format!(", test_accuracy {a:.4}");
             }
-            eprintln!("{line} ({:.2} s)", m.seconds);
+            crate::note!("{line} ({:.2} s)", m.seconds);
         }
     }
 }

@@ -180,17 +180,24 @@ pub fn run(cli: Cli) -> Result<(), Error> {
 }
 
 /// With `--threads 0` rayon takes its count from RAYON_NUM_THREADS: the same
-/// limit as the flag's applies (rayon itself ignores a value that is not a
-/// number, and so does this check).
+/// limit as the flag's applies, and a value that is not a number is refused
+/// (rayon would silently use every core instead).
 fn check_thread_variable(threads: usize) -> Result<(), Error> {
     if threads != 0 {
         return Ok(());
     }
-    match std::env::var("RAYON_NUM_THREADS").map(|v| v.parse::<usize>()) {
-        Ok(Ok(n)) if n > MAX_THREADS => Err(Error::Usage(format!(
+    let Ok(value) = std::env::var("RAYON_NUM_THREADS") else {
+        return Ok(());
+    };
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > MAX_THREADS => Err(Error::Usage(format!(
             "RAYON_NUM_THREADS={n}: at most {MAX_THREADS} worker threads"
         ))),
-        _ => Ok(()),
+        Ok(_) => Ok(()),
+        Err(_) if value.trim().is_empty() => Ok(()),
+        Err(_) => Err(Error::Usage(format!(
+            "RAYON_NUM_THREADS={value}: not a thread count (0 or unset uses every core)"
+        ))),
     }
 }
 
@@ -312,4 +319,36 @@ pub fn info_report(dataset: &Dataset) -> String {
     line("simd", SIMD_LEVEL.to_string());
     line("threads", rayon::current_num_threads().to_string());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_quote_round_trips_through_sh() {
+        assert_eq!(shell_quote("run"), "run");
+        assert_eq!(shell_quote("--out=runs/a-1"), "--out=runs/a-1");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("my runs"), "'my runs'");
+        assert_eq!(shell_quote("it's $HOME"), "'it'\\''s $HOME'");
+        // What sh makes of the quoted words is the original arguments.
+        let args = [
+            "plain",
+            "with space",
+            "quote'd",
+            "$dollar",
+            "back\\slash",
+            "*",
+        ];
+        let line: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+        let script = format!("printf '%s\\n' {}", line.join(" "));
+        if let Ok(out) = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+        {
+            let printed = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(printed.lines().collect::<Vec<_>>(), args);
+        }
+    }
 }

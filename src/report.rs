@@ -565,11 +565,28 @@ fn overview_rows(runs: &[Run]) -> Vec<Vec<String>> {
                 r.title(),
                 r.text("final_test_accuracy"),
                 r.text("best_test_accuracy"),
-                r.text("epochs_completed"),
+                epochs_text(r),
                 format_seconds(r.summary.get("wall_seconds")),
             ]
         })
         .collect()
+}
+
+/// Epochs completed, marked when fewer than the run's settings asked for (a
+/// run stopped early, or still running): its "final" figures are not final.
+fn epochs_text(r: &Run) -> String {
+    let done = r.summary.get("epochs_completed").and_then(Value::as_u64);
+    let planned = r
+        .summary
+        .get("settings")
+        .and_then(|s| s.get("epochs"))
+        .and_then(Value::as_u64);
+    match (done, planned) {
+        (Some(done), Some(planned)) if done < planned => {
+            format!("{done} of {planned} (incomplete)")
+        }
+        _ => r.text("epochs_completed"),
+    }
 }
 
 /// Machine, SIMD level and threads: from study.json, else from the first run that states them.

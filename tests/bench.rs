@@ -154,6 +154,14 @@ fn every_row_and_profile_line_is_filled() {
     for w in Work::ALL {
         assert!(text.contains(w.name()), "{text}");
     }
+    // A disturbed all-threads peak is flagged rather than divided by
+    // silently; a sound one is not.
+    let mut report = report;
+    report.threads = 2;
+    report.peak_gflops = 1.9 * report.peak_gflops_per_thread;
+    assert!(!render(&report).contains("warning"), "{}", render(&report));
+    report.peak_gflops = 1.05 * report.peak_gflops_per_thread;
+    assert!(render(&report).contains("warning: the peak on 2 threads measured only 1.05x"));
 }
 
 /// The stack's upper layers, asked for by name (not in the default list):

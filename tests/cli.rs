@@ -151,6 +151,18 @@ fn too_many_threads_are_refused() {
         stderr.trim(),
         "error: RAYON_NUM_THREADS=5000: at most 1024 worker threads"
     );
+    let output = Command::new(env!("CARGO_BIN_EXE_vcortex"))
+        .arg("info")
+        .env("RAYON_NUM_THREADS", "abc")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("runs the binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "must fail: {stderr}");
+    assert!(
+        stderr.contains("RAYON_NUM_THREADS=abc: not a thread count"),
+        "{stderr}"
+    );
     let output = vcortex(&["--threads", "1024", "info"]);
     assert!(
         output.status.success(),
@@ -341,4 +353,27 @@ fn a_wrong_dimension_count_is_named_as_such() {
     std::io::Write::write_all(&mut gz, &bytes).unwrap();
     fs::write(path.with_extension("gz"), gz.finish().unwrap()).unwrap();
     assert_one_line_error(dir.path(), expected);
+}
+
+/// An argument that is not UTF-8 (a path) reaches the error for the path,
+/// not a panic while the command line is recorded.
+#[cfg(unix)]
+#[test]
+fn a_non_utf8_path_is_an_error_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"data\xff\xfe"));
+    let output = Command::new(env!("CARGO_BIN_EXE_vcortex"))
+        .args(["run", "a1", "--no-progress", "--data"])
+        .arg(&odd)
+        .arg("--out")
+        .arg(dir.path().join("runs"))
+        .output()
+        .expect("runs the binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("dataset directory not found"), "{stderr}");
 }

@@ -413,3 +413,24 @@ fn missing_files_and_bad_checksum_lists_are_errors() {
         "{err}"
     );
 }
+
+/// A temporary file that a killed decompression left beside the archive is
+/// removed by the next one (its process is gone); another live process's
+/// would be kept.
+#[cfg(target_os = "linux")]
+#[test]
+fn stale_decompression_leftovers_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    Tiny::new(3, 2).write_gz(dir.path());
+    // Linux pids stay below 2^22: this one never runs.
+    let stale = dir.path().join(format!("{TRAIN_IMAGES}.tmp-999999999-0"));
+    fs::write(&stale, vec![0u8; 1000]).unwrap();
+    let live = dir.path().join(format!("{TRAIN_IMAGES}.tmp-1-0"));
+    fs::write(&live, b"pid 1 always runs").unwrap();
+    let options = LoadOptions {
+        cache: vec![CacheLocation::BesideArchive],
+    };
+    Dataset::load_with(dir.path(), &options).unwrap();
+    assert!(!stale.exists());
+    assert!(live.exists());
+}

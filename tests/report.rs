@@ -445,3 +445,27 @@ proptest::proptest! {
         proptest::prop_assert_eq!(unescaped, text);
     }
 }
+
+/// A run that stopped before its planned epochs is marked as such in the
+/// overview; a figure that is not a regular file (a named pipe would block
+/// the read) is reported, not read.
+#[test]
+fn incomplete_runs_and_odd_figures_are_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, done: u32| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let summary = format!(
+            r#"{{ "name": "{name}", "settings": {{ "epochs": 3 }}, "epochs_completed": {done},
+                 "figures": [ {{ "file": "odd.png", "caption": "not a file" }} ] }}"#
+        );
+        std::fs::write(d.join("summary.json"), summary).unwrap();
+        std::fs::create_dir(d.join("odd.png")).unwrap();
+    };
+    run("stopped", 1);
+    run("finished", 3);
+    let html = std::fs::read_to_string(build(dir.path()).unwrap().html).unwrap();
+    assert!(html.contains("1 of 3 (incomplete)"), "{html}");
+    assert_eq!(html.matches("(incomplete)").count(), 1);
+    assert!(html.contains("figure odd.png is not a regular file; not shown"));
+}

@@ -534,6 +534,10 @@ fn fma_peak_all_threads(threads: usize) -> Result<f64, ExpError> {
 /// AMD Zen 5 with AVX-512, 263 GFLOP/s each).
 pub const ISSUE_PEAK_GFLOPS: f64 = 523.0;
 
+/// Below this fraction of linear scaling the all-threads FMA peak is flagged
+/// as disturbed (quiet machines measure 0.95-1.0 of it).
+const PEAK_SCALING_WARN: f64 = 0.8;
+
 /// The tables `vcortex bench` prints.
 pub fn render(r: &BenchReport) -> String {
     let mut out = String::new();
@@ -541,6 +545,17 @@ pub fn render(r: &BenchReport) -> String {
         "vcortex bench: simd {}, {} threads, {}\nFMA peak {:.1} GFLOP/s on one thread, {:.1} GFLOP/s on {} at once\n",
         r.simd, r.threads, r.machine, r.peak_gflops_per_thread, r.peak_gflops, r.threads
     ));
+    // Each thread should add about one thread's peak; much less means the
+    // measurement shared the cores with something else, and every % peak
+    // below is then too high.
+    let scaling = r.peak_gflops / r.peak_gflops_per_thread.max(f64::MIN_POSITIVE);
+    if r.threads >= 2 && scaling < PEAK_SCALING_WARN * r.threads as f64 {
+        out.push_str(&format!(
+            "warning: the peak on {} threads measured only {scaling:.2}x one thread's: the cores \
+             were busy with other work, so the % peak column reads high\n",
+            r.threads
+        ));
+    }
     out.push_str(&format!(
         "batch {}, {} training images, {} test images, median of {} epoch(s)/pass(es)\n\n",
         r.batch_size, r.train_images, r.test_images, r.epochs

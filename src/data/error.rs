@@ -83,6 +83,15 @@ impl fmt::Display for DataError {
                 "{}: not a directory (--data takes the directory that holds the four IDX files)",
                 path.display()
             ),
+            DataError::MissingDirectory { path } if path.is_relative() => write!(
+                f,
+                "{}: dataset directory not found (relative to the working directory {}; run \
+                 from the repository root or pass --data DIR)",
+                path.display(),
+                std::env::current_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_else(|_| "?".into())
+            ),
             DataError::MissingDirectory { path } => {
                 write!(f, "{}: dataset directory not found", path.display())
             }

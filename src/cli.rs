@@ -189,12 +189,13 @@ fn check_thread_variable(threads: usize) -> Result<(), Error> {
     let Ok(value) = std::env::var("RAYON_NUM_THREADS") else {
         return Ok(());
     };
-    match value.trim().parse::<usize>() {
+    // Parsed as rayon parses it (no trimming): " 4" would give every core.
+    match value.parse::<usize>() {
         Ok(n) if n > MAX_THREADS => Err(Error::Usage(format!(
             "RAYON_NUM_THREADS={n}: at most {MAX_THREADS} worker threads"
         ))),
         Ok(_) => Ok(()),
-        Err(_) if value.trim().is_empty() => Ok(()),
+        Err(_) if value.is_empty() => Ok(()),
         Err(_) => Err(Error::Usage(format!(
             "RAYON_NUM_THREADS={value}: not a thread count (0 or unset uses every core)"
         ))),

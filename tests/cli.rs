@@ -297,6 +297,21 @@ fn output_and_flag_errors_say_what_is_wrong() {
         &args,
         "this stage uses the first 12000 training images, but",
     );
+    // A refused bench leaves an earlier report where it was.
+    let earlier = dir.path().join("earlier.json");
+    fs::write(&earlier, b"{\"kept\": true}").unwrap();
+    let earlier_arg = earlier.to_str().unwrap();
+    let args = [
+        "bench",
+        "--data",
+        data,
+        "--json",
+        earlier_arg,
+        "--epochs",
+        "20000",
+    ];
+    assert_fails_with(&args, "at most 10000");
+    assert_eq!(fs::read(&earlier).unwrap(), b"{\"kept\": true}");
     // --json where it cannot be written: refused before the bench runs.
     let args = ["bench", "--data", data, "--json", "/nonexistent-dir/b.json"];
     assert_fails_with(&args, "--json /nonexistent-dir/b.json: cannot write there");

@@ -177,28 +177,42 @@ fn a_damaged_neighbour_does_not_fail_a_finished_run() {
     assert_eq!(read_csv(&out.path().join("a1")).1.len(), 1);
 }
 
-/// Raising --epochs on a resumed stacked DAE gives the stack a fresh run with
-/// those epochs gives: layer 1 resumes exactly, and the layers above it,
-/// whose checkpoints sit on the old layer 1, train again instead of
-/// resuming (and restoring the old layer 1 with them).
+/// Raising --epochs on a resumed stacked DAE and its fine-tuning gives what a
+/// fresh run with those epochs gives: layer 1 resumes exactly, and the runs
+/// built on it (the layers above, the fine-tuned classifier), whose
+/// checkpoints sit on the old layer 1, train again instead of resuming (and
+/// restoring the old layer 1 with them).
 #[test]
 fn raising_epochs_on_a_resumed_stack_equals_a_fresh_run() {
     let resumed = tempfile::tempdir().unwrap();
     let fresh = tempfile::tempdir().unwrap();
-    run(Experiment::B1, &options(resumed.path(), 256, 1)).unwrap();
+    for stage in [Experiment::B1, Experiment::B2] {
+        run(stage, &options(resumed.path(), 256, 1)).unwrap();
+    }
     let mut o = options(resumed.path(), 256, 2);
     o.resume = true;
-    run(Experiment::B1, &o).unwrap();
-    run(Experiment::B1, &options(fresh.path(), 256, 2)).unwrap();
-    for layer in 1..=3 {
+    for stage in [Experiment::B1, Experiment::B2] {
+        run(stage, &o).unwrap();
+        run(stage, &options(fresh.path(), 256, 2)).unwrap();
+    }
+    // The fine-tuned classifier too: its checkpoint sits on the old stack,
+    // so it starts over on the new one.
+    let folders = [
+        "b1/layer1",
+        "b1/layer2",
+        "b1/layer3",
+        "b2/pretrained",
+        "b2/random",
+    ];
+    for folder in folders {
         let rows = |root: &Path| {
-            let (_, rows) = read_csv(&root.join("b1").join(format!("layer{layer}")));
+            let (_, rows) = read_csv(&root.join(folder));
             // Every column but the wall-clock seconds, bit for bit.
             rows.iter()
                 .map(|r| r[..r.len() - 1].iter().map(|v| v.to_bits()).collect())
                 .collect::<Vec<Vec<u64>>>()
         };
-        assert_eq!(rows(resumed.path()), rows(fresh.path()), "layer {layer}");
+        assert_eq!(rows(resumed.path()), rows(fresh.path()), "{folder}");
     }
 }
 

@@ -711,3 +711,32 @@ fn resuming_with_fewer_epochs_than_done_is_refused() {
         "{err}"
     );
 }
+
+/// Settings go through the checkpoint's JSON and back: values that JSON
+/// does not return bit for bit as f64 (an lr of 0.03, a momentum of 0.999)
+/// still match themselves, and a checkpoint that does not record a setting
+/// (written before it was recorded) is not refused for it.
+#[test]
+fn settings_survive_the_checkpoint_round_trip() {
+    let (imgs, labs) = synthetic(64, 1);
+    let (train, test) = (split(&imgs, &labs), split(&imgs, &labs));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1);
+    cfg.lr = 0.03;
+    cfg.optimizer = Optimizer::Momentum { gamma: 0.999 };
+    train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &cfg, None).unwrap();
+    cfg.resume = true;
+    cfg.epochs = 2;
+    let path = dir.path().join("checkpoint.bin");
+    let good = std::fs::read(&path).unwrap();
+    let r = train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &cfg, None);
+    assert_eq!(r.unwrap().resumed_epochs, 1);
+    let older = resealed(&good, |header, _| {
+        let settings = header["settings"].as_object_mut().unwrap();
+        settings.remove("dataset");
+        settings.remove("start");
+    });
+    std::fs::write(&path, older).unwrap();
+    let r = train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &cfg, None);
+    assert_eq!(r.unwrap().resumed_epochs, 1);
+}

@@ -11,7 +11,7 @@
 
 pub mod profile;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -618,7 +618,9 @@ pub fn write_json(r: &BenchReport, path: &Path) -> Result<(), ExpError> {
 }
 
 /// Proves, before the bench runs, that [`write_json`] will be able to write
-/// `path`: not a directory, and its temporary file can be created beside it.
+/// `path`: not a directory, and a file can be created beside it (a probe of
+/// its own name: an earlier report at `path` stays until the new one
+/// replaces it).
 pub fn check_json_target(path: &Path) -> Result<(), ExpError> {
     if path.is_dir() {
         return Err(ExpError::Config(format!(
@@ -626,13 +628,16 @@ pub fn check_json_target(path: &Path) -> Result<(), ExpError> {
             path.display()
         )));
     }
-    crate::jsonfile::write_atomic(path, &serde_json::json!({}))
-        .and_then(|()| std::fs::remove_file(path).map_err(|e| (path.to_path_buf(), e)))
-        .map_err(|(at, e)| {
+    let mut probe = path.as_os_str().to_owned();
+    probe.push(format!(".probe-{}", std::process::id()));
+    let probe = PathBuf::from(probe);
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
             ExpError::Config(format!(
                 "--json {}: cannot write there ({}: {e})",
                 path.display(),
-                at.display()
+                probe.display()
             ))
         })
 }

@@ -40,6 +40,9 @@ const DECAY: f32 = 0.0;
 const KEEP_PROB: f32 = 0.9;
 const SUBSET_TRAIN: usize = 12000;
 const SUBSET_TEST: usize = 2000;
+/// Momentum of B3's layer-wise pre-training (the study's; `--momentum`
+/// replaces it).
+const B3_MOMENTUM: f32 = 0.1;
 /// Units and test images shown in the weight and activation figures.
 const SHOWN: usize = 100;
 
@@ -539,7 +542,11 @@ pub fn b2(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
 pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, ExpError> {
     let sizes = sizes(data, opts, None, None)?;
     let dir = opts.out_dir.join("b3");
-    let title = "B3: sparse stacked denoising autoencoder (KL rho 0.05, beta 0.5, momentum 0.1)";
+    // --momentum replaces the study's 0.1 here (and only here).
+    let gamma = opts.momentum.unwrap_or(B3_MOMENTUM);
+    let title = &format!(
+        "B3: sparse stacked denoising autoencoder (KL rho 0.05, beta 0.5, momentum {gamma})"
+    );
     let mut stack = DaeStack::new(&STACK, opts.seed);
     let layers = pretrain_stack(
         data,
@@ -549,7 +556,7 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
         "B3: sparse DAE",
         &dir,
         Some(Sparsity::STUDY),
-        Optimizer::Momentum { gamma: 0.1 },
+        Optimizer::Momentum { gamma: B3_MOMENTUM },
         sizes,
     )?;
     let mut figs = Vec::new();

@@ -321,6 +321,15 @@ fn prepare_dir(dir: &Path) -> Result<std::fs::File, TrainError> {
                 dir: dir.to_path_buf(),
             })
         }
+        // A file system without locks (some network mounts): train unlocked.
+        Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            crate::note!(
+                "note: {} cannot be locked on this file system; nothing stops a second \
+                 process from training into {} meanwhile",
+                lock_path.display(),
+                dir.display()
+            );
+        }
         Err(std::fs::TryLockError::Error(e)) => return Err(TrainError::io(&lock_path, e)),
     }
     let probe = dir.join(".write-test");
@@ -376,37 +385,67 @@ fn run_settings<T: Task>(cfg: &TrainConfig, train_count: usize, task: &T) -> Map
 }
 
 /// The first setting in which a checkpoint's run and this one differ, as an
-/// error message; none for a checkpoint that records no settings (written
-/// before they were recorded).
+/// error message. Only the settings the checkpoint records are compared: one
+/// written before a setting was recorded is not refused for lacking it.
+/// [`START_KEY`] is not compared here (a changed start is not an error).
 fn settings_mismatch(saved: &Map<String, Value>, now: &Map<String, Value>) -> Option<String> {
-    if saved.is_empty() {
-        return None;
-    }
-    // The named settings first, the data fingerprint last: a changed
+    // The named settings first, the data fingerprints last: a changed
     // --test-size changes both, and the setting says more.
-    let (data, dataset) = ("data".to_string(), "dataset".to_string());
-    let named = saved
-        .keys()
-        .chain(now.keys().filter(|k| !saved.contains_key(*k)))
-        .filter(|k| **k != data && **k != dataset);
-    for key in named.chain([&data, &dataset]) {
-        let (was, is) = (saved.get(key), now.get(key));
-        if was != is {
+    let is_data = |k: &str| k == "data" || k == "dataset";
+    let named = saved.keys().filter(|k| !is_data(k) && *k != START_KEY);
+    let data = saved.keys().filter(|k| is_data(k));
+    for key in named.chain(data) {
+        let (was, is) = (&saved[key], now.get(key));
+        if !is.is_some_and(|is| same_setting(was, is)) {
             let show = |v: Option<&Value>| v.map_or_else(|| "nothing".into(), show_setting);
-            return Some(if *key == data || *key == dataset {
+            return Some(if is_data(key) {
                 "checkpoint was trained on other data (its images or labels differ from \
                  this run's)"
                     .into()
             } else {
                 format!(
                     "checkpoint was trained with {key} = {}, this run has {key} = {}",
-                    show(was),
+                    show(Some(was)),
                     show(is)
                 )
             });
         }
     }
     None
+}
+
+/// Setting equality through a checkpoint's JSON: numbers compare as the f32
+/// the settings hold (serde_json reads some floats back one ulp of f64 off,
+/// e.g. an lr of 0.03), objects field by field, anything else exactly.
+fn same_setting(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_u64(), y.as_u64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => x.as_f64().map(|v| v as f32) == y.as_f64().map(|v| v as f32),
+        },
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_setting(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// The checkpoint setting that fingerprints the parameters a run started
+/// from (before any resume): a run built on another one's result (a DAE
+/// layer on the layers below, a fine-tune on a stack) whose base has been
+/// trained again since its checkpoint starts over instead of resuming on the
+/// old base.
+const START_KEY: &str = "start";
+
+/// FNV-1a over the bits of `params`.
+fn params_fingerprint(params: &[f32]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in params {
+        h = (h ^ u64::from(p.to_bits())).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// A setting as a person would write it: f32 values (stored as f64 in the
@@ -447,8 +486,12 @@ pub(crate) fn data_fingerprint(train: &Split, test: &Split) -> String {
     for s in [train, test] {
         let shape = [s.count, s.rows, s.cols].map(|x| x as u64);
         eat(&mut shape.iter().flat_map(|x| x.to_le_bytes()));
-        eat(&mut s.labels[..s.count].iter().copied());
-        let pixels = &s.images[..s.count * s.image_len()];
+        // Clipped slices: the splits may not be validated yet (that names the
+        // problem; a panic here would not).
+        let labels = s.labels.get(..s.count).unwrap_or(s.labels);
+        eat(&mut labels.iter().copied());
+        let pixels = s.count.checked_mul(s.image_len()).unwrap_or(usize::MAX);
+        let pixels = s.images.get(..pixels).unwrap_or(s.images);
         eat(&mut pixels.iter().step_by(509).copied());
     }
     format!("{h:016x}")
@@ -484,6 +527,8 @@ fn run<T: Task + Send>(
     resume_settings.remove("epochs");
     resume_settings.insert("data".into(), json!(data.used));
     resume_settings.insert("dataset".into(), json!(data.dataset));
+    let start = json!(params_fingerprint(task.params()));
+    resume_settings.insert(START_KEY.into(), start.clone());
     let mut metrics: Vec<EpochMetrics> = Vec::new();
     if cfg.resume {
         if !ck_path.exists() {
@@ -519,10 +564,12 @@ fn run<T: Task + Send>(
             ))
         } else if let Some(reason) = settings_mismatch(&ck.settings, &resume_settings) {
             Some(reason)
+        } else if let Some(t) = task.layout().first_non_finite(&ck.params) {
+            Some(format!("checkpoint holds non-finite values in {t}"))
+        } else if ck.optimizer_state.iter().any(|v| !v.is_finite()) {
+            Some("checkpoint holds non-finite optimizer state".into())
         } else {
-            task.layout()
-                .first_non_finite(&ck.params)
-                .map(|t| format!("checkpoint holds non-finite values in {t}"))
+            None
         };
         if let Some(reason) = mismatch {
             return Err(TrainError::Checkpoint {
@@ -530,9 +577,21 @@ fn run<T: Task + Send>(
                 reason,
             });
         }
-        task.params_mut().copy_from_slice(&ck.params);
-        opt.buf = ck.optimizer_state;
-        metrics = ck.metrics;
+        let start_changed = ck
+            .settings
+            .get(START_KEY)
+            .is_some_and(|was| !same_setting(was, &start));
+        if start_changed {
+            crate::note!(
+                "note: {} starts over: what it starts from (the run it builds on) was trained \
+                 again since its checkpoint",
+                dir.display()
+            );
+        } else {
+            task.params_mut().copy_from_slice(&ck.params);
+            opt.buf = ck.optimizer_state;
+            metrics = ck.metrics;
+        }
     }
     let resumed_epochs = metrics.len();
     let layer = task.csv_layer();

@@ -320,8 +320,9 @@ fn tick_label(v: f64) -> String {
     }
 }
 
-/// The legend goes into the plot corner with the fewest data points: lower right for rising accuracy curves, upper
-/// right for falling costs.
+/// The legend goes into the plot corner that the fewest drawn lines cross: lower right for rising accuracy curves,
+/// upper right for falling costs. Each segment is sampled along its length, so that a line drawn through a corner
+/// between two far-apart points (a run of a few epochs) counts there too.
 fn legend_position(chart: &LineChart, x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
     let to_unit = |v: f64, (lo, hi): (f64, f64), log: bool| {
         if log {
@@ -337,12 +338,31 @@ fn legend_position(chart: &LineChart, x: (f64, f64), y: (f64, f64)) -> SeriesLab
         (SeriesLabelPosition::LowerLeft, (0.0, 0.4), (0.0, 0.35)),
         (SeriesLabelPosition::UpperLeft, (0.0, 0.4), (0.65, 1.0)),
     ];
+    const SAMPLES_PER_SEGMENT: usize = 16;
     let mut counts = [0usize; 4];
-    for (px, py) in finite_points(chart) {
-        let (ux, uy) = (to_unit(px, x, false), to_unit(py, y, chart.log_y));
+    let mut count_at = |ux: f64, uy: f64| {
         for (count, (_, cx, cy)) in counts.iter_mut().zip(&corners) {
             if ux >= cx.0 && ux <= cx.1 && uy >= cy.0 && uy <= cy.1 {
                 *count += 1;
+            }
+        }
+    };
+    let log_y = chart.log_y;
+    for series in &chart.series {
+        let unit: Vec<(f64, f64)> = series
+            .points
+            .iter()
+            .filter(|&&(px, py)| px.is_finite() && py.is_finite() && (!log_y || py > 0.0))
+            .map(|&(px, py)| (to_unit(px, x, false), to_unit(py, y, log_y)))
+            .collect();
+        if let [(ux, uy)] = unit[..] {
+            count_at(ux, uy);
+        }
+        for pair in unit.windows(2) {
+            let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
+            for k in 0..=SAMPLES_PER_SEGMENT {
+                let t = k as f64 / SAMPLES_PER_SEGMENT as f64;
+                count_at(x0 + t * (x1 - x0), y0 + t * (y1 - y0));
             }
         }
     }

@@ -782,6 +782,20 @@ fn html_figure(out: &mut String, figure: &Figure) {
     }
 }
 
+/// A warning for a study run with `--quick` (study.json says so): its
+/// figures are a smoke test, not the study's (plain text, no markup).
+fn quick_note(study: &Study) -> Option<String> {
+    use crate::experiments::{QUICK_TEST, QUICK_TRAIN};
+    let quick = study.summary.as_ref()?.get("quick")?.as_bool()?;
+    quick.then(|| {
+        format!(
+            "Quick mode (--quick): every run trained on at most {QUICK_TRAIN} training and \
+             {QUICK_TEST} test images for a few epochs. These results are a smoke test, not \
+             comparable with the seed report's; the stage titles name the full study's settings."
+        )
+    })
+}
+
 fn render_html(study: &Study, runs: &[Run]) -> String {
     let mut out = String::new();
     out.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
@@ -793,6 +807,9 @@ fn render_html(study: &Study, runs: &[Run]) -> String {
     out.push_str("<h1>vcortex report</h1>\n");
     out.push_str("<p class=\"muted\">Six classic MNIST experiments (CNNs A1-A3, denoising autoencoders B1-B3) \
                   reproduced on the CPU, beside the numbers quoted by the seed report.</p>\n");
+    if let Some(note) = quick_note(study) {
+        let _ = writeln!(out, "<p><strong>{note}</strong></p>");
+    }
 
     out.push_str(
         "<nav><h2 id=\"contents\">Contents</h2><ol>\n<li><a href=\"#overview\">Overview</a></li>\n",
@@ -955,6 +972,9 @@ fn md_figure(out: &mut String, figure: &Figure) {
 
 fn render_markdown(study: &Study, runs: &[Run]) -> String {
     let mut out = String::from("# vcortex report\n\n");
+    if let Some(note) = quick_note(study) {
+        let _ = writeln!(out, "**{note}**\n");
+    }
     out.push_str("## Overview\n\n");
     let env = environment_rows(study, runs);
     md_table(&mut out, &["Machine", "Value"], &env);

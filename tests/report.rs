@@ -469,3 +469,20 @@ fn incomplete_runs_and_odd_figures_are_marked() {
     assert_eq!(html.matches("(incomplete)").count(), 1);
     assert!(html.contains("figure odd.png is not a regular file; not shown"));
 }
+
+/// A study run with --quick says so at the top of both pages; a full one
+/// does not.
+#[test]
+fn a_quick_study_is_labelled_as_one() {
+    for quick in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let study = format!(r#"{{ "title": "study", "stages": [], "quick": {quick} }}"#);
+        std::fs::write(dir.path().join("study.json"), study).unwrap();
+        let paths = build(dir.path()).unwrap();
+        let md = std::fs::read_to_string(&paths.markdown).unwrap();
+        let html = std::fs::read_to_string(&paths.html).unwrap();
+        for page in [&md, &html] {
+            assert_eq!(page.contains("Quick mode (--quick)"), quick, "{page}");
+        }
+    }
+}

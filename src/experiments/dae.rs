@@ -215,7 +215,12 @@ fn stack_figures(
         let how = if layer == 1 {
             format!("as {iw}x{ih} images")
         } else {
-            format!("projected to image space through the encoders below (W1^T..W{}^T w, nonlinearities ignored)", layer - 1)
+            let through = if layer == 2 {
+                "W1^T w".to_string()
+            } else {
+                format!("W1^T..W{}^T w", layer - 1)
+            };
+            format!("projected to image space through the encoders below ({through}, nonlinearities ignored)")
         };
         figs.push(figure(&file, &format!("Weights of the first {shown} units of layer {layer}, {how}; each unit scaled on its own.")));
     }
@@ -360,7 +365,7 @@ pub fn b1(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
         "figures".into(),
         json!([figure(
             "weights.png",
-            "Weights of the 169 hidden units as 28x28 images: pen strokes and digit parts."
+            "Weights of the 169 hidden units as 28x28 images (after the full 25 epochs the seed report sees pen strokes and digit parts in them)."
         )]),
     );
     extra.insert(
@@ -562,7 +567,7 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     let mut figs = Vec::new();
     figures::layer_costs(
         &dir.join("layer_costs.png"),
-        "B3: cost per layer (penalty included)",
+        "B3: cost per layer (training cost with the KL penalty, test cost without)",
         &layers,
     )?;
     figs.push(figure("layer_costs.png", "Training cost (image-space cross-entropy plus the KL penalty) and test reconstruction cost (no penalty) of each layer against epochs."));

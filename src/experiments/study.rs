@@ -244,6 +244,15 @@ pub fn run_all(
     Ok(outcomes)
 }
 
+/// The command that reruns one stage with the study's flags: the recorded
+/// `vcortex run all ...` line with the stage in place of `all`.
+fn stage_command(opts: &Options, stage: Experiment) -> String {
+    match opts.command.split_once(" run all") {
+        Some((program, flags)) => format!("{program} run {}{flags}", stage.name()),
+        None => format!("vcortex run {}", stage.name()),
+    }
+}
+
 fn write_study(
     opts: &Options,
     outcomes: &[StageOutcome],
@@ -257,7 +266,7 @@ fn write_study(
                 "name": o.stage.name(),
                 "title": o.stage.title(),
                 "wall_seconds": o.wall_seconds,
-                "command": format!("vcortex run {}", o.stage.name()),
+                "command": stage_command(opts, o.stage),
             })
         })
         .collect();

@@ -248,6 +248,16 @@ fn draw_mesh_and_series<'a, Y>(
 where
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
+    // Epochs (any x that is always a whole number) are labelled only at whole
+    // numbers: a 2-epoch run would otherwise read 1.2, 1.4, ...
+    let whole_x = finite_points(chart).all(|(x, _)| x.fract() == 0.0);
+    let x_text = |v: &f64| {
+        if whole_x && v.fract() != 0.0 {
+            String::new()
+        } else {
+            tick_label(*v)
+        }
+    };
     ctx.configure_mesh()
         .x_desc(&chart.x_label)
         .y_desc(&chart.y_label)
@@ -257,7 +267,7 @@ where
         .bold_line_style(RGBColor(205, 205, 205))
         .x_labels(10)
         .y_labels(10)
-        .x_label_formatter(&|v| tick_label(*v))
+        .x_label_formatter(&x_text)
         .y_label_formatter(&|v| tick_label(*v))
         .draw()
         .map_err(|e| e.to_string())?;

@@ -535,7 +535,8 @@ fn fma_peak_all_threads(threads: usize) -> Result<f64, ExpError> {
 pub const ISSUE_PEAK_GFLOPS: f64 = 523.0;
 
 /// Below this fraction of linear scaling the all-threads FMA peak is flagged
-/// as disturbed (quiet machines measure 0.95-1.0 of it).
+/// as disturbed (this project's 2-core host measured 1.00-1.04 per thread in
+/// four bench runs; one disturbed audit run, about 0.5).
 const PEAK_SCALING_WARN: f64 = 0.8;
 
 /// The tables `vcortex bench` prints.

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 
 use crate::data::{DataError, Dataset, Split};
+use crate::model::CnnShape;
 use crate::plot::PlotError;
 use crate::report::ReportError;
 use crate::train::{Optimizer, TrainConfig, TrainError};
@@ -308,14 +309,16 @@ pub fn run(exp: Experiment, opts: &Options) -> Result<Vec<StageOutcome>, ExpErro
     run_all(&stages, &dataset, opts, exp == Experiment::All)
 }
 
-/// Every model of the study takes 28 x 28 images: other sizes are refused
-/// before any stage starts, naming the file.
+/// Every model of the study takes the CNN's 28 x 28 images (the DAE stack
+/// its 784 pixels): other sizes are refused before any stage starts, naming
+/// the file.
 pub fn check_image_shape(data: &Dataset) -> Result<(), ExpError> {
+    let (h, w) = (CnnShape::STUDY.in_h, CnnShape::STUDY.in_w);
     let [train_images, _, test_images, _] = data.files();
     for (split, file) in [(data.train(), train_images), (data.test(), test_images)] {
-        if split.count > 0 && (split.rows, split.cols) != (IMAGE_SIDE, IMAGE_SIDE) {
+        if split.count > 0 && (split.rows, split.cols) != (h, w) {
             return Err(ExpError::Config(format!(
-                "{}: images are {}x{}, the study's models take {IMAGE_SIDE}x{IMAGE_SIDE}",
+                "{}: images are {}x{}, the study's models take {h}x{w}",
                 file.path().display(),
                 split.rows,
                 split.cols
@@ -324,9 +327,6 @@ pub fn check_image_shape(data: &Dataset) -> Result<(), ExpError> {
     }
     Ok(())
 }
-
-/// The side of the images every model of the study takes (MNIST's).
-const IMAGE_SIDE: usize = 28;
 
 /// Runs one stage.
 pub(crate) fn run_stage(

@@ -439,13 +439,31 @@ fn same_setting(a: &Value, b: &Value) -> bool {
 /// old base.
 const START_KEY: &str = "start";
 
-/// FNV-1a over the bits of `params`.
-fn params_fingerprint(params: &[f32]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in params {
-        h = (h ^ u64::from(p.to_bits())).wrapping_mul(0x0000_0100_0000_01b3);
+/// 64-bit FNV-1a, the checkpoints' fingerprints: cheap, and enough to tell
+/// one dataset or parameter set from another (not a defence against forgery).
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
     }
-    format!("{h:016x}")
+    /// One unit (a byte, or all the bits of an f32): xor, then multiply.
+    fn eat(&mut self, unit: u64) {
+        self.0 = (self.0 ^ unit).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    fn eat_bytes(&mut self, bytes: impl IntoIterator<Item = u8>) {
+        bytes.into_iter().for_each(|b| self.eat(b.into()));
+    }
+    fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+/// [`Fnv1a`] over the bits of `params`, one f32 at a time.
+fn params_fingerprint(params: &[f32]) -> String {
+    let mut h = Fnv1a::new();
+    params.iter().for_each(|p| h.eat(p.to_bits().into()));
+    h.hex()
 }
 
 /// A setting as a person would write it: f32 values (stored as f64 in the
@@ -476,25 +494,19 @@ fn show_setting(v: &Value) -> String {
 /// shapes, every label and every 509th image byte): enough to tell one
 /// dataset or subset from another, cheap enough to take on every start.
 pub(crate) fn data_fingerprint(train: &Split, test: &Split) -> String {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &mut dyn Iterator<Item = u8>| {
-        for b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(PRIME);
-        }
-    };
+    let mut h = Fnv1a::new();
     for s in [train, test] {
         let shape = [s.count, s.rows, s.cols].map(|x| x as u64);
-        eat(&mut shape.iter().flat_map(|x| x.to_le_bytes()));
+        h.eat_bytes(shape.iter().flat_map(|x| x.to_le_bytes()));
         // Clipped slices: the splits may not be validated yet (that names the
         // problem; a panic here would not).
         let labels = s.labels.get(..s.count).unwrap_or(s.labels);
-        eat(&mut labels.iter().copied());
+        h.eat_bytes(labels.iter().copied());
         let pixels = s.count.saturating_mul(s.image_len());
         let pixels = s.images.get(..pixels).unwrap_or(s.images);
-        eat(&mut pixels.iter().step_by(509).copied());
+        h.eat_bytes(pixels.iter().step_by(509).copied());
     }
-    format!("{h:016x}")
+    h.hex()
 }
 
 /// [`data_fingerprint`]s a checkpoint keeps: a resume on other data is
@@ -505,6 +517,17 @@ struct DataFingerprints {
     used: String,
     /// Of the whole dataset they were taken from.
     dataset: String,
+}
+
+impl DataFingerprints {
+    /// `dataset`: the full splits' fingerprint, taken before they were cut
+    /// to `train` and `test`.
+    fn new(dataset: String, train: &Split, test: &Split) -> Self {
+        DataFingerprints {
+            used: data_fingerprint(train, test),
+            dataset,
+        }
+    }
 }
 
 /// The epoch loop: resume, shuffle, batches, updates, evaluation, files.
@@ -1032,10 +1055,7 @@ where
         Some(f) => f(m, t.model),
         None => ControlFlow::Continue(()),
     };
-    let data = DataFingerprints {
-        used: data_fingerprint(&train, &test),
-        dataset,
-    };
+    let data = DataFingerprints::new(dataset, &train, &test);
     run(
         &mut task,
         cfg,
@@ -1365,10 +1385,7 @@ pub fn pretrain_dae(
         Some(f) => f(m, t.stack),
         None => ControlFlow::Continue(()),
     };
-    let data = DataFingerprints {
-        used: data_fingerprint(&train, &test),
-        dataset,
-    };
+    let data = DataFingerprints::new(dataset, &train, &test);
     run(
         &mut task,
         cfg,

@@ -209,14 +209,10 @@ fn draw_line_chart(
                 (0.0, 1.0)
             }
         }
-        // Whole decades, so a log axis always shows at least two labelled ticks.
-        _ if chart.log_y => (
-            10f64.powf(y_lo.log10().floor()),
-            10f64.powf((y_hi.log10().ceil()).max(y_lo.log10().floor() + 1.0)),
-        ),
+        _ if chart.log_y => padded_log(y_lo, y_hi),
         _ => padded(y_lo, y_hi, 0.05),
     };
-    let legend_at = legend_position(chart, (x_lo, x_hi), (y_lo, y_hi));
+    let (y_hi, legend_at) = legend_room(chart, (x_lo, x_hi), (y_lo, y_hi));
 
     let mut builder = ChartBuilder::on(area);
     builder
@@ -228,8 +224,15 @@ fn draw_line_chart(
         .x_label_area_size(58)
         .y_label_area_size(86);
     if chart.log_y {
+        // Our own ticks: plotters labels only powers of ten, none at all on an
+        // axis that holds no power of ten.
+        let (labelled, grid) = log_axis_ticks(y_lo, y_hi);
+        let y_axis = (y_lo..y_hi)
+            .log_scale()
+            .with_key_points(labelled)
+            .with_light_points(grid);
         let mut ctx = builder
-            .build_cartesian_2d(x_lo..x_hi, (y_lo..y_hi).log_scale())
+            .build_cartesian_2d(x_lo..x_hi, y_axis)
             .map_err(|e| e.to_string())?;
         draw_mesh_and_series(&mut ctx, chart, legend_at)
     } else {
@@ -316,6 +319,65 @@ where
     Ok(())
 }
 
+/// A log axis around `lo..=hi` (both > 0): 5% of the data's span (in log
+/// space) added on each side, and at least a factor of 1.5 across, so that a
+/// flat curve does not fill the panel with noise.
+fn padded_log(lo: f64, hi: f64) -> (f64, f64) {
+    let (ln_lo, ln_hi) = (lo.ln(), hi.ln());
+    let half = (ln_hi - ln_lo).max(1.5f64.ln()) * 0.55;
+    let mid = 0.5 * (ln_lo + ln_hi);
+    ((mid - half).exp(), (mid + half).exp())
+}
+
+/// Fewest labelled ticks a log axis gets, while a finer ladder can give them.
+const MIN_LOG_TICKS: usize = 4;
+/// Most labelled ticks on a log axis (more decades than this: every other).
+const MAX_LOG_TICKS: usize = 12;
+
+/// Ticks of a log axis over `lo..=hi` (0 < lo < hi): the labelled ones and
+/// the grid lines between them. Labels go at the first of these ladders that
+/// gives [`MIN_LOG_TICKS`]: powers of ten, then 1-2-5, then 1..9 per decade;
+/// an axis narrower than that (costs from 54 to 70) gets evenly spaced round
+/// values instead. Grid lines go at 1..9 per decade.
+fn log_axis_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
+    let ladder = |mantissas: &[f64]| -> Vec<f64> {
+        let (first, last) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+        (first..=last)
+            .flat_map(|e| mantissas.iter().map(move |m| m * 10f64.powi(e)))
+            .filter(|&v| v >= lo && v <= hi)
+            .collect()
+    };
+    let grid = ladder(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    for mantissas in [
+        &[1.0][..],
+        &[1.0, 2.0, 5.0],
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
+    ] {
+        let ticks = ladder(mantissas);
+        if ticks.len() >= MIN_LOG_TICKS {
+            let every = ticks.len().div_ceil(MAX_LOG_TICKS);
+            return (ticks.into_iter().step_by(every).collect(), grid);
+        }
+    }
+    (linear_ticks(lo, hi), grid)
+}
+
+/// Round values evenly spaced over `lo..=hi` (lo < hi): a step of 1, 2 or 5
+/// times a power of ten giving about four to ten ticks.
+fn linear_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let raw = (hi - lo) / 5.0;
+    let power = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|&s| s >= raw)
+        .unwrap_or(10.0 * power);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    // Multiplying the index (not adding steps) keeps 0.3 from reading 0.30000000000000004.
+    (first..=last).map(|i| i as f64 * step).collect()
+}
+
 /// Axis tick text without float noise: "10" rather than "10.0", "0.98" rather than "0.9800000000000001".
 fn tick_label(v: f64) -> String {
     if v != 0.0 && (v.abs() >= 1e6 || v.abs() < 1e-4) {
@@ -330,10 +392,40 @@ fn tick_label(v: f64) -> String {
     }
 }
 
+/// The top of the y axis and the legend's corner. When a line crosses every corner, an automatic y axis is raised
+/// so that the lines keep below the upper corners' boxes, and the legend goes there.
+fn legend_room(
+    chart: &LineChart,
+    x: (f64, f64),
+    (y_lo, y_hi): (f64, f64),
+) -> (f64, SeriesLabelPosition) {
+    let (corner, crossings) = legend_position(chart, x, (y_lo, y_hi));
+    let has_legend = chart.series.iter().any(|s| !s.label.is_empty());
+    if !has_legend || crossings == 0 || chart.y_range.is_some() {
+        return (y_hi, corner);
+    }
+    let stretch = 1.0 / LEGEND_BOX_BOTTOM;
+    let y_hi = if chart.log_y {
+        y_lo * (y_hi / y_lo).powf(stretch)
+    } else {
+        y_lo + (y_hi - y_lo) * stretch
+    };
+    (y_hi, legend_position(chart, x, (y_lo, y_hi)).0)
+}
+
+/// Where an upper corner's legend box starts, as a fraction of the plot's height from its bottom (the lower
+/// corners' boxes end at `1 - LEGEND_BOX_BOTTOM`): the box is 35% of the height, roughly a legend of three entries.
+const LEGEND_BOX_BOTTOM: f64 = 0.65;
+
 /// The legend goes into the plot corner that the fewest drawn lines cross: lower right for rising accuracy curves,
 /// upper right for falling costs. Each segment is sampled along its length, so that a line drawn through a corner
-/// between two far-apart points (a run of a few epochs) counts there too.
-fn legend_position(chart: &LineChart, x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
+/// between two far-apart points (a run of a few epochs) counts there too. Returns the corner and how many samples
+/// fall in it.
+fn legend_position(
+    chart: &LineChart,
+    x: (f64, f64),
+    y: (f64, f64),
+) -> (SeriesLabelPosition, usize) {
     let to_unit = |v: f64, (lo, hi): (f64, f64), log: bool| {
         if log {
             (v.ln() - lo.ln()) / (hi.ln() - lo.ln())
@@ -342,11 +434,12 @@ fn legend_position(chart: &LineChart, x: (f64, f64), y: (f64, f64)) -> SeriesLab
         }
     };
     // Corner boxes roughly the size of a legend: 40% of the width, 35% of the height.
+    let (low, high) = ((0.0, 1.0 - LEGEND_BOX_BOTTOM), (LEGEND_BOX_BOTTOM, 1.0));
     let corners = [
-        (SeriesLabelPosition::LowerRight, (0.6, 1.0), (0.0, 0.35)),
-        (SeriesLabelPosition::UpperRight, (0.6, 1.0), (0.65, 1.0)),
-        (SeriesLabelPosition::LowerLeft, (0.0, 0.4), (0.0, 0.35)),
-        (SeriesLabelPosition::UpperLeft, (0.0, 0.4), (0.65, 1.0)),
+        (SeriesLabelPosition::LowerRight, (0.6, 1.0), low),
+        (SeriesLabelPosition::UpperRight, (0.6, 1.0), high),
+        (SeriesLabelPosition::LowerLeft, (0.0, 0.4), low),
+        (SeriesLabelPosition::UpperLeft, (0.0, 0.4), high),
     ];
     const SAMPLES_PER_SEGMENT: usize = 16;
     let mut counts = [0usize; 4];
@@ -377,7 +470,7 @@ fn legend_position(chart: &LineChart, x: (f64, f64), y: (f64, f64)) -> SeriesLab
         }
     }
     let best = (0..corners.len()).min_by_key(|&i| counts[i]).unwrap_or(0);
-    corners[best].0.clone()
+    (corners[best].0.clone(), counts[best])
 }
 
 /// One image of an [`ImageGrid`]: a row-major `height x width` array of values.
@@ -737,14 +830,17 @@ fn value_range(values: impl Iterator<Item = f32>, colormap: Colormap) -> (f32, f
     }
 }
 
-/// Maps `v` in `lo..hi` to a colour; constant tiles (lo == hi) show the middle of the scale, non-finite values
-/// show magenta so they cannot pass unnoticed.
+/// Maps `v` in `lo..hi` to a colour; non-finite values show magenta so they cannot pass unnoticed. A constant
+/// tile (lo == hi) shows the middle of the scale, except an all-zero tile in gray, which shows black as zero does
+/// in every other tile (a feature map of a unit that is silent on this image).
 fn colour(v: f32, (lo, hi): (f32, f32), colormap: Colormap) -> [u8; 3] {
     if !v.is_finite() {
         return [255, 0, 255];
     }
     let t = if hi > lo {
         ((v - lo) / (hi - lo)).clamp(0.0, 1.0)
+    } else if v == 0.0 && colormap == Colormap::Gray {
+        0.0
     } else {
         0.5
     };
@@ -885,9 +981,103 @@ mod tests {
     }
 
     #[test]
-    fn gray_constant_tile_is_mid_gray_and_nan_is_magenta() {
+    fn gray_constant_tile_is_mid_gray_zero_tile_black_and_nan_is_magenta() {
         assert_eq!(colour(3.0, (3.0, 3.0), Colormap::Gray), [128, 128, 128]);
+        assert_eq!(colour(0.0, (0.0, 0.0), Colormap::Gray), [0, 0, 0]);
+        assert_eq!(
+            colour(0.0, (0.0, 0.0), Colormap::Diverging),
+            [255, 255, 255]
+        );
         assert_eq!(colour(f32::NAN, (0.0, 1.0), Colormap::Gray), [255, 0, 255]);
+    }
+
+    /// Ticks inside the axis, ascending, as many as asked for.
+    fn check_ticks(lo: f64, hi: f64, expected: &[f64]) {
+        let (labelled, grid) = log_axis_ticks(lo, hi);
+        assert!(labelled.windows(2).all(|w| w[0] < w[1]), "{labelled:?}");
+        assert!(labelled.iter().all(|&v| v >= lo && v <= hi), "{labelled:?}");
+        assert!(grid.iter().all(|&v| v >= lo && v <= hi), "{grid:?}");
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
+        assert!(
+            labelled.len() == expected.len()
+                && labelled.iter().zip(expected).all(|(&a, &b)| close(a, b)),
+            "{lo}..{hi}: {labelled:?}, expected {expected:?}"
+        );
+    }
+
+    #[test]
+    fn log_axis_ticks_take_the_first_ladder_with_enough_labels() {
+        // Five decades: powers of ten.
+        check_ticks(0.0005, 20.0, &[0.001, 0.01, 0.1, 1.0, 10.0]);
+        // Two and a half decades (a CNN's cost): 1-2-5.
+        check_ticks(0.003, 0.9, &[0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]);
+        // Under a decade: 1..9.
+        check_ticks(0.025, 0.09, &[0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09]);
+        // Holding no power of ten and too narrow for 1..9: round linear steps.
+        check_ticks(53.2, 71.0, &[55.0, 60.0, 65.0, 70.0]);
+        check_ticks(0.0312, 0.0358, &[0.032, 0.033, 0.034, 0.035]);
+        // Thirty decades: every third power, at most MAX_LOG_TICKS labels.
+        let (labelled, _) = log_axis_ticks(1e-20, 1e10);
+        assert!(labelled.len() <= MAX_LOG_TICKS && labelled.len() >= MIN_LOG_TICKS);
+    }
+
+    #[test]
+    fn padded_log_axis_holds_the_data_and_is_never_flat() {
+        let (lo, hi) = padded_log(0.01, 1.0);
+        assert!(lo < 0.01 && hi > 1.0 && lo > 0.007 && hi < 1.4, "{lo} {hi}");
+        let (lo, hi) = padded_log(60.0, 60.0);
+        assert!(lo < 60.0 && hi > 60.0 && hi / lo >= 1.5, "{lo} {hi}");
+        // Every axis gets at least two labels.
+        for (a, b) in [(60.0, 60.0), (1e-9, 1e-9), (0.5, 0.51), (3.0, 3e7)] {
+            let (lo, hi) = padded_log(a, b);
+            assert!(log_axis_ticks(lo, hi).0.len() >= 2, "{a}..{b}");
+        }
+    }
+
+    /// Two lines crossing from corner to corner leave no corner free: the axis
+    /// is raised so that the upper band is, and the legend goes there.
+    #[test]
+    fn a_legend_with_no_free_corner_gets_room_above_the_lines() {
+        let line = |label: &str, points: Vec<(f64, f64)>| Series {
+            label: label.into(),
+            points,
+        };
+        for log_y in [false, true] {
+            let chart = LineChart {
+                series: vec![
+                    line("falling", vec![(0.0, 10.0), (10.0, 1.0)]),
+                    line("rising", vec![(0.0, 1.0), (10.0, 10.0)]),
+                ],
+                log_y,
+                ..Default::default()
+            };
+            let y = if log_y {
+                padded_log(1.0, 10.0)
+            } else {
+                padded(1.0, 10.0, 0.05)
+            };
+            assert!(legend_position(&chart, (0.0, 10.0), y).1 > 0);
+            let (y_hi, corner) = legend_room(&chart, (0.0, 10.0), y);
+            assert!(y_hi > y.1, "{y_hi} {}", y.1);
+            assert_eq!(legend_position(&chart, (0.0, 10.0), (y.0, y_hi)).1, 0);
+            assert_eq!(corner, SeriesLabelPosition::UpperRight);
+            // A free corner, or no legend, leaves the axis alone.
+            let one = LineChart {
+                series: vec![line("falling", vec![(0.0, 10.0), (10.0, 1.0)])],
+                log_y,
+                ..Default::default()
+            };
+            assert_eq!(legend_room(&one, (0.0, 10.0), y).0, y.1);
+            let unlabelled = LineChart {
+                series: vec![
+                    line("", vec![(0.0, 10.0), (10.0, 1.0)]),
+                    line("", vec![(0.0, 1.0), (10.0, 10.0)]),
+                ],
+                log_y,
+                ..Default::default()
+            };
+            assert_eq!(legend_room(&unlabelled, (0.0, 10.0), y).0, y.1);
+        }
     }
 
     #[test]

@@ -164,6 +164,24 @@ fn out_of_range_settings_are_refused_before_training() {
     assert!(!out.path().join("a1").exists());
 }
 
+/// An output folder another command works in is refused as a whole, before
+/// any stage starts: its stages read each other's stacks and rebuild one
+/// report. Once that command ends, the stage runs.
+#[test]
+fn an_output_folder_another_command_works_in_is_refused() {
+    let out = tempfile::tempdir().unwrap();
+    let held = std::fs::File::create(out.path().join(".lock")).unwrap();
+    held.lock().unwrap();
+    let o = options(out.path(), 128, 1);
+    let msg = run(Experiment::A1, &o).unwrap_err().to_string();
+    assert!(msg.contains("another vcortex run"), "{msg}");
+    assert!(msg.contains(&out.path().display().to_string()), "{msg}");
+    assert!(!out.path().join("a1").exists());
+    drop(held);
+    run(Experiment::A1, &o).unwrap();
+    assert!(out.path().join("a1/metrics.csv").is_file());
+}
+
 /// A damaged summary.json of another run under the same folder leaves the
 /// report unbuilt (a warning), not the finished run failed.
 #[test]

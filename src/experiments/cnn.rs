@@ -177,7 +177,8 @@ fn cnn_figures(
             &file,
             &format!(
                 "Feature maps of test image {} (label {label}) after ReLU at conv1 and conv2 and after each \
-                 max-pool; each map scaled on its own.",
+                 max-pool; each map scaled on its own from black (lowest) to white (highest); an all-zero \
+                 map, a unit silent on this image, is black.",
                 d + 1
             ),
         ));

@@ -307,6 +307,18 @@ fn prepare_dir(dir: &Path) -> Result<std::fs::File, TrainError> {
         return Err(TrainError::io(dir, e));
     }
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let lock = lock_folder(dir)?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok").map_err(|e| TrainError::io(&probe, e))?;
+    std::fs::remove_file(&probe).map_err(|e| TrainError::io(&probe, e))?;
+    Ok(lock)
+}
+
+/// Takes an advisory lock on `dir/.lock` (created if missing), held until
+/// the returned file is dropped or the process ends. Another process holding
+/// it is [`TrainError::FolderBusy`]; a file system without locks (some
+/// network mounts) gets a note and no lock.
+pub(crate) fn lock_folder(dir: &Path) -> Result<std::fs::File, TrainError> {
     let lock_path = dir.join(".lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -332,9 +344,6 @@ fn prepare_dir(dir: &Path) -> Result<std::fs::File, TrainError> {
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(TrainError::io(&lock_path, e)),
     }
-    let probe = dir.join(".write-test");
-    std::fs::write(&probe, b"ok").map_err(|e| TrainError::io(&probe, e))?;
-    std::fs::remove_file(&probe).map_err(|e| TrainError::io(&probe, e))?;
     Ok(lock)
 }
 

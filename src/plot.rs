@@ -1043,14 +1043,15 @@ mod tests {
             points,
         };
         for log_y in [false, true] {
-            let chart = LineChart {
+            let crossing = |falling: &str, rising: &str| LineChart {
                 series: vec![
-                    line("falling", vec![(0.0, 10.0), (10.0, 1.0)]),
-                    line("rising", vec![(0.0, 1.0), (10.0, 10.0)]),
+                    line(falling, vec![(0.0, 10.0), (10.0, 1.0)]),
+                    line(rising, vec![(0.0, 1.0), (10.0, 10.0)]),
                 ],
                 log_y,
                 ..Default::default()
             };
+            let chart = crossing("falling", "rising");
             let y = if log_y {
                 padded_log(1.0, 10.0)
             } else {
@@ -1068,15 +1069,7 @@ mod tests {
                 ..Default::default()
             };
             assert_eq!(legend_room(&one, (0.0, 10.0), y).0, y.1);
-            let unlabelled = LineChart {
-                series: vec![
-                    line("", vec![(0.0, 10.0), (10.0, 1.0)]),
-                    line("", vec![(0.0, 1.0), (10.0, 10.0)]),
-                ],
-                log_y,
-                ..Default::default()
-            };
-            assert_eq!(legend_room(&unlabelled, (0.0, 10.0), y).0, y.1);
+            assert_eq!(legend_room(&crossing("", ""), (0.0, 10.0), y).0, y.1);
         }
     }
 

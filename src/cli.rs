@@ -169,6 +169,13 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Run(args) => run_experiment(&args, cli.threads),
         Command::Bench(args) => bench(&args, cli.threads),
         Command::Report(args) => {
+            if crate::train::folder_busy(&args.out) {
+                crate::note!(
+                    "note: a vcortex run is working in {}: this report shows the runs finished so \
+                     far, and the run rebuilds it when it ends",
+                    args.out.display()
+                );
+            }
             let paths = crate::report::build(&args.out).map_err(ExpError::from)?;
             print_out(&format!(
                 "{}\n{}\n",

@@ -26,6 +26,21 @@ pub fn write_atomic<T: Serialize + ?Sized>(
     fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))
 }
 
+/// Writes `text` to a temporary file of this process beside `path` and
+/// renames it into place, so that a reader sees the old file or the new one,
+/// and two processes writing the same file (a `vcortex report` beside a
+/// finishing run) each replace it whole.
+pub fn write_text_atomic(path: &Path, text: &str) -> Result<(), (PathBuf, io::Error)> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, text).map_err(|e| (tmp.clone(), e))?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        (path.to_path_buf(), e)
+    })
+}
+
 /// The JSON object stored at `path`, or an empty one if the file is missing,
 /// is not a regular file (a named pipe would block the read) or is not a
 /// JSON object.

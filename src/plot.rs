@@ -326,7 +326,11 @@ fn padded_log(lo: f64, hi: f64) -> (f64, f64) {
     let (ln_lo, ln_hi) = (lo.ln(), hi.ln());
     let half = (ln_hi - ln_lo).max(1.5f64.ln()) * 0.55;
     let mid = 0.5 * (ln_lo + ln_hi);
-    ((mid - half).exp(), (mid + half).exp())
+    // Kept finite and above zero (data near the ends of f64 would pad to 0 or inf).
+    (
+        (mid - half).exp().max(f64::MIN_POSITIVE),
+        (mid + half).exp().min(f64::MAX),
+    )
 }
 
 /// Fewest labelled ticks a log axis gets, while a finer ladder can give them.
@@ -340,8 +344,12 @@ const MAX_LOG_TICKS: usize = 12;
 /// an axis narrower than that (costs from 54 to 70) gets evenly spaced round
 /// values instead. Grid lines go at 1..9 per decade.
 fn log_axis_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
+    // Powers of ten that f64 holds: an axis given down to 0 or up to inf
+    // must not make the ladder step through every i32.
+    const DECADES: (i32, i32) = (f64::MIN_10_EXP - 1, f64::MAX_10_EXP);
     let ladder = |mantissas: &[f64]| -> Vec<f64> {
-        let (first, last) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+        let first = (lo.log10().floor() as i32).clamp(DECADES.0, DECADES.1);
+        let last = (hi.log10().ceil() as i32).clamp(DECADES.0, DECADES.1);
         (first..=last)
             .flat_map(|e| mantissas.iter().map(move |m| m * 10f64.powi(e)))
             .filter(|&v| v >= lo && v <= hi)
@@ -362,26 +370,37 @@ fn log_axis_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
     (linear_ticks(lo, hi), grid)
 }
 
-/// Round values evenly spaced over `lo..=hi` (lo < hi): a step of 1, 2 or 5
-/// times a power of ten giving about four to ten ticks.
+/// Round values evenly spaced over `lo..=hi` (lo < hi): the largest step of
+/// 1, 2 or 5 times a power of ten that gives at least four ticks (so at most
+/// eleven: the next larger step, at most 2.5 times this one, gave three).
 fn linear_ticks(lo: f64, hi: f64) -> Vec<f64> {
-    let raw = (hi - lo) / 5.0;
-    let power = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
+    // NaN ends or an empty range: one tick, rather than a division by zero.
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
+        return vec![lo];
+    }
+    let top = 10f64.powf((hi - lo).log10().ceil());
+    let ticks = |step: f64| {
+        let (first, last) = ((lo / step).ceil() as i64, (hi / step).floor() as i64);
+        // Multiplying the index (not adding steps) keeps 0.3 from reading 0.30000000000000004.
+        (first..=last).map(move |i| i as f64 * step)
+    };
+    // From `top` (one tick at most) down to top / 50, which gives at least five.
+    let steps = [1.0, 0.5, 0.2, 0.1, 0.05, 0.02].map(|f| f * top);
+    let step = steps
         .into_iter()
-        .map(|m| m * power)
-        .find(|&s| s >= raw)
-        .unwrap_or(10.0 * power);
-    let first = (lo / step).ceil() as i64;
-    let last = (hi / step).floor() as i64;
-    // Multiplying the index (not adding steps) keeps 0.3 from reading 0.30000000000000004.
-    (first..=last).map(|i| i as f64 * step).collect()
+        .find(|&step| ticks(step).count() >= 4)
+        .unwrap_or(steps[steps.len() - 1]);
+    ticks(step).collect()
 }
 
 /// Axis tick text without float noise: "10" rather than "10.0", "0.98" rather than "0.9800000000000001".
 fn tick_label(v: f64) -> String {
     if v != 0.0 && (v.abs() >= 1e6 || v.abs() < 1e-4) {
-        return format!("{v:.1e}");
+        // As many digits as the value has (up to six): ticks 1.05e-6 and 1.1e-6 must not both read 1.1e-6.
+        let text = format!("{v:.5e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+        return format!("{mantissa}e{exponent}");
     }
     let text = format!("{v:.6}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
@@ -1016,9 +1035,46 @@ mod tests {
         // Holding no power of ten and too narrow for 1..9: round linear steps.
         check_ticks(53.2, 71.0, &[55.0, 60.0, 65.0, 70.0]);
         check_ticks(0.0312, 0.0358, &[0.032, 0.033, 0.034, 0.035]);
+        // A 20% span: the step that gives four or more, not two (100, 120).
+        check_ticks(100.0, 124.5, &[100.0, 105.0, 110.0, 115.0, 120.0]);
+        check_ticks(88.0, 138.0, &[90.0, 100.0, 110.0, 120.0, 130.0]);
+        check_ticks(1e-6, 1.2e-6, &[1e-6, 1.05e-6, 1.1e-6, 1.15e-6, 1.2e-6]);
         // Thirty decades: every third power, at most MAX_LOG_TICKS labels.
         let (labelled, _) = log_axis_ticks(1e-20, 1e10);
         assert!(labelled.len() <= MAX_LOG_TICKS && labelled.len() >= MIN_LOG_TICKS);
+    }
+
+    /// Every span from a factor of 1.0001 to 1.5 (the ones narrower than the
+    /// 1..9 ladder) gets 4 to 11 linear ticks, each with its own label.
+    #[test]
+    fn linear_ticks_give_four_to_eleven_distinct_labels() {
+        for scale in [1e-9, 3e-5, 0.07, 1.0, 54.0, 2e5, 7e8] {
+            for k in 1..=500 {
+                let hi = scale * (1.0 + 0.001 * k as f64);
+                let ticks = linear_ticks(scale, hi);
+                assert!((4..=11).contains(&ticks.len()), "{scale}..{hi}: {ticks:?}");
+                let labels: Vec<String> = ticks.iter().map(|&v| tick_label(v)).collect();
+                assert!(labels.windows(2).all(|w| w[0] != w[1]), "{labels:?}");
+            }
+        }
+        assert_eq!(tick_label(1.05e-6), "1.05e-6");
+        assert_eq!(tick_label(2e7), "2e7");
+        assert_eq!(tick_label(0.3), "0.3");
+    }
+
+    /// Data at the ends of f64 give a finite axis and a short tick list.
+    #[test]
+    fn extreme_log_data_give_a_finite_axis() {
+        for (a, b) in [(1e-10, 1e305), (1e-320, 1.0), (f64::MIN_POSITIVE, f64::MAX)] {
+            let (lo, hi) = padded_log(a, b);
+            assert!(lo > 0.0 && hi.is_finite() && lo < hi, "{a}..{b}: {lo} {hi}");
+            let (labelled, grid) = log_axis_ticks(lo, hi);
+            assert!(
+                (2..=MAX_LOG_TICKS).contains(&labelled.len()),
+                "{labelled:?}"
+            );
+            assert!(grid.len() <= 9 * 700, "{}", grid.len());
+        }
     }
 
     #[test]

@@ -178,9 +178,12 @@ pub fn build(runs_dir: &Path) -> Result<ReportPaths, ReportError> {
         html: runs_dir.join("report.html"),
         markdown: runs_dir.join("report.md"),
     };
-    fs::write(&paths.html, render_html(&study, &runs)).map_err(io_error(&paths.html))?;
-    fs::write(&paths.markdown, render_markdown(&study, &runs))
-        .map_err(io_error(&paths.markdown))?;
+    let write = |path: &Path, text: String| {
+        crate::jsonfile::write_text_atomic(path, &text)
+            .map_err(|(path, source)| ReportError::Io { path, source })
+    };
+    write(&paths.html, render_html(&study, &runs))?;
+    write(&paths.markdown, render_markdown(&study, &runs))?;
     Ok(paths)
 }
 

@@ -392,3 +392,32 @@ fn a_non_utf8_path_is_an_error_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(stderr.contains("dataset directory not found"), "{stderr}");
 }
+
+/// `report` while a run holds the output folder still builds the report (the
+/// user's look at the stages finished so far), says that the run will rebuild
+/// it, and leaves no temporary file behind.
+#[test]
+fn report_beside_a_running_study_says_so() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let held = fs::File::create(out.path().join(".lock")).unwrap();
+    held.lock().unwrap();
+    let busy = vcortex(&["report", "--out", dir]);
+    let stderr = String::from_utf8_lossy(&busy.stderr);
+    assert!(busy.status.success(), "{stderr}");
+    assert!(stderr.contains("a vcortex run is working in"), "{stderr}");
+    assert!(out.path().join("report.html").is_file());
+    drop(held);
+    let free = vcortex(&["report", "--out", dir]);
+    assert!(free.status.success());
+    assert!(
+        free.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&free.stderr)
+    );
+    let names: Vec<String> = fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+}

@@ -314,6 +314,14 @@ fn prepare_dir(dir: &Path) -> Result<std::fs::File, TrainError> {
     Ok(lock)
 }
 
+/// Whether another process holds `dir/.lock` now (a file that is missing or
+/// cannot be read counts as free). Takes nothing: the probe's lock, if any,
+/// is released on return.
+pub(crate) fn folder_busy(dir: &Path) -> bool {
+    std::fs::File::open(dir.join(".lock"))
+        .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
+}
+
 /// Takes an advisory lock on `dir/.lock` (created if missing), held until
 /// the returned file is dropped or the process ends. Another process holding
 /// it is [`TrainError::FolderBusy`]; a file system without locks (some
@@ -333,11 +341,11 @@ pub(crate) fn lock_folder(dir: &Path) -> Result<std::fs::File, TrainError> {
                 dir: dir.to_path_buf(),
             })
         }
-        // A file system without locks (some network mounts): train unlocked.
+        // A file system without locks (some network mounts): work unlocked.
         Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
             crate::note!(
                 "note: {} cannot be locked on this file system; nothing stops a second \
-                 process from training into {} meanwhile",
+                 vcortex process from working in {} meanwhile",
                 lock_path.display(),
                 dir.display()
             );

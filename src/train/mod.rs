@@ -93,7 +93,9 @@ pub use checkpoint::{Checkpoint, CHECKPOINT_VERSION};
 pub use engine::{
     batches_per_epoch, compute_pool_builder, pretrain_dae, train_classifier, Observer, RunReport,
 };
-pub(crate) use engine::{classifier_chunks, data_fingerprint, evaluate_classifier, lock_folder};
+pub(crate) use engine::{
+    classifier_chunks, data_fingerprint, evaluate_classifier, folder_busy, lock_folder,
+};
 
 pub use crate::model::DaeScheme;
 use crate::nn::Sparsity;

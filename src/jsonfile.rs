@@ -10,26 +10,21 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// Writes `value` as pretty-printed JSON (newline-terminated; a struct's
-/// fields in their declared order, a map's keys sorted) to a temporary file
-/// beside `path` and renames it
-/// into place. On failure, the path that failed (the temporary file or the
-/// target) comes with the error.
+/// fields in their declared order, a map's keys sorted) through
+/// [`write_text_atomic`].
 pub fn write_atomic<T: Serialize + ?Sized>(
     path: &Path,
     value: &T,
 ) -> Result<(), (PathBuf, io::Error)> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
     let text = serde_json::to_string_pretty(value).expect("the project's JSON always serialises");
-    fs::write(&tmp, text + "\n").map_err(|e| (tmp.clone(), e))?;
-    fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))
+    write_text_atomic(path, &(text + "\n"))
 }
 
 /// Writes `text` to a temporary file of this process beside `path` and
 /// renames it into place, so that a reader sees the old file or the new one,
 /// and two processes writing the same file (a `vcortex report` beside a
-/// finishing run) each replace it whole.
+/// finishing run) each replace it whole. On failure, the path that failed
+/// (the temporary file or the target) comes with the error.
 pub fn write_text_atomic(path: &Path, text: &str) -> Result<(), (PathBuf, io::Error)> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));

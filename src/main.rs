@@ -1,4 +1,3 @@
-use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -15,7 +14,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Not eprintln!: a closed stderr must not turn the error into a panic.
-            let _ = writeln!(std::io::stderr(), "error: {e}");
+            vcortex::note!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -158,13 +158,18 @@ pub fn line_chart_panels_size(title: Option<&str>, panel_count: usize) -> (u32, 
     )
 }
 
-fn finite_points(chart: &LineChart) -> impl Iterator<Item = (f64, f64)> + '_ {
-    let log_y = chart.log_y;
-    chart
-        .series
+/// The points of `series` that can be drawn: finite, and y > 0 on a log axis.
+fn drawable(series: &Series, log_y: bool) -> impl Iterator<Item = (f64, f64)> + '_ {
+    series
+        .points
         .iter()
-        .flat_map(|s| s.points.iter().copied())
+        .copied()
         .filter(move |&(x, y)| x.is_finite() && y.is_finite() && (!log_y || y > 0.0))
+}
+
+/// Every series' drawable points.
+fn finite_points(chart: &LineChart) -> impl Iterator<Item = (f64, f64)> + '_ {
+    chart.series.iter().flat_map(|s| drawable(s, chart.log_y))
 }
 
 /// A non-empty range containing `lo..hi`, padded by `pad` of its span.
@@ -277,13 +282,7 @@ where
     let mut any_labelled = false;
     for (index, series) in chart.series.iter().enumerate() {
         let colour = PALETTE[index % PALETTE.len()];
-        let log_y = chart.log_y;
-        let points: Vec<(f64, f64)> = series
-            .points
-            .iter()
-            .copied()
-            .filter(|&(x, y)| x.is_finite() && y.is_finite() && (!log_y || y > 0.0))
-            .collect();
+        let points: Vec<(f64, f64)> = drawable(series, chart.log_y).collect();
         // Short series (a few epochs) get point markers, so single points and sparse data stay visible.
         let markers = if points.len() <= 30 {
             points.clone()
@@ -355,12 +354,9 @@ fn log_axis_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
             .filter(|&v| v >= lo && v <= hi)
             .collect()
     };
-    let grid = ladder(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
-    for mantissas in [
-        &[1.0][..],
-        &[1.0, 2.0, 5.0],
-        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
-    ] {
+    const EVERY_DIGIT: [f64; 9] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+    let grid = ladder(&EVERY_DIGIT);
+    for mantissas in [&[1.0][..], &[1.0, 2.0, 5.0], &EVERY_DIGIT] {
         let ticks = ladder(mantissas);
         if ticks.len() >= MIN_LOG_TICKS {
             let every = ticks.len().div_ceil(MAX_LOG_TICKS);
@@ -469,13 +465,9 @@ fn legend_position(
             }
         }
     };
-    let log_y = chart.log_y;
     for series in &chart.series {
-        let unit: Vec<(f64, f64)> = series
-            .points
-            .iter()
-            .filter(|&&(px, py)| px.is_finite() && py.is_finite() && (!log_y || py > 0.0))
-            .map(|&(px, py)| (to_unit(px, x, false), to_unit(py, y, log_y)))
+        let unit: Vec<(f64, f64)> = drawable(series, chart.log_y)
+            .map(|(px, py)| (to_unit(px, x, false), to_unit(py, y, chart.log_y)))
             .collect();
         if let [(ux, uy)] = unit[..] {
             count_at(ux, uy);

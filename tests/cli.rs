@@ -139,26 +139,23 @@ fn too_many_threads_are_refused() {
         assert!(stderr.contains("--threads"), "{stderr}");
         assert!(stderr.contains("0..=1024"), "{stderr}");
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_vcortex"))
-        .arg("info")
-        .env("RAYON_NUM_THREADS", "5000")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("runs the binary");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "must fail: {stderr}");
+    // `info` under RAYON_NUM_THREADS=value fails; its stderr.
+    let refused_variable = |value: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_vcortex"))
+            .arg("info")
+            .env("RAYON_NUM_THREADS", value)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("runs the binary");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "must fail: {stderr}");
+        stderr
+    };
     assert_eq!(
-        stderr.trim(),
+        refused_variable("5000").trim(),
         "error: RAYON_NUM_THREADS=5000: at most 1024 worker threads"
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_vcortex"))
-        .arg("info")
-        .env("RAYON_NUM_THREADS", "abc")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("runs the binary");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "must fail: {stderr}");
+    let stderr = refused_variable("abc");
     assert!(
         stderr.contains("RAYON_NUM_THREADS=abc: not a thread count"),
         "{stderr}"

@@ -304,15 +304,7 @@ pub fn run(exp: Experiment, opts: &Options) -> Result<Vec<StageOutcome>, ExpErro
     // One command at a time in an output folder: stages read each other's
     // stacks, merge summaries and draw figures after their runs' own locks
     // are gone.
-    let _out_lock = crate::train::lock_folder(&opts.out_dir).map_err(|e| match e {
-        TrainError::FolderBusy { dir } => ExpError::Config(format!(
-            "--out {}: another vcortex run is working in this folder (it holds {}); wait for \
-             it to end, or choose another --out",
-            dir.display(),
-            dir.join(".lock").display()
-        )),
-        other => ExpError::Train(other),
-    })?;
+    let _out_lock = crate::train::lock_folder(&opts.out_dir)?;
     let stages: Vec<Experiment> = if exp == Experiment::All {
         Experiment::STUDY.to_vec()
     } else {

@@ -296,12 +296,16 @@ fn validate_common<'a>(
     Ok((train, test))
 }
 
-/// Creates the run folder, takes its lock and proves it writable. The
-/// returned file holds the lock (an advisory lock on `.lock`, released when
-/// it is dropped or the process ends): a second process training into the
-/// same folder is refused instead of interleaving its epochs with this
-/// one's.
-fn prepare_dir(dir: &Path) -> Result<std::fs::File, TrainError> {
+/// Creates the run folder, takes its lock and proves it writable (nothing
+/// for a timing-only run, which writes no files). The returned file holds
+/// the lock (an advisory lock on [`LOCK_FILE`], released when it is dropped
+/// or the process ends): a second process training into the same folder is
+/// refused instead of interleaving its epochs with this one's.
+fn prepare_dir(cfg: &TrainConfig) -> Result<Option<std::fs::File>, TrainError> {
+    if cfg.timing_only {
+        return Ok(None);
+    }
+    let dir = &cfg.out_dir;
     if dir.exists() && !dir.is_dir() {
         let e = std::io::Error::other("exists and is not a directory");
         return Err(TrainError::io(dir, e));
@@ -311,23 +315,26 @@ fn prepare_dir(dir: &Path) -> Result<std::fs::File, TrainError> {
     let probe = dir.join(".write-test");
     std::fs::write(&probe, b"ok").map_err(|e| TrainError::io(&probe, e))?;
     std::fs::remove_file(&probe).map_err(|e| TrainError::io(&probe, e))?;
-    Ok(lock)
+    Ok(Some(lock))
 }
+
+/// The advisory lock file of a run folder or an output folder.
+pub(crate) const LOCK_FILE: &str = ".lock";
 
 /// Whether another process holds `dir/.lock` now (a file that is missing or
 /// cannot be read counts as free). Takes nothing: the probe's lock, if any,
 /// is released on return.
 pub(crate) fn folder_busy(dir: &Path) -> bool {
-    std::fs::File::open(dir.join(".lock"))
+    std::fs::File::open(dir.join(LOCK_FILE))
         .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
 }
 
-/// Takes an advisory lock on `dir/.lock` (created if missing), held until
+/// Takes an advisory lock on `dir/`[`LOCK_FILE`] (created if missing), held until
 /// the returned file is dropped or the process ends. Another process holding
 /// it is [`TrainError::FolderBusy`]; a file system without locks (some
 /// network mounts) gets a note and no lock.
 pub(crate) fn lock_folder(dir: &Path) -> Result<std::fs::File, TrainError> {
-    let lock_path = dir.join(".lock");
+    let lock_path = dir.join(LOCK_FILE);
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -1047,11 +1054,7 @@ where
         }
     }
     // Held until the run returns.
-    let _folder_lock = if cfg.timing_only {
-        None
-    } else {
-        Some(prepare_dir(&cfg.out_dir)?)
-    };
+    let _folder_lock = prepare_dir(cfg)?;
     let threads = resolve_threads(cfg.threads);
     let pool = build_pool(threads)?;
     let max_rows = cfg.batch_size.div_ceil(threads);
@@ -1368,11 +1371,7 @@ pub fn pretrain_dae(
         }
     }
     // Held until the run returns.
-    let _folder_lock = if cfg.timing_only {
-        None
-    } else {
-        Some(prepare_dir(&cfg.out_dir)?)
-    };
+    let _folder_lock = prepare_dir(cfg)?;
     let threads = resolve_threads(cfg.threads);
     let pool = build_pool(threads)?;
     let max_rows = cfg.batch_size.div_ceil(threads);

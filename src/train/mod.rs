@@ -244,7 +244,8 @@ pub enum TrainError {
     },
     /// A checkpoint was refused.
     Checkpoint { path: PathBuf, reason: String },
-    /// Another process holds the run folder's lock.
+    /// Another process holds the folder's lock (a run folder, or a whole
+    /// `vcortex run`'s output folder).
     FolderBusy { dir: PathBuf },
     /// The training loss became NaN or infinite.
     NonFinite {
@@ -273,9 +274,10 @@ impl fmt::Display for TrainError {
             }
             TrainError::FolderBusy { dir } => write!(
                 f,
-                "{}: another vcortex process is training into this folder (it holds {})",
+                "{}: another vcortex run is working in this folder (it holds {}); wait for it \
+                 to end, or choose another --out",
                 dir.display(),
-                dir.join(".lock").display()
+                dir.join(engine::LOCK_FILE).display()
             ),
             TrainError::NonFinite {
                 epoch,

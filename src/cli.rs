@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::data::{Dataset, Split, DEFAULT_DATA_DIR, NUM_CLASSES};
 use crate::error::Error;
@@ -72,7 +72,7 @@ pub struct BenchArgs {
     pub seed: u64,
     /// Only these items (comma-separated); the default is every item but
     /// dae2 and dae3.
-    #[arg(long, value_enum, value_delimiter = ',', value_name = "WORK")]
+    #[arg(long, value_delimiter = ',', value_name = "WORK", value_parser = WorkItemParser)]
     pub only: Vec<crate::bench::Work>,
     /// Skip the per-layer profile.
     #[arg(long)]
@@ -80,6 +80,51 @@ pub struct BenchArgs {
     /// Also write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+/// One item of `bench --only`: clap's own enum parser (its list of possible
+/// values and its "a similar value exists" tip), except for an empty item,
+/// which that parser calls a missing value ("a value is required for
+/// '--only'") when the list was empty or had two commas in a row or one
+/// at an end.
+#[derive(Clone, Copy, Debug)]
+struct WorkItemParser;
+
+impl clap::builder::TypedValueParser for WorkItemParser {
+    type Value = crate::bench::Work;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        if value.is_empty() {
+            let names: Vec<&str> = crate::bench::Work::value_variants()
+                .iter()
+                .map(|w| w.name())
+                .collect();
+            let message = format!(
+                "an empty item in the comma-separated list of '--only <WORK>' (an empty list, two commas in a \
+                 row, or one at an end); the items are: {}\n",
+                names.join(", ")
+            );
+            return Err(
+                clap::Error::raw(clap::error::ErrorKind::InvalidValue, message).with_cmd(cmd),
+            );
+        }
+        clap::builder::EnumValueParser::<crate::bench::Work>::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            crate::bench::Work::value_variants()
+                .iter()
+                .filter_map(ValueEnum::to_possible_value),
+        ))
+    }
 }
 
 /// Arguments of `vcortex run`.

@@ -314,6 +314,27 @@ fn output_and_flag_errors_say_what_is_wrong() {
     assert_fails_with(&args, "--json /nonexistent-dir/b.json: cannot write there");
 }
 
+/// An empty item of `bench --only` is named as such, not as a missing value;
+/// an unknown one keeps clap's list and suggestion.
+#[test]
+fn bench_only_names_an_empty_item() {
+    for list in ["dae1,,mlp", "dae1,", ",mlp", ""] {
+        assert_fails_with(
+            &["bench", "--only", list],
+            "an empty item in the comma-separated list of '--only <WORK>'",
+        );
+    }
+    let output = vcortex(&["bench", "--only", "dae1,dae4"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("invalid value 'dae4'"), "{stderr}");
+    assert!(
+        stderr.contains("a similar value exists: 'dae3'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cnn-sgd, cnn-rmsprop, dae1"), "{stderr}");
+}
+
 /// A named pipe in place of a data file is refused, not opened (opening one
 /// blocks until a writer appears).
 #[cfg(unix)]

@@ -13,17 +13,19 @@ use vcortex::nn::Sparsity;
 
 const PER_TENSOR: usize = 12;
 
-/// Up to PER_TENSOR coordinates from every tensor of a layout.
-fn tensor_coords(layout: &vcortex::nn::ParamLayout, rng: &mut Rng) -> Vec<usize> {
-    let mut out = Vec::new();
-    for e in layout.entries() {
-        out.extend(
-            coords(e.len(), PER_TENSOR, rng)
-                .into_iter()
-                .map(|i| e.offset + i),
-        );
-    }
-    out
+/// Every coordinate of every tensor of a layout, one group per tensor, each
+/// in random order (for [`check_groups`], which checks up to PER_TENSOR of
+/// each).
+fn tensor_groups(layout: &vcortex::nn::ParamLayout, rng: &mut Rng) -> Vec<Vec<usize>> {
+    layout
+        .entries()
+        .iter()
+        .map(|e| {
+            let mut group: Vec<usize> = e.range().collect();
+            rng.shuffle(&mut group);
+            group
+        })
+        .collect()
 }
 
 /// Random biases too, so that no check relies on zero biases.
@@ -51,6 +53,13 @@ fn cnn_pattern(model: &Cnn, images: &[f32]) -> Vec<u8> {
     p
 }
 
+/// Checks a classifier's gradient, up to PER_TENSOR coordinates of each
+/// tensor; panics on a mismatch. Returns false (the case is rejected) when
+/// kinks left fewer than half of those coordinates checkable: a CNN this
+/// small can have nearly every parameter move a pool winner or a ReLU within
+/// a step (about 1 case in 6000 measured). The layer tests likewise reject
+/// inputs near kinks. A checker that skipped everything would have every
+/// case rejected, and proptest then fails on its reject limit.
 fn classifier_check<C: Classifier>(
     model: &mut C,
     images: &[f32],
@@ -58,21 +67,24 @@ fn classifier_check<C: Classifier>(
     rng: &mut Rng,
     pattern: impl Fn(&C, &[f32]) -> Vec<u8>,
     what: &str,
-) {
+) -> bool {
     let rows = labels.len();
     let mut ws = model.workspace(rows);
     model.input_mut(&mut ws)[..images.len()].copy_from_slice(images);
     let mut grad = vec![0.0; model.params().len()];
     let scale = 1.0 / rows as f32;
     model.loss_and_gradient(&mut ws, labels, scale, &mut grad);
-    let cs = tensor_coords(model.layout(), rng);
+    let groups = tensor_groups(model.layout(), rng);
     let mut p = model.params().to_vec();
-    let r = check(&mut p, &grad, &cs, |p| {
+    let r = check_groups(&mut p, &grad, &groups, PER_TENSOR, |p| {
         model.params_mut().copy_from_slice(p);
         let (loss, _) = model.evaluate(&mut ws, labels);
         (loss / rows as f64, pattern(model, images))
     });
-    assert_mostly_checked(r, what);
+    match r {
+        Ok(s) => s.checked >= 1 && 2 * s.checked >= s.wanted,
+        Err(e) => panic!("{what}: {e}"),
+    }
 }
 
 /// Loss of one DAE layer in the image-space scheme on `rows` images whose
@@ -223,15 +235,21 @@ proptest! {
     fn cnn(in_h in 6usize..11, in_w in 6usize..11, c1 in 1usize..4, k1 in 2usize..4,
            c2 in 1usize..4, k2 in 1usize..3, hidden in 2usize..7, classes in 2usize..5,
            rows in 1usize..4, seed: u64) {
-        let shape = CnnShape { in_h, in_w, c1, k1, c2, k2, hidden, classes };
-        prop_assume!(shape.is_valid());
+        let mut shape = CnnShape { in_h, in_w, c1, k1, c2, k2, hidden, classes };
+        // A 2x2 conv2 leaves no pooled output after a 2-wide pool1 (in 6 or
+        // 7 with k1 3, in 6 with k1 2): take k2 = 1 there instead of
+        // rejecting, so that rejections count only the kinks below.
+        if !shape.is_valid() {
+            shape.k2 = 1;
+        }
+        prop_assert!(shape.is_valid(), "{shape:?}");
         let mut rng = Rng::new(seed);
         let mut model = Cnn::new(shape, seed);
         let layout = model.layout().clone();
         randomise_biases(model.params_mut(), &layout, &mut rng);
         let images = uniform(&mut rng, rows * in_h * in_w, 0.0, 1.0);
         let labels: Vec<u8> = (0..rows).map(|_| rng.below(classes as u64) as u8).collect();
-        classifier_check(&mut model, &images, &labels, &mut rng, cnn_pattern, "CNN");
+        prop_assume!(classifier_check(&mut model, &images, &labels, &mut rng, cnn_pattern, "CNN"));
     }
 
     #[test]
@@ -243,7 +261,8 @@ proptest! {
         randomise_biases(model.params_mut(), &layout, &mut rng);
         let images = uniform(&mut rng, rows * n0, 0.0, 1.0);
         let labels: Vec<u8> = (0..rows).map(|_| rng.below(classes as u64) as u8).collect();
-        classifier_check(&mut model, &images, &labels, &mut rng, |_, _| Vec::new(), "MLP");
+        let no_kinks = |_: &Mlp, _: &[f32]| Vec::new();
+        prop_assert!(classifier_check(&mut model, &images, &labels, &mut rng, no_kinks, "MLP"));
     }
 
     #[test]

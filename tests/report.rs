@@ -4,6 +4,7 @@
 //! Set `VCORTEX_REPORT_DIR` to a folder to keep the fake runs folder and its report for looking at them (then run
 //! with `--test-threads=1`: every test rewrites that folder).
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -316,7 +317,12 @@ fn page_loads_in_headless_chromium() {
         "google-chrome",
         "google-chrome-stable",
     ]) else {
-        println!("SKIPPED: chromium not installed (Debian: apt-get install chromium)");
+        // The stderr handle itself, not eprintln!: libtest hides what a
+        // passing test prints, and a skip should show in a plain run.
+        let _ = writeln!(
+            std::io::stderr(),
+            "page_loads_in_headless_chromium SKIPPED: chromium not installed (Debian: apt-get install chromium)"
+        );
         return;
     };
     let (_keep, dir) = runs_folder();

@@ -538,6 +538,30 @@ fn bad_checkpoints_are_refused() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("other data"), "{err}");
+    // One training pixel changed, off the sampled fingerprint's bytes (every
+    // 509th, and 100 is not one): the every-byte fingerprint sees it.
+    let mut edited = imgs.clone();
+    edited[100] = edited[100].wrapping_add(1);
+    let edited_train = split(&edited, &labs);
+    let err = train_classifier(
+        &mut Mlp::new(&[64, 8, CLASSES], 1),
+        edited_train,
+        test,
+        &cfg,
+        None,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("other data"), "{err}");
+    // A checkpoint from before the every-byte fingerprints (only the sampled
+    // ones recorded) still resumes on the same data.
+    let older = resealed(&good, |header, _| {
+        let settings = header["settings"].as_object_mut().unwrap();
+        assert!(settings.remove("data_bytes").is_some());
+        assert!(settings.remove("dataset_bytes").is_some());
+    });
+    std::fs::write(&path, &older).unwrap();
+    let mut m = Mlp::new(&[64, 8, CLASSES], 1);
+    train_classifier(&mut m, train, test, &cfg, None).unwrap();
     // Files with a valid checksum whose content does not hold together.
     let lengths_wrap = resealed(&good, |header, _| {
         header["params_len"] = serde_json::json!(1u64 << 62);

@@ -19,7 +19,7 @@ use super::{
     ExpError, Options,
 };
 
-/// The study's CNN settings (STUDY.md, part A).
+/// The study's CNN settings (docs/STUDY.md, part A).
 const EPOCHS: usize = 100;
 const QUICK_EPOCHS: usize = 3;
 const LR_SGD: f32 = 0.05;

@@ -26,7 +26,7 @@ use super::{
     DaeSchemeArg, ExpError, Options, Sizes,
 };
 
-/// The study's settings (STUDY.md, part B).
+/// The study's settings (docs/STUDY.md, part B).
 const STACK: [usize; 4] = [784, 900, 625, 400];
 const UNDERCOMPLETE: [usize; 2] = [784, 169];
 const CLASSES: usize = 10;
@@ -132,9 +132,11 @@ fn load_stack(
         });
     }
     let ck = Checkpoint::load(&path)?;
-    // Checkpoints from before the fingerprint was kept are not checked.
-    let here = json!(data_fingerprint(&data.train(), &data.test()));
-    if ck.settings.get("dataset").is_some_and(|was| *was != here) {
+    // Checkpoints from before a fingerprint was kept are not checked on it.
+    let here = data_fingerprint(&data.train(), &data.test());
+    let differs =
+        |key: &str, now: &String| ck.settings.get(key).is_some_and(|was| *was != json!(now));
+    if differs("dataset", &here.sampled) || differs("dataset_bytes", &here.every_byte) {
         return Err(ExpError::Config(format!(
             "the pre-trained stack in {} was trained on another dataset than {}: run `vcortex \
              run {stage}` again with this --data (and another --out to keep both)",

@@ -2,8 +2,8 @@
 //! library's models and training engine, each writing a run folder with
 //! `metrics.csv`, `summary.json` and PNG figures. `study` runs them all.
 //!
-//! Every setting comes from `STUDY.md` (the seed report plus the choices its
-//! starter code made); [`Options`] lets a user override the common ones.
+//! Every setting comes from `docs/STUDY.md` (the seed report plus the choices
+//! its starter code made); [`Options`] lets a user override the common ones.
 
 mod cnn;
 mod dae;

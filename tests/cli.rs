@@ -315,6 +315,69 @@ fn output_and_flag_errors_say_what_is_wrong() {
     assert_fails_with(&args, "--json /nonexistent-dir/b.json: cannot write there");
 }
 
+/// Through the binary: a refused resume and a busy run or output folder
+/// each end in one `error:` line that names the problem, and write nothing.
+#[test]
+fn refused_resumes_and_busy_folders_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_dataset(dir.path());
+    let data = dir.path().to_str().unwrap();
+    let out = dir.path().join("runs");
+    let out_arg = out.to_str().unwrap();
+    let a1 = |extra: &[&'static str]| {
+        let mut args = vec![
+            "run",
+            "a1",
+            "--data",
+            data,
+            "--out",
+            out_arg,
+            "--batch-size",
+            "2",
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    let first = vcortex(&a1(&["--epochs", "1"]));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let checkpoint = out.join("a1").join("checkpoint.bin");
+    let trained = fs::read(&checkpoint).unwrap();
+    let one_line = |args: &[&str], expected: &str| {
+        let output = vcortex(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "must fail: {args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    };
+    one_line(
+        &a1(&["--epochs", "2", "--resume", "--lr", "0.5"]),
+        "trained with lr = 0.05, this run has lr = 0.5",
+    );
+    // The run folder, then the output folder, held by another process.
+    let busy = "another vcortex run is working in this folder";
+    for lock in [out.join("a1").join(".lock"), out.join(".lock")] {
+        let held = fs::File::create(&lock).unwrap();
+        held.lock().unwrap();
+        one_line(&a1(&["--epochs", "2", "--resume"]), busy);
+        drop(held);
+    }
+    assert_eq!(fs::read(&checkpoint).unwrap(), trained, "nothing written");
+    // Released, the same resume goes on.
+    let resumed = vcortex(&a1(&["--epochs", "2", "--resume"]));
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+}
+
 /// An empty item of `bench --only` is named as such, not as a missing value;
 /// an unknown one keeps clap's list and suggestion.
 #[test]

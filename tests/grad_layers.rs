@@ -19,7 +19,7 @@ fn act_of(i: u8) -> Activation {
 }
 
 fn config() -> ProptestConfig {
-    ProptestConfig::with_cases(12)
+    proptest_config(12)
 }
 
 proptest! {

@@ -229,7 +229,7 @@ fn dae_check_scheme(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(12))]
+    #![proptest_config(proptest_config(12))]
 
     #[test]
     fn cnn(in_h in 6usize..11, in_w in 6usize..11, c1 in 1usize..4, k1 in 2usize..4,

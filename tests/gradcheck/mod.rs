@@ -27,7 +27,26 @@
 
 #![allow(dead_code)]
 
+use proptest::test_runner::Config as ProptestConfig;
 use vcortex::kernels::rng::Rng;
+
+/// The gradient tests' proptest settings: `cases` cases (PROPTEST_CASES
+/// overrides it), and room for rejected ones in proportion. These tests
+/// reject 7-14% of their random inputs (pre-activations near a ReLU's kink,
+/// a saturated mean unit under sparsity), so proptest's fixed limit of 1024
+/// rejects aborted them from about 6000 cases on. A test whose every input
+/// is rejected (a checker that skips everything) still fails, after
+/// rejecting half as many inputs as it was to test (at least 1024).
+pub fn proptest_config(cases: u32) -> ProptestConfig {
+    let effective = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(cases);
+    ProptestConfig {
+        max_global_rejects: 1024.max(effective / 2),
+        ..ProptestConfig::with_cases(cases)
+    }
+}
 
 pub const H: f32 = 1e-2;
 pub const ABS_TOL: f64 = 1e-3;

@@ -533,7 +533,8 @@ pub(crate) struct DataPrint {
     pub sampled: String,
     /// The same over every image byte (eight at a time): FNV's step is a
     /// bijection of the running hash for a fixed input word, so any one
-    /// changed byte always changes it. About 10 ms for MNIST's 55 MB.
+    /// changed byte always changes it. Both fingerprints of all of MNIST
+    /// (55 MB) take about 15 ms (measured, 3 runs).
     pub every_byte: String,
 }
 

@@ -94,9 +94,9 @@ const MANY_BATCHES: usize = 400;
 /// run, in either direction (thread start-up, the pools' lazy state): 4-batch
 /// runs gave 384-393 and 40-batch runs 383-394 for the MLP, and a loaded CI
 /// run once failed the former single-run check (389 against 399, slack 8).
-/// So each side is the least of three runs, and a slack of 16 covers what is left (the DAE's long runs take 4
-/// more: a buffer that grows by doubling). One allocation per batch would
-/// add 396.
+/// So each side is the least of three runs, and a slack of 16 covers what
+/// is left (the DAE's long runs take 4 more: a buffer that grows by
+/// doubling). One allocation per batch would add 396.
 fn assert_flat(model: &str) {
     allocations(64, model); // warm up rayon's global state and lazy statics
     let least = |n: usize| (0..3).map(|_| allocations(n, model)).min().unwrap();

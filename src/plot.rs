@@ -168,7 +168,7 @@ fn drawable(series: &Series, log_y: bool) -> impl Iterator<Item = (f64, f64)> + 
 }
 
 /// Every series' drawable points.
-fn finite_points(chart: &LineChart) -> impl Iterator<Item = (f64, f64)> + '_ {
+fn drawable_points(chart: &LineChart) -> impl Iterator<Item = (f64, f64)> + '_ {
     chart.series.iter().flat_map(|s| drawable(s, chart.log_y))
 }
 
@@ -190,7 +190,7 @@ fn draw_line_chart(
     chart: &LineChart,
 ) -> Result<(), String> {
     let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for (x, y) in finite_points(chart) {
+    for (x, y) in drawable_points(chart) {
         x_lo = x_lo.min(x);
         x_hi = x_hi.max(x);
         y_lo = y_lo.min(y);
@@ -258,7 +258,7 @@ where
 {
     // Epochs (any x that is always a whole number) are labelled only at whole
     // numbers: a 2-epoch run would otherwise read 1.2, 1.4, ...
-    let whole_x = finite_points(chart).all(|(x, _)| x.fract() == 0.0);
+    let whole_x = drawable_points(chart).all(|(x, _)| x.fract() == 0.0);
     let x_text = |v: &f64| {
         if whole_x && v.fract() != 0.0 {
             String::new()

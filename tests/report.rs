@@ -4,7 +4,6 @@
 //! Set `VCORTEX_REPORT_DIR` to a folder to keep the fake runs folder and its report for looking at them (then run
 //! with `--test-threads=1`: every test rewrites that folder).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -317,10 +316,9 @@ fn page_loads_in_headless_chromium() {
         "google-chrome",
         "google-chrome-stable",
     ]) else {
-        // The stderr handle itself, not eprintln!: libtest hides what a
-        // passing test prints, and a skip should show in a plain run.
-        let _ = writeln!(
-            std::io::stderr(),
+        // note! writes to the stderr handle itself: libtest hides what a
+        // passing test prints with eprintln!, and a skip should show.
+        vcortex::note!(
             "page_loads_in_headless_chromium SKIPPED: chromium not installed (Debian: apt-get install chromium)"
         );
         return;

@@ -415,9 +415,10 @@ fn run_settings<T: Task>(cfg: &TrainConfig, train_count: usize, task: &T) -> Map
 fn settings_mismatch(saved: &Map<String, Value>, now: &Map<String, Value>) -> Option<String> {
     // The named settings first, the data fingerprints last: a changed
     // --test-size changes both, and the setting says more.
-    let is_data = |k: &&String| is_data_setting(k);
-    let named = saved.keys().filter(|k| !is_data(k) && *k != START_KEY);
-    let data = saved.keys().filter(is_data);
+    let named = saved
+        .keys()
+        .filter(|k| !is_data_setting(k) && *k != START_KEY);
+    let data = saved.keys().filter(|k| is_data_setting(k));
     for key in named.chain(data) {
         let (was, is) = (&saved[key], now.get(key));
         if !is.is_some_and(|is| same_setting(was, is)) {
@@ -525,7 +526,7 @@ fn show_setting(v: &Value) -> String {
 
 /// Fingerprints of the data a run trains and tests on, as a checkpoint
 /// keeps them (under `data`/`dataset` and `data_bytes`/`dataset_bytes`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct DataPrint {
     /// FNV-1a over the shapes, every label and every 509th image byte: what
     /// checkpoints before `every_byte` recorded, kept so that they are still
@@ -581,20 +582,24 @@ impl DataFingerprints {
         }
     }
 
-    /// The checkpoint settings that hold them.
-    fn settings(&self) -> [(&'static str, &String); 4] {
-        [
-            ("data", &self.used.sampled),
-            ("data_bytes", &self.used.every_byte),
-            ("dataset", &self.dataset.sampled),
-            ("dataset_bytes", &self.dataset.every_byte),
-        ]
+    /// The checkpoint settings that hold them, under [`DATA_KEYS`].
+    fn settings(&self) -> impl Iterator<Item = (&'static str, &String)> {
+        let prints = [
+            &self.used.sampled,
+            &self.used.every_byte,
+            &self.dataset.sampled,
+            &self.dataset.every_byte,
+        ];
+        DATA_KEYS.into_iter().zip(prints)
     }
 }
 
-/// Whether a checkpoint setting is one of [`DataFingerprints::settings`].
+/// The checkpoint settings of [`DataFingerprints::settings`], in its order.
+const DATA_KEYS: [&str; 4] = ["data", "data_bytes", "dataset", "dataset_bytes"];
+
+/// Whether a checkpoint setting is one of the data fingerprints.
 fn is_data_setting(key: &str) -> bool {
-    matches!(key, "data" | "data_bytes" | "dataset" | "dataset_bytes")
+    DATA_KEYS.contains(&key)
 }
 
 /// The epoch loop: resume, shuffle, batches, updates, evaluation, files.

@@ -82,7 +82,7 @@ pub fn check_with_step<F>(
 where
     F: FnMut(&[f32]) -> (f64, Vec<u8>),
 {
-    check_groups_with_step(x, analytic, &[coords.to_vec()], usize::MAX, step, loss)
+    check_groups_with_step(x, analytic, &[coords], usize::MAX, step, loss)
 }
 
 /// [`check`] over groups of coordinates (a model's tensors, each in random
@@ -104,21 +104,23 @@ where
     check_groups_with_step(x, analytic, groups, want, H, loss)
 }
 
-fn check_groups_with_step<F>(
+fn check_groups_with_step<G, F>(
     x: &mut [f32],
     analytic: &[f32],
-    groups: &[Vec<usize>],
+    groups: &[G],
     want: usize,
     step: f32,
     mut loss: F,
 ) -> Result<Stats, String>
 where
+    G: AsRef<[usize]>,
     F: FnMut(&[f32]) -> (f64, Vec<u8>),
 {
     assert_eq!(x.len(), analytic.len(), "checker: gradient length");
     let (_, base) = loss(x);
     let mut stats = Stats::default();
     for group in groups {
+        let group = group.as_ref();
         stats.wanted += want.min(group.len());
         let mut checked_here = 0;
         for &i in group {

@@ -337,7 +337,14 @@ fn alpha_beta<V: Lanes>(
 /// As [`Path::tile`], with ROWS rows. A_ROWS: A is read in place from a
 /// row-major op(A), rows `lda` apart, one float per step; otherwise it is a
 /// packed panel of `a_stride` floats per step.
-#[inline(always)]
+///
+/// Never inlined: each path's `tile` dispatches to over a hundred instances
+/// (row counts x prefetch and edge variants), and inlined they made one
+/// function of ~0.5 MB of code that LLVM optimised alone on one core (the
+/// kernels library took 76 s to build for the host, 64 s for plain x86-64;
+/// 30 s and 27 s as separate functions). A tile's k loop is hundreds of
+/// cycles or more, so the call costs nothing measurable (GEMM table).
+#[inline(never)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_generic<
     V: Lanes,

@@ -82,7 +82,7 @@ fn classifier_check<C: Classifier>(
         (loss / rows as f64, pattern(model, images))
     });
     match r {
-        Ok(s) => s.checked >= 1 && 2 * s.checked >= s.wanted,
+        Ok(s) => s.mostly_checked(),
         Err(e) => panic!("{what}: {e}"),
     }
 }

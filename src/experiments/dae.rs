@@ -132,11 +132,8 @@ fn load_stack(
         });
     }
     let ck = Checkpoint::load(&path)?;
-    // Checkpoints from before a fingerprint was kept are not checked on it.
     let here = data_fingerprint(&data.train(), &data.test());
-    let differs =
-        |key: &str, now: &String| ck.settings.get(key).is_some_and(|was| *was != json!(now));
-    if differs("dataset", &here.sampled) || differs("dataset_bytes", &here.every_byte) {
+    if here.differs_from_dataset_in(&ck.settings) {
         return Err(ExpError::Config(format!(
             "the pre-trained stack in {} was trained on another dataset than {}: run `vcortex \
              run {stage}` again with this --data (and another --out to keep both)",

@@ -526,7 +526,7 @@ fn show_setting(v: &Value) -> String {
 
 /// Fingerprints of the data a run trains and tests on, as a checkpoint
 /// keeps them (under `data`/`dataset` and `data_bytes`/`dataset_bytes`).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct DataPrint {
     /// FNV-1a over the shapes, every label and every 509th image byte: what
     /// checkpoints before `every_byte` recorded, kept so that they are still
@@ -537,6 +537,27 @@ pub(crate) struct DataPrint {
     /// changed byte always changes it. Both fingerprints of all of MNIST
     /// (55 MB) take about 15 ms (measured, 3 runs).
     pub every_byte: String,
+}
+
+impl DataPrint {
+    /// Its fingerprints, in the order of [`USED_KEYS`] and [`DATASET_KEYS`].
+    fn prints(&self) -> [&String; 2] {
+        [&self.sampled, &self.every_byte]
+    }
+
+    /// Whether checkpoint `settings` recorded another whole dataset than the
+    /// one this is the fingerprint of. A key the checkpoint lacks (one from
+    /// before that fingerprint was kept) is not compared.
+    pub(crate) fn differs_from_dataset_in(&self, settings: &Map<String, Value>) -> bool {
+        DATASET_KEYS
+            .into_iter()
+            .zip(self.prints())
+            .any(|(key, now)| {
+                settings
+                    .get(key)
+                    .is_some_and(|was| was.as_str() != Some(now))
+            })
+    }
 }
 
 /// The [`DataPrint`] of `train` and `test`.
@@ -574,32 +595,40 @@ struct DataFingerprints {
 
 impl DataFingerprints {
     /// `dataset`: the full splits' fingerprint, taken before they were cut
-    /// to `train` and `test`.
-    fn new(dataset: DataPrint, train: &Split, test: &Split) -> Self {
-        DataFingerprints {
-            used: data_fingerprint(train, test),
-            dataset,
-        }
+    /// to `train` and `test`, whose counts it had (`dataset_counts`). The
+    /// subsets are prefixes, so when neither was cut they are the same data
+    /// and its fingerprint is not taken twice.
+    fn new(
+        dataset: DataPrint,
+        dataset_counts: (usize, usize),
+        train: &Split,
+        test: &Split,
+    ) -> Self {
+        let used = if (train.count, test.count) == dataset_counts {
+            dataset.clone()
+        } else {
+            data_fingerprint(train, test)
+        };
+        DataFingerprints { used, dataset }
     }
 
-    /// The checkpoint settings that hold them, under [`DATA_KEYS`].
+    /// The checkpoint settings that hold them.
     fn settings(&self) -> impl Iterator<Item = (&'static str, &String)> {
-        let prints = [
-            &self.used.sampled,
-            &self.used.every_byte,
-            &self.dataset.sampled,
-            &self.dataset.every_byte,
-        ];
-        DATA_KEYS.into_iter().zip(prints)
+        let used = USED_KEYS.into_iter().zip(self.used.prints());
+        used.chain(DATASET_KEYS.into_iter().zip(self.dataset.prints()))
     }
 }
 
-/// The checkpoint settings of [`DataFingerprints::settings`], in its order.
-const DATA_KEYS: [&str; 4] = ["data", "data_bytes", "dataset", "dataset_bytes"];
+/// The checkpoint settings of the subsets' [`DataPrint`], in the order of
+/// [`DataPrint::prints`].
+const USED_KEYS: [&str; 2] = ["data", "data_bytes"];
+
+/// The same for the whole dataset's.
+const DATASET_KEYS: [&str; 2] = ["dataset", "dataset_bytes"];
 
 /// Whether a checkpoint setting is one of the data fingerprints.
 fn is_data_setting(key: &str) -> bool {
-    DATA_KEYS.contains(&key)
+    USED_KEYS.contains(&key) || DATASET_KEYS.contains(&key)
 }
 
 /// The epoch loop: resume, shuffle, batches, updates, evaluation, files.
@@ -1091,6 +1120,7 @@ where
     C::Workspace: Sync,
 {
     let dataset = data_fingerprint(&train, &test);
+    let dataset_counts = (train.count, test.count);
     let (train, test) = validate_common(cfg, train, test, model.input_len())?;
     let resident = ResidentImages::of(&train);
     let train = resident.split(train);
@@ -1124,7 +1154,7 @@ where
         Some(f) => f(m, t.model),
         None => ControlFlow::Continue(()),
     };
-    let data = DataFingerprints::new(dataset, &train, &test);
+    let data = DataFingerprints::new(dataset, dataset_counts, &train, &test);
     run(
         &mut task,
         cfg,
@@ -1395,6 +1425,7 @@ pub fn pretrain_dae(
     mut observer: Option<Observer<'_, DaeStack>>,
 ) -> Result<RunReport, TrainError> {
     let dataset = data_fingerprint(&train, &test);
+    let dataset_counts = (train.count, test.count);
     let (train, test) = validate_common(cfg, train, test, stack.sizes()[0])?;
     let resident = ResidentImages::of(&train);
     let train = resident.split(train);
@@ -1450,7 +1481,7 @@ pub fn pretrain_dae(
         Some(f) => f(m, t.stack),
         None => ControlFlow::Continue(()),
     };
-    let data = DataFingerprints::new(dataset, &train, &test);
+    let data = DataFingerprints::new(dataset, dataset_counts, &train, &test);
     run(
         &mut task,
         cfg,

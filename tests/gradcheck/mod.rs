@@ -61,6 +61,13 @@ pub struct Stats {
     pub wanted: usize,
 }
 
+impl Stats {
+    /// At least half the coordinates asked for were checked, and at least one.
+    pub fn mostly_checked(&self) -> bool {
+        self.checked >= 1 && 2 * self.checked >= self.wanted
+    }
+}
+
 /// Compares `analytic[i]` with the central difference of `loss` at `x` for
 /// every `i` in `coords`. `loss` returns (value, pattern); see the module doc.
 pub fn check<F>(x: &mut [f32], analytic: &[f32], coords: &[usize], loss: F) -> Result<Stats, String>
@@ -251,7 +258,7 @@ pub fn pool_winners(v: &[f32], planes: usize, h: usize, w: usize) -> Vec<u8> {
 pub fn assert_mostly_checked(result: Result<Stats, String>, what: &str) {
     match result {
         Ok(s) => assert!(
-            s.checked >= 1 && 2 * s.checked >= s.wanted,
+            s.mostly_checked(),
             "{what}: only {} of {} coordinates checked, {} skipped at kinks",
             s.checked,
             s.wanted,

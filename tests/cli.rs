@@ -236,6 +236,14 @@ fn a_huge_inference_batch_is_cut_to_the_test_set() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("cnn-infer"));
 }
 
+/// `vcortex run a1` on the dataset in `data`, without the progress bar, then
+/// `extra`.
+fn a1_args<'a>(data: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["run", "a1", "--data", data, "--no-progress"];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Bad output places and flags the user did not write are reported as what
 /// they are.
 #[test]
@@ -246,33 +254,18 @@ fn output_and_flag_errors_say_what_is_wrong() {
     let file = dir.path().join("a-file");
     fs::write(&file, b"x").unwrap();
     let file = file.to_str().unwrap();
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            "a1",
-            "--data",
-            data,
-            "--no-progress",
-            "--epochs",
-            "1",
-        ];
-        args.extend_from_slice(extra);
-        args.into_iter().map(String::from).collect::<Vec<_>>()
+    // One epoch of a1 with `extra`, refused with `expected`.
+    let check = |extra: &[&str], expected: &str| {
+        let extra = [&["--epochs", "1"][..], extra].concat();
+        assert_fails_with(&a1_args(data, &extra), expected);
     };
-    let check = |args: Vec<String>, expected: &str| {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        assert_fails_with(&args, expected);
-    };
-    check(run(&["--out", file]), "exists and is not a directory");
+    check(&["--out", file], "exists and is not a directory");
+    check(&["--out", "/dev/null"], "exists and is not a directory");
     check(
-        run(&["--out", "/dev/null"]),
-        "exists and is not a directory",
-    );
-    check(
-        run(&["--lr", "-inf"]),
+        &["--lr", "-inf"],
         "--lr must be a positive number, got -inf",
     );
-    check(run(&["--decay", "-0.5"]), "--decay must be >= 0");
+    check(&["--decay", "-0.5"], "--decay must be >= 0");
     // --momentum belongs to b3: a1 has no momentum, a2 compares fixed values.
     for stage in ["a1", "a2"] {
         let args = ["run", stage, "--data", data, "--momentum", "0.5"];
@@ -325,19 +318,10 @@ fn refused_resumes_and_busy_folders_are_one_line_errors() {
     let out = dir.path().join("runs");
     let out_arg = out.to_str().unwrap();
     let a1 = |extra: &[&'static str]| {
-        let mut args = vec![
-            "run",
-            "a1",
-            "--data",
+        a1_args(
             data,
-            "--out",
-            out_arg,
-            "--batch-size",
-            "2",
-            "--no-progress",
-        ];
-        args.extend_from_slice(extra);
-        args
+            &[&["--out", out_arg, "--batch-size", "2"][..], extra].concat(),
+        )
     };
     let first = vcortex(&a1(&["--epochs", "1"]));
     assert!(

@@ -494,64 +494,46 @@ fn bad_checkpoints_are_refused() {
     let mut cnn = Cnn::new(TINY_CNN, 1);
     let err = train_classifier(&mut cnn, train, test, &cfg, None).unwrap_err();
     assert!(err.to_string().contains("model 'mlp'"), "{err}");
+    // The same resume of the same model, with one thing changed: the error.
+    let resume_error = |train: Split<'_>, test: Split<'_>, c: &TrainConfig| {
+        let mut model = Mlp::new(&[64, 8, CLASSES], 1);
+        train_classifier(&mut model, train, test, c, None)
+            .unwrap_err()
+            .to_string()
+    };
     let mut c = cfg.clone();
     c.optimizer = Optimizer::Momentum { gamma: 0.1 };
-    let err =
-        train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &c, None).unwrap_err();
-    assert!(err.to_string().contains("optimizer"), "{err}");
+    let err = resume_error(train, test, &c);
+    assert!(err.contains("optimizer"), "{err}");
     let mut c = cfg.clone();
     c.batch_size = 8;
-    let err =
-        train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &c, None).unwrap_err();
-    assert!(err.to_string().contains("batch size 16"), "{err}");
+    let err = resume_error(train, test, &c);
+    assert!(err.contains("batch size 16"), "{err}");
     let mut c = cfg.clone();
     c.seed = 8;
-    let err =
-        train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &c, None).unwrap_err();
-    assert!(err.to_string().contains("seed"), "{err}");
+    let err = resume_error(train, test, &c);
+    assert!(err.contains("seed"), "{err}");
     // Every other setting of the run, and its data, must match too.
     let mut c = cfg.clone();
     c.lr *= 2.0;
-    let err =
-        train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &c, None).unwrap_err();
-    assert!(
-        err.to_string().contains("lr = 0.1, this run has lr = 0.2"),
-        "{err}"
-    );
+    let err = resume_error(train, test, &c);
+    assert!(err.contains("lr = 0.1, this run has lr = 0.2"), "{err}");
     let mut c = cfg.clone();
     c.decay = 0.5;
-    let err =
-        train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &c, None).unwrap_err();
+    let err = resume_error(train, test, &c);
     assert!(
-        err.to_string()
-            .contains("decay = 0.0001, this run has decay = 0.5"),
+        err.contains("decay = 0.0001, this run has decay = 0.5"),
         "{err}"
     );
     let (other_imgs, other_labs) = synthetic(64, 2);
-    let other = split(&other_imgs, &other_labs);
-    let err = train_classifier(
-        &mut Mlp::new(&[64, 8, CLASSES], 1),
-        train,
-        other,
-        &cfg,
-        None,
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("other data"), "{err}");
+    let err = resume_error(train, split(&other_imgs, &other_labs), &cfg);
+    assert!(err.contains("other data"), "{err}");
     // One training pixel changed, off the sampled fingerprint's bytes (every
     // 509th, and 100 is not one): the every-byte fingerprint sees it.
     let mut edited = imgs.clone();
     edited[100] = edited[100].wrapping_add(1);
-    let edited_train = split(&edited, &labs);
-    let err = train_classifier(
-        &mut Mlp::new(&[64, 8, CLASSES], 1),
-        edited_train,
-        test,
-        &cfg,
-        None,
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("other data"), "{err}");
+    let err = resume_error(split(&edited, &labs), test, &cfg);
+    assert!(err.contains("other data"), "{err}");
     // A checkpoint from before the every-byte fingerprints (only the sampled
     // ones recorded) still resumes on the same data.
     let older = resealed(&good, |header, _| {

@@ -415,22 +415,32 @@ fn missing_files_and_bad_checksum_lists_are_errors() {
 }
 
 /// A temporary file that a killed decompression left beside the archive is
-/// removed by the next one (its process is gone); another live process's
-/// would be kept.
+/// removed by the next one (its process is gone and nobody writes it);
+/// another live process's is kept, and so is a fresh one whose process this
+/// one cannot see (another PID namespace).
 #[cfg(target_os = "linux")]
 #[test]
 fn stale_decompression_leftovers_are_removed() {
     let dir = tempfile::tempdir().unwrap();
     Tiny::new(3, 2).write_gz(dir.path());
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let old_file = |name: String, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        fs::write(&path, bytes).unwrap();
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(an_hour_ago).unwrap();
+        path
+    };
     // Linux pids stay below 2^22: this one never runs.
-    let stale = dir.path().join(format!("{TRAIN_IMAGES}.tmp-999999999-0"));
-    fs::write(&stale, vec![0u8; 1000]).unwrap();
-    let live = dir.path().join(format!("{TRAIN_IMAGES}.tmp-1-0"));
-    fs::write(&live, b"pid 1 always runs").unwrap();
+    let stale = old_file(format!("{TRAIN_IMAGES}.tmp-999999999-0"), &[0; 1000]);
+    let live = old_file(format!("{TRAIN_IMAGES}.tmp-1-0"), b"pid 1 always runs");
+    let unseen = dir.path().join(format!("{TRAIN_IMAGES}.tmp-999999998-0"));
+    fs::write(&unseen, b"being written in another namespace").unwrap();
     let options = LoadOptions {
         cache: vec![CacheLocation::BesideArchive],
     };
     Dataset::load_with(dir.path(), &options).unwrap();
     assert!(!stale.exists());
     assert!(live.exists());
+    assert!(unseen.exists());
 }

@@ -96,11 +96,25 @@ impl Split<'_> {
 
     /// Mean pixel value scaled to [0, 1] (0 for an empty split).
     pub fn pixel_mean(&self) -> f64 {
-        if self.images.is_empty() {
-            return 0.0;
+        self.pixel_mean_within(usize::MAX).0
+    }
+
+    /// Mean pixel value scaled to [0, 1] (0 for an empty split) over at most
+    /// `max_bytes` of pixels, and how many images it read: all of them where
+    /// they fit, else images 0, s, 2s, ... for the least stride s that fits
+    /// (at least one image), so a huge file is summarised in bounded time.
+    pub fn pixel_mean_within(&self, max_bytes: usize) -> (f64, usize) {
+        let len = self.image_len();
+        if self.count == 0 || len == 0 {
+            return (0.0, self.count);
         }
+        let stride = self.count.div_ceil((max_bytes / len).max(1));
         // u64 cannot overflow: at most 255 per byte of an addressable slice.
-        let sum: u64 = self.images.iter().map(|&p| u64::from(p)).sum();
-        sum as f64 / (255.0 * self.images.len() as f64)
+        let sum: u64 = (0..self.count)
+            .step_by(stride)
+            .map(|i| self.image(i).iter().map(|&p| u64::from(p)).sum::<u64>())
+            .sum();
+        let read = self.count.div_ceil(stride);
+        (sum as f64 / (255.0 * (read * len) as f64), read)
     }
 }

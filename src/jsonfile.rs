@@ -3,7 +3,7 @@
 //! file where a reader (the report, a script) expects a whole one.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -20,20 +20,43 @@ pub fn write_atomic<T: Serialize + ?Sized>(
     write_text_atomic(path, &(text + "\n"))
 }
 
-/// Writes `text` to a temporary file of this process beside `path` and
-/// renames it into place, so that a reader sees the old file or the new one,
-/// and two processes writing the same file (a `vcortex report` beside a
-/// finishing run) each replace it whole. On failure, the path that failed
-/// (the temporary file or the target) comes with the error.
+/// Where a write to `path` goes: `path` itself, or what a symbolic link
+/// there names (so the link stays a link); and whether that is a device, a
+/// pipe or a socket (`/dev/stdout`, `/dev/null`, a process substitution),
+/// which is written through as a shell redirection would write it: renaming
+/// a file over it would replace it.
+pub fn write_target(path: &Path) -> (PathBuf, bool) {
+    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let special = fs::metadata(&target).is_ok_and(|m| !m.is_file() && !m.is_dir());
+    (target, special)
+}
+
+/// Writes `text` to a temporary file of this process beside `path` (beside
+/// what it names, if a symbolic link) and renames it into place, so that a
+/// reader sees the old file or the new one, and two processes writing the
+/// same file (a `vcortex report` beside a finishing run) each replace it
+/// whole; a device or a pipe is written through instead ([`write_target`]).
+/// On failure nothing of the temporary file is left, and `path` comes with
+/// the error.
 pub fn write_text_atomic(path: &Path, text: &str) -> Result<(), (PathBuf, io::Error)> {
-    let mut tmp = path.as_os_str().to_owned();
+    let fail = |e| (path.to_path_buf(), e);
+    let (target, special) = write_target(path);
+    if special {
+        return fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(fail);
+    }
+    let mut tmp = target.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, text).map_err(|e| (tmp.clone(), e))?;
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        (path.to_path_buf(), e)
-    })
+    fs::write(&tmp, text)
+        .and_then(|()| fs::rename(&tmp, &target))
+        .map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            fail(e)
+        })
 }
 
 /// The JSON object stored at `path`, or an empty one if the file is missing,
@@ -99,6 +122,48 @@ mod tests {
         let path = dir.path().join("missing-dir").join("out.json");
         let (failed, _) = write_atomic(&path, &json!({})).unwrap_err();
         assert!(failed.starts_with(dir.path().join("missing-dir")));
+    }
+
+    /// A symbolic link stays a link to the new file; a device is written
+    /// through, not replaced by a file; a failed write leaves no temporary
+    /// file and names the path asked for.
+    #[cfg(unix)]
+    #[test]
+    fn links_and_devices_are_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.json");
+        let link = dir.path().join("link.json");
+        fs::write(&real, "old").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_text_atomic(&link, "new").unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read_to_string(&real).unwrap(), "new");
+        let null = Path::new("/dev/null");
+        if null.exists() {
+            write_text_atomic(null, "discarded").unwrap();
+            assert!(!fs::metadata(null).unwrap().is_file());
+        }
+        let full = Path::new("/dev/full");
+        if full.exists() {
+            let (failed, e) = write_text_atomic(full, "x").unwrap_err();
+            assert_eq!(failed, full);
+            assert_eq!(e.raw_os_error(), Some(28), "{e}");
+            assert!(!fs::metadata(full).unwrap().is_file());
+        }
+        // Renaming onto a directory fails: the temporary file goes too.
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        let (failed, _) = write_text_atomic(&sub, "x").unwrap_err();
+        assert_eq!(failed, sub);
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["link.json", "real.json", "sub"]);
     }
 
     #[test]

@@ -629,7 +629,13 @@ pub fn check_json_target(path: &Path) -> Result<(), ExpError> {
             path.display()
         )));
     }
-    let mut probe = path.as_os_str().to_owned();
+    let (target, special) = crate::jsonfile::write_target(path);
+    if special {
+        // Written through at the end (a device or a pipe); opening a pipe
+        // now would wait for its reader.
+        return Ok(());
+    }
+    let mut probe = target.into_os_string();
     probe.push(format!(".probe-{}", std::process::id()));
     let probe = PathBuf::from(probe);
     std::fs::write(&probe, b"")

@@ -234,7 +234,7 @@ impl From<DataError> for ExpError {
         ExpError::Data(e)
     }
 }
-/// A failed atomic write (`jsonfile::write_atomic`): the path that failed.
+/// A failed atomic write (`jsonfile::write_atomic`): the path asked for.
 impl From<(PathBuf, std::io::Error)> for ExpError {
     fn from((path, source): (PathBuf, std::io::Error)) -> Self {
         ExpError::Io { path, source }

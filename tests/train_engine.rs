@@ -336,6 +336,8 @@ fn huge_learning_rate_stops_with_epoch_and_layer() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), 3);
     cfg.lr = 1e30;
+    // (With the decay, lr x decay would be refused before training.)
+    cfg.decay = 0.0;
     let mut model = Cnn::new(TINY_CNN, 1);
     let err = train_classifier(
         &mut model,
@@ -358,6 +360,9 @@ fn huge_learning_rate_stops_with_epoch_and_layer() {
     let msg = err.to_string();
     assert!(msg.contains("epoch 1") && msg.contains("layer"), "{msg}");
 
+    // Sigmoid units saturate instead: the DAE's weights overflow f32 only
+    // with a step of f32::MAX.
+    cfg.lr = f32::MAX;
     let mut stack = DaeStack::new(&[64, 12, 8], 1);
     let err = pretrain_dae(
         &mut stack,
@@ -407,6 +412,19 @@ fn bad_settings_are_reported_before_training() {
     let mut c = base.clone();
     c.optimizer = Optimizer::Momentum { gamma: 1.5 };
     expect_config(&c, "momentum");
+    // A decay whose term alone makes the weights grow: lr x decay >= 2, or
+    // 2 (1 + gamma) with momentum; just below the bound trains.
+    let mut c = base.clone();
+    c.lr = 0.05;
+    c.decay = 40.0;
+    expect_config(&c, "0.05 x 40 = 2 must be below 2:");
+    c.optimizer = Optimizer::Momentum { gamma: 0.5 };
+    c.decay = 60.0;
+    expect_config(&c, "must be below 3");
+    c.decay = 59.0;
+    let mut model = Mlp::new(&[64, 8, CLASSES], 1);
+    train_classifier(&mut model, train, test, &c, None).unwrap();
+    std::fs::remove_dir_all(&run_dir).unwrap();
     let mut model = Cnn::new(CnnShape::STUDY, 1); // 28x28 model, 8x8 data
     assert!(matches!(
         train_classifier(&mut model, train, test, &base, None),

@@ -258,6 +258,26 @@ fn validate_common<'a>(
             }
         }
     }
+    // The decay term alone maps a weight p to (1 - lr decay) p each step
+    // (with momentum, p' = (1 + gamma - lr decay) p - gamma p_prev, stable
+    // for lr decay < 2 (1 + gamma)): at or past the bound the weights grow
+    // without limit whatever the gradients do, and the run only wastes time
+    // before it overflows.
+    let decay_bound = match cfg.optimizer {
+        Optimizer::Momentum { gamma } => 2.0 * (1.0 + f64::from(gamma)),
+        Optimizer::Sgd | Optimizer::RmsProp { .. } => 2.0,
+    };
+    let lr_decay = f64::from(cfg.lr) * f64::from(cfg.decay);
+    if lr_decay >= decay_bound {
+        return config_error(format!(
+            "learning rate x weight decay = {} x {} = {} must be below {}: the decay term \
+             alone would make the weights grow without bound",
+            cfg.lr,
+            cfg.decay,
+            cfg.lr * cfg.decay,
+            decay_bound as f32
+        ));
+    }
     for (what, s) in [("training", &train), ("test", &test)] {
         if s.images.len() < s.count * s.image_len() || s.labels.len() < s.count {
             return config_error(format!(
@@ -808,6 +828,7 @@ fn run<T: Task + Send>(
             continue;
         }
         let (test_cost, test_accuracy) = task.evaluate(pool);
+        check_test_cost(epoch, cost_sum / batches as f64, test_cost)?;
         let m = EpochMetrics {
             epoch,
             train_cost: cost_sum / batches as f64,
@@ -843,6 +864,20 @@ fn run<T: Task + Send>(
         resumed_epochs,
         stopped_early,
     })
+}
+
+/// A test cost that is NaN or infinite after a finite training epoch means
+/// the weights have grown until a test image overflows: the run stops there
+/// rather than record it (and checkpoint those weights).
+fn check_test_cost(
+    epoch: usize,
+    train_cost: f64,
+    test_cost: Option<f64>,
+) -> Result<(), TrainError> {
+    match test_cost {
+        Some(c) if !c.is_finite() => Err(TrainError::NonFiniteTest { epoch, train_cost }),
+        _ => Ok(()),
+    }
 }
 
 // ---------------------------------------------------------------- classifiers
@@ -1491,4 +1526,24 @@ pub fn pretrain_dae(
         &pool,
         &mut hook,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_test_cost_stops_the_run() {
+        assert!(check_test_cost(3, 2.5, None).is_ok());
+        assert!(check_test_cost(3, 2.5, Some(0.7)).is_ok());
+        for bad in [f64::NAN, f64::INFINITY] {
+            match check_test_cost(3, 2.5, Some(bad)) {
+                Err(e @ TrainError::NonFiniteTest { epoch: 3, .. }) => {
+                    assert!(e.to_string().contains("after epoch 3"), "{e}");
+                    assert!(e.to_string().contains("2.5000e0"), "{e}");
+                }
+                other => panic!("expected NonFiniteTest, got {other:?}"),
+            }
+        }
+    }
 }

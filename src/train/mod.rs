@@ -253,6 +253,9 @@ pub enum TrainError {
         batch: usize,
         layer: String,
     },
+    /// The training loss stayed finite, but the test cost after an epoch
+    /// did not (the parameters have grown until some test image overflows).
+    NonFiniteTest { epoch: usize, train_cost: f64 },
 }
 
 impl TrainError {
@@ -287,6 +290,11 @@ impl fmt::Display for TrainError {
                 f,
                 "training diverged: the loss became NaN or infinite in epoch {epoch} (batch \
                  {batch}), first at layer {layer}; try a smaller learning rate"
+            ),
+            TrainError::NonFiniteTest { epoch, train_cost } => write!(
+                f,
+                "training diverged: the test cost became NaN or infinite after epoch {epoch} \
+                 (training cost {train_cost:.4e}); try a smaller learning rate or decay"
             ),
         }
     }

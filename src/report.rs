@@ -468,7 +468,8 @@ fn format_float(f: f64) -> String {
 }
 
 fn format_seconds(value: Option<&Value>) -> String {
-    match value.and_then(Value::as_f64) {
+    // + 0.0 turns a -0.0 (an empty sum, written by an older release) into 0.
+    match value.and_then(Value::as_f64).map(|s| s + 0.0) {
         Some(s) if s >= 3600.0 => format!(
             "{:.0} h {:02.0} min",
             (s / 3600.0).floor(),

@@ -382,6 +382,37 @@ fn huge_learning_rate_stops_with_epoch_and_layer() {
     }
 }
 
+/// A fresh run into a folder that holds an earlier one replaces it from
+/// the start: if it then fails, neither the earlier checkpoint (which a
+/// later --resume would continue) nor its figures are left beside the new
+/// run's files.
+#[test]
+fn a_failed_rerun_leaves_no_earlier_run_behind() {
+    let (imgs, labs) = synthetic(64, 1);
+    let (train, test) = (split(&imgs, &labs), split(&imgs, &labs));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1);
+    train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &cfg, None).unwrap();
+    let figure = dir.path().join("curves.png");
+    std::fs::write(&figure, b"the earlier run's figure").unwrap();
+    let kept = dir.path().join("notes.txt");
+    std::fs::write(&kept, b"not vcortex's").unwrap();
+    assert!(dir.path().join("checkpoint.bin").exists());
+    cfg.lr = 1e30;
+    cfg.decay = 0.0;
+    let err = train_classifier(&mut Cnn::new(TINY_CNN, 1), train, test, &cfg, None).unwrap_err();
+    assert!(matches!(err, TrainError::NonFinite { .. }), "{err}");
+    assert!(!dir.path().join("checkpoint.bin").exists());
+    assert!(!figure.exists());
+    assert!(kept.exists());
+    let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1, "{csv}");
+    cfg.resume = true;
+    cfg.lr = 0.1;
+    let err = train_classifier(&mut Cnn::new(TINY_CNN, 1), train, test, &cfg, None).unwrap_err();
+    assert!(err.to_string().contains("no checkpoint.bin"), "{err}");
+}
+
 #[test]
 fn bad_settings_are_reported_before_training() {
     let (imgs, labs) = synthetic(64, 1);

@@ -338,6 +338,23 @@ fn prepare_dir(cfg: &TrainConfig) -> Result<Option<std::fs::File>, TrainError> {
     Ok(Some(lock))
 }
 
+/// Removes what an earlier run left in `dir` that this one, starting over,
+/// will write again: its checkpoint (which a later `--resume` would
+/// otherwise continue though this run replaced it) and its figures (`*.png`,
+/// drawn after training). metrics.csv and summary.json are rewritten at the
+/// start. So a run that fails early leaves no mix of two runs behind.
+fn remove_earlier_run(dir: &Path) -> Result<(), TrainError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| TrainError::io(dir, e))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if (name == "checkpoint.bin" || name.ends_with(".png")) && path.is_file() {
+            std::fs::remove_file(&path).map_err(|e| TrainError::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// The advisory lock file of a run folder or an output folder.
 pub(crate) const LOCK_FILE: &str = ".lock";
 
@@ -746,6 +763,9 @@ fn run<T: Task + Send>(
             "note: {} holds an earlier run, which this one replaces",
             dir.display()
         );
+    }
+    if files && metrics.is_empty() {
+        remove_earlier_run(dir)?;
     }
     if files {
         report::write_csv(dir, layer, &metrics)?;

@@ -87,7 +87,8 @@ pub fn summary_fields(metrics: &[EpochMetrics]) -> Map<String, Value> {
     );
     s.insert(
         "wall_seconds".into(),
-        json!(metrics.iter().map(|m| m.seconds).sum::<f64>()),
+        // A fold from +0: an empty f64 sum is -0.0, which would print so.
+        json!(metrics.iter().fold(0.0, |total, m| total + m.seconds)),
     );
     s
 }

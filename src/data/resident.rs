@@ -1,5 +1,5 @@
-//! Training images copied into memory backed by huge pages where the system
-//! allows it.
+//! A training run's images and labels copied into memory (the images into
+//! memory backed by huge pages where the system allows it).
 //!
 //! Why: a shuffled epoch reads images at random places of a 47 MB array.
 //! Mapped from the cache file in 4 KiB pages, almost every image costs a
@@ -7,31 +7,38 @@
 //! images does not hide those); in 2 MiB pages the whole array needs about
 //! two dozen TLB entries. Linux grants huge pages to anonymous memory that
 //! asks for them (`madvise`, the default transparent-huge-page mode), not
-//! to file mappings, hence the copy, made once per training run.
+//! to file mappings, hence the copy, made once per training run. The test
+//! split and the labels are copied too (8 MB for MNIST's): a run reads them
+//! for hours, and a mapped page whose file was truncated or rewritten under
+//! the run would raise SIGBUS and kill it without a word.
 
 use memmap2::MmapMut;
 
 use super::Split;
 
-/// A training split's images in their own huge-page copy (or, where none
-/// could be made, nothing: [`ResidentImages::split`] then returns the split
-/// as it was).
-pub struct ResidentImages(Option<MmapMut>);
+/// A split's images and labels in a copy of their own (the images, where no
+/// anonymous mapping could be made, read in place: [`ResidentSplit::split`]
+/// then returns them as they were).
+pub struct ResidentSplit {
+    images: Option<MmapMut>,
+    labels: Vec<u8>,
+}
 
-impl ResidentImages {
-    /// Copies `split`'s images.
+impl ResidentSplit {
+    /// Copies `split`'s images and labels.
     pub fn of(split: &Split) -> Self {
-        ResidentImages(huge_page_copy(split.images))
+        ResidentSplit {
+            images: huge_page_copy(split.images),
+            labels: split.labels.to_vec(),
+        }
     }
 
-    /// `split` reading its images from the copy.
+    /// `split` reading its images and labels from the copy.
     pub fn split<'a>(&'a self, split: Split<'a>) -> Split<'a> {
-        match &self.0 {
-            Some(copy) => Split {
-                images: copy,
-                ..split
-            },
-            None => split,
+        Split {
+            images: self.images.as_deref().unwrap_or(split.images),
+            labels: &self.labels,
+            ..split
         }
     }
 }
@@ -69,10 +76,12 @@ mod tests {
             rows: 28,
             cols: 28,
         };
-        let resident = ResidentImages::of(&split);
+        let resident = ResidentSplit::of(&split);
         let view = resident.split(split);
         assert_eq!(view.images, split.images);
+        assert_eq!(view.labels, split.labels);
         assert_eq!((view.count, view.rows, view.cols), (split.count, 28, 28));
         assert_ne!(view.images.as_ptr(), split.images.as_ptr());
+        assert_ne!(view.labels.as_ptr(), split.labels.as_ptr());
     }
 }

@@ -14,7 +14,7 @@ use super::progress::EpochProgress;
 use super::report;
 use super::{DaeConfig, EpochMetrics, Optimizer, TrainConfig, TrainError};
 use crate::bench::profile::{timed, Phase, FUSED_UPDATE};
-use crate::data::resident::ResidentImages;
+use crate::data::resident::ResidentSplit;
 use crate::data::Split;
 use crate::kernels::noise::{mask_noise, mask_noise_rows};
 use crate::kernels::optim::{momentum_update, rmsprop_update, sgd_update};
@@ -1177,8 +1177,8 @@ where
     let dataset = data_fingerprint(&train, &test);
     let dataset_counts = (train.count, test.count);
     let (train, test) = validate_common(cfg, train, test, model.input_len())?;
-    let resident = ResidentImages::of(&train);
-    let train = resident.split(train);
+    let (resident_train, resident_test) = (ResidentSplit::of(&train), ResidentSplit::of(&test));
+    let (train, test) = (resident_train.split(train), resident_test.split(test));
     let classes = model.classes();
     for (what, s) in [("training", &train), ("test", &test)] {
         if let Some(&bad) = s.labels[..s.count].iter().find(|&&l| l as usize >= classes) {
@@ -1482,8 +1482,8 @@ pub fn pretrain_dae(
     let dataset = data_fingerprint(&train, &test);
     let dataset_counts = (train.count, test.count);
     let (train, test) = validate_common(cfg, train, test, stack.sizes()[0])?;
-    let resident = ResidentImages::of(&train);
-    let train = resident.split(train);
+    let (resident_train, resident_test) = (ResidentSplit::of(&train), ResidentSplit::of(&test));
+    let (train, test) = (resident_train.split(train), resident_test.split(test));
     if !(1..=stack.layers()).contains(&dae.layer) {
         return config_error(format!(
             "DAE layer {} does not exist: the stack has layers 1..={}",

@@ -288,6 +288,21 @@ fn output_and_flag_errors_say_what_is_wrong() {
         &args,
         "this stage uses the first 12000 training images, but",
     );
+    // The whole study checks every stage's sizes before the first trains.
+    let args = [
+        "run",
+        "all",
+        "--quick",
+        "--data",
+        data,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    assert_fails_with(
+        &args,
+        "stage a-subset: this stage uses the first 3000 training",
+    );
+    assert!(!out.join("a1").exists());
     // A refused bench leaves an earlier report where it was.
     let earlier = dir.path().join("earlier.json");
     fs::write(&earlier, b"{\"kept\": true}").unwrap();

@@ -16,17 +16,15 @@ use crate::train::{
 use super::figures::{self, tiles};
 use super::{
     epochs, figure, group_summary, images_f32, merge_summary, reference, sizes, train_config,
-    ExpError, Options,
+    ExpError, Options, SUBSET_TEST, SUBSET_TRAIN,
 };
 
 /// The study's CNN settings (docs/STUDY.md, part A).
-const EPOCHS: usize = 100;
-const QUICK_EPOCHS: usize = 3;
+pub(super) const EPOCHS: usize = 100;
+pub(super) const QUICK_EPOCHS: usize = 3;
 const LR_SGD: f32 = 0.05;
 const LR_RMSPROP: f32 = 0.001;
 const DECAY: f32 = 1e-4;
-const SUBSET_TRAIN: usize = 12000;
-const SUBSET_TEST: usize = 2000;
 
 /// One CNN training run.
 struct CnnRun<'a> {
@@ -193,7 +191,8 @@ pub fn a1(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
         &CnnRun {
             name: "a1",
             folder: "a1",
-            title: "A1: CNN, mini-batch SGD (lr 0.05)".into(),
+            // --lr replaces the study's learning rate, in the title too.
+            title: format!("A1: CNN, mini-batch SGD (lr {})", opts.lr.unwrap_or(LR_SGD)),
             optimizer: Optimizer::Sgd,
             lr: LR_SGD,
             subset: false,
@@ -235,7 +234,10 @@ pub fn a3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
         &CnnRun {
             name: "a3",
             folder: "a3",
-            title: "A3: CNN, RMSProp (lr 0.001, rho 0.9, eps 1e-6)".into(),
+            title: format!(
+                "A3: CNN, RMSProp (lr {}, rho 0.9, eps 1e-6)",
+                opts.lr.unwrap_or(LR_RMSPROP)
+            ),
             optimizer: RMSPROP,
             lr: LR_RMSPROP,
             subset: false,

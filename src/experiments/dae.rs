@@ -23,23 +23,21 @@ use super::cnn::SUBSET_RUNS;
 use super::figures::{self, square_side, square_tiles, tiles};
 use super::{
     epochs, figure, group_summary, images_f32, merge_summary, reference, sizes, train_config,
-    DaeSchemeArg, ExpError, Options, Sizes,
+    DaeSchemeArg, ExpError, Options, Sizes, SUBSET_TEST, SUBSET_TRAIN,
 };
 
 /// The study's settings (docs/STUDY.md, part B).
 const STACK: [usize; 4] = [784, 900, 625, 400];
 const UNDERCOMPLETE: [usize; 2] = [784, 169];
 const CLASSES: usize = 10;
-const PRETRAIN_EPOCHS: usize = 25;
-const FINETUNE_EPOCHS: usize = 25;
-const QUICK_PRETRAIN_EPOCHS: usize = 2;
-const QUICK_FINETUNE_EPOCHS: usize = 3;
+pub(super) const PRETRAIN_EPOCHS: usize = 25;
+pub(super) const FINETUNE_EPOCHS: usize = 25;
+pub(super) const QUICK_PRETRAIN_EPOCHS: usize = 2;
+pub(super) const QUICK_FINETUNE_EPOCHS: usize = 3;
 const LR: f32 = 0.1;
 /// The seed names no weight decay for part B.
 const DECAY: f32 = 0.0;
 const KEEP_PROB: f32 = 0.9;
-const SUBSET_TRAIN: usize = 12000;
-const SUBSET_TEST: usize = 2000;
 /// Momentum of B3's layer-wise pre-training (the study's; `--momentum`
 /// replaces it).
 const B3_MOMENTUM: f32 = 0.1;

@@ -400,6 +400,27 @@ pub(crate) fn sizes(
     Ok(Sizes { train, test })
 }
 
+/// The subset stages' images (a-subset, b-subset): the first 12000 training
+/// and 2000 test images, as the report's comparison runs.
+pub(crate) const SUBSET_TRAIN: usize = 12000;
+pub(crate) const SUBSET_TEST: usize = 2000;
+
+/// The images `stage` trains and tests on, or the error it would stop with
+/// (a subset larger than the data, a size flag past it): checked for every
+/// stage before a study starts, so that none fails after others trained.
+pub(crate) fn stage_sizes(
+    stage: Experiment,
+    data: &Dataset,
+    opts: &Options,
+) -> Result<Sizes, ExpError> {
+    match stage {
+        Experiment::ASubset | Experiment::BSubset => {
+            sizes(data, opts, Some(SUBSET_TRAIN), Some(SUBSET_TEST))
+        }
+        _ => sizes(data, opts, None, None),
+    }
+}
+
 /// `--quick`: training and test images per stage.
 pub(crate) const QUICK_TRAIN: usize = 3000;
 pub(crate) const QUICK_TEST: usize = 1000;

@@ -9,8 +9,8 @@ use crate::data::Dataset;
 use crate::kernels::SIMD_LEVEL;
 
 use super::{
-    machine_description, run_stage, write_json, ExpError, Experiment, Options, QUICK_TEST,
-    QUICK_TRAIN,
+    epochs, machine_description, run_stage, stage_sizes, write_json, ExpError, Experiment, Options,
+    QUICK_TEST, QUICK_TRAIN,
 };
 
 /// What one stage produced.
@@ -22,30 +22,27 @@ pub struct StageOutcome {
     pub runs: Vec<Map<String, Value>>,
 }
 
-/// Training images seen per stage at the study's settings (epochs x images),
-/// as (CNN, MLP, DAE layer-equivalents) for the plan's estimate.
-fn workload(stage: Experiment, quick: bool) -> (f64, f64, f64) {
-    let (full, sub) = if quick {
-        (3000.0, 3000.0)
-    } else {
-        (60000.0, 12000.0)
-    };
-    let (cnn_e, dae_e, mlp_e) = if quick {
-        (3.0, 2.0, 3.0)
-    } else {
-        (100.0, 25.0, 25.0)
-    };
+/// Training images seen by `stage` (epochs x images, as (CNN, MLP, DAE
+/// layer-equivalents)) for the plan's estimate: `train` images a run and
+/// the epochs the stage will train (the study's, `--quick`'s or
+/// `--epochs`).
+fn workload(stage: Experiment, opts: &Options, train: usize) -> (f64, f64, f64) {
+    use super::{cnn, dae};
+    let n = train as f64;
+    let cnn_e = epochs(opts, cnn::EPOCHS, cnn::QUICK_EPOCHS) as f64 * n;
+    let dae_e = epochs(opts, dae::PRETRAIN_EPOCHS, dae::QUICK_PRETRAIN_EPOCHS) as f64 * n;
+    let mlp_e = epochs(opts, dae::FINETUNE_EPOCHS, dae::QUICK_FINETUNE_EPOCHS) as f64 * n;
     // A deeper DAE layer also runs the layers below and decodes back through
     // them: about 1, 1.8 and 2.2 times layer 1's work.
     let stack = 1.0 + 1.8 + 2.2;
     match stage {
-        Experiment::A1 | Experiment::A3 => (cnn_e * full, 0.0, 0.0),
-        Experiment::A2 => (2.0 * cnn_e * full, 0.0, 0.0),
-        Experiment::ASubset => (4.0 * cnn_e * sub, 0.0, 0.0),
-        Experiment::B1 => (0.0, 0.0, dae_e * full * (stack + 0.25)),
-        Experiment::B2 => (0.0, 2.0 * mlp_e * full, 0.0),
-        Experiment::B3 => (0.0, mlp_e * full, dae_e * full * stack),
-        Experiment::BSubset => (0.0, 3.0 * mlp_e * sub, 0.0),
+        Experiment::A1 | Experiment::A3 => (cnn_e, 0.0, 0.0),
+        Experiment::A2 => (2.0 * cnn_e, 0.0, 0.0),
+        Experiment::ASubset => (4.0 * cnn_e, 0.0, 0.0),
+        Experiment::B1 => (0.0, 0.0, dae_e * (stack + 0.25)),
+        Experiment::B2 => (0.0, 2.0 * mlp_e, 0.0),
+        Experiment::B3 => (0.0, mlp_e, dae_e * stack),
+        Experiment::BSubset => (0.0, 3.0 * mlp_e, 0.0),
         Experiment::All => (0.0, 0.0, 0.0),
     }
 }
@@ -158,6 +155,17 @@ pub fn run_all(
     } else {
         opts.threads
     };
+    // Every stage's images first: a subset larger than the data stops the
+    // study here rather than after the stages before it have trained.
+    let used = stages
+        .iter()
+        .map(|&s| {
+            stage_sizes(s, data, opts).map_err(|e| match e {
+                ExpError::Config(m) => ExpError::Config(format!("stage {}: {m}", s.name())),
+                e => e,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     if plan {
         crate::note!(
             "vcortex study: {} stages, SIMD {SIMD_LEVEL}, {threads} threads, output in {}",
@@ -166,21 +174,22 @@ pub fn run_all(
         );
         if opts.quick {
             crate::note!(
-                "--quick: at most {QUICK_TRAIN}/{QUICK_TEST} images and a few epochs per run; \
-                 the stage titles below name the study's full settings"
+                "--quick: at most {QUICK_TRAIN}/{QUICK_TEST} images and a few epochs per run \
+                 (the images each stage uses are listed; its title names the study's settings)"
             );
         }
         crate::note!("measuring speed for the estimate...");
         let (cnn, mlp, dae) = measure_speed(data, opts)?;
         let mut total = 0.0;
-        for &s in stages {
-            let (c, m, d) = workload(s, opts.quick);
+        for (&s, used) in stages.iter().zip(&used) {
+            let (c, m, d) = workload(s, opts, used.train);
             let est = c * cnn + m * mlp + d * dae;
             total += est;
             crate::note!(
-                "  {:<10} ~{:>7}  {}",
+                "  {:<10} ~{:>7}  {:>11}  {}",
                 s.name(),
                 format_duration(est),
+                format!("{}/{}", used.train, used.test),
                 s.title()
             );
         }

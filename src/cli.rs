@@ -56,19 +56,30 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Timed epochs per item (passes over the test set for inference); the median is shown.
-    #[arg(long, alias = "repeat", value_name = "N", default_value_t = 1)]
+    #[arg(
+        long,
+        alias = "repeat",
+        value_name = "N",
+        default_value_t = 1,
+        allow_hyphen_values = true
+    )]
     pub epochs: usize,
     /// Use the first N training images.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub train_size: Option<usize>,
     /// Use the first N test images for inference.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub test_size: Option<usize>,
     /// Minibatch size.
-    #[arg(long, value_name = "N", default_value_t = 128)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 128,
+        allow_hyphen_values = true
+    )]
     pub batch_size: usize,
     /// Seed of the initialisation, shuffles and noise.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub seed: u64,
     /// Only these items (comma-separated); the default is every item but
     /// dae2 and dae3.
@@ -139,7 +150,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR", default_value = "runs")]
     pub out: PathBuf,
     /// Seed of every random draw (initialisation, shuffles, noise).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub seed: u64,
     /// A reduced version of each experiment (few epochs on small subsets), for a smoke test.
     #[arg(long)]
@@ -148,30 +159,30 @@ pub struct RunArgs {
     #[arg(long)]
     pub resume: bool,
     /// Epochs of every training run (per layer for DAE pre-training).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub epochs: Option<usize>,
     /// Use the first N training images.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub train_size: Option<usize>,
     /// Use the first N test images.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub test_size: Option<usize>,
     /// Learning rate of every training run.
-    #[arg(long, value_name = "LR", allow_hyphen_values = true)]
+    #[arg(long, value_name = "LR", allow_hyphen_values = true, value_parser = parse_f32)]
     pub lr: Option<f32>,
     /// Momentum coefficient of b3's pre-training (the study's 0.1); a2 and
     /// a-subset compare the fixed values 0.1 and 0.9.
-    #[arg(long, value_name = "GAMMA", allow_hyphen_values = true)]
+    #[arg(long, value_name = "GAMMA", allow_hyphen_values = true, value_parser = parse_f32)]
     pub momentum: Option<f32>,
     /// L2 weight decay inside the update.
-    #[arg(long, value_name = "DECAY", allow_hyphen_values = true)]
+    #[arg(long, value_name = "DECAY", allow_hyphen_values = true, value_parser = parse_f32)]
     pub decay: Option<f32>,
     /// Minibatch size.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub batch_size: Option<usize>,
-    /// DAE pre-training scheme.
-    #[arg(long, value_enum, default_value = "image-space")]
-    pub scheme: DaeSchemeArg,
+    /// DAE pre-training scheme of b1's and b3's stacks [default: image-space].
+    #[arg(long, value_enum)]
+    pub scheme: Option<DaeSchemeArg>,
     /// No progress bars or lines.
     #[arg(long)]
     pub no_progress: bool,
@@ -192,6 +203,24 @@ pub struct DataArgs {
     /// Fashion-MNIST and KMNIST directories work too.
     #[arg(long = "data", value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     pub dir: PathBuf,
+}
+
+/// An f32 flag's value. A number that f32 cannot hold (1e-46 rounds to 0,
+/// 1e39 to infinity) is refused as such, rather than checked later as the 0
+/// or infinity it would become; NaN and infinities pass through to the
+/// settings' own checks.
+fn parse_f32(text: &str) -> Result<f32, String> {
+    let wide: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number: {text}"))?;
+    let value = wide as f32;
+    if wide.is_finite() && wide != 0.0 && (value == 0.0 || value.is_infinite()) {
+        return Err(format!(
+            "{text} is outside the range of 32-bit floats (about 1.4e-45 to 3.4e38)"
+        ));
+    }
+    Ok(value)
 }
 
 /// Arguments of `vcortex info`.
@@ -268,7 +297,20 @@ fn run_experiment(args: &RunArgs, threads: usize) -> Result<(), Error> {
     opts.momentum = args.momentum;
     opts.decay = args.decay;
     opts.batch_size = args.batch_size;
-    opts.scheme = args.scheme;
+    // Like --momentum (checked with the other settings), --scheme is
+    // refused where no run would use it rather than ignored.
+    if let Some(scheme) = args.scheme {
+        if !matches!(
+            args.experiment,
+            Experiment::B1 | Experiment::B3 | Experiment::All
+        ) {
+            return Err(Error::Usage(format!(
+                "--scheme sets how b1's and b3's stacks pre-train; {} has no run it applies to",
+                args.experiment.name()
+            )));
+        }
+        opts.scheme = scheme;
+    }
     // args_os: an argument that is not UTF-8 (a path) must not panic here.
     opts.command = std::env::args_os()
         .map(|a| shell_quote(&a.to_string_lossy()))

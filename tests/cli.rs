@@ -266,9 +266,39 @@ fn output_and_flag_errors_say_what_is_wrong() {
         "--lr must be a positive number, got -inf",
     );
     check(&["--decay", "-0.5"], "--decay must be >= 0");
+    // Refused by the argument parser (its message ends in a --help hint).
+    let parser_refuses = |extra: &[&str], expected: &str| {
+        let output = vcortex(&a1_args(data, extra));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(expected),
+            "{stderr}"
+        );
+    };
+    // Numbers f32 cannot hold are named as such, not as the 0 they round to.
+    parser_refuses(
+        &["--lr", "1e-46"],
+        "1e-46 is outside the range of 32-bit floats",
+    );
+    parser_refuses(
+        &["--decay", "1e39"],
+        "1e39 is outside the range of 32-bit floats",
+    );
+    // A negative count reaches the number parser (clap would otherwise
+    // suggest '-- -1', which is wrong for an option).
+    parser_refuses(
+        &["--batch-size", "-1"],
+        "invalid value '-1' for '--batch-size <N>'",
+    );
     // --momentum belongs to b3: a1 has no momentum, a2 compares fixed values.
     for stage in ["a1", "a2"] {
         let args = ["run", stage, "--data", data, "--momentum", "0.5"];
+        assert_fails_with(&args, &format!("{stage} has no run it applies to"));
+    }
+    // --scheme belongs to the stacks of b1 and b3.
+    for stage in ["a1", "b2", "b-subset"] {
+        let args = ["run", stage, "--data", data, "--scheme", "layer-local"];
         assert_fails_with(&args, &format!("{stage} has no run it applies to"));
     }
     // --data pointing at a file.

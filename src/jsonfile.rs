@@ -1,6 +1,7 @@
-//! JSON files the runs leave behind (summary.json, study.json, the bench's
-//! report): written atomically, so an interrupted run never leaves half a
-//! file where a reader (the report, a script) expects a whole one.
+//! Files the runs leave behind (summary.json, study.json, the bench's
+//! report, the figures' PNG bytes): written atomically, so an interrupted or
+//! failed write (a full disk) never leaves half a file where a reader (the
+//! report, a script, an image viewer) expects a whole one.
 
 use std::fs;
 use std::io::{self, Write};
@@ -39,19 +40,24 @@ pub fn write_target(path: &Path) -> (PathBuf, bool) {
 /// On failure nothing of the temporary file is left, and `path` comes with
 /// the error.
 pub fn write_text_atomic(path: &Path, text: &str) -> Result<(), (PathBuf, io::Error)> {
+    write_bytes_atomic(path, text.as_bytes())
+}
+
+/// [`write_text_atomic`] for bytes.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, io::Error)> {
     let fail = |e| (path.to_path_buf(), e);
     let (target, special) = write_target(path);
     if special {
         return fs::OpenOptions::new()
             .write(true)
             .open(&target)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .and_then(|mut f| f.write_all(bytes))
             .map_err(fail);
     }
     let mut tmp = target.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, text)
+    fs::write(&tmp, bytes)
         .and_then(|()| fs::rename(&tmp, &target))
         .map_err(|e| {
             let _ = fs::remove_file(&tmp);

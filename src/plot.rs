@@ -110,10 +110,9 @@ pub struct LineChart {
 /// Draws `chart` into a PNG of [`LINE_CHART_SIZE`] at `path`.
 pub fn line_chart(path: &Path, chart: &LineChart) -> Result<(), PlotError> {
     check_png_path(path)?;
-    let root = BitMapBackend::new(path, LINE_CHART_SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| draw_error(path, e))?;
-    draw_line_chart(&root, chart).map_err(|e| draw_error(path, e))?;
-    root.present().map_err(|e| draw_error(path, e))
+    render_png(path, LINE_CHART_SIZE, |root| {
+        draw_line_chart(root, chart).map_err(|e| draw_error(path, e))
+    })
 }
 
 /// Draws several charts side by side (e.g. test accuracy and training cost) under one optional title, each panel
@@ -128,21 +127,48 @@ pub fn line_chart_panels(
         return Err(invalid(path, "no panels to draw"));
     }
     let size = line_chart_panels_size(title, panels.len());
-    let root = BitMapBackend::new(path, size).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| draw_error(path, e))?;
-    let body = match title {
-        Some(title) => root
-            .titled(
-                title,
-                (FONT, TITLE_FONT_PX + 4).into_font().color(&TEXT_COLOUR),
-            )
-            .map_err(|e| draw_error(path, e))?,
-        None => root.clone(),
-    };
-    for (area, chart) in body.split_evenly((1, panels.len())).iter().zip(panels) {
-        draw_line_chart(area, chart).map_err(|e| draw_error(path, e))?;
+    render_png(path, size, |root| {
+        let body = match title {
+            Some(title) => root
+                .titled(
+                    title,
+                    (FONT, TITLE_FONT_PX + 4).into_font().color(&TEXT_COLOUR),
+                )
+                .map_err(|e| draw_error(path, e))?,
+            None => root.clone(),
+        };
+        for (area, chart) in body.split_evenly((1, panels.len())).iter().zip(panels) {
+            draw_line_chart(area, chart).map_err(|e| draw_error(path, e))?;
+        }
+        Ok(())
+    })
+}
+
+/// Draws with `draw` on a white canvas of `size` in memory, then writes it
+/// to `path` as a PNG, atomically (`jsonfile::write_bytes_atomic`): a
+/// failed write (a full disk) leaves no truncated figure, and its error is
+/// the file system's own, not the drawing library's debug text.
+fn render_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<(), PlotError>,
+) -> Result<(), PlotError> {
+    let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| draw_error(path, e))?;
+        draw(&root)?;
+        root.present().map_err(|e| draw_error(path, e))?;
     }
-    root.present().map_err(|e| draw_error(path, e))
+    let canvas = image::ImageBuffer::<image::Rgb<u8>, &[u8]>::from_raw(size.0, size.1, &pixels)
+        .ok_or_else(|| draw_error(path, "internal error: the canvas has the wrong size"))?;
+    // The encoder and settings plotters' own `present` uses for a file, so
+    // the bytes are the same as before.
+    let mut png = std::io::Cursor::new(Vec::new());
+    canvas
+        .write_to(&mut png, image::ImageOutputFormat::Png)
+        .map_err(|e| draw_error(path, e))?;
+    crate::jsonfile::write_bytes_atomic(path, png.get_ref()).map_err(|(_, e)| draw_error(path, e))
 }
 
 /// Pixel size of the PNG that [`line_chart_panels`] writes.
@@ -913,9 +939,22 @@ fn draw_bands(
     shared_range: Option<(f32, f32)>,
 ) -> Result<(), PlotError> {
     let size = canvas_size(title, bands);
-    let root = BitMapBackend::new(path, size).into_drawing_area();
+    render_png(path, size, |root| {
+        draw_bands_on(root, path, title, bands, normalise, colormap, shared_range)
+    })
+}
+
+fn draw_bands_on(
+    root: &DrawingArea<BitMapBackend<'_>, Shift>,
+    path: &Path,
+    title: &str,
+    bands: &[Band<'_>],
+    normalise: Normalise,
+    colormap: Colormap,
+    shared_range: Option<(f32, f32)>,
+) -> Result<(), PlotError> {
+    let size = root.dim_in_pixel();
     let err = |e: DrawingAreaErrorKind<_>| draw_error(path, e);
-    root.fill(&WHITE).map_err(err)?;
     let mut y = MARGIN as i32;
     if !title.is_empty() {
         let style = (FONT, TITLE_FONT_PX)
@@ -976,7 +1015,7 @@ fn draw_bands(
         }
         y += (band.height() - band.label_h() + 2 * TILE_GAP) as i32;
     }
-    root.present().map_err(err)
+    Ok(())
 }
 
 #[cfg(test)]

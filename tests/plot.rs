@@ -270,6 +270,19 @@ fn unwritable_path_is_an_error_naming_the_path() {
     std::fs::create_dir(&dir_as_file).unwrap();
     let err = image_grid(&dir_as_file, &grid).unwrap_err();
     assert!(err.to_string().contains("taken.png"), "{err}");
+
+    // The file system's own words, not the drawing library's debug text; and
+    // the figure is written whole or not at all: no temporary file is left.
+    let msg = err.to_string();
+    assert!(
+        !msg.contains("ImageError") && !msg.contains("backend"),
+        "{msg}"
+    );
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["taken.png"], "{names:?}");
 }
 
 #[test]

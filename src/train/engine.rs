@@ -871,7 +871,7 @@ fn run<T: Task + Send>(
             optimizer_state: opt.buf.clone(),
         }
         .save(&ck_path)?;
-        report::append_csv(dir, layer, &m)?;
+        report::write_csv(dir, layer, &metrics)?;
         summary(&metrics, task)?;
         progress.finish(&m);
         if on_epoch(&m, task).is_break() {

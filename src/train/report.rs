@@ -1,7 +1,5 @@
 //! metrics.csv and summary.json of a run folder.
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use serde_json::{json, Map, Value};
@@ -32,7 +30,9 @@ fn csv_line(layer: Option<usize>, m: &EpochMetrics) -> String {
     }
 }
 
-/// Rewrites metrics.csv with a header and `metrics` (start or resume).
+/// Rewrites metrics.csv with a header and `metrics`, atomically (at the
+/// start and after every epoch: a few hundred short lines at most), so a
+/// full disk or a kill never leaves half a line for a reader to trip on.
 pub fn write_csv(
     dir: &Path,
     layer: Option<usize>,
@@ -46,18 +46,7 @@ pub fn write_csv(
     for m in metrics {
         text.push_str(&csv_line(layer, m));
     }
-    fs::write(&path, text).map_err(|e| TrainError::io(&path, e))
-}
-
-/// Appends one epoch to metrics.csv.
-pub fn append_csv(dir: &Path, layer: Option<usize>, m: &EpochMetrics) -> Result<(), TrainError> {
-    let path = dir.join("metrics.csv");
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .map_err(|e| TrainError::io(&path, e))?;
-    f.write_all(csv_line(layer, m).as_bytes())
-        .map_err(|e| TrainError::io(&path, e))
+    crate::jsonfile::write_text_atomic(&path, &text).map_err(|(path, e)| TrainError::io(&path, e))
 }
 
 /// The engine's summary keys for `metrics`.

@@ -188,8 +188,12 @@ fn gz_files_are_decompressed_once_beside_the_archive_and_verified() {
     for (name, bytes) in &tiny.files {
         assert_eq!(&fs::read(dir.path().join(name)).unwrap(), bytes);
     }
-    // No temporary files are left behind; a second load maps the cache.
-    assert_eq!(file_names(dir.path()).len(), 9);
+    // No temporary files are left behind (4 archives, 4 copies, the copies'
+    // records of their archives and the checksum list); a second load maps
+    // the cache.
+    let names = file_names(dir.path());
+    assert_eq!(names.len(), 13, "{names:?}");
+    assert_eq!(names.iter().filter(|n| n.ends_with(".from-gz")).count(), 4);
     let again = Dataset::load_with(dir.path(), &beside_only()).unwrap();
     assert_eq!(again.train().images, dataset.train().images);
 }
@@ -464,4 +468,34 @@ fn pixel_mean_samples_images_beyond_its_budget() {
     assert_eq!(split.pixel_mean_within(1), (0.0, 1));
     let none = vcortex::data::Split::in_memory(&[], &[], 2, 2);
     assert_eq!(none.pixel_mean_within(1), (0.0, 0));
+}
+
+/// A copy decompressed beside its archive follows the archive: kept while
+/// the `.gz` holds the same bytes (even rewritten), decompressed again once
+/// another dataset's `.gz` replaces it. A raw file with no record of its
+/// source is the user's own and stays preferred over its `.gz`.
+#[test]
+fn a_replaced_archive_is_decompressed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let train_count = || {
+        let dataset = Dataset::load_with(dir.path(), &beside_only()).unwrap();
+        dataset.train().count
+    };
+    Tiny::new(3, 2).write_gz(dir.path());
+    assert_eq!(train_count(), 3);
+    let raw = dir.path().join(TRAIN_IMAGES);
+    let made = fs::metadata(&raw).unwrap().modified().unwrap();
+    Tiny::new(3, 2).write_gz(dir.path());
+    assert_eq!(train_count(), 3);
+    assert_eq!(fs::metadata(&raw).unwrap().modified().unwrap(), made);
+    Tiny::new(5, 2).write_gz(dir.path());
+    assert_eq!(train_count(), 5);
+    for entry in fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with(".from-gz") {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    Tiny::new(7, 2).write_gz(dir.path());
+    assert_eq!(train_count(), 5);
 }

@@ -9,7 +9,9 @@
 //!
 //! Every cache file is written to a temporary file, checked (exact size, and the
 //! SHA-256 from `SHA256SUMS.raw` where listed) and only then renamed into place,
-//! so a cache file that exists is complete.
+//! so a cache file that exists is complete. A copy made beside the archive
+//! keeps a record of that archive ([`SOURCE_RECORD_SUFFIX`]), so that an
+//! archive replaced later is decompressed again instead of shadowed by it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
@@ -177,7 +179,11 @@ pub fn open_archive(
                 if target.is_file() {
                     return IdxFile::open(&target);
                 }
-                decompress_to_file(gz, &target, expected_digest, checksums.path())
+                let made = decompress_to_file(gz, &target, expected_digest, checksums.path());
+                if made.is_ok() {
+                    record_source(gz, &target);
+                }
+                made
             }
             CacheLocation::Directory(dir) => {
                 let key = file_sha256(gz)?;
@@ -218,6 +224,76 @@ pub fn open_archive(
         action: "decompress (no cache location configured)",
         source: io::Error::other("empty cache list"),
     }))
+}
+
+/// Suffix of the record beside a cache file decompressed next to its
+/// archive: the archive's length, modification time and SHA-256, so that an
+/// archive replaced later is noticed ([`beside_cache_is_stale`]). A raw file
+/// without one is the user's own, and always preferred.
+pub const SOURCE_RECORD_SUFFIX: &str = ".from-gz";
+
+fn source_record_path(raw: &Path) -> PathBuf {
+    let mut path = raw.as_os_str().to_owned();
+    path.push(SOURCE_RECORD_SUFFIX);
+    PathBuf::from(path)
+}
+
+/// The archive's length and modification time (ns since the epoch).
+fn archive_stamp(gz: &Path) -> Option<(u64, u128)> {
+    let meta = fs::metadata(gz).ok()?;
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some((meta.len(), modified.as_nanos()))
+}
+
+/// Writes the record of `raw`'s source `gz` (best effort: without it the
+/// cache file is taken for the user's own, as before records existed).
+fn record_source(gz: &Path, raw: &Path) {
+    let (Some((len, modified)), Ok(digest)) = (archive_stamp(gz), file_sha256(gz)) else {
+        return;
+    };
+    let record = format!("{len} {modified} {digest}\n");
+    let _ = crate::jsonfile::write_text_atomic(&source_record_path(raw), &record);
+}
+
+/// Whether `raw`, decompressed beside its archive `gz` by an earlier run,
+/// came from another archive than the one there now (the `.gz` was
+/// replaced): the caller then removes it and decompresses again. The
+/// archive is hashed only when its length or time changed; a touched but
+/// equal archive gets its record refreshed. False for a raw file with no
+/// record (the user's own).
+pub fn beside_cache_is_stale(raw: &Path, gz: &Path) -> Result<bool, DataError> {
+    let record_path = source_record_path(raw);
+    let Ok(record) = fs::read_to_string(&record_path) else {
+        return Ok(false);
+    };
+    let mut fields = record.split_whitespace();
+    let (len, modified, digest) = (fields.next(), fields.next(), fields.next());
+    let stamp = archive_stamp(gz);
+    let recorded = len
+        .and_then(|l| l.parse::<u64>().ok())
+        .zip(modified.and_then(|m| m.parse::<u128>().ok()));
+    if stamp.is_some() && stamp == recorded {
+        return Ok(false);
+    }
+    if digest == Some(file_sha256(gz)?.as_str()) {
+        record_source(gz, raw);
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Removes a stale beside-archive cache file and its record.
+pub fn remove_beside_cache(raw: &Path) -> Result<(), DataError> {
+    let _ = fs::remove_file(source_record_path(raw));
+    fs::remove_file(raw).map_err(|source| DataError::Io {
+        path: raw.to_path_buf(),
+        action: "remove the outdated decompressed copy",
+        source,
+    })
 }
 
 fn file_sha256(path: &Path) -> Result<String, DataError> {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::cache::{open_archive, ChecksumList, LoadOptions};
+use super::cache::{self, open_archive, ChecksumList, LoadOptions};
 use super::error::DataError;
 use super::idx::{IdxFile, IdxRole};
 use super::{Split, NUM_CLASSES};
@@ -150,10 +150,18 @@ pub fn open_dataset_file(
     options: &LoadOptions,
 ) -> Result<IdxFile, DataError> {
     let raw = dir.join(name);
-    if raw.exists() {
-        return IdxFile::open(&raw);
-    }
     let gz = dir.join(format!("{name}.gz"));
+    if raw.exists() {
+        // Unless it is an earlier run's copy of a `.gz` replaced since.
+        if !(gz.is_file() && cache::beside_cache_is_stale(&raw, &gz)?) {
+            return IdxFile::open(&raw);
+        }
+        crate::note!(
+            "note: {} changed since it was decompressed: decompressing it again",
+            gz.display()
+        );
+        cache::remove_beside_cache(&raw)?;
+    }
     if gz.exists() {
         // Not opened unless a regular file: a named pipe would block the open.
         if !gz.is_file() {

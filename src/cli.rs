@@ -238,6 +238,16 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     crate::train::compute_pool_builder(cli.threads)
         .build_global()
         .map_err(Error::ThreadPool)?;
+    let (threads, cores) = (
+        rayon::current_num_threads(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
+    if threads > cores && !matches!(cli.command, Command::Report(_)) {
+        crate::note!(
+            "note: {threads} threads on {cores} cores: the threads take turns on the cores, \
+             so the work is slower than with {cores}"
+        );
+    }
     match cli.command {
         Command::Info(args) => info(&args),
         Command::Run(args) => run_experiment(&args, cli.threads),

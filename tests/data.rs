@@ -499,3 +499,49 @@ fn a_replaced_archive_is_decompressed_again() {
     Tiny::new(7, 2).write_gz(dir.path());
     assert_eq!(train_count(), 5);
 }
+
+/// An archive whose data is whole but followed by bytes that are not gzip is
+/// refused, and the message says where the damage is.
+#[test]
+fn bytes_after_the_gzip_data_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = Tiny::new(3, 2);
+    tiny.write_gz(dir.path());
+    let path = dir.path().join(format!("{TRAIN_IMAGES}.gz"));
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"\x1f\x8b not a second member");
+    fs::write(&path, bytes).unwrap();
+    let err = Dataset::load_with(dir.path(), &memory_only()).unwrap_err();
+    assert!(matches!(err, DataError::Gzip { .. }), "{err}");
+    assert!(err.to_string().contains("after all of the data"), "{err}");
+}
+
+/// A dangling link or a loop in place of a file is named as such, not
+/// reported as a missing file.
+#[cfg(unix)]
+#[test]
+fn broken_links_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    Tiny::new(3, 2).write_raw(dir.path());
+    let raw = dir.path().join(TRAIN_IMAGES);
+    fs::remove_file(&raw).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &raw).unwrap();
+    let err = Dataset::load_with(dir.path(), &memory_only()).unwrap_err();
+    assert!(
+        err.to_string().contains("cannot follow the symbolic link"),
+        "{err}"
+    );
+    assert!(err.to_string().contains(TRAIN_IMAGES), "{err}");
+    fs::remove_file(&raw).unwrap();
+    let (a, b) = (
+        dir.path().join("a"),
+        dir.path().join(format!("{TRAIN_IMAGES}.gz")),
+    );
+    std::os::unix::fs::symlink(&b, &a).unwrap();
+    std::os::unix::fs::symlink(&a, &b).unwrap();
+    let err = Dataset::load_with(dir.path(), &memory_only()).unwrap_err();
+    assert!(
+        err.to_string().contains("cannot follow the symbolic link"),
+        "{err}"
+    );
+}

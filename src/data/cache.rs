@@ -71,6 +71,9 @@ pub fn default_cache_dir() -> Option<PathBuf> {
             .map(PathBuf::from)
             .filter(|p| p.is_absolute())
     };
+    if std::env::var_os("VCORTEX_CACHE_DIR").is_some_and(|d| !Path::new(&d).is_absolute()) {
+        crate::note!("note: VCORTEX_CACHE_DIR is ignored: it must be an absolute path");
+    }
     absolute("VCORTEX_CACHE_DIR")
         .or_else(|| absolute("XDG_CACHE_HOME").map(|p| p.join("vcortex")))
         .or_else(|| absolute("HOME").map(|p| p.join(".cache").join("vcortex")))
@@ -535,6 +538,12 @@ fn decompress(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // Every byte the header gives is out: the archive's end is bad
+            // (its last check, or bytes after it that are not gzip).
+            Err(e) if remaining == 0 => {
+                let e = io::Error::new(e.kind(), format!("{e}, after all of the data"));
+                return Err(gzip_error(e));
+            }
             Err(e) => return Err(gzip_error(e)),
         };
         if n > remaining {

@@ -151,6 +151,17 @@ pub fn open_dataset_file(
 ) -> Result<IdxFile, DataError> {
     let raw = dir.join(name);
     let gz = dir.join(format!("{name}.gz"));
+    // A link that leads nowhere (dangling, or a loop) is named as such, not
+    // reported as a missing file.
+    for path in [&raw, &gz] {
+        if let (Ok(_), Err(source)) = (std::fs::symlink_metadata(path), std::fs::metadata(path)) {
+            return Err(DataError::Io {
+                path: path.clone(),
+                action: "follow the symbolic link",
+                source,
+            });
+        }
+    }
     if raw.exists() {
         // Unless it is an earlier run's copy of a `.gz` replaced since.
         if !(gz.is_file() && cache::beside_cache_is_stale(&raw, &gz)?) {

@@ -106,8 +106,9 @@ impl fmt::Display for DataError {
             }
             DataError::GzipTooLarge { path, limit } => write!(
                 f,
-                "{}: decompresses to more than {limit} bytes, more than its IDX header allows; \
-                 refusing to decompress further",
+                "{}: decompresses to more than the {limit} bytes its IDX header gives (a \
+                 corrupt archive, or a file with a wrong header); refusing to decompress \
+                 further",
                 path.display()
             ),
             DataError::ImplausibleSize {

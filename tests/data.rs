@@ -449,8 +449,8 @@ fn stale_decompression_leftovers_are_removed() {
     assert!(unseen.exists());
 }
 
-/// A mean over more pixel bytes than allowed reads evenly spaced whole
-/// images, and says how many (what `info` prints for a huge file).
+/// A mean over more pixel bytes than allowed reads evenly spaced runs of
+/// whole images, and says how many (what `info` prints for a huge file).
 #[test]
 fn pixel_mean_samples_images_beyond_its_budget() {
     // 10 images of 2x2; image i's pixels all equal 10 i.
@@ -458,16 +458,16 @@ fn pixel_mean_samples_images_beyond_its_budget() {
     let labels = [0u8; 10];
     let split = vcortex::data::Split::in_memory(&images, &labels, 2, 2);
     let all = (1800.0 / (255.0 * 40.0), 10);
-    assert_eq!(split.pixel_mean_within(40), all);
+    assert_eq!(split.pixel_mean_within(40, 2), all);
     assert_eq!(split.pixel_mean(), all.0);
-    // 9 images fit: every 2nd, images 0, 2, .., 8 (sum 4 x 200).
-    assert_eq!(split.pixel_mean_within(39), (800.0 / (255.0 * 20.0), 5));
-    // 3 fit: every 4th, images 0, 4, 8 (sum 4 x 120).
-    assert_eq!(split.pixel_mean_within(12), (480.0 / (255.0 * 12.0), 3));
+    // 4 images fit, in 2 runs of 2: images 0, 1 and 5, 6 (sum 4 x 120).
+    assert_eq!(split.pixel_mean_within(16, 2), (480.0 / (255.0 * 16.0), 4));
+    // 3 fit, in at most 3 runs of 1: images 0, 3 and 6 (sum 4 x 90).
+    assert_eq!(split.pixel_mean_within(12, 64), (360.0 / (255.0 * 12.0), 3));
     // Not even one fits: image 0 alone.
-    assert_eq!(split.pixel_mean_within(1), (0.0, 1));
+    assert_eq!(split.pixel_mean_within(1, 64), (0.0, 1));
     let none = vcortex::data::Split::in_memory(&[], &[], 2, 2);
-    assert_eq!(none.pixel_mean_within(1), (0.0, 0));
+    assert_eq!(none.pixel_mean_within(1, 64), (0.0, 0));
 }
 
 /// A copy decompressed beside its archive follows the archive: kept while

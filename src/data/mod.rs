@@ -96,25 +96,37 @@ impl Split<'_> {
 
     /// Mean pixel value scaled to [0, 1] (0 for an empty split).
     pub fn pixel_mean(&self) -> f64 {
-        self.pixel_mean_within(usize::MAX).0
+        self.pixel_mean_within(usize::MAX, 1).0
     }
 
     /// Mean pixel value scaled to [0, 1] (0 for an empty split) over at most
     /// `max_bytes` of pixels, and how many images it read: all of them where
-    /// they fit, else images 0, s, 2s, ... for the least stride s that fits
-    /// (at least one image), so a huge file is summarised in bounded time.
-    pub fn pixel_mean_within(&self, max_bytes: usize) -> (f64, usize) {
+    /// they fit, else `runs` evenly spaced runs of consecutive images (fewer
+    /// where fewer images fit), so a huge file is summarised in bounded time
+    /// with a few long reads rather than many scattered ones.
+    pub fn pixel_mean_within(&self, max_bytes: usize, runs: usize) -> (f64, usize) {
         let len = self.image_len();
         if self.count == 0 || len == 0 {
             return (0.0, self.count);
         }
-        let stride = self.count.div_ceil((max_bytes / len).max(1));
-        // u64 cannot overflow: at most 255 per byte of an addressable slice.
-        let sum: u64 = (0..self.count)
-            .step_by(stride)
-            .map(|i| self.image(i).iter().map(|&p| u64::from(p)).sum::<u64>())
+        let fit = (max_bytes / len).max(1);
+        let sum_of = |images: &[u8]| images.iter().map(|&p| u64::from(p)).sum::<u64>();
+        if fit >= self.count {
+            // u64 cannot overflow: at most 255 per byte of an addressable slice.
+            return (
+                sum_of(self.images) as f64 / (255.0 * self.images.len() as f64),
+                self.count,
+            );
+        }
+        let runs = runs.clamp(1, fit);
+        let per_run = fit / runs;
+        let sum: u64 = (0..runs)
+            .map(|r| {
+                let first = r * self.count / runs;
+                sum_of(&self.images[first * len..(first + per_run) * len])
+            })
             .sum();
-        let read = self.count.div_ceil(stride);
+        let read = runs * per_run;
         (sum as f64 / (255.0 * (read * len) as f64), read)
     }
 }

@@ -289,14 +289,18 @@ pub fn beside_cache_is_stale(raw: &Path, gz: &Path) -> Result<bool, DataError> {
     Ok(true)
 }
 
-/// Removes a stale beside-archive cache file and its record.
+/// Removes a stale beside-archive cache file and its record (already gone
+/// is fine: another process loading the same directory got there first).
 pub fn remove_beside_cache(raw: &Path) -> Result<(), DataError> {
     let _ = fs::remove_file(source_record_path(raw));
-    fs::remove_file(raw).map_err(|source| DataError::Io {
-        path: raw.to_path_buf(),
-        action: "remove the outdated decompressed copy",
-        source,
-    })
+    match fs::remove_file(raw) {
+        Err(source) if source.kind() != io::ErrorKind::NotFound => Err(DataError::Io {
+            path: raw.to_path_buf(),
+            action: "remove the outdated decompressed copy",
+            source,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn file_sha256(path: &Path) -> Result<String, DataError> {

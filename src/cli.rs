@@ -61,25 +61,25 @@ pub struct BenchArgs {
         alias = "repeat",
         value_name = "N",
         default_value_t = 1,
-        allow_hyphen_values = true
+        allow_negative_numbers = true
     )]
     pub epochs: usize,
     /// Use the first N training images.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub train_size: Option<usize>,
     /// Use the first N test images for inference.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub test_size: Option<usize>,
     /// Minibatch size.
     #[arg(
         long,
         value_name = "N",
         default_value_t = 128,
-        allow_hyphen_values = true
+        allow_negative_numbers = true
     )]
     pub batch_size: usize,
     /// Seed of the initialisation, shuffles and noise.
-    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     pub seed: u64,
     /// Only these items (comma-separated); the default is every item but
     /// dae2 and dae3.
@@ -150,7 +150,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR", default_value = "runs")]
     pub out: PathBuf,
     /// Seed of every random draw (initialisation, shuffles, noise).
-    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     pub seed: u64,
     /// A reduced version of each experiment (few epochs on small subsets), for a smoke test.
     #[arg(long)]
@@ -159,13 +159,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub resume: bool,
     /// Epochs of every training run (per layer for DAE pre-training).
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub epochs: Option<usize>,
     /// Use the first N training images.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub train_size: Option<usize>,
     /// Use the first N test images.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub test_size: Option<usize>,
     /// Learning rate of every training run.
     #[arg(long, value_name = "LR", allow_hyphen_values = true, value_parser = parse_f32)]
@@ -178,7 +178,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DECAY", allow_hyphen_values = true, value_parser = parse_f32)]
     pub decay: Option<f32>,
     /// Minibatch size.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub batch_size: Option<usize>,
     /// DAE pre-training scheme of b1's and b3's stacks [default: image-space].
     #[arg(long, value_enum)]

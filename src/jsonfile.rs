@@ -21,24 +21,56 @@ pub fn write_atomic<T: Serialize + ?Sized>(
     write_text_atomic(path, &(text + "\n"))
 }
 
-/// Where a write to `path` goes: `path` itself, or what a symbolic link
-/// there names (so the link stays a link); and whether that is a device, a
-/// pipe or a socket (`/dev/stdout`, `/dev/null`, a process substitution),
-/// which is written through as a shell redirection would write it: renaming
-/// a file over it would replace it.
-pub fn write_target(path: &Path) -> (PathBuf, bool) {
+/// Where a write to a path goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WriteTarget {
+    /// `/dev/stdout` and its aliases: this process's standard output, written
+    /// through its handle (opened again by name, a redirected file would be
+    /// written from its start, over what the process printed before).
+    Stdout,
+    /// `/dev/stderr` and its aliases.
+    Stderr,
+    /// A device, a pipe, a socket, or anything named under `/dev` or
+    /// `/proc` (a process substitution's `/dev/fd/63`): opened and appended
+    /// to, as a shell's `>>` would; renaming a file over it would replace it.
+    Through(PathBuf),
+    /// A file (or a new one), replaced atomically; a symbolic link is
+    /// followed, so the link stays a link.
+    Replace(PathBuf),
+}
+
+/// Where a write to `path` goes ([`WriteTarget`]).
+pub fn write_target(path: &Path) -> WriteTarget {
+    let given = path.as_os_str();
+    if ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"]
+        .map(std::ffi::OsStr::new)
+        .contains(&given)
+    {
+        return WriteTarget::Stdout;
+    }
+    if ["/dev/stderr", "/dev/fd/2", "/proc/self/fd/2"]
+        .map(std::ffi::OsStr::new)
+        .contains(&given)
+    {
+        return WriteTarget::Stderr;
+    }
     let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let system = |p: &Path| p.starts_with("/dev") || p.starts_with("/proc");
     let special = fs::metadata(&target).is_ok_and(|m| !m.is_file() && !m.is_dir());
-    (target, special)
+    if special || system(path) || system(&target) {
+        WriteTarget::Through(path.to_path_buf())
+    } else {
+        WriteTarget::Replace(target)
+    }
 }
 
 /// Writes `text` to a temporary file of this process beside `path` (beside
 /// what it names, if a symbolic link) and renames it into place, so that a
 /// reader sees the old file or the new one, and two processes writing the
 /// same file (a `vcortex report` beside a finishing run) each replace it
-/// whole; a device or a pipe is written through instead ([`write_target`]).
-/// On failure nothing of the temporary file is left, and `path` comes with
-/// the error.
+/// whole; standard output, a device or a pipe is written through instead
+/// ([`write_target`]). On failure nothing of the temporary file is left,
+/// and `path` comes with the error.
 pub fn write_text_atomic(path: &Path, text: &str) -> Result<(), (PathBuf, io::Error)> {
     write_bytes_atomic(path, text.as_bytes())
 }
@@ -46,14 +78,19 @@ pub fn write_text_atomic(path: &Path, text: &str) -> Result<(), (PathBuf, io::Er
 /// [`write_text_atomic`] for bytes.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, io::Error)> {
     let fail = |e| (path.to_path_buf(), e);
-    let (target, special) = write_target(path);
-    if special {
-        return fs::OpenOptions::new()
-            .write(true)
-            .open(&target)
-            .and_then(|mut f| f.write_all(bytes))
-            .map_err(fail);
-    }
+    let through = |out: &mut dyn Write| out.write_all(bytes).and_then(|()| out.flush());
+    let target = match write_target(path) {
+        WriteTarget::Stdout => return through(&mut io::stdout().lock()).map_err(fail),
+        WriteTarget::Stderr => return through(&mut io::stderr().lock()).map_err(fail),
+        WriteTarget::Through(path) => {
+            let mut file = fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(fail)?;
+            return through(&mut file).map_err(fail);
+        }
+        WriteTarget::Replace(target) => target,
+    };
     let mut tmp = target.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
@@ -159,6 +196,21 @@ mod tests {
             assert_eq!(e.raw_os_error(), Some(28), "{e}");
             assert!(!fs::metadata(full).unwrap().is_file());
         }
+        // Where writes go: this process's own streams by handle, system
+        // paths through, files (links followed) replaced.
+        assert_eq!(write_target(Path::new("/dev/stdout")), WriteTarget::Stdout);
+        assert_eq!(
+            write_target(Path::new("/proc/self/fd/2")),
+            WriteTarget::Stderr
+        );
+        assert_eq!(
+            write_target(Path::new("/dev/fd/63")),
+            WriteTarget::Through("/dev/fd/63".into())
+        );
+        assert_eq!(
+            write_target(&link),
+            WriteTarget::Replace(fs::canonicalize(&real).unwrap())
+        );
         // Renaming onto a directory fails: the temporary file goes too.
         let sub = dir.path().join("sub");
         fs::create_dir(&sub).unwrap();

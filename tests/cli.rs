@@ -423,6 +423,40 @@ fn bench_only_names_an_empty_item() {
     assert!(stderr.contains("cnn-sgd, cnn-rmsprop, dae1"), "{stderr}");
 }
 
+/// `bench --json /dev/stdout` with standard output redirected to a file
+/// adds the JSON after the table instead of replacing the file with it.
+#[cfg(target_os = "linux")]
+#[test]
+fn bench_json_to_a_redirected_stdout_keeps_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_dataset(dir.path());
+    let out = dir.path().join("out.txt");
+    fs::write(&out, "kept\n").unwrap();
+    let appended = fs::OpenOptions::new().append(true).open(&out).unwrap();
+    let data = dir.path().to_str().unwrap();
+    let args = [
+        "--threads",
+        "1",
+        "bench",
+        "--data",
+        data,
+        "--only",
+        "cnn-infer",
+    ];
+    let status = Command::new(env!("CARGO_BIN_EXE_vcortex"))
+        .args(args)
+        .args(["--no-profile", "--json", "/dev/stdout"])
+        .stdout(appended)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = fs::read_to_string(&out).unwrap();
+    assert!(text.starts_with("kept\n"), "{text}");
+    let table = text.find("cnn-infer ").expect("the table");
+    let json = text.find("\"rows\"").expect("the JSON");
+    assert!(table < json, "{text}");
+}
+
 /// A named pipe in place of a data file is refused, not opened (opening one
 /// blocks until a writer appears).
 #[cfg(unix)]

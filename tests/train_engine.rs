@@ -393,10 +393,19 @@ fn a_failed_rerun_leaves_no_earlier_run_behind() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), 1);
     train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &cfg, None).unwrap();
+    // The earlier run's figures, as its summary lists them (the
+    // experiments add the list after training), and files of the caller's.
     let figure = dir.path().join("curves.png");
     std::fs::write(&figure, b"the earlier run's figure").unwrap();
-    let kept = dir.path().join("notes.txt");
-    std::fs::write(&kept, b"not vcortex's").unwrap();
+    let summary_path = dir.path().join("summary.json");
+    let mut summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    summary["figures"] = serde_json::json!([{"file": "curves.png", "caption": "c"}, "../x.png"]);
+    std::fs::write(&summary_path, summary.to_string()).unwrap();
+    let kept = [dir.path().join("notes.txt"), dir.path().join("mine.png")];
+    for file in &kept {
+        std::fs::write(file, b"not vcortex's").unwrap();
+    }
     assert!(dir.path().join("checkpoint.bin").exists());
     cfg.lr = 1e30;
     cfg.decay = 0.0;
@@ -404,7 +413,9 @@ fn a_failed_rerun_leaves_no_earlier_run_behind() {
     assert!(matches!(err, TrainError::NonFinite { .. }), "{err}");
     assert!(!dir.path().join("checkpoint.bin").exists());
     assert!(!figure.exists());
-    assert!(kept.exists());
+    assert!(kept.iter().all(|f| f.exists()));
+    let summary = std::fs::read_to_string(&summary_path).unwrap();
+    assert!(!summary.contains("curves.png"), "{summary}");
     let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1, "{csv}");
     cfg.resume = true;
@@ -452,6 +463,10 @@ fn bad_settings_are_reported_before_training() {
     c.optimizer = Optimizer::Momentum { gamma: 0.5 };
     c.decay = 60.0;
     expect_config(&c, "must be below 3");
+    // A product past f32 is shown from f64, not as inf.
+    let mut huge = base.clone();
+    (huge.lr, huge.decay) = (1e30, 1e30);
+    expect_config(&huge, "e60 must be below 2");
     c.decay = 59.0;
     let mut model = Mlp::new(&[64, 8, CLASSES], 1);
     train_classifier(&mut model, train, test, &c, None).unwrap();

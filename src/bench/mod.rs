@@ -640,12 +640,11 @@ pub fn check_json_target(path: &Path) -> Result<(), ExpError> {
             path.display()
         )));
     }
-    let (target, special) = crate::jsonfile::write_target(path);
-    if special {
-        // Written through at the end (a device or a pipe); opening a pipe
-        // now would wait for its reader.
+    let crate::jsonfile::WriteTarget::Replace(target) = crate::jsonfile::write_target(path) else {
+        // Written through at the end (standard output, a device or a pipe);
+        // opening a pipe now would wait for its reader.
         return Ok(());
-    }
+    };
     let mut probe = target.into_os_string();
     probe.push(format!(".probe-{}", std::process::id()));
     let probe = PathBuf::from(probe);

@@ -291,16 +291,21 @@ pub fn beside_cache_is_stale(raw: &Path, gz: &Path) -> Result<bool, DataError> {
 
 /// Removes a stale beside-archive cache file and its record (already gone
 /// is fine: another process loading the same directory got there first).
+/// The copy goes first: a copy left without its record would pass for the
+/// user's own file.
 pub fn remove_beside_cache(raw: &Path) -> Result<(), DataError> {
-    let _ = fs::remove_file(source_record_path(raw));
     match fs::remove_file(raw) {
-        Err(source) if source.kind() != io::ErrorKind::NotFound => Err(DataError::Io {
-            path: raw.to_path_buf(),
-            action: "remove the outdated decompressed copy",
-            source,
-        }),
-        _ => Ok(()),
+        Err(source) if source.kind() != io::ErrorKind::NotFound => {
+            return Err(DataError::Io {
+                path: raw.to_path_buf(),
+                action: "remove the outdated decompressed copy",
+                source,
+            })
+        }
+        _ => {}
     }
+    let _ = fs::remove_file(source_record_path(raw));
+    Ok(())
 }
 
 fn file_sha256(path: &Path) -> Result<String, DataError> {

@@ -151,17 +151,6 @@ pub fn open_dataset_file(
 ) -> Result<IdxFile, DataError> {
     let raw = dir.join(name);
     let gz = dir.join(format!("{name}.gz"));
-    // A link that leads nowhere (dangling, or a loop) is named as such, not
-    // reported as a missing file.
-    for path in [&raw, &gz] {
-        if let (Ok(_), Err(source)) = (std::fs::symlink_metadata(path), std::fs::metadata(path)) {
-            return Err(DataError::Io {
-                path: path.clone(),
-                action: "follow the symbolic link",
-                source,
-            });
-        }
-    }
     if raw.exists() {
         // Unless it is an earlier run's copy of a `.gz` replaced since.
         if !(gz.is_file() && cache::beside_cache_is_stale(&raw, &gz)?) {
@@ -179,6 +168,17 @@ pub fn open_dataset_file(
             return Err(DataError::NotAFile { path: gz });
         }
         return open_archive(&gz, name, checksums, options);
+    }
+    // Neither is usable: a link that leads nowhere (dangling, or a loop) is
+    // named as such, not reported as a missing file.
+    for path in [raw, gz] {
+        if let (Ok(_), Err(source)) = (std::fs::symlink_metadata(&path), std::fs::metadata(&path)) {
+            return Err(DataError::Io {
+                path,
+                action: "follow the symbolic link",
+                source,
+            });
+        }
     }
     Err(DataError::MissingFile {
         dir: dir.to_path_buf(),

@@ -272,9 +272,14 @@ fn validate_common<'a>(
         return config_error(format!(
             "learning rate x weight decay = {} x {} = {} must be below {}: the decay term \
              alone would make the weights grow without bound",
-            cfg.lr,
-            cfg.decay,
-            cfg.lr * cfg.decay,
+            compact(cfg.lr),
+            compact(cfg.decay),
+            // The product in f32, as the flags are (0.05 x 40 = 2, not
+            // 2.0000000298), unless only f64 holds it.
+            match cfg.lr * cfg.decay {
+                p if p.is_finite() => compact(p),
+                _ => compact(lr_decay),
+            },
             decay_bound as f32
         ));
     }
@@ -316,6 +321,17 @@ fn validate_common<'a>(
     Ok((train, test))
 }
 
+/// `x` as written by hand: plain where that is short, else in exponent form
+/// (1e30, not thirty-one digits).
+fn compact<T: Copy + Into<f64> + std::fmt::Display + std::fmt::LowerExp>(x: T) -> String {
+    let wide: f64 = x.into();
+    if wide != 0.0 && !(1e-4..1e6).contains(&wide.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
+    }
+}
+
 /// Creates the run folder, takes its lock and proves it writable (nothing
 /// for a timing-only run, which writes no files). The returned file holds
 /// the lock (an advisory lock on [`LOCK_FILE`], released when it is dropped
@@ -339,20 +355,36 @@ fn prepare_dir(cfg: &TrainConfig) -> Result<Option<std::fs::File>, TrainError> {
 }
 
 /// Removes what an earlier run left in `dir` that this one, starting over,
-/// will write again: its checkpoint (which a later `--resume` would
-/// otherwise continue though this run replaced it) and its figures (`*.png`,
-/// drawn after training). metrics.csv and summary.json are rewritten at the
+/// would otherwise sit beside: its checkpoint (which a later `--resume`
+/// would continue though this run replaced it) and the figures its
+/// summary.json lists (drawn after training; plain `.png` names in the
+/// folder only, so nothing else of a caller's folder is touched), with that
+/// list. metrics.csv and the engine's summary keys are rewritten at the
 /// start. So a run that fails early leaves no mix of two runs behind.
 fn remove_earlier_run(dir: &Path) -> Result<(), TrainError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
-    for entry in entries {
-        let path = entry.map_err(|e| TrainError::io(dir, e))?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if (name == "checkpoint.bin" || name.ends_with(".png")) && path.is_file() {
+    let checkpoint = dir.join("checkpoint.bin");
+    if checkpoint.is_file() {
+        std::fs::remove_file(&checkpoint).map_err(|e| TrainError::io(&checkpoint, e))?;
+    }
+    let summary_path = dir.join("summary.json");
+    let mut summary = crate::jsonfile::read_object(&summary_path);
+    let Some(figures) = summary.remove("figures") else {
+        return Ok(());
+    };
+    for figure in figures.as_array().into_iter().flatten() {
+        let name = figure
+            .get("file")
+            .or(Some(figure))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let plain = Path::new(name).file_name() == Some(std::ffi::OsStr::new(name));
+        let path = dir.join(name);
+        if plain && name.ends_with(".png") && path.is_file() {
             std::fs::remove_file(&path).map_err(|e| TrainError::io(&path, e))?;
         }
     }
-    Ok(())
+    crate::jsonfile::write_atomic(&summary_path, &summary)
+        .map_err(|(path, e)| TrainError::io(&path, e))
 }
 
 /// The advisory lock file of a run folder or an output folder.

@@ -30,9 +30,10 @@ pub enum WriteTarget {
     Stdout,
     /// `/dev/stderr` and its aliases.
     Stderr,
-    /// A device, a pipe, a socket, or anything named under `/dev` or
-    /// `/proc` (a process substitution's `/dev/fd/63`): opened and appended
-    /// to, as a shell's `>>` would; renaming a file over it would replace it.
+    /// A device, a pipe, a socket, or a descriptor's name (`/dev/fd/N`,
+    /// `/proc/...`, as a process substitution's `/dev/fd/63`): opened and
+    /// appended to, as a shell's `>>` would; renaming a file over it would
+    /// replace it.
     Through(PathBuf),
     /// A file (or a new one), replaced atomically; a symbolic link is
     /// followed, so the link stays a link.
@@ -55,9 +56,11 @@ pub fn write_target(path: &Path) -> WriteTarget {
         return WriteTarget::Stderr;
     }
     let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let system = |p: &Path| p.starts_with("/dev") || p.starts_with("/proc");
+    // A descriptor's name stands for an open file, written as the shell
+    // opened it; a file in /dev/shm is a file like any other.
+    let descriptor = path.starts_with("/dev/fd") || path.starts_with("/proc");
     let special = fs::metadata(&target).is_ok_and(|m| !m.is_file() && !m.is_dir());
-    if special || system(path) || system(&target) {
+    if special || descriptor {
         WriteTarget::Through(path.to_path_buf())
     } else {
         WriteTarget::Replace(target)
@@ -211,6 +214,14 @@ mod tests {
             write_target(&link),
             WriteTarget::Replace(fs::canonicalize(&real).unwrap())
         );
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            let file = tempfile::NamedTempFile::new_in(shm).unwrap();
+            assert_eq!(
+                write_target(file.path()),
+                WriteTarget::Replace(fs::canonicalize(file.path()).unwrap())
+            );
+        }
         // Renaming onto a directory fails: the temporary file goes too.
         let sub = dir.path().join("sub");
         fs::create_dir(&sub).unwrap();

@@ -762,14 +762,11 @@ pub fn image_grid(path: &Path, grid: &ImageGrid) -> Result<(), PlotError> {
     check_png_path(path)?;
     let band = grid_band(path, grid)?;
     let range = global_range(&grid.tiles, grid.normalise, grid.colormap);
-    draw_bands(
-        path,
-        &grid.title,
-        &[band],
-        grid.normalise,
-        grid.colormap,
-        range,
-    )
+    let bands = [band];
+    render_png(path, canvas_size(&grid.title, &bands), |root| {
+        let (normalise, colormap) = (grid.normalise, grid.colormap);
+        draw_bands(root, path, &grid.title, &bands, normalise, colormap, range)
+    })
 }
 
 fn rows_bands<'a>(path: &Path, rows: &'a ImageRows) -> Result<Vec<Band<'a>>, PlotError> {
@@ -810,14 +807,10 @@ pub fn image_rows(path: &Path, rows: &ImageRows) -> Result<(), PlotError> {
         .flat_map(|r| r.tiles.iter().cloned())
         .collect();
     let range = global_range(&all, rows.normalise, rows.colormap);
-    draw_bands(
-        path,
-        &rows.title,
-        &bands,
-        rows.normalise,
-        rows.colormap,
-        range,
-    )
+    render_png(path, canvas_size(&rows.title, &bands), |root| {
+        let (normalise, colormap) = (rows.normalise, rows.colormap);
+        draw_bands(root, path, &rows.title, &bands, normalise, colormap, range)
+    })
 }
 
 fn check_png_path(path: &Path) -> Result<(), PlotError> {
@@ -930,21 +923,8 @@ fn fit_label(text: &str, width: u32, font_px: u32) -> String {
     String::new()
 }
 
+/// Draws `bands` under `title` on `root` (of [`canvas_size`]).
 fn draw_bands(
-    path: &Path,
-    title: &str,
-    bands: &[Band<'_>],
-    normalise: Normalise,
-    colormap: Colormap,
-    shared_range: Option<(f32, f32)>,
-) -> Result<(), PlotError> {
-    let size = canvas_size(title, bands);
-    render_png(path, size, |root| {
-        draw_bands_on(root, path, title, bands, normalise, colormap, shared_range)
-    })
-}
-
-fn draw_bands_on(
     root: &DrawingArea<BitMapBackend<'_>, Shift>,
     path: &Path,
     title: &str,

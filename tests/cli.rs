@@ -306,28 +306,14 @@ fn output_and_flag_errors_say_what_is_wrong() {
     assert_fails_with(&args, "not a directory");
     // The subset stages' own sizes, not a --train-size nobody passed.
     let out = dir.path().join("runs");
-    let args = [
-        "run",
-        "a-subset",
-        "--data",
-        data,
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let out_arg = out.to_str().unwrap();
+    let args = ["run", "a-subset", "--data", data, "--out", out_arg];
     assert_fails_with(
         &args,
         "this stage uses the first 12000 training images, but",
     );
     // The whole study checks every stage's sizes before the first trains.
-    let args = [
-        "run",
-        "all",
-        "--quick",
-        "--data",
-        data,
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let args = ["run", "all", "--quick", "--data", data, "--out", out_arg];
     assert_fails_with(
         &args,
         "stage a-subset: this stage uses the first 3000 training",

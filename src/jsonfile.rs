@@ -1,7 +1,8 @@
 //! Files the runs leave behind (summary.json, study.json, the bench's
 //! report, the figures' PNG bytes): written atomically, so an interrupted or
 //! failed write (a full disk) never leaves half a file where a reader (the
-//! report, a script, an image viewer) expects a whole one.
+//! report, a script, an image viewer) expects a whole one; and the
+//! temporary files that a killed writer leaves, cleared by the next run.
 
 use std::fs;
 use std::io::{self, Write};
@@ -103,6 +104,48 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, io:
             let _ = fs::remove_file(&tmp);
             fail(e)
         })
+}
+
+/// A temporary file untouched for this long is not being written: a live
+/// write (a decompression of at most tens of MB, a JSON file, a figure)
+/// finishes within seconds.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Removes the `NAME.tmp-PID` and `NAME.tmp-PID-N` files in `dir` (only
+/// those of `NAME == stem`, if given) that a killed process left: those
+/// whose process no longer runs and that nobody wrote for [`STALE_AFTER`].
+/// The age test keeps the file of a writer in another PID namespace (a
+/// container sharing the folder), whose PID this process cannot see. Only
+/// where the process table can be read (Linux's /proc); best effort.
+pub fn remove_stale_temp_files(dir: &Path, stem: Option<&str>) {
+    let proc_dir = Path::new("/proc");
+    if !proc_dir.join("self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((base, rest)) = name.to_str().and_then(|n| n.rsplit_once(".tmp-")) else {
+            continue;
+        };
+        if stem.is_some_and(|stem| stem != base) {
+            continue;
+        }
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            let idle = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= STALE_AFTER);
+            if idle && pid != std::process::id() && !proc_dir.join(pid.to_string()).exists() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 /// The JSON object stored at `path`, or an empty one if the file is missing,

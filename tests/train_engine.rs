@@ -424,6 +424,40 @@ fn a_failed_rerun_leaves_no_earlier_run_behind() {
     assert!(err.to_string().contains("no checkpoint.bin"), "{err}");
 }
 
+/// The temporary files of a killed run's atomic writes are cleared by the
+/// next run in the folder: those whose process is gone and that nobody
+/// wrote for two minutes (a fresh one may be another PID namespace's).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_runs_temporary_files_are_cleared() {
+    let (imgs, labs) = synthetic(64, 1);
+    let (train, test) = (split(&imgs, &labs), split(&imgs, &labs));
+    let dir = tempfile::tempdir().unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let leftover = |name: &str, old: bool| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, b"half a file").unwrap();
+        if old {
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(an_hour_ago).unwrap();
+        }
+        path
+    };
+    // Linux pids stay below 2^22: 999999999 never runs; pid 1 always does.
+    let gone = [
+        leftover("summary.json.tmp-999999999", true),
+        leftover("curves.png.tmp-999999999", true),
+    ];
+    let kept = [
+        leftover("metrics.csv.tmp-999999998", false),
+        leftover("notes.txt.tmp-1", true),
+    ];
+    let cfg = config(dir.path(), 1);
+    train_classifier(&mut Mlp::new(&[64, 8, CLASSES], 1), train, test, &cfg, None).unwrap();
+    assert!(gone.iter().all(|p| !p.exists()));
+    assert!(kept.iter().all(|p| p.exists()));
+}
+
 #[test]
 fn bad_settings_are_reported_before_training() {
     let (imgs, labs) = synthetic(64, 1);

@@ -324,45 +324,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A temporary file untouched for this long is not being written: a live
-/// decompression writes its whole file (at most tens of MB) within seconds.
-const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// Removes `dir/{file_name}.tmp-PID-N` files that a killed decompression
-/// left behind (up to 47 MB each): those whose process no longer runs and
-/// that nobody wrote for [`STALE_AFTER`]. The age test keeps the file of a
-/// decompression running in another PID namespace (a container sharing the
-/// folder), whose PID this process cannot see. Only where the process table
-/// can be read (Linux's /proc); best effort.
-fn remove_stale_temp_files(dir: &Path, file_name: &str) {
-    let proc_dir = Path::new("/proc");
-    if !proc_dir.join("self").exists() {
-        return;
-    }
-    let prefix = format!("{file_name}.tmp-");
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-            continue;
-        };
-        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        if let Some(pid) = pid {
-            let idle = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age >= STALE_AFTER);
-            if idle && pid != std::process::id() && !proc_dir.join(pid.to_string()).exists() {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
 /// Decompresses into a temporary file beside `target`, then renames it over `target`.
 fn decompress_to_file(
     gz: &Path,
@@ -375,7 +336,7 @@ fn decompress_to_file(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    remove_stale_temp_files(dir, &file_name);
+    crate::jsonfile::remove_stale_temp_files(dir, Some(&file_name));
     let temp = dir.join(format!(
         "{file_name}.tmp-{}-{}",
         std::process::id(),

@@ -305,6 +305,8 @@ pub fn run(exp: Experiment, opts: &Options) -> Result<Vec<StageOutcome>, ExpErro
     // stacks, merge summaries and draw figures after their runs' own locks
     // are gone.
     let _out_lock = crate::train::lock_folder(&opts.out_dir)?;
+    // What a killed study's atomic writes left (study.json, the report).
+    crate::jsonfile::remove_stale_temp_files(&opts.out_dir, None);
     let stages: Vec<Experiment> = if exp == Experiment::All {
         Experiment::STUDY.to_vec()
     } else {
@@ -520,6 +522,9 @@ pub(crate) fn merge_summary(
     dir: &Path,
     extra: Map<String, Value>,
 ) -> Result<Map<String, Value>, ExpError> {
+    // A stage's folder (figures, its summary) is no run folder: its killed
+    // writes' leftovers go here.
+    crate::jsonfile::remove_stale_temp_files(dir, None);
     Ok(crate::jsonfile::merge_object(
         &dir.join("summary.json"),
         extra,

@@ -348,6 +348,8 @@ fn prepare_dir(cfg: &TrainConfig) -> Result<Option<std::fs::File>, TrainError> {
     }
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let lock = lock_folder(dir)?;
+    // What a killed run's atomic writes left (summary, metrics, figures).
+    crate::jsonfile::remove_stale_temp_files(dir, None);
     let probe = dir.join(".write-test");
     std::fs::write(&probe, b"ok").map_err(|e| TrainError::io(&probe, e))?;
     std::fs::remove_file(&probe).map_err(|e| TrainError::io(&probe, e))?;

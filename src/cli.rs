@@ -307,20 +307,7 @@ fn run_experiment(args: &RunArgs, threads: usize) -> Result<(), Error> {
     opts.momentum = args.momentum;
     opts.decay = args.decay;
     opts.batch_size = args.batch_size;
-    // Like --momentum (checked with the other settings), --scheme is
-    // refused where no run would use it rather than ignored.
-    if let Some(scheme) = args.scheme {
-        if !matches!(
-            args.experiment,
-            Experiment::B1 | Experiment::B3 | Experiment::All
-        ) {
-            return Err(Error::Usage(format!(
-                "--scheme sets how b1's and b3's stacks pre-train; {} has no run it applies to",
-                args.experiment.name()
-            )));
-        }
-        opts.scheme = scheme;
-    }
+    opts.scheme = args.scheme;
     // args_os: an argument that is not UTF-8 (a path) must not panic here.
     opts.command = std::env::args_os()
         .map(|a| shell_quote(&a.to_string_lossy()))

@@ -267,29 +267,35 @@ fn read_study(runs_dir: &Path) -> Result<Study, ReportError> {
     })
 }
 
+/// The (file, caption) pairs of a summary's `figures` list: objects with a
+/// `file` (and a `caption`, else the file's name) or bare file names; None
+/// when `list` is not a list.
+pub(crate) fn listed_figures(list: &Value) -> Option<Vec<(String, String)>> {
+    let items = list.as_array()?;
+    let entry = |item: &Value| match item {
+        Value::Object(o) => {
+            let file = o.get("file").and_then(Value::as_str)?.to_string();
+            let caption = o
+                .get("caption")
+                .map(scalar_text)
+                .unwrap_or_else(|| file.clone());
+            Some((file, caption))
+        }
+        Value::String(file) => Some((file.clone(), file.clone())),
+        _ => None,
+    };
+    Some(items.iter().filter_map(entry).collect())
+}
+
 /// The figures listed in `list` (`[{"file", "caption"}]`), or every PNG in `dir` when there is no list.
 fn read_figures(
     runs_dir: &Path,
     dir: &Path,
     list: Option<&Value>,
 ) -> Result<Vec<Figure>, ReportError> {
-    let entries: Vec<(String, String)> = match list {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|item| match item {
-                Value::Object(o) => {
-                    let file = o.get("file").and_then(Value::as_str)?.to_string();
-                    let caption = o
-                        .get("caption")
-                        .map(scalar_text)
-                        .unwrap_or_else(|| file.clone());
-                    Some((file, caption))
-                }
-                Value::String(file) => Some((file.clone(), file.clone())),
-                _ => None,
-            })
-            .collect(),
-        _ => {
+    let entries: Vec<(String, String)> = match list.and_then(listed_figures) {
+        Some(listed) => listed,
+        None => {
             let mut pngs: Vec<String> = fs::read_dir(dir)
                 .map_err(io_error(dir))?
                 .filter_map(|e| e.ok())

@@ -472,8 +472,8 @@ pub fn run(train: Split, test: Split, opts: &BenchOptions) -> Result<BenchReport
             .map(|n| n.get())
             .unwrap_or(1)
     };
-    let mut peak_per_thread = measure_fma_peak_gflops();
-    let mut peak = fma_peak_all_threads(threads)?;
+    let peak_per_thread = measure_fma_peak_gflops();
+    let peak_before = fma_peak_all_threads(threads)?;
     let test = test.take(test_n);
     let mut rows = Vec::new();
     for &work in &opts.only {
@@ -498,7 +498,8 @@ pub fn run(train: Split, test: Split, opts: &BenchOptions) -> Result<BenchReport
             images_per_s: images as f64 / seconds,
             gflop,
             gflops,
-            peak_fraction: gflops / peak,
+            // Set below, once the peak is final.
+            peak_fraction: 0.0,
             pytorch_s: reference.map(|r| r.0),
             target_s: reference.map(|r| r.1),
             target_peak_fraction: reference.map(|r| full_gflop / r.1 / ISSUE_PEAK_GFLOPS),
@@ -509,13 +510,10 @@ pub fn run(train: Split, test: Split, opts: &BenchOptions) -> Result<BenchReport
     // Measured again after the work and the higher figure kept: on a busy
     // host one measurement can catch a slow spell and put the work above
     // 100% of it (seen once: 165.8%).
-    peak_per_thread = peak_per_thread.max(measure_fma_peak_gflops());
-    let peak_after = fma_peak_all_threads(threads)?;
-    if peak_after > peak {
-        for row in &mut rows {
-            row.peak_fraction *= peak / peak_after;
-        }
-        peak = peak_after;
+    let peak_per_thread = peak_per_thread.max(measure_fma_peak_gflops());
+    let peak = peak_before.max(fma_peak_all_threads(threads)?);
+    for row in &mut rows {
+        row.peak_fraction = row.gflops / peak;
     }
     Ok(BenchReport {
         simd: SIMD_LEVEL,

@@ -110,21 +110,20 @@ impl Split<'_> {
             return (0.0, self.count);
         }
         let fit = (max_bytes / len).max(1);
-        let sum_of = |images: &[u8]| images.iter().map(|&p| u64::from(p)).sum::<u64>();
-        if fit >= self.count {
-            // u64 cannot overflow: at most 255 per byte of an addressable slice.
-            return (
-                sum_of(self.images) as f64 / (255.0 * self.images.len() as f64),
-                self.count,
-            );
-        }
-        let runs = runs.clamp(1, fit);
-        let per_run = fit / runs;
+        // Everything that fits is one run of every image.
+        let (runs, per_run) = if fit >= self.count {
+            (1, self.count)
+        } else {
+            let runs = runs.clamp(1, fit);
+            (runs, fit / runs)
+        };
+        // u64 cannot overflow: at most 255 per byte of an addressable slice.
         let sum: u64 = (0..runs)
-            .map(|r| {
+            .flat_map(|r| {
                 let first = r * self.count / runs;
-                sum_of(&self.images[first * len..(first + per_run) * len])
+                &self.images[first * len..(first + per_run) * len]
             })
+            .map(|&p| u64::from(p))
             .sum();
         let read = runs * per_run;
         (sum as f64 / (255.0 * (read * len) as f64), read)

@@ -15,8 +15,8 @@ use crate::train::{
 
 use super::figures::{self, tiles};
 use super::{
-    epochs, figure, group_summary, images_f32, merge_summary, reference, sizes, train_config,
-    ExpError, Options, SUBSET_TEST, SUBSET_TRAIN,
+    epochs, figure, group_summary, images_f32, merge_summary, reference, stage_sizes, train_config,
+    ExpError, Experiment, Options,
 };
 
 /// The study's CNN settings (docs/STUDY.md, part A).
@@ -48,12 +48,13 @@ const RMSPROP: Optimizer = Optimizer::RmsProp {
 
 /// Trains one CNN run and draws its figures; returns its summary.
 fn run_cnn(data: &Dataset, opts: &Options, run: &CnnRun) -> Result<Map<String, Value>, ExpError> {
-    let (study_train, study_test) = if run.subset {
-        (Some(SUBSET_TRAIN), Some(SUBSET_TEST))
+    // The subset runs take the subset stage's images, the others all of them.
+    let stage = if run.subset {
+        Experiment::ASubset
     } else {
-        (None, None)
+        Experiment::A1
     };
-    let sizes = sizes(data, opts, study_train, study_test)?;
+    let sizes = stage_sizes(stage, data, opts)?;
     let dir = opts.out_dir.join(run.folder);
     let mut cfg = train_config(
         opts,
@@ -260,7 +261,7 @@ pub const SUBSET_RUNS: [(&str, &str); 4] = [
 pub fn a_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, ExpError> {
     // The images the runs take, for the titles (--quick and the size flags
     // change the study's 12000/2000).
-    let used = sizes(data, opts, Some(SUBSET_TRAIN), Some(SUBSET_TEST))?;
+    let used = stage_sizes(Experiment::ASubset, data, opts)?;
     let used = format!("{}/{}", used.train, used.test);
     let specs = [
         (

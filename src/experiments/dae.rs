@@ -22,8 +22,8 @@ use crate::train::{
 use super::cnn::SUBSET_RUNS;
 use super::figures::{self, square_side, square_tiles, tiles};
 use super::{
-    epochs, figure, group_summary, images_f32, merge_summary, reference, sizes, train_config,
-    DaeSchemeArg, ExpError, Options, Sizes, SUBSET_TEST, SUBSET_TRAIN,
+    epochs, figure, group_summary, images_f32, merge_summary, reference, sizes, stage_sizes,
+    train_config, DaeSchemeArg, ExpError, Experiment, Options, Sizes,
 };
 
 /// The study's settings (docs/STUDY.md, part B).
@@ -78,7 +78,7 @@ fn pretrain_stack(
         );
         let dae = DaeConfig {
             layer,
-            scheme: opts.scheme.into(),
+            scheme: opts.scheme.unwrap_or(DaeSchemeArg::ImageSpace).into(),
             keep_prob: KEEP_PROB,
             sparsity,
         };
@@ -379,7 +379,7 @@ pub fn b1(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     let mut extra = group_summary(opts, "b1", title, "dae");
     extra.insert("settings".into(), json!({
         "layers": "784-900-625-400, sigmoid, tied weights",
-        "scheme": match opts.scheme {
+        "scheme": match opts.scheme.unwrap_or(DaeSchemeArg::ImageSpace) {
             DaeSchemeArg::ImageSpace => "image space (layer k decoded back through the lower decoders)",
             DaeSchemeArg::LayerLocal => "layer-local (each layer reconstructs its own clean input)",
         },
@@ -663,7 +663,7 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
 }
 
 pub fn b_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, ExpError> {
-    let sizes = sizes(data, opts, Some(SUBSET_TRAIN), Some(SUBSET_TEST))?;
+    let sizes = stage_sizes(Experiment::BSubset, data, opts)?;
     // For the titles: --quick and the size flags change the study's sizes.
     let used = format!("{}/{}", sizes.train, sizes.test);
     let dir = opts.out_dir.join("b-subset");

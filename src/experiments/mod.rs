@@ -129,7 +129,9 @@ pub struct Options {
     pub momentum: Option<f32>,
     pub decay: Option<f32>,
     pub batch_size: Option<usize>,
-    pub scheme: DaeSchemeArg,
+    /// How b1's and b3's stacks pre-train (`None`: the study's image-space
+    /// scheme).
+    pub scheme: Option<DaeSchemeArg>,
     /// The command line, recorded in each summary.json.
     pub command: String,
 }
@@ -152,7 +154,7 @@ impl Options {
             momentum: None,
             decay: None,
             batch_size: None,
-            scheme: DaeSchemeArg::ImageSpace,
+            scheme: None,
             command: String::new(),
         }
     }
@@ -292,6 +294,14 @@ pub fn run(exp: Experiment, opts: &Options) -> Result<Vec<StageOutcome>, ExpErro
             }
         }
     }
+    // --scheme sets how the stacks of b1 and b3 pre-train: refused, like
+    // --momentum, where no run would use it rather than ignored.
+    if opts.scheme.is_some() && !matches!(exp, Experiment::B1 | Experiment::B3 | Experiment::All) {
+        return Err(ExpError::Config(format!(
+            "--scheme sets how b1's and b3's stacks pre-train; {} has no run it applies to",
+            exp.name()
+        )));
+    }
     let dataset = Dataset::load(&opts.data_dir)?;
     check_image_shape(&dataset)?;
     if opts.out_dir.exists() && !opts.out_dir.is_dir() {
@@ -404,8 +414,8 @@ pub(crate) fn sizes(
 
 /// The subset stages' images (a-subset, b-subset): the first 12000 training
 /// and 2000 test images, as the report's comparison runs.
-pub(crate) const SUBSET_TRAIN: usize = 12000;
-pub(crate) const SUBSET_TEST: usize = 2000;
+const SUBSET_TRAIN: usize = 12000;
+const SUBSET_TEST: usize = 2000;
 
 /// The images `stage` trains and tests on, or the error it would stop with
 /// (a subset larger than the data, a size flag past it): checked for every

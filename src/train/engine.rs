@@ -373,14 +373,9 @@ fn remove_earlier_run(dir: &Path) -> Result<(), TrainError> {
     let Some(figures) = summary.remove("figures") else {
         return Ok(());
     };
-    for figure in figures.as_array().into_iter().flatten() {
-        let name = figure
-            .get("file")
-            .or(Some(figure))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let plain = Path::new(name).file_name() == Some(std::ffi::OsStr::new(name));
-        let path = dir.join(name);
+    for (name, _) in crate::report::listed_figures(&figures).unwrap_or_default() {
+        let plain = Path::new(&name).file_name() == Some(std::ffi::OsStr::new(&name));
+        let path = dir.join(&name);
         if plain && name.ends_with(".png") && path.is_file() {
             std::fs::remove_file(&path).map_err(|e| TrainError::io(&path, e))?;
         }

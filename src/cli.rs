@@ -183,6 +183,9 @@ pub struct RunArgs {
     /// DAE pre-training scheme of b1's and b3's stacks [default: image-space].
     #[arg(long, value_enum)]
     pub scheme: Option<DaeSchemeArg>,
+    /// Stages of `run all` trained at once, each on THREADS / N threads, which fix its numbers [default: THREADS / ceil(THREADS / 4)].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub jobs: Option<usize>,
     /// No progress bars or lines.
     #[arg(long)]
     pub no_progress: bool,
@@ -297,6 +300,7 @@ fn run_experiment(args: &RunArgs, threads: usize) -> Result<(), Error> {
     let mut opts = Options::new(&args.data.dir, &args.out);
     opts.seed = args.seed;
     opts.threads = threads;
+    opts.jobs = args.jobs.unwrap_or(0);
     opts.quick = args.quick;
     opts.resume = args.resume;
     opts.progress = !args.no_progress;

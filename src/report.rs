@@ -599,9 +599,10 @@ fn epochs_text(r: &Run) -> String {
     }
 }
 
-/// Machine, SIMD level and threads: from study.json, else from the first run that states them.
+/// Machine, SIMD level and threads: from study.json, else from the first run
+/// that states them; and how a study shared its threads, where it says.
 fn environment_rows(study: &Study, runs: &[Run]) -> Vec<Vec<String>> {
-    ["machine", "simd", "threads"]
+    let mut rows: Vec<Vec<String>> = ["machine", "simd", "threads"]
         .iter()
         .map(|&key| {
             let value = study_text(study, key)
@@ -612,7 +613,16 @@ fn environment_rows(study: &Study, runs: &[Run]) -> Vec<Vec<String>> {
                 .unwrap_or_else(|| "-".into());
             vec![key.to_string(), value]
         })
-        .collect()
+        .collect();
+    for (key, label) in [
+        ("jobs", "stages at once"),
+        ("threads_per_stage", "threads per stage"),
+    ] {
+        if let Some(value) = study_text(study, key) {
+            rows.push(vec![label.to_string(), value]);
+        }
+    }
+    rows
 }
 
 /// Stage rows (name, title, wall time, command) from study.json, else one per run.

@@ -301,6 +301,26 @@ fn output_and_flag_errors_say_what_is_wrong() {
         let args = ["run", stage, "--data", data, "--scheme", "layer-local"];
         assert_fails_with(&args, &format!("{stage} has no run it applies to"));
     }
+    // --jobs shares the threads between the stages of `run all`.
+    let args = ["run", "a2", "--data", data, "--jobs", "2"];
+    assert_fails_with(
+        &args,
+        "a2 is one stage, whose runs train one after the other",
+    );
+    let args = [
+        "--threads",
+        "2",
+        "run",
+        "all",
+        "--data",
+        data,
+        "--jobs",
+        "3",
+    ];
+    assert_fails_with(
+        &args,
+        "--jobs 3 with 2 threads: every stage needs a thread of its own",
+    );
     // --data pointing at a file.
     let args = ["run", "a1", "--data", file, "--no-progress"];
     assert_fails_with(&args, "not a directory");

@@ -278,3 +278,82 @@ fn b2_refuses_a_stack_pretrained_on_other_data() {
     assert!(msg.contains("was trained on another dataset"), "{msg}");
     run(Experiment::B2, &opts(first.path())).unwrap();
 }
+
+/// Every file under `root` with the extension `ext`, relative to it, sorted.
+fn files_with(root: &Path, ext: &str) -> Vec<PathBuf> {
+    fn walk(root: &Path, dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, ext, out);
+            } else if path.extension().is_some_and(|e| e == ext) {
+                out.push(path.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, ext, &mut out);
+    out.sort();
+    out
+}
+
+/// `run all` with two stages at once on one thread each gives exactly the
+/// numbers and figures of the stages one after the other on one thread: a
+/// stage's results depend on its own thread count, not on what trains
+/// beside it.
+#[test]
+fn stages_at_once_give_the_numbers_of_stages_in_turn() {
+    let (turns, at_once) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut opts = options(turns.path(), 600, 1);
+    opts.test_size = Some(200);
+    opts.threads = 1;
+    opts.jobs = 1;
+    let in_turn = run(Experiment::All, &opts).unwrap();
+    opts.out_dir = at_once.path().to_path_buf();
+    opts.threads = 2;
+    opts.jobs = 2;
+    let together = run(Experiment::All, &opts).unwrap();
+    let stages =
+        |o: &[vcortex::experiments::StageOutcome]| o.iter().map(|s| s.stage).collect::<Vec<_>>();
+    assert_eq!(stages(&in_turn), Experiment::STUDY);
+    assert_eq!(stages(&together), Experiment::STUDY);
+    let csvs = files_with(turns.path(), "csv");
+    assert_eq!(csvs.len(), 21, "{csvs:?}");
+    assert_eq!(csvs, files_with(at_once.path(), "csv"));
+    for csv in &csvs {
+        let dir = csv.parent().unwrap();
+        let (header, a) = read_csv(&turns.path().join(dir));
+        let (_, b) = read_csv(&at_once.path().join(dir));
+        let seconds = header.iter().position(|h| h == "seconds").unwrap();
+        let numbers = |rows: &[Vec<f64>]| -> Vec<Vec<u64>> {
+            rows.iter()
+                .map(|r| {
+                    r.iter()
+                        .enumerate()
+                        .filter(|&(i, _)| i != seconds)
+                        .map(|(_, x)| x.to_bits())
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(numbers(&a), numbers(&b), "{}", csv.display());
+    }
+    let pngs = files_with(turns.path(), "png");
+    assert_eq!(pngs, files_with(at_once.path(), "png"));
+    for png in &pngs {
+        let same = std::fs::read(turns.path().join(png)).unwrap()
+            == std::fs::read(at_once.path().join(png)).unwrap();
+        assert!(same, "{} differs", png.display());
+    }
+    let study = summary_of(&at_once.path().join("study.json"));
+    assert_eq!(
+        (study["jobs"].as_u64(), study["threads_per_stage"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(study["stages"][4]["command"], "vcortex --threads 1 run b1");
+    assert_eq!(summary(&at_once.path().join("b3/finetune"))["threads"], 1);
+}
+
+fn summary_of(file: &Path) -> serde_json::Map<String, Value> {
+    serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+}

@@ -42,7 +42,7 @@ pub enum Experiment {
     B3,
     /// Five-layer networks (pre-trained, sparse, random) vs the CNNs on 12000/2000.
     BSubset,
-    /// Everything above, in order.
+    /// Everything above, several stages at once (`--jobs`).
     All,
 }
 
@@ -87,6 +87,17 @@ impl Experiment {
             Experiment::All => "all",
         }
     }
+
+    /// The stages whose results this one reads, so that `run all` starts it
+    /// only after them: b2 and b-subset fine-tune b1's (and b3's) stacks,
+    /// and b-subset overlays a-subset's CNN curves.
+    pub fn reads(self) -> &'static [Experiment] {
+        match self {
+            Experiment::B2 => &[Experiment::B1],
+            Experiment::BSubset => &[Experiment::B1, Experiment::B3, Experiment::ASubset],
+            _ => &[],
+        }
+    }
 }
 
 /// How the DAE layers are pre-trained.
@@ -115,8 +126,12 @@ pub struct Options {
     /// Root of the run folders (`runs/`).
     pub out_dir: PathBuf,
     pub seed: u64,
-    /// Chunks per minibatch = rayon threads (0 = all cores).
+    /// Chunks per minibatch = rayon threads (0 = all cores). With `jobs`
+    /// stages at once, each stage gets `threads / jobs` of them.
     pub threads: usize,
+    /// Stages of `run all` trained at once, each on `threads / jobs`
+    /// threads (0: automatic, `ceil(threads / 4)` threads per stage).
+    pub jobs: usize,
     /// A reduced version of each experiment (few epochs on small subsets).
     pub quick: bool,
     /// Continue stages from their checkpoints (completed stages are kept).
@@ -144,6 +159,7 @@ impl Options {
             out_dir: out_dir.into(),
             seed: 1,
             threads: 0,
+            jobs: 0,
             quick: false,
             resume: false,
             progress: true,
@@ -299,6 +315,18 @@ pub fn run(exp: Experiment, opts: &Options) -> Result<Vec<StageOutcome>, ExpErro
     if opts.scheme.is_some() && !matches!(exp, Experiment::B1 | Experiment::B3 | Experiment::All) {
         return Err(ExpError::Config(format!(
             "--scheme sets how b1's and b3's stacks pre-train; {} has no run it applies to",
+            exp.name()
+        )));
+    }
+    if exp == Experiment::All {
+        // A --jobs the threads cannot hold stops here, before the data loads.
+        study::Lanes::new(study::total_threads(opts), opts.jobs)?;
+    }
+    if opts.jobs > 1 && exp != Experiment::All {
+        return Err(ExpError::Config(format!(
+            "--jobs {} trains several stages at once; {} is one stage, whose runs train one \
+             after the other (--jobs applies to `run all`)",
+            opts.jobs,
             exp.name()
         )));
     }

@@ -1,6 +1,8 @@
-//! Running stages in order, with a plan first, a summary table at the end,
+//! Running stages, several at once on shares of the threads, each after the
+//! stages it reads, with a plan first, a summary table at the end,
 //! `study.json` and the rebuilt report.
 
+use std::sync::mpsc;
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
@@ -12,6 +14,56 @@ use super::{
     epochs, machine_description, run_stage, stage_sizes, write_json, ExpError, Experiment, Options,
     QUICK_TEST, QUICK_TRAIN,
 };
+
+/// The most stages `run all` trains at once when `--jobs` is not given. The
+/// dense models stop gaining at about 4 threads (the README's 16-core
+/// table: their epochs stay at 1.3-1.9 s from 4 to 16 threads), while
+/// stages on separate threads do not slow each other: on 2 cores, b1 and
+/// b3 on one thread each, side by side, took 34.1 s against 38.7 s one
+/// after the other on two threads (a1 and a3: 1.12-1.19x faster).
+pub const MAX_AUTO_JOBS: usize = 4;
+
+/// Stages at once for `threads` threads when `--jobs` is not given: each
+/// stage gets `ceil(threads / MAX_AUTO_JOBS)` threads (2 threads: two
+/// stages of 1; 16: four of 4), and as many stages run as fit.
+pub fn auto_jobs(threads: usize) -> usize {
+    let per_stage = threads.div_ceil(MAX_AUTO_JOBS).max(1);
+    (threads / per_stage).max(1)
+}
+
+/// How `run all` shares the threads: `jobs` stages at once, each on
+/// `per_stage` threads (the thread count its numbers depend on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lanes {
+    pub jobs: usize,
+    pub per_stage: usize,
+}
+
+impl Lanes {
+    /// `threads` resolved (never 0); `jobs` as given (0: [`auto_jobs`]).
+    pub fn new(threads: usize, jobs: usize) -> Result<Lanes, ExpError> {
+        let jobs = if jobs == 0 { auto_jobs(threads) } else { jobs };
+        if jobs > threads {
+            return Err(ExpError::Config(format!(
+                "--jobs {jobs} with {threads} threads: every stage needs a thread of its own \
+                 (raise --threads or lower --jobs)"
+            )));
+        }
+        Ok(Lanes {
+            jobs,
+            per_stage: threads / jobs,
+        })
+    }
+}
+
+/// The thread count `opts` asks for, 0 resolved to the global pool's.
+pub(crate) fn total_threads(opts: &Options) -> usize {
+    if opts.threads == 0 {
+        rayon::current_num_threads()
+    } else {
+        opts.threads
+    }
+}
 
 /// What one stage produced.
 #[derive(Clone, Debug)]
@@ -143,17 +195,199 @@ fn headline(runs: &[Map<String, Value>]) -> String {
     parts.join("; ")
 }
 
-/// Runs `stages` in order; with `plan`, prints the plan and an estimate first.
+/// The first of `pending` (in start order) whose stages that it reads, of
+/// those in `stages`, are all `done`.
+fn next_ready(pending: &[Experiment], done: &[Experiment], stages: &[Experiment]) -> Option<usize> {
+    pending.iter().position(|s| {
+        s.reads()
+            .iter()
+            .all(|r| !stages.contains(r) || done.contains(r))
+    })
+}
+
+/// `stages` in the order they start. One at a time: as given (the study's
+/// order puts every stage after those it reads). Several: the longest chain
+/// first (a stage's estimate plus the longest chain of the stages that read
+/// it), so that the DAE stacks, which b2 and b-subset wait for, start at
+/// once; ties keep the given order.
+fn start_order(
+    stages: &[Experiment],
+    estimate: &dyn Fn(Experiment) -> f64,
+    jobs: usize,
+) -> Vec<Experiment> {
+    fn chain(s: Experiment, stages: &[Experiment], estimate: &dyn Fn(Experiment) -> f64) -> f64 {
+        let after = stages
+            .iter()
+            .filter(|t| t.reads().contains(&s))
+            .map(|&t| chain(t, stages, estimate))
+            .fold(0.0, f64::max);
+        estimate(s) + after
+    }
+    let mut order = stages.to_vec();
+    if jobs > 1 {
+        order.sort_by(|&a, &b| chain(b, stages, estimate).total_cmp(&chain(a, stages, estimate)));
+    }
+    order
+}
+
+/// The wall time of training `order` on `jobs` lanes by the rule
+/// [`train_stages`] follows, each stage taking its estimate.
+fn simulated_total(
+    order: &[Experiment],
+    stages: &[Experiment],
+    estimate: &dyn Fn(Experiment) -> f64,
+    jobs: usize,
+) -> f64 {
+    let mut pending = order.to_vec();
+    let mut done = Vec::new();
+    let mut running: Vec<(f64, Experiment)> = Vec::new();
+    let mut now = 0.0;
+    loop {
+        while running.len() < jobs {
+            let Some(i) = next_ready(&pending, &done, stages) else {
+                break;
+            };
+            let stage = pending.remove(i);
+            running.push((now + estimate(stage), stage));
+        }
+        let Some(first) = (0..running.len()).min_by(|&a, &b| running[a].0.total_cmp(&running[b].0))
+        else {
+            break;
+        };
+        let (end, stage) = running.swap_remove(first);
+        now = end;
+        done.push(stage);
+    }
+    now
+}
+
+/// Stack of a stage's thread: the main thread's usual 8 MiB, which the
+/// stages were written against.
+const STAGE_STACK_BYTES: usize = 8 << 20;
+
+/// Trains `order` on `lanes.jobs` threads of its own, each stage on
+/// `lanes.per_stage` compute threads, starting a stage once the stages it
+/// reads have finished. `finished` runs on the calling thread as each stage
+/// ends. After a failure no stage starts; those running finish (their runs
+/// stay resumable) and the first error is returned. A stage's numbers depend
+/// only on its own settings and thread count, never on what runs beside it.
+fn train_stages(
+    order: &[Experiment],
+    stages: &[Experiment],
+    data: &Dataset,
+    opts: &Options,
+    lanes: Lanes,
+    announce: bool,
+    finished: &mut dyn FnMut(StageOutcome) -> Result<(), ExpError>,
+) -> Result<(), ExpError> {
+    let mut stage_opts = opts.clone();
+    stage_opts.threads = lanes.per_stage;
+    let stage_opts = &stage_opts;
+    let (tx, rx) = mpsc::channel();
+    let mut pending = order.to_vec();
+    let mut done = Vec::new();
+    let mut running = 0usize;
+    let mut error: Option<ExpError> = None;
+    let mut panic = None;
+    std::thread::scope(|scope| loop {
+        while error.is_none() && running < lanes.jobs {
+            let Some(i) = next_ready(&pending, &done, stages) else {
+                break;
+            };
+            let stage = pending.remove(i);
+            if announce {
+                if lanes.jobs > 1 {
+                    crate::note!("== stage {} starts ==", stage.name());
+                } else {
+                    crate::note!("== stage {} ==", stage.name());
+                }
+            }
+            let tx = tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("stage {}", stage.name()))
+                .stack_size(STAGE_STACK_BYTES)
+                .spawn_scoped(scope, move || {
+                    let t = Instant::now();
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_stage(stage, data, stage_opts)
+                    }));
+                    // The receiver lives until every stage has reported.
+                    let _ = tx.send((stage, t.elapsed().as_secs_f64(), result));
+                });
+            match spawned {
+                Ok(_) => running += 1,
+                Err(e) => {
+                    error = Some(ExpError::Config(format!(
+                        "cannot start a thread for stage {}: {e}",
+                        stage.name()
+                    )))
+                }
+            }
+        }
+        if running == 0 {
+            break;
+        }
+        let Ok((stage, seconds, result)) = rx.recv() else {
+            break;
+        };
+        running -= 1;
+        done.push(stage);
+        match result {
+            Ok(Ok(runs)) => {
+                if announce && lanes.jobs > 1 {
+                    crate::note!(
+                        "== stage {} done in {} ==",
+                        stage.name(),
+                        format_duration(seconds)
+                    );
+                }
+                let outcome = StageOutcome {
+                    stage,
+                    wall_seconds: seconds,
+                    runs,
+                };
+                if let Err(e) = finished(outcome) {
+                    error.get_or_insert(e);
+                }
+            }
+            Ok(Err(e)) => {
+                if error.is_none() && running > 0 {
+                    crate::note!(
+                        "stage {} failed: {e}; waiting for the {running} stage(s) still running \
+                         (they finish and stay resumable)",
+                        stage.name()
+                    );
+                }
+                error.get_or_insert(e);
+            }
+            Err(payload) => {
+                error.get_or_insert(ExpError::Config(format!("stage {} panicked", stage.name())));
+                panic.get_or_insert(payload);
+            }
+        }
+    });
+    if let Some(payload) = panic {
+        std::panic::resume_unwind(payload);
+    }
+    error.map_or(Ok(()), Err)
+}
+
+/// Runs `stages`, `opts.jobs` at a time (see [`Lanes`]); with `plan`, prints
+/// the plan and an estimate first.
 pub fn run_all(
     stages: &[Experiment],
     data: &Dataset,
     opts: &Options,
     plan: bool,
 ) -> Result<Vec<StageOutcome>, ExpError> {
-    let threads = if opts.threads == 0 {
-        rayon::current_num_threads()
+    let threads = total_threads(opts);
+    let lanes = if stages.len() > 1 {
+        Lanes::new(threads, opts.jobs)?
     } else {
-        opts.threads
+        Lanes {
+            jobs: 1,
+            per_stage: threads,
+        }
     };
     // Every stage's images first: a subset larger than the data stops the
     // study here rather than after the stages before it have trained.
@@ -166,12 +400,38 @@ pub fn run_all(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let estimate_with = |speed: (f64, f64, f64)| {
+        let used = &used;
+        move |s: Experiment| {
+            let i = stages.iter().position(|&t| t == s).expect("a listed stage");
+            let (c, m, d) = workload(s, opts, used[i].train);
+            c * speed.0 + m * speed.1 + d * speed.2
+        }
+    };
+    let mut order = start_order(stages, &estimate_with((1.0, 1.0, 1.0)), lanes.jobs);
     if plan {
         crate::note!(
             "vcortex study: {} stages, SIMD {SIMD_LEVEL}, {threads} threads, output in {}",
             stages.len(),
             opts.out_dir.display()
         );
+        if lanes.jobs > 1 {
+            crate::note!(
+                "{} stages at once, {} thread(s) each (--jobs; a stage's numbers depend on its \
+                 own thread count: `vcortex --threads {} run STAGE` gives them again)",
+                lanes.jobs,
+                lanes.per_stage,
+                lanes.per_stage
+            );
+        }
+        if lanes.jobs * lanes.per_stage < threads {
+            crate::note!(
+                "note: {} of the {threads} threads stay idle ({} stages x {} threads)",
+                threads - lanes.jobs * lanes.per_stage,
+                lanes.jobs,
+                lanes.per_stage
+            );
+        }
         if opts.quick {
             crate::note!(
                 "--quick: at most {QUICK_TRAIN}/{QUICK_TEST} images and a few epochs per run \
@@ -179,45 +439,53 @@ pub fn run_all(
             );
         }
         crate::note!("measuring speed for the estimate...");
-        let (cnn, mlp, dae) = measure_speed(data, opts)?;
-        let mut total = 0.0;
+        let mut timing_opts = opts.clone();
+        timing_opts.threads = lanes.per_stage;
+        let estimate = estimate_with(measure_speed(data, &timing_opts)?);
+        order = start_order(stages, &estimate, lanes.jobs);
         for (&s, used) in stages.iter().zip(&used) {
-            let (c, m, d) = workload(s, opts, used.train);
-            let est = c * cnn + m * mlp + d * dae;
-            total += est;
             crate::note!(
                 "  {:<10} ~{:>7}  {:>11}  {}",
                 s.name(),
-                format_duration(est),
+                format_duration(estimate(s)),
                 format!("{}/{}", used.train, used.test),
                 s.title()
             );
         }
+        let total = simulated_total(&order, stages, &estimate, lanes.jobs);
         crate::note!(
             "  estimated total ~{} (excluding figures and test evaluation)",
             format_duration(total)
         );
     }
     let started = Instant::now();
-    let mut outcomes = Vec::new();
-    for &stage in stages {
+    let mut outcomes: Vec<StageOutcome> = Vec::new();
+    let trained = |stages_done: &mut dyn FnMut(StageOutcome) -> Result<(), ExpError>| {
+        train_stages(&order, stages, data, opts, lanes, plan, stages_done)
+    };
+    let mut record = |outcome| {
+        outcomes.push(outcome);
+        // The summary lists stages in the study's order, whichever ended first.
+        outcomes.sort_by_key(|o| stages.iter().position(|&s| s == o.stage));
         if plan {
-            crate::note!("== stage {} ==", stage.name());
+            write_study(
+                opts,
+                &outcomes,
+                threads,
+                lanes,
+                started.elapsed().as_secs_f64(),
+            )?;
         }
-        let t = Instant::now();
-        let runs = run_stage(stage, data, opts)?;
-        outcomes.push(StageOutcome {
-            stage,
-            wall_seconds: t.elapsed().as_secs_f64(),
-            runs,
-        });
-        if plan {
-            write_study(opts, &outcomes, threads, started.elapsed().as_secs_f64())?;
-        }
+        Ok(())
+    };
+    if lanes.jobs > 1 {
+        crate::console::with_shared_bars(|| trained(&mut record))?;
+    } else {
+        trained(&mut record)?;
     }
     let total = started.elapsed().as_secs_f64();
     if plan {
-        write_study(opts, &outcomes, threads, total)?;
+        write_study(opts, &outcomes, threads, lanes, total)?;
     }
     // The runs are complete and on disk whatever happens here: a report that
     // cannot be rebuilt (say, a damaged summary.json of another run under
@@ -255,17 +523,71 @@ pub fn run_all(
 
 /// The command that reruns one stage with the study's flags: the recorded
 /// `vcortex run all ...` line with the stage in place of `all`.
-fn stage_command(opts: &Options, stage: Experiment) -> String {
-    match opts.command.split_once(" run all") {
-        Some((program, flags)) => format!("{program} run {}{flags}", stage.name()),
-        None => format!("vcortex run {}", stage.name()),
+fn stage_command(opts: &Options, stage: Experiment, lanes: Lanes) -> String {
+    let words = shell_words(&opts.command);
+    let Some(run) = words.windows(2).position(|w| w == ["run", "all"]) else {
+        return match lanes.jobs {
+            1 => format!("vcortex run {}", stage.name()),
+            _ => format!("vcortex --threads {} run {}", lanes.per_stage, stage.name()),
+        };
+    };
+    // `--jobs` means nothing to one stage; with several stages at once, the
+    // stage's own thread count replaces the study's.
+    let dropped = |w: &str| {
+        let flag = w.split_once('=').map_or(w, |(f, _)| f);
+        flag == "--jobs" || (lanes.jobs > 1 && flag == "--threads")
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i];
+        if i > 0 && dropped(w) {
+            // The flag, and its value unless written `--flag=value`.
+            i += if w.contains('=') { 1 } else { 2 };
+            continue;
+        }
+        out.push(if i == run + 1 { stage.name() } else { w }.to_string());
+        if i == 0 && lanes.jobs > 1 {
+            out.push(format!("--threads {}", lanes.per_stage));
+        }
+        i += 1;
     }
+    out.join(" ")
+}
+
+/// The words of a command line joined from `shell_quote`d arguments, each
+/// still quoted: split at spaces outside single quotes (`'\''`, a quote
+/// within a word, included).
+fn shell_words(line: &str) -> Vec<&str> {
+    let mut words = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (None, false, false);
+    for (i, c) in line.char_indices() {
+        if c == ' ' && !quoted && !escaped {
+            if let Some(s) = start.take() {
+                words.push(&line[s..i]);
+            }
+            continue;
+        }
+        start.get_or_insert(i);
+        if escaped {
+            escaped = false;
+        } else if c == '\\' && !quoted {
+            escaped = true;
+        } else if c == '\'' {
+            quoted = !quoted;
+        }
+    }
+    if let Some(s) = start {
+        words.push(&line[s..]);
+    }
+    words
 }
 
 fn write_study(
     opts: &Options,
     outcomes: &[StageOutcome],
     threads: usize,
+    lanes: Lanes,
     total: f64,
 ) -> Result<(), ExpError> {
     let stages: Vec<Value> = outcomes
@@ -275,7 +597,7 @@ fn write_study(
                 "name": o.stage.name(),
                 "title": o.stage.title(),
                 "wall_seconds": o.wall_seconds,
-                "command": stage_command(opts, o.stage),
+                "command": stage_command(opts, o.stage, lanes),
             })
         })
         .collect();
@@ -285,10 +607,178 @@ fn write_study(
         "machine": machine_description(),
         "simd": SIMD_LEVEL,
         "threads": threads,
+        "jobs": lanes.jobs,
+        "threads_per_stage": lanes.per_stage,
         "seed": opts.seed,
         "quick": opts.quick,
         "total_seconds": total,
         "command": opts.command,
     });
     write_json(&opts.out_dir.join("study.json"), &study)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Experiment::*;
+
+    #[test]
+    fn automatic_jobs_give_each_stage_a_share_of_up_to_four() {
+        let lanes = |t| Lanes::new(t, 0).unwrap();
+        assert_eq!(
+            lanes(1),
+            Lanes {
+                jobs: 1,
+                per_stage: 1
+            }
+        );
+        assert_eq!(
+            lanes(2),
+            Lanes {
+                jobs: 2,
+                per_stage: 1
+            }
+        );
+        assert_eq!(
+            lanes(4),
+            Lanes {
+                jobs: 4,
+                per_stage: 1
+            }
+        );
+        assert_eq!(
+            lanes(6),
+            Lanes {
+                jobs: 3,
+                per_stage: 2
+            }
+        );
+        assert_eq!(
+            lanes(16),
+            Lanes {
+                jobs: 4,
+                per_stage: 4
+            }
+        );
+        // 5 threads: two stages of 2, one thread idle (the plan says so).
+        assert_eq!(
+            lanes(5),
+            Lanes {
+                jobs: 2,
+                per_stage: 2
+            }
+        );
+        assert_eq!(
+            Lanes::new(8, 3).unwrap(),
+            Lanes {
+                jobs: 3,
+                per_stage: 2
+            }
+        );
+        assert_eq!(
+            Lanes::new(2, 1).unwrap(),
+            Lanes {
+                jobs: 1,
+                per_stage: 2
+            }
+        );
+        let err = Lanes::new(2, 3).unwrap_err().to_string();
+        assert!(err.contains("--jobs 3 with 2 threads"), "{err}");
+    }
+
+    /// Seconds per stage, roughly the study's on 2 cores.
+    fn study_estimate(s: Experiment) -> f64 {
+        match s {
+            A1 => 150.0,
+            A2 => 290.0,
+            A3 => 145.0,
+            ASubset => 120.0,
+            B1 => 270.0,
+            B2 => 140.0,
+            B3 => 320.0,
+            BSubset => 45.0,
+            All => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn stages_start_after_what_they_read_longest_chain_first() {
+        let stages = Experiment::STUDY;
+        // One at a time: the study's order.
+        assert_eq!(start_order(&stages, &study_estimate, 1), stages);
+        let order = start_order(&stages, &study_estimate, 2);
+        // b1 leads the longest chain (b1 then b2: 410 s), then b3 (b3 then
+        // b-subset: 365 s), then a2, the longest stage that nothing reads.
+        assert_eq!(&order[..3], &[B1, B3, A2]);
+        // Nothing that reads a stage is ready before it is done.
+        assert_eq!(next_ready(&[B2, BSubset, A1], &[], &stages), Some(2));
+        assert_eq!(next_ready(&[B2, BSubset], &[B1], &stages), Some(0));
+        assert_eq!(next_ready(&[BSubset], &[B1, B3], &stages), None);
+        assert_eq!(next_ready(&[BSubset], &[B1, B3, ASubset], &stages), Some(0));
+        // A stage not in the list is not waited for.
+        assert_eq!(next_ready(&[B2], &[], &[B2]), Some(0));
+    }
+
+    #[test]
+    fn the_estimate_follows_the_schedule() {
+        let stages = Experiment::STUDY;
+        let sum: f64 = stages.iter().map(|&s| study_estimate(s)).sum();
+        let one = simulated_total(
+            &start_order(&stages, &study_estimate, 1),
+            &stages,
+            &study_estimate,
+            1,
+        );
+        assert_eq!(one, sum);
+        // Two lanes: at least half the work and the longest chain, and here
+        // within a stage of that.
+        let order = start_order(&stages, &study_estimate, 2);
+        let two = simulated_total(&order, &stages, &study_estimate, 2);
+        assert!(two >= sum / 2.0 && two >= 270.0 + 140.0, "{two}");
+        assert!(two <= sum / 2.0 + 150.0, "{two} against {}", sum / 2.0);
+        // Enough lanes for everything: the longest chain, b1 then b2.
+        let eight = simulated_total(&order, &stages, &study_estimate, 8);
+        assert_eq!(eight, 270.0 + 140.0);
+    }
+
+    #[test]
+    fn a_stage_command_reruns_it_on_its_own_threads() {
+        let mut opts = Options::new("data", "runs");
+        let one = Lanes {
+            jobs: 1,
+            per_stage: 2,
+        };
+        let two = Lanes {
+            jobs: 2,
+            per_stage: 1,
+        };
+        opts.command = "vcortex --threads 2 run all --jobs 2 --out 'my runs' --seed 3".into();
+        assert_eq!(
+            stage_command(&opts, B1, two),
+            "vcortex --threads 1 run b1 --out 'my runs' --seed 3"
+        );
+        assert_eq!(
+            stage_command(&opts, B1, one),
+            "vcortex --threads 2 run b1 --out 'my runs' --seed 3"
+        );
+        opts.command = "vcortex run all --threads=4 --out 'it'\\''s all' --jobs=2".into();
+        assert_eq!(
+            stage_command(
+                &opts,
+                A2,
+                Lanes {
+                    jobs: 2,
+                    per_stage: 2
+                }
+            ),
+            "vcortex --threads 2 run a2 --out 'it'\\''s all'"
+        );
+        opts.command = String::new();
+        assert_eq!(stage_command(&opts, A1, one), "vcortex run a1");
+        assert_eq!(stage_command(&opts, A1, two), "vcortex --threads 1 run a1");
+        assert_eq!(
+            shell_words("a  'b c' 'd'\\''e' f"),
+            ["a", "'b c'", "'d'\\''e'", "f"]
+        );
+    }
 }

@@ -27,7 +27,7 @@ impl EpochProgress {
                 .progress_chars("=> "),
             );
             bar.set_prefix(label.clone());
-            bar
+            crate::console::attach_bar(bar)
         });
         EpochProgress {
             bar,

@@ -357,3 +357,24 @@ fn stages_at_once_give_the_numbers_of_stages_in_turn() {
 fn summary_of(file: &Path) -> serde_json::Map<String, Value> {
     serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
 }
+
+/// A stage that fails while another runs: the other finishes, no further
+/// stage starts, and the study returns the error.
+#[test]
+fn a_failed_stage_stops_the_study_from_starting_more() {
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = options(out.path(), 600, 1);
+    opts.test_size = Some(200);
+    opts.jobs = 2;
+    // Diverges in the first batches of every stage (decay 0: the bound on
+    // lr x decay does not refuse it first).
+    opts.lr = Some(1e30);
+    opts.decay = Some(0.0);
+    let err = run(Experiment::All, &opts).unwrap_err().to_string();
+    assert!(err.contains("training diverged"), "{err}");
+    // b1 and b3 lead the start order; nothing started after them.
+    for later in ["a1", "a2-momentum-0.1", "a3", "a-subset", "b2", "b-subset"] {
+        assert!(!out.path().join(later).exists(), "{later} started");
+    }
+    assert!(out.path().join("b1/layer1").is_dir() && out.path().join("b3/layer1").is_dir());
+}

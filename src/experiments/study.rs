@@ -351,14 +351,19 @@ fn train_stages(
                 }
             }
             Ok(Err(e)) => {
-                if error.is_none() && running > 0 {
-                    crate::note!(
-                        "stage {} failed: {e}; waiting for the {running} stage(s) still running \
-                         (they finish and stay resumable)",
-                        stage.name()
-                    );
+                if error.is_some() {
+                    // The first error is the one returned; this one is said here.
+                    crate::note!("stage {} failed too: {e}", stage.name());
+                } else {
+                    if running > 0 {
+                        crate::note!(
+                            "stage {} failed: {e}; waiting for the {running} stage(s) still \
+                             running (they finish and stay resumable)",
+                            stage.name()
+                        );
+                    }
+                    error = Some(e);
                 }
-                error.get_or_insert(e);
             }
             Err(payload) => {
                 error.get_or_insert(ExpError::Config(format!("stage {} panicked", stage.name())));

@@ -183,7 +183,7 @@ pub struct RunArgs {
     /// DAE pre-training scheme of b1's and b3's stacks [default: image-space].
     #[arg(long, value_enum)]
     pub scheme: Option<DaeSchemeArg>,
-    /// Stages of `run all` trained at once, each on THREADS / N threads, which fix its numbers [default: THREADS / ceil(THREADS / 4)].
+    /// Stages of `run all` trained at once, each on THREADS / N threads, which fix its numbers [default or 0: THREADS / ceil(THREADS / 4)].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub jobs: Option<usize>,
     /// No progress bars or lines.
@@ -368,6 +368,70 @@ fn shell_quote(arg: &str) -> String {
     } else {
         format!("'{}'", arg.replace('\'', "'\\''"))
     }
+}
+
+/// The words of a command line joined from [`shell_quote`]d arguments, each
+/// still quoted: split at spaces outside single quotes (`'\''`, a quote
+/// within a word, included).
+pub fn shell_words(line: &str) -> Vec<&str> {
+    let mut words = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (None, false, false);
+    for (i, c) in line.char_indices() {
+        if c == ' ' && !quoted && !escaped {
+            if let Some(s) = start.take() {
+                words.push(&line[s..i]);
+            }
+            continue;
+        }
+        start.get_or_insert(i);
+        if escaped {
+            escaped = false;
+        } else if c == '\\' && !quoted {
+            escaped = true;
+        } else if c == '\'' {
+            quoted = !quoted;
+        }
+    }
+    if let Some(s) = start {
+        words.push(&line[s..]);
+    }
+    words
+}
+
+/// Whether `--name` takes a value (as `--name VALUE`), by the parser's own
+/// definition of `vcortex` and its `run` command.
+pub fn flag_takes_value(name: &str) -> bool {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let run = cli.find_subcommand("run").cloned();
+    let found = cli
+        .get_arguments()
+        .chain(run.iter().flat_map(|r| r.get_arguments()))
+        .find(|a| a.get_long() == Some(name))
+        .map(|a| a.get_action().takes_values());
+    found.unwrap_or(false)
+}
+
+/// Where a recorded `vcortex ... run ...` line names its experiment: the
+/// second word after the program that is neither a flag nor a flag's value
+/// (the first is `run`). Flags may come before it (`run --seed 3 all`).
+pub fn experiment_word(words: &[&str]) -> Option<usize> {
+    let mut bare = 0;
+    let mut i = 1;
+    while i < words.len() {
+        let word = words[i];
+        if let Some(flag) = word.strip_prefix("--") {
+            let skip_value = !flag.contains('=') && flag_takes_value(flag);
+            i += if skip_value { 2 } else { 1 };
+            continue;
+        }
+        if bare == 1 {
+            return Some(i);
+        }
+        bare += 1;
+        i += 1;
+    }
+    None
 }
 
 /// Writes a command's output to stdout. A reader that went away (`| head`)

@@ -541,7 +541,14 @@ pub fn b2(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     Ok(vec![pre, rnd])
 }
 
-pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, ExpError> {
+/// B3. With `compare_with_b1`, layer 1 is drawn beside b1's when b1's stack
+/// exists; a study training b1 beside b3 passes false and calls
+/// [`compare_b3_with_b1`] once both have ended.
+pub fn b3(
+    data: &Dataset,
+    opts: &Options,
+    compare_with_b1: bool,
+) -> Result<Vec<Map<String, Value>>, ExpError> {
     let sizes = sizes(data, opts, None, None)?;
     let dir = opts.out_dir.join("b3");
     // --momentum replaces the study's 0.1 here (and only here).
@@ -570,58 +577,11 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     figs.push(figure("layer_costs.png", "Training cost (image-space cross-entropy plus the KL penalty) and test reconstruction cost (no penalty) of each layer against epochs."));
     figs.extend(stack_figures(&dir, "B3", &stack, data, opts.seed)?);
 
-    // Layer 1 without and with sparsity, side by side, when B1 has run.
-    if let Ok(plain) = load_stack(&opts.out_dir.join("b1"), &STACK, opts.seed, "b1", data) {
-        let (iw, ih) = (data.train().cols, data.train().rows);
-        let n = 20;
-        let rows = vec![
-            (
-                "B1 (no sparsity)".to_string(),
-                tiles(&weights_in_image_space(&plain, 1, n), iw, ih, n, |_| None),
-            ),
-            (
-                "B3 (sparse)".to_string(),
-                tiles(&weights_in_image_space(&stack, 1, n), iw, ih, n, |_| None),
-            ),
-        ];
-        figures::rows(
-            &dir.join("weights_b1_vs_b3.png"),
-            "Layer 1 weights without and with sparsity",
-            rows,
-            56,
-            Normalise::PerTile,
-        )?;
-        figs.push(figure(
-            "weights_b1_vs_b3.png",
-            "The first 20 units of layer 1, without (B1) and with (B3) the sparsity penalty.",
-        ));
-        let test = data.test();
-        // Without test images there are no activations to compare.
-        if test.count > 0 {
-            let count = 20.min(test.count);
-            let images = images_f32(test, 0, count);
-            // Layer 1 activations of both stacks as tiles, with their mean.
-            let act = |st: &DaeStack| -> (Vec<Tile>, f64) {
-                let h = st.hidden(1, &images);
-                let mean = h.iter().map(|&v| v as f64).sum::<f64>() / h.len() as f64;
-                (square_tiles(&h, STACK[1]), mean)
-            };
-            let ((plain_tiles, plain_mean), (sparse_tiles, sparse_mean)) =
-                (act(&plain), act(&stack));
-            figures::rows(
-                &dir.join("activations_b1_vs_b3.png"),
-                "Layer 1 activations without and with sparsity",
-                vec![
-                    ("B1 (no sparsity)".into(), plain_tiles),
-                    ("B3 (sparse)".into(), sparse_tiles),
-                ],
-                56,
-                Normalise::Fixed(0.0, 1.0),
-            )?;
-            figs.push(figure("activations_b1_vs_b3.png", &format!(
-                "Layer 1 activations of {count} test images as {side}x{side} squares: mean activation {:.3} without, {:.3} with sparsity (target rho 0.05).",
-                plain_mean, sparse_mean, side = square_side(STACK[1])
-            )));
+    // Layer 1 without and with sparsity, side by side, when B1 has run (a
+    // study that trains b1 beside b3 draws them once both have ended).
+    if compare_with_b1 {
+        if let Ok(plain) = load_stack(&opts.out_dir.join("b1"), &STACK, opts.seed, "b1", data) {
+            figs.extend(b1_vs_b3_figures(&dir, data, &plain, &stack)?);
         }
     }
 
@@ -660,6 +620,88 @@ pub fn b3(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, Exp
     );
     merge_summary(&dir, extra)?;
     Ok(vec![fine])
+}
+
+/// Layer 1's weights and activations of b1's stack (`plain`) beside b3's
+/// (`sparse`), drawn into b3's folder `dir`; their summary entries.
+fn b1_vs_b3_figures(
+    dir: &Path,
+    data: &Dataset,
+    plain: &DaeStack,
+    sparse: &DaeStack,
+) -> Result<Vec<Value>, ExpError> {
+    let mut figs = Vec::new();
+    let (iw, ih) = (data.train().cols, data.train().rows);
+    let n = 20;
+    let rows = vec![
+        (
+            "B1 (no sparsity)".to_string(),
+            tiles(&weights_in_image_space(plain, 1, n), iw, ih, n, |_| None),
+        ),
+        (
+            "B3 (sparse)".to_string(),
+            tiles(&weights_in_image_space(sparse, 1, n), iw, ih, n, |_| None),
+        ),
+    ];
+    figures::rows(
+        &dir.join("weights_b1_vs_b3.png"),
+        "Layer 1 weights without and with sparsity",
+        rows,
+        56,
+        Normalise::PerTile,
+    )?;
+    figs.push(figure(
+        "weights_b1_vs_b3.png",
+        "The first 20 units of layer 1, without (B1) and with (B3) the sparsity penalty.",
+    ));
+    let test = data.test();
+    // Without test images there are no activations to compare.
+    if test.count > 0 {
+        let count = 20.min(test.count);
+        let images = images_f32(test, 0, count);
+        // Layer 1 activations of both stacks as tiles, with their mean.
+        let act = |st: &DaeStack| -> (Vec<Tile>, f64) {
+            let h = st.hidden(1, &images);
+            let mean = h.iter().map(|&v| v as f64).sum::<f64>() / h.len() as f64;
+            (square_tiles(&h, STACK[1]), mean)
+        };
+        let ((plain_tiles, plain_mean), (sparse_tiles, sparse_mean)) = (act(plain), act(sparse));
+        figures::rows(
+            &dir.join("activations_b1_vs_b3.png"),
+            "Layer 1 activations without and with sparsity",
+            vec![
+                ("B1 (no sparsity)".into(), plain_tiles),
+                ("B3 (sparse)".into(), sparse_tiles),
+            ],
+            56,
+            Normalise::Fixed(0.0, 1.0),
+        )?;
+        figs.push(figure("activations_b1_vs_b3.png", &format!(
+            "Layer 1 activations of {count} test images as {side}x{side} squares: mean activation {:.3} without, {:.3} with sparsity (target rho 0.05).",
+            plain_mean, sparse_mean, side = square_side(STACK[1])
+        )));
+    }
+    Ok(figs)
+}
+
+/// b3's comparison with b1 (see [`b1_vs_b3_figures`]), from both stacks'
+/// checkpoints, added to b3's summary: for a study whose b3 trained beside
+/// b1 (`b3(.., compare_with_b1: false)`), once both have ended.
+pub fn compare_b3_with_b1(data: &Dataset, opts: &Options) -> Result<(), ExpError> {
+    let plain = load_stack(&opts.out_dir.join("b1"), &STACK, opts.seed, "b1", data)?;
+    let sparse = load_stack(&opts.out_dir.join("b3"), &STACK, opts.seed, "b3", data)?;
+    let dir = opts.out_dir.join("b3");
+    let added = b1_vs_b3_figures(&dir, data, &plain, &sparse)?;
+    let summary = crate::jsonfile::read_object(&dir.join("summary.json"));
+    let mut figs = match summary.get("figures") {
+        Some(Value::Array(listed)) => listed.clone(),
+        _ => Vec::new(),
+    };
+    figs.extend(added);
+    let mut extra = Map::new();
+    extra.insert("figures".into(), Value::Array(figs));
+    merge_summary(&dir, extra)?;
+    Ok(())
 }
 
 pub fn b_subset(data: &Dataset, opts: &Options) -> Result<Vec<Map<String, Value>>, ExpError> {

@@ -227,6 +227,16 @@ pub enum ExpError {
         path: PathBuf,
         hint: String,
     },
+    /// A stage's error in a study that trains several at once.
+    Stage {
+        stage: Experiment,
+        source: Box<ExpError>,
+    },
+    /// A stage's thread could not be started.
+    Spawn {
+        stage: Experiment,
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for ExpError {
@@ -240,6 +250,14 @@ impl fmt::Display for ExpError {
             ExpError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             ExpError::Missing { what, path, hint } => {
                 write!(f, "{what} not found at {} ({hint})", path.display())
+            }
+            ExpError::Stage { stage, source } => write!(f, "stage {}: {source}", stage.name()),
+            ExpError::Spawn { stage, source } => {
+                write!(
+                    f,
+                    "stage {}: cannot start its thread: {source}",
+                    stage.name()
+                )
             }
         }
     }
@@ -373,10 +391,14 @@ pub fn check_image_shape(data: &Dataset) -> Result<(), ExpError> {
 }
 
 /// Runs one stage.
+/// Trains `exp`. `b3_compares_now`: b3 draws its layer 1 beside b1's when
+/// b1's stack exists (false in a study that may train b1 beside b3: it
+/// calls [`dae::compare_b3_with_b1`] once both have ended).
 pub(crate) fn run_stage(
     exp: Experiment,
     data: &Dataset,
     opts: &Options,
+    b3_compares_now: bool,
 ) -> Result<Vec<Map<String, Value>>, ExpError> {
     match exp {
         Experiment::A1 => cnn::a1(data, opts),
@@ -385,7 +407,7 @@ pub(crate) fn run_stage(
         Experiment::ASubset => cnn::a_subset(data, opts),
         Experiment::B1 => dae::b1(data, opts),
         Experiment::B2 => dae::b2(data, opts),
-        Experiment::B3 => dae::b3(data, opts),
+        Experiment::B3 => dae::b3(data, opts, b3_compares_now),
         Experiment::BSubset => dae::b_subset(data, opts),
         Experiment::All => unreachable!("`all` is expanded into stages"),
     }

@@ -18,8 +18,8 @@ use super::{
 /// The most stages `run all` trains at once when `--jobs` is not given. The
 /// dense models stop gaining at about 4 threads (the README's 16-core
 /// table: their epochs stay at 1.3-1.9 s from 4 to 16 threads), while
-/// stages on separate threads do not slow each other: on 2 cores, b1 and
-/// b3 on one thread each, side by side, took 34.1 s against 38.7 s one
+/// stages side by side on shares of the threads finish sooner together: on
+/// 2 cores, b1 and b3 on one thread each took 34.1 s against 38.7 s one
 /// after the other on two threads (a1 and a3: 1.12-1.19x faster).
 pub const MAX_AUTO_JOBS: usize = 4;
 
@@ -265,38 +265,56 @@ fn simulated_total(
 /// stages were written against.
 const STAGE_STACK_BYTES: usize = 8 << 20;
 
-/// Trains `order` on `lanes.jobs` threads of its own, each stage on
-/// `lanes.per_stage` compute threads, starting a stage once the stages it
-/// reads have finished. `finished` runs on the calling thread as each stage
-/// ends. After a failure no stage starts; those running finish (their runs
-/// stay resumable) and the first error is returned. A stage's numbers depend
-/// only on its own settings and thread count, never on what runs beside it.
+/// "; waiting for ..." when `running` stages are still training.
+fn waiting_note(running: usize) -> String {
+    match running {
+        0 => String::new(),
+        n => {
+            format!("; waiting for the {n} stage(s) still running (they finish and stay resumable)")
+        }
+    }
+}
+
+/// What trains one stage (on the thread that calls it).
+type StageRunner<'a> = dyn Fn(Experiment) -> Result<Vec<Map<String, Value>>, ExpError> + Sync + 'a;
+
+/// Runs `train` for each of `order`, up to `jobs` at once on threads of
+/// their own, starting a stage once the stages it reads (of `stages`) have
+/// finished. `finished` runs on the calling thread as each stage ends.
+/// After a failure no stage starts; those running finish (their runs stay
+/// resumable) and the first error is returned, the stage named. A stage
+/// that panics is reported the same way, and its panic resumed once the
+/// others have ended.
 fn train_stages(
     order: &[Experiment],
     stages: &[Experiment],
-    data: &Dataset,
-    opts: &Options,
-    lanes: Lanes,
+    jobs: usize,
     announce: bool,
+    train: &StageRunner,
     finished: &mut dyn FnMut(StageOutcome) -> Result<(), ExpError>,
 ) -> Result<(), ExpError> {
-    let mut stage_opts = opts.clone();
-    stage_opts.threads = lanes.per_stage;
-    let stage_opts = &stage_opts;
     let (tx, rx) = mpsc::channel();
     let mut pending = order.to_vec();
     let mut done = Vec::new();
     let mut running = 0usize;
     let mut error: Option<ExpError> = None;
     let mut panic = None;
+    // With several stages at once, an error names its stage.
+    let named = |stage, e| match jobs {
+        1 => e,
+        _ => ExpError::Stage {
+            stage,
+            source: Box::new(e),
+        },
+    };
     std::thread::scope(|scope| loop {
-        while error.is_none() && running < lanes.jobs {
+        while error.is_none() && panic.is_none() && running < jobs {
             let Some(i) = next_ready(&pending, &done, stages) else {
                 break;
             };
             let stage = pending.remove(i);
             if announce {
-                if lanes.jobs > 1 {
+                if jobs > 1 {
                     crate::note!("== stage {} starts ==", stage.name());
                 } else {
                     crate::note!("== stage {} ==", stage.name());
@@ -308,20 +326,14 @@ fn train_stages(
                 .stack_size(STAGE_STACK_BYTES)
                 .spawn_scoped(scope, move || {
                     let t = Instant::now();
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_stage(stage, data, stage_opts)
-                    }));
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(stage)));
                     // The receiver lives until every stage has reported.
                     let _ = tx.send((stage, t.elapsed().as_secs_f64(), result));
                 });
             match spawned {
                 Ok(_) => running += 1,
-                Err(e) => {
-                    error = Some(ExpError::Config(format!(
-                        "cannot start a thread for stage {}: {e}",
-                        stage.name()
-                    )))
-                }
+                Err(source) => error = Some(ExpError::Spawn { stage, source }),
             }
         }
         if running == 0 {
@@ -332,9 +344,9 @@ fn train_stages(
         };
         running -= 1;
         done.push(stage);
-        match result {
+        let failure = match result {
             Ok(Ok(runs)) => {
-                if announce && lanes.jobs > 1 {
+                if announce && jobs > 1 {
                     crate::note!(
                         "== stage {} done in {} ==",
                         stage.name(),
@@ -346,29 +358,37 @@ fn train_stages(
                     wall_seconds: seconds,
                     runs,
                 };
-                if let Err(e) = finished(outcome) {
-                    error.get_or_insert(e);
-                }
+                finished(outcome).err()
             }
-            Ok(Err(e)) => {
-                if error.is_some() {
-                    // The first error is the one returned; this one is said here.
-                    crate::note!("stage {} failed too: {e}", stage.name());
-                } else {
-                    if running > 0 {
-                        crate::note!(
-                            "stage {} failed: {e}; waiting for the {running} stage(s) still \
-                             running (they finish and stay resumable)",
-                            stage.name()
-                        );
-                    }
-                    error = Some(e);
-                }
-            }
+            Ok(Err(e)) => Some(e),
             Err(payload) => {
-                error.get_or_insert(ExpError::Config(format!("stage {} panicked", stage.name())));
                 panic.get_or_insert(payload);
+                crate::note!(
+                    "stage {} panicked (above){}",
+                    stage.name(),
+                    waiting_note(running)
+                );
+                None
             }
+        };
+        // The first error is returned; the note says what else happened.
+        let what = match failure {
+            Some(e) => {
+                let text = e.to_string();
+                let first = error.is_none() && panic.is_none();
+                if first {
+                    error = Some(named(stage, e));
+                }
+                (running > 0 || !first).then_some(text)
+            }
+            None => None,
+        };
+        if let Some(what) = what {
+            crate::note!(
+                "stage {} failed: {what}{}",
+                stage.name(),
+                waiting_note(running)
+            );
         }
     });
     if let Some(payload) = panic {
@@ -429,11 +449,14 @@ pub fn run_all(
                 lanes.per_stage
             );
         }
-        if lanes.jobs * lanes.per_stage < threads {
+        // Never more stages at once than there are.
+        let busy = lanes.jobs.min(stages.len()) * lanes.per_stage;
+        if busy < threads {
             crate::note!(
-                "note: {} of the {threads} threads stay idle ({} stages x {} threads)",
-                threads - lanes.jobs * lanes.per_stage,
-                lanes.jobs,
+                "note: {} of the {threads} threads stay idle (at most {} stages at once x {} \
+                 threads)",
+                threads - busy,
+                lanes.jobs.min(stages.len()),
                 lanes.per_stage
             );
         }
@@ -465,13 +488,25 @@ pub fn run_all(
     }
     let started = Instant::now();
     let mut outcomes: Vec<StageOutcome> = Vec::new();
-    let trained = |stages_done: &mut dyn FnMut(StageOutcome) -> Result<(), ExpError>| {
-        train_stages(&order, stages, data, opts, lanes, plan, stages_done)
-    };
-    let mut record = |outcome| {
+    let mut stage_opts = opts.clone();
+    stage_opts.threads = lanes.per_stage;
+    // b3 draws its layer 1 beside b1's; where b1 may train beside it, that
+    // waits until both have ended, so that it never sees a b1 half done.
+    let b3_after_b1 = stages.contains(&Experiment::B1) && stages.contains(&Experiment::B3);
+    let train = |stage| run_stage(stage, data, &stage_opts, !b3_after_b1);
+    let mut record = |outcome: StageOutcome| {
+        let stage = outcome.stage;
         outcomes.push(outcome);
         // The summary lists stages in the study's order, whichever ended first.
         outcomes.sort_by_key(|o| stages.iter().position(|&s| s == o.stage));
+        let ended = |s| outcomes.iter().any(|o| o.stage == s);
+        if b3_after_b1
+            && matches!(stage, Experiment::B1 | Experiment::B3)
+            && ended(Experiment::B1)
+            && ended(Experiment::B3)
+        {
+            super::dae::compare_b3_with_b1(data, opts)?;
+        }
         if plan {
             write_study(
                 opts,
@@ -483,10 +518,13 @@ pub fn run_all(
         }
         Ok(())
     };
+    let train_all = |record: &mut dyn FnMut(StageOutcome) -> Result<(), ExpError>| {
+        train_stages(&order, stages, lanes.jobs, plan, &train, record)
+    };
     if lanes.jobs > 1 {
-        crate::console::with_shared_bars(|| trained(&mut record))?;
+        crate::console::with_shared_bars(|| train_all(&mut record))?;
     } else {
-        trained(&mut record)?;
+        train_all(&mut record)?;
     }
     let total = started.elapsed().as_secs_f64();
     if plan {
@@ -529,8 +567,9 @@ pub fn run_all(
 /// The command that reruns one stage with the study's flags: the recorded
 /// `vcortex run all ...` line with the stage in place of `all`.
 fn stage_command(opts: &Options, stage: Experiment, lanes: Lanes) -> String {
+    use crate::cli::{experiment_word, flag_takes_value, shell_words};
     let words = shell_words(&opts.command);
-    let Some(run) = words.windows(2).position(|w| w == ["run", "all"]) else {
+    let Some(experiment) = experiment_word(&words).filter(|&i| words[i] == "all") else {
         return match lanes.jobs {
             1 => format!("vcortex run {}", stage.name()),
             _ => format!("vcortex --threads {} run {}", lanes.per_stage, stage.name()),
@@ -538,54 +577,37 @@ fn stage_command(opts: &Options, stage: Experiment, lanes: Lanes) -> String {
     };
     // `--jobs` means nothing to one stage; with several stages at once, the
     // stage's own thread count replaces the study's.
-    let dropped = |w: &str| {
-        let flag = w.split_once('=').map_or(w, |(f, _)| f);
-        flag == "--jobs" || (lanes.jobs > 1 && flag == "--threads")
-    };
+    let dropped = |flag: &str| flag == "jobs" || (lanes.jobs > 1 && flag == "threads");
     let mut out: Vec<String> = Vec::new();
     let mut i = 0;
     while i < words.len() {
-        let w = words[i];
-        if i > 0 && dropped(w) {
-            // The flag, and its value unless written `--flag=value`.
-            i += if w.contains('=') { 1 } else { 2 };
+        let word = words[i];
+        if let Some(flag) = word.strip_prefix("--") {
+            let (name, inline) = flag
+                .split_once('=')
+                .map_or((flag, false), |(n, _)| (n, true));
+            let len = if !inline && flag_takes_value(name) {
+                2
+            } else {
+                1
+            };
+            if !dropped(name) {
+                out.extend(
+                    words[i..(i + len).min(words.len())]
+                        .iter()
+                        .map(|w| w.to_string()),
+                );
+            }
+            i += len;
             continue;
         }
-        out.push(if i == run + 1 { stage.name() } else { w }.to_string());
+        out.push(if i == experiment { stage.name() } else { word }.to_string());
         if i == 0 && lanes.jobs > 1 {
             out.push(format!("--threads {}", lanes.per_stage));
         }
         i += 1;
     }
     out.join(" ")
-}
-
-/// The words of a command line joined from `shell_quote`d arguments, each
-/// still quoted: split at spaces outside single quotes (`'\''`, a quote
-/// within a word, included).
-fn shell_words(line: &str) -> Vec<&str> {
-    let mut words = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (None, false, false);
-    for (i, c) in line.char_indices() {
-        if c == ' ' && !quoted && !escaped {
-            if let Some(s) = start.take() {
-                words.push(&line[s..i]);
-            }
-            continue;
-        }
-        start.get_or_insert(i);
-        if escaped {
-            escaped = false;
-        } else if c == '\\' && !quoted {
-            escaped = true;
-        } else if c == '\'' {
-            quoted = !quoted;
-        }
-    }
-    if let Some(s) = start {
-        words.push(&line[s..]);
-    }
-    words
 }
 
 fn write_study(
@@ -746,6 +768,164 @@ mod tests {
         assert_eq!(eight, 270.0 + 140.0);
     }
 
+    /// A stage runner that logs its starts and ends, and how many ran at once.
+    struct FakeStages {
+        log: std::sync::Mutex<Vec<(bool, Experiment)>>,
+        running: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+        /// Set once b3 has failed or unwound (the panic hook's backtrace can
+        /// take longer than any fixed sleep), for b1 to end after it.
+        b3_over: std::sync::atomic::AtomicBool,
+    }
+
+    /// Sets `b3_over` when dropped, so also while a panic unwinds.
+    struct Over<'a>(&'a std::sync::atomic::AtomicBool);
+
+    impl Drop for Over<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl FakeStages {
+        fn new() -> Self {
+            FakeStages {
+                log: Default::default(),
+                running: Default::default(),
+                most: Default::default(),
+                b3_over: Default::default(),
+            }
+        }
+
+        /// Trains `stage` for a few milliseconds; b3 fails or panics as asked.
+        fn train(&self, stage: Experiment, b3: &str) -> Result<Vec<Map<String, Value>>, ExpError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.running.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            self.log.lock().unwrap().push((true, stage));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            if stage == B1 && b3 != "works" {
+                // b1 is still running when b3's failure arrives.
+                while !self.b3_over.load(SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            self.running.fetch_sub(1, SeqCst);
+            if stage == B3 {
+                let _over = Over(&self.b3_over);
+                match b3 {
+                    "fails" => return Err(ExpError::Config("b3 broke".into())),
+                    "panics" => panic!("b3 panicked on purpose"),
+                    _ => {}
+                }
+            }
+            self.log.lock().unwrap().push((false, stage));
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn stages_train_at_most_jobs_at_once_each_after_what_it_reads() {
+        let stages = Experiment::STUDY;
+        let order = start_order(&stages, &study_estimate, 3);
+        let fake = FakeStages::new();
+        let mut ended = Vec::new();
+        train_stages(
+            &order,
+            &stages,
+            3,
+            false,
+            &|s| fake.train(s, "works"),
+            &mut |o| {
+                ended.push(o.stage);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(fake.most.into_inner(), 3);
+        ended.sort_by_key(|s| stages.iter().position(|t| t == s));
+        assert_eq!(ended, stages);
+        let log = fake.log.into_inner().unwrap();
+        let at = |start: bool, s| log.iter().position(|&e| e == (start, s)).unwrap();
+        for s in stages {
+            for &r in s.reads() {
+                assert!(
+                    at(false, r) < at(true, s),
+                    "{} started before {} ended",
+                    s.name(),
+                    r.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_stage_lets_the_running_one_finish_and_starts_no_other() {
+        let stages = Experiment::STUDY;
+        let order = [B3, B1, A1, A2, A3, ASubset, B2, BSubset];
+        let fake = FakeStages::new();
+        let mut ended = Vec::new();
+        let err = train_stages(
+            &order,
+            &stages,
+            2,
+            false,
+            &|s| fake.train(s, "fails"),
+            &mut |o| {
+                ended.push(o.stage);
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        // b3 fails first; b1, beside it, ends and is recorded; nothing else starts.
+        assert_eq!(err.to_string(), "stage b3: invalid settings: b3 broke");
+        assert_eq!(ended, [B1]);
+        let mut started: Vec<_> = fake.log.into_inner().unwrap();
+        started.retain(|e| e.0);
+        started.sort_by_key(|e| order.iter().position(|&s| s == e.1));
+        assert_eq!(started, [(true, B3), (true, B1)]);
+        // One at a time, the error is the stage's own.
+        let fake = FakeStages::new();
+        let err = train_stages(
+            &[B3],
+            &[B3],
+            1,
+            false,
+            &|s| fake.train(s, "fails"),
+            &mut |_| Ok(()),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "invalid settings: b3 broke");
+    }
+
+    #[test]
+    fn a_panicking_stage_panics_the_study_once_the_others_end() {
+        let stages = Experiment::STUDY;
+        let order = [B3, B1, A1];
+        let fake = FakeStages::new();
+        let mut ended = Vec::new();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            train_stages(
+                &order,
+                &stages,
+                2,
+                false,
+                &|s| fake.train(s, "panics"),
+                &mut |o| {
+                    ended.push(o.stage);
+                    Ok(())
+                },
+            )
+        }));
+        let payload = outcome.unwrap_err();
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"b3 panicked on purpose")
+        );
+        assert_eq!(ended, [B1]);
+    }
+
     #[test]
     fn a_stage_command_reruns_it_on_its_own_threads() {
         let mut opts = Options::new("data", "runs");
@@ -782,8 +962,14 @@ mod tests {
         assert_eq!(stage_command(&opts, A1, one), "vcortex run a1");
         assert_eq!(stage_command(&opts, A1, two), "vcortex --threads 1 run a1");
         assert_eq!(
-            shell_words("a  'b c' 'd'\\''e' f"),
+            crate::cli::shell_words("a  'b c' 'd'\\''e' f"),
             ["a", "'b c'", "'d'\\''e'", "f"]
+        );
+        // The experiment after flags, and a folder named like a stage.
+        opts.command = "vcortex run --seed 3 --out all all --quick".into();
+        assert_eq!(
+            stage_command(&opts, B3, two),
+            "vcortex --threads 1 run --seed 3 --out all b3 --quick"
         );
     }
 }

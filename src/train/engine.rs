@@ -477,13 +477,14 @@ fn run_settings<T: Task>(cfg: &TrainConfig, train_count: usize, task: &T) -> Map
 /// The first setting in which a checkpoint's run and this one differ, as an
 /// error message. Only the settings the checkpoint records are compared: one
 /// written before a setting was recorded is not refused for lacking it.
-/// [`START_KEY`] is not compared here (a changed start is not an error).
+/// [`START_KEY`] and [`THREADS_KEY`] are not compared here (a changed start
+/// or thread count is not an error).
 fn settings_mismatch(saved: &Map<String, Value>, now: &Map<String, Value>) -> Option<String> {
     // The named settings first, the data fingerprints last: a changed
     // --test-size changes both, and the setting says more.
     let named = saved
         .keys()
-        .filter(|k| !is_data_setting(k) && *k != START_KEY);
+        .filter(|k| !is_data_setting(k) && *k != START_KEY && *k != THREADS_KEY);
     let data = saved.keys().filter(|k| is_data_setting(k));
     for key in named.chain(data) {
         let (was, is) = (&saved[key], now.get(key));
@@ -529,6 +530,11 @@ fn same_setting(a: &Value, b: &Value) -> bool {
 /// trained again since its checkpoint starts over instead of resuming on the
 /// old base.
 const START_KEY: &str = "start";
+
+/// The checkpoint setting that records the thread count its epochs ran on:
+/// a resume on another count continues (a run may move to another machine)
+/// with a note, since from there its sums round differently.
+const THREADS_KEY: &str = "threads";
 
 /// 64-bit FNV-1a, the checkpoints' fingerprints: cheap, and enough to tell
 /// one dataset or parameter set from another (not a defence against forgery).
@@ -720,6 +726,7 @@ fn run<T: Task + Send>(
     }
     let start = json!(params_fingerprint(task.params()));
     resume_settings.insert(START_KEY.into(), start.clone());
+    resume_settings.insert(THREADS_KEY.into(), json!(threads));
     let mut metrics: Vec<EpochMetrics> = Vec::new();
     if cfg.resume {
         if !ck_path.exists() {
@@ -782,6 +789,18 @@ fn run<T: Task + Send>(
             task.params_mut().copy_from_slice(&ck.params);
             opt.buf = ck.optimizer_state;
             metrics = ck.metrics;
+            if let Some(was) = ck.settings.get(THREADS_KEY).and_then(Value::as_u64) {
+                if was != threads as u64 {
+                    crate::note!(
+                        "note: {} trained its first {} epoch(s) on {was} thread(s) and \
+                         continues on {threads}: from here its gradient sums round differently \
+                         than on {was} all along (`--threads {was}`, with `--jobs 1` for `run \
+                         all`, keeps them exact)",
+                        dir.display(),
+                        metrics.len()
+                    );
+                }
+            }
         }
     }
     let resumed_epochs = metrics.len();

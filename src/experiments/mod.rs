@@ -90,7 +90,9 @@ impl Experiment {
 
     /// The stages whose results this one reads, so that `run all` starts it
     /// only after them: b2 and b-subset fine-tune b1's (and b3's) stacks,
-    /// and b-subset overlays a-subset's CNN curves.
+    /// and b-subset overlays a-subset's CNN curves. (b3 also draws its layer
+    /// 1 beside b1's, a figure that `run all` draws once both have ended
+    /// rather than hold b3 back.)
     pub fn reads(self) -> &'static [Experiment] {
         match self {
             Experiment::B2 => &[Experiment::B1],

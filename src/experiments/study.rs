@@ -804,6 +804,15 @@ mod tests {
             self.most.fetch_max(now, SeqCst);
             self.log.lock().unwrap().push((true, stage));
             std::thread::sleep(std::time::Duration::from_millis(10));
+            if b3 == "works" && self.log.lock().unwrap().len() <= 3 {
+                // The first three stay until three run at once (or a second
+                // passes on a machine too busy to start them), so that
+                // `most` shows the limit, not the threads' start-up speed.
+                let waited = std::time::Instant::now();
+                while self.running.load(SeqCst) < 3 && waited.elapsed().as_secs() < 1 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
             if stage == B1 && b3 != "works" {
                 // b1 is still running when b3's failure arrives.
                 while !self.b3_over.load(SeqCst) {
@@ -825,24 +834,37 @@ mod tests {
         }
     }
 
+    /// `order` through [`train_stages`] on `jobs` lanes with a [`FakeStages`]
+    /// whose b3 does `b3`: what it returned (or its panic), the fake's log
+    /// and the stages recorded as ended.
+    fn run_fake(
+        order: &[Experiment],
+        jobs: usize,
+        b3: &str,
+    ) -> (
+        std::thread::Result<Result<(), ExpError>>,
+        FakeStages,
+        Vec<Experiment>,
+    ) {
+        let fake = FakeStages::new();
+        let mut ended = Vec::new();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut record = |o: StageOutcome| {
+                ended.push(o.stage);
+                Ok(())
+            };
+            let train = |s| fake.train(s, b3);
+            train_stages(order, &Experiment::STUDY, jobs, false, &train, &mut record)
+        }));
+        (result, fake, ended)
+    }
+
     #[test]
     fn stages_train_at_most_jobs_at_once_each_after_what_it_reads() {
         let stages = Experiment::STUDY;
         let order = start_order(&stages, &study_estimate, 3);
-        let fake = FakeStages::new();
-        let mut ended = Vec::new();
-        train_stages(
-            &order,
-            &stages,
-            3,
-            false,
-            &|s| fake.train(s, "works"),
-            &mut |o| {
-                ended.push(o.stage);
-                Ok(())
-            },
-        )
-        .unwrap();
+        let (result, fake, mut ended) = run_fake(&order, 3, "works");
+        result.unwrap().unwrap();
         assert_eq!(fake.most.into_inner(), 3);
         ended.sort_by_key(|s| stages.iter().position(|t| t == s));
         assert_eq!(ended, stages);
@@ -862,23 +884,10 @@ mod tests {
 
     #[test]
     fn a_failed_stage_lets_the_running_one_finish_and_starts_no_other() {
-        let stages = Experiment::STUDY;
         let order = [B3, B1, A1, A2, A3, ASubset, B2, BSubset];
-        let fake = FakeStages::new();
-        let mut ended = Vec::new();
-        let err = train_stages(
-            &order,
-            &stages,
-            2,
-            false,
-            &|s| fake.train(s, "fails"),
-            &mut |o| {
-                ended.push(o.stage);
-                Ok(())
-            },
-        )
-        .unwrap_err();
+        let (result, fake, ended) = run_fake(&order, 2, "fails");
         // b3 fails first; b1, beside it, ends and is recorded; nothing else starts.
+        let err = result.unwrap().unwrap_err();
         assert_eq!(err.to_string(), "stage b3: invalid settings: b3 broke");
         assert_eq!(ended, [B1]);
         let mut started: Vec<_> = fake.log.into_inner().unwrap();
@@ -886,39 +895,15 @@ mod tests {
         started.sort_by_key(|e| order.iter().position(|&s| s == e.1));
         assert_eq!(started, [(true, B3), (true, B1)]);
         // One at a time, the error is the stage's own.
-        let fake = FakeStages::new();
-        let err = train_stages(
-            &[B3],
-            &[B3],
-            1,
-            false,
-            &|s| fake.train(s, "fails"),
-            &mut |_| Ok(()),
-        )
-        .unwrap_err();
+        let (result, _, _) = run_fake(&[B3], 1, "fails");
+        let err = result.unwrap().unwrap_err();
         assert_eq!(err.to_string(), "invalid settings: b3 broke");
     }
 
     #[test]
     fn a_panicking_stage_panics_the_study_once_the_others_end() {
-        let stages = Experiment::STUDY;
-        let order = [B3, B1, A1];
-        let fake = FakeStages::new();
-        let mut ended = Vec::new();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            train_stages(
-                &order,
-                &stages,
-                2,
-                false,
-                &|s| fake.train(s, "panics"),
-                &mut |o| {
-                    ended.push(o.stage);
-                    Ok(())
-                },
-            )
-        }));
-        let payload = outcome.unwrap_err();
+        let (result, _, ended) = run_fake(&[B3, B1, A1], 2, "panics");
+        let payload = result.unwrap_err();
         assert_eq!(
             payload.downcast_ref::<&str>(),
             Some(&"b3 panicked on purpose")

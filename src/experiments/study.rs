@@ -440,23 +440,25 @@ pub fn run_all(
             stages.len(),
             opts.out_dir.display()
         );
+        // Never more stages at once than there are.
+        let at_once = lanes.jobs.min(stages.len());
         if lanes.jobs > 1 {
             crate::note!(
-                "{} stages at once, {} thread(s) each (--jobs; a stage's numbers depend on its \
-                 own thread count: `vcortex --threads {} run STAGE` gives them again)",
-                lanes.jobs,
+                "up to {at_once} stages at once, {} thread(s) each (--jobs {}{}; a stage's \
+                 numbers depend on its own thread count: `vcortex --threads {} run STAGE` gives \
+                 them again)",
                 lanes.per_stage,
+                lanes.jobs,
+                if opts.jobs == 0 { ", the default" } else { "" },
                 lanes.per_stage
             );
         }
-        // Never more stages at once than there are.
-        let busy = lanes.jobs.min(stages.len()) * lanes.per_stage;
+        let busy = at_once * lanes.per_stage;
         if busy < threads {
             crate::note!(
-                "note: {} of the {threads} threads stay idle (at most {} stages at once x {} \
-                 threads)",
+                "note: {} of the {threads} threads stay idle (at most {at_once} stages at once x \
+                 {} thread(s))",
                 threads - busy,
-                lanes.jobs.min(stages.len()),
                 lanes.per_stage
             );
         }

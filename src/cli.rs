@@ -398,40 +398,44 @@ pub fn shell_words(line: &str) -> Vec<&str> {
     words
 }
 
-/// Whether `--name` takes a value (as `--name VALUE`), by the parser's own
-/// definition of `vcortex` and its `run` command.
-pub fn flag_takes_value(name: &str) -> bool {
-    use clap::CommandFactory;
-    let cli = Cli::command();
-    let run = cli.find_subcommand("run").cloned();
-    let found = cli
-        .get_arguments()
-        .chain(run.iter().flat_map(|r| r.get_arguments()))
-        .find(|a| a.get_long() == Some(name))
-        .map(|a| a.get_action().takes_values());
-    found.unwrap_or(false)
+/// One item of a recorded command line: `len` words from `start`, a flag
+/// with its value (`--out DIR`: two words; `--out=DIR`: one) or a bare word.
+pub struct CommandItem<'a> {
+    pub start: usize,
+    pub len: usize,
+    /// The flag's name without its dashes; None for a bare word.
+    pub flag: Option<&'a str>,
 }
 
-/// Where a recorded `vcortex ... run ...` line names its experiment: the
-/// second word after the program that is neither a flag nor a flag's value
-/// (the first is `run`). Flags may come before it (`run --seed 3 all`).
-pub fn experiment_word(words: &[&str]) -> Option<usize> {
-    let mut bare = 0;
-    let mut i = 1;
-    while i < words.len() {
-        let word = words[i];
-        if let Some(flag) = word.strip_prefix("--") {
-            let skip_value = !flag.contains('=') && flag_takes_value(flag);
-            i += if skip_value { 2 } else { 1 };
-            continue;
-        }
-        if bare == 1 {
-            return Some(i);
-        }
-        bare += 1;
-        i += 1;
+/// `words` (of [`shell_words`], the program first) as items. Which flags
+/// take a value is the parser's own definition of `vcortex` and `run`.
+pub fn command_items<'a>(words: &[&'a str]) -> Vec<CommandItem<'a>> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let run = cli.find_subcommand("run");
+    let takes_value = |name: &str| {
+        cli.get_arguments()
+            .chain(run.into_iter().flat_map(|r| r.get_arguments()))
+            .find(|a| a.get_long() == Some(name))
+            .is_some_and(|a| a.get_action().takes_values())
+    };
+    let mut items = Vec::new();
+    let mut start = 0;
+    while start < words.len() {
+        let word = words[start];
+        let flag = word
+            .strip_prefix("--")
+            .filter(|_| start > 0)
+            .map(|f| f.split_once('=').map_or(f, |(name, _)| name));
+        let len = match flag {
+            Some(name) if !word.contains('=') && takes_value(name) => 2,
+            _ => 1,
+        };
+        let len = len.min(words.len() - start);
+        items.push(CommandItem { start, len, flag });
+        start += len;
     }
-    None
+    items
 }
 
 /// Writes a command's output to stdout. A reader that went away (`| head`)

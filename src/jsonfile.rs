@@ -41,20 +41,19 @@ pub enum WriteTarget {
     Replace(PathBuf),
 }
 
+/// `path` with `suffix` appended to its file name (`a.json` -> `a.json.tmp-7`).
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// Where a write to `path` goes ([`WriteTarget`]).
 pub fn write_target(path: &Path) -> WriteTarget {
-    let given = path.as_os_str();
-    if ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"]
-        .map(std::ffi::OsStr::new)
-        .contains(&given)
-    {
-        return WriteTarget::Stdout;
-    }
-    if ["/dev/stderr", "/dev/fd/2", "/proc/self/fd/2"]
-        .map(std::ffi::OsStr::new)
-        .contains(&given)
-    {
-        return WriteTarget::Stderr;
+    match path.to_str() {
+        Some("/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1") => return WriteTarget::Stdout,
+        Some("/dev/stderr" | "/dev/fd/2" | "/proc/self/fd/2") => return WriteTarget::Stderr,
+        _ => {}
     }
     let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     // A descriptor's name stands for an open file, written as the shell
@@ -95,9 +94,7 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, io:
         }
         WriteTarget::Replace(target) => target,
     };
-    let mut tmp = target.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
+    let tmp = with_suffix(&target, &format!(".tmp-{}", std::process::id()));
     fs::write(&tmp, bytes)
         .and_then(|()| fs::rename(&tmp, &target))
         .map_err(|e| {

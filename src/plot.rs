@@ -762,10 +762,27 @@ pub fn image_grid(path: &Path, grid: &ImageGrid) -> Result<(), PlotError> {
     check_png_path(path)?;
     let band = grid_band(path, grid)?;
     let range = global_range(&grid.tiles, grid.normalise, grid.colormap);
-    let bands = [band];
-    render_png(path, canvas_size(&grid.title, &bands), |root| {
-        let (normalise, colormap) = (grid.normalise, grid.colormap);
-        draw_bands(root, path, &grid.title, &bands, normalise, colormap, range)
+    bands_png(
+        path,
+        &grid.title,
+        &[band],
+        grid.normalise,
+        grid.colormap,
+        range,
+    )
+}
+
+/// Renders `bands` under `title` into a PNG at `path`, at [`canvas_size`].
+fn bands_png(
+    path: &Path,
+    title: &str,
+    bands: &[Band<'_>],
+    normalise: Normalise,
+    colormap: Colormap,
+    range: Option<(f32, f32)>,
+) -> Result<(), PlotError> {
+    render_png(path, canvas_size(title, bands), |root| {
+        draw_bands(root, path, title, bands, normalise, colormap, range)
     })
 }
 
@@ -801,16 +818,16 @@ pub fn image_rows_size(rows: &ImageRows) -> Result<(u32, u32), PlotError> {
 pub fn image_rows(path: &Path, rows: &ImageRows) -> Result<(), PlotError> {
     check_png_path(path)?;
     let bands = rows_bands(path, rows)?;
-    let all: Vec<Tile> = rows
-        .rows
-        .iter()
-        .flat_map(|r| r.tiles.iter().cloned())
-        .collect();
-    let range = global_range(&all, rows.normalise, rows.colormap);
-    render_png(path, canvas_size(&rows.title, &bands), |root| {
-        let (normalise, colormap) = (rows.normalise, rows.colormap);
-        draw_bands(root, path, &rows.title, &bands, normalise, colormap, range)
-    })
+    let all = rows.rows.iter().flat_map(|r| &r.tiles);
+    let range = global_range(all, rows.normalise, rows.colormap);
+    bands_png(
+        path,
+        &rows.title,
+        &bands,
+        rows.normalise,
+        rows.colormap,
+        range,
+    )
 }
 
 fn check_png_path(path: &Path) -> Result<(), PlotError> {
@@ -831,12 +848,16 @@ fn check_png_path(path: &Path) -> Result<(), PlotError> {
 }
 
 /// The value range for `Global`/`Fixed`; `None` for per-tile normalisation.
-fn global_range(tiles: &[Tile], normalise: Normalise, colormap: Colormap) -> Option<(f32, f32)> {
+fn global_range<'a>(
+    tiles: impl IntoIterator<Item = &'a Tile>,
+    normalise: Normalise,
+    colormap: Colormap,
+) -> Option<(f32, f32)> {
     match normalise {
         Normalise::PerTile => None,
         Normalise::Fixed(lo, hi) => Some((lo, hi)),
         Normalise::Global => Some(value_range(
-            tiles.iter().flat_map(|t| t.pixels.iter().copied()),
+            tiles.into_iter().flat_map(|t| t.pixels.iter().copied()),
             colormap,
         )),
     }

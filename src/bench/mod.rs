@@ -11,7 +11,7 @@
 
 pub mod profile;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -643,9 +643,7 @@ pub fn check_json_target(path: &Path) -> Result<(), ExpError> {
         // opening a pipe now would wait for its reader.
         return Ok(());
     };
-    let mut probe = target.into_os_string();
-    probe.push(format!(".probe-{}", std::process::id()));
-    let probe = PathBuf::from(probe);
+    let probe = crate::jsonfile::with_suffix(&target, &format!(".probe-{}", std::process::id()));
     std::fs::write(&probe, b"")
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|e| {

@@ -236,9 +236,7 @@ pub fn open_archive(
 pub const SOURCE_RECORD_SUFFIX: &str = ".from-gz";
 
 fn source_record_path(raw: &Path) -> PathBuf {
-    let mut path = raw.as_os_str().to_owned();
-    path.push(SOURCE_RECORD_SUFFIX);
-    PathBuf::from(path)
+    crate::jsonfile::with_suffix(raw, SOURCE_RECORD_SUFFIX)
 }
 
 /// The archive's length and modification time (ns since the epoch).

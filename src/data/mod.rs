@@ -119,11 +119,11 @@ impl Split<'_> {
         };
         // u64 cannot overflow: at most 255 per byte of an addressable slice.
         let sum: u64 = (0..runs)
-            .flat_map(|r| {
+            .map(|r| {
                 let first = r * self.count / runs;
-                &self.images[first * len..(first + per_run) * len]
+                let run = &self.images[first * len..(first + per_run) * len];
+                run.iter().map(|&p| u64::from(p)).sum::<u64>()
             })
-            .map(|&p| u64::from(p))
             .sum();
         let read = runs * per_run;
         (sum as f64 / (255.0 * (read * len) as f64), read)

@@ -433,6 +433,10 @@ pub fn run_all(
             c * speed.0 + m * speed.1 + d * speed.2
         }
     };
+    // What each stage trains with: the study's settings on its share of the
+    // threads (also what the plan's speed is timed with).
+    let mut stage_opts = opts.clone();
+    stage_opts.threads = lanes.per_stage;
     let mut order = start_order(stages, &estimate_with((1.0, 1.0, 1.0)), lanes.jobs);
     if plan {
         crate::note!(
@@ -469,9 +473,7 @@ pub fn run_all(
             );
         }
         crate::note!("measuring speed for the estimate...");
-        let mut timing_opts = opts.clone();
-        timing_opts.threads = lanes.per_stage;
-        let estimate = estimate_with(measure_speed(data, &timing_opts)?);
+        let estimate = estimate_with(measure_speed(data, &stage_opts)?);
         order = start_order(stages, &estimate, lanes.jobs);
         for (&s, used) in stages.iter().zip(&used) {
             crate::note!(
@@ -490,8 +492,6 @@ pub fn run_all(
     }
     let started = Instant::now();
     let mut outcomes: Vec<StageOutcome> = Vec::new();
-    let mut stage_opts = opts.clone();
-    stage_opts.threads = lanes.per_stage;
     // b3 draws its layer 1 beside b1's; where b1 may train beside it, that
     // waits until both have ended, so that it never sees a b1 half done.
     let b3_after_b1 = stages.contains(&Experiment::B1) && stages.contains(&Experiment::B3);
@@ -569,9 +569,18 @@ pub fn run_all(
 /// The command that reruns one stage with the study's flags: the recorded
 /// `vcortex run all ...` line with the stage in place of `all`.
 fn stage_command(opts: &Options, stage: Experiment, lanes: Lanes) -> String {
-    use crate::cli::{experiment_word, flag_takes_value, shell_words};
+    use crate::cli::{command_items, shell_words};
     let words = shell_words(&opts.command);
-    let Some(experiment) = experiment_word(&words).filter(|&i| words[i] == "all") else {
+    let items = command_items(&words);
+    // The experiment is the second bare word after the program (the first
+    // is `run`); flags may come before it (`run --seed 3 all`).
+    let experiment = items
+        .iter()
+        .filter(|item| item.flag.is_none() && item.start > 0)
+        .nth(1)
+        .map(|item| item.start)
+        .filter(|&i| words[i] == "all");
+    let Some(experiment) = experiment else {
         return match lanes.jobs {
             1 => format!("vcortex run {}", stage.name()),
             _ => format!("vcortex --threads {} run {}", lanes.per_stage, stage.name()),
@@ -581,33 +590,22 @@ fn stage_command(opts: &Options, stage: Experiment, lanes: Lanes) -> String {
     // stage's own thread count replaces the study's.
     let dropped = |flag: &str| flag == "jobs" || (lanes.jobs > 1 && flag == "threads");
     let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < words.len() {
-        let word = words[i];
-        if let Some(flag) = word.strip_prefix("--") {
-            let (name, inline) = flag
-                .split_once('=')
-                .map_or((flag, false), |(n, _)| (n, true));
-            let len = if !inline && flag_takes_value(name) {
-                2
-            } else {
-                1
-            };
-            if !dropped(name) {
-                out.extend(
-                    words[i..(i + len).min(words.len())]
-                        .iter()
-                        .map(|w| w.to_string()),
-                );
-            }
-            i += len;
+    for item in &items {
+        if item.flag.is_some_and(dropped) {
             continue;
         }
-        out.push(if i == experiment { stage.name() } else { word }.to_string());
-        if i == 0 && lanes.jobs > 1 {
+        if item.start == experiment {
+            out.push(stage.name().to_string());
+        } else {
+            out.extend(
+                words[item.start..item.start + item.len]
+                    .iter()
+                    .map(|w| w.to_string()),
+            );
+        }
+        if item.start == 0 && lanes.jobs > 1 {
             out.push(format!("--threads {}", lanes.per_stage));
         }
-        i += 1;
     }
     out.join(" ")
 }

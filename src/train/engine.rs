@@ -363,10 +363,9 @@ fn prepare_dir(cfg: &TrainConfig) -> Result<Option<std::fs::File>, TrainError> {
 /// folder only, so nothing else of a caller's folder is touched), with that
 /// list. metrics.csv and the engine's summary keys are rewritten at the
 /// start. So a run that fails early leaves no mix of two runs behind.
-fn remove_earlier_run(dir: &Path) -> Result<(), TrainError> {
-    let checkpoint = dir.join("checkpoint.bin");
+fn remove_earlier_run(dir: &Path, checkpoint: &Path) -> Result<(), TrainError> {
     if checkpoint.is_file() {
-        std::fs::remove_file(&checkpoint).map_err(|e| TrainError::io(&checkpoint, e))?;
+        std::fs::remove_file(checkpoint).map_err(|e| TrainError::io(checkpoint, e))?;
     }
     let summary_path = dir.join("summary.json");
     let mut summary = crate::jsonfile::read_object(&summary_path);
@@ -484,7 +483,7 @@ fn settings_mismatch(saved: &Map<String, Value>, now: &Map<String, Value>) -> Op
     // --test-size changes both, and the setting says more.
     let named = saved
         .keys()
-        .filter(|k| !is_data_setting(k) && *k != START_KEY && *k != THREADS_KEY);
+        .filter(|k| !is_data_setting(k) && !NOT_COMPARED.contains(&k.as_str()));
     let data = saved.keys().filter(|k| is_data_setting(k));
     for key in named.chain(data) {
         let (was, is) = (&saved[key], now.get(key));
@@ -535,6 +534,9 @@ const START_KEY: &str = "start";
 /// a resume on another count continues (a run may move to another machine)
 /// with a note, since from there its sums round differently.
 const THREADS_KEY: &str = "threads";
+
+/// The checkpoint settings a resume does not refuse for differing.
+const NOT_COMPARED: [&str; 2] = [START_KEY, THREADS_KEY];
 
 /// 64-bit FNV-1a, the checkpoints' fingerprints: cheap, and enough to tell
 /// one dataset or parameter set from another (not a defence against forgery).
@@ -806,16 +808,16 @@ fn run<T: Task + Send>(
     let resumed_epochs = metrics.len();
     let layer = task.csv_layer();
     let files = !cfg.timing_only;
-    if files && !cfg.resume && ck_path.exists() {
-        crate::note!(
-            "note: {} holds an earlier run, which this one replaces",
-            dir.display()
-        );
-    }
-    if files && metrics.is_empty() {
-        remove_earlier_run(dir)?;
-    }
     if files {
+        if !cfg.resume && ck_path.exists() {
+            crate::note!(
+                "note: {} holds an earlier run, which this one replaces",
+                dir.display()
+            );
+        }
+        if metrics.is_empty() {
+            remove_earlier_run(dir, &ck_path)?;
+        }
         report::write_csv(dir, layer, &metrics)?;
     }
     let summary = |metrics: &[EpochMetrics], task: &T| {

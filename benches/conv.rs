@@ -128,13 +128,19 @@ fn bench(c: &mut Criterion) {
                 &mut argmax,
                 &mut scratch,
             );
-            let pooled_grad = fill(m, 6);
+            // ReLU's derivative: zero where the pooled value is not positive.
+            let pooled_grad: Vec<f32> = fill(m, 6)
+                .iter()
+                .zip(&pooled)
+                .map(|(&g, &p)| if p > 0.0 { g } else { 0.0 })
+                .collect();
             let (mut pooled_out, mut argmax_out) = (vec![0.0; m], vec![0u32; m]);
             let (mut fgw, mut fgb, mut fgi) = (
                 vec![0.0; s.weight_len()],
                 vec![0.0; s.c_out],
                 vec![0.0; s.input_len()],
             );
+            let (mut wgw, mut wgb, mut wgi) = (fgw.clone(), fgb.clone(), fgi.clone());
             let fused_scratch = std::cell::RefCell::new(scratch);
             let mut passes: Vec<(&str, Pass<'_>)> = vec![
                 (
@@ -180,12 +186,31 @@ fn bench(c: &mut Criterion) {
                         )
                     }),
                 ),
+                (
+                    "bwd_winners",
+                    Box::new(|| {
+                        conv::conv2d_backward_from_maxpool2x2_winners(
+                            &s,
+                            &x,
+                            &w,
+                            &pooled_grad,
+                            &argmax,
+                            &mut wgw,
+                            &mut wgb,
+                            Some(&mut wgi),
+                            &mut fused_scratch.borrow_mut(),
+                        )
+                    }),
+                ),
             ];
             for (pass, f) in passes.iter_mut() {
                 group.bench_function(format!("{name}/b{batch}/{pass}"), |bch| bch.iter(&mut *f));
                 let t = median_time(&mut *f);
-                // The fused backward computes both gradients.
-                let flops = if *pass == "bwd_from_pool" {
+                // The backward passes from the pooled gradient compute both
+                // gradients; the winners' pass is credited with the dense
+                // passes' work (it skips their zero terms), so its figure
+                // compares with theirs.
+                let flops = if pass.starts_with("bwd_") {
                     2.0 * flops
                 } else {
                     flops

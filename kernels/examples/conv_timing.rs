@@ -56,6 +56,13 @@ impl Layer {
             scratch: ConvScratch::default(),
         };
         l.forward();
+        // As ReLU's derivative leaves it (zero where the pooled value is not
+        // positive), and a quarter more zeros, as training brings.
+        for (i, (g, &p)) in l.gpooled.iter_mut().zip(&l.pooled).enumerate() {
+            if p <= 0.0 || i % 4 == 0 {
+                *g = 0.0;
+            }
+        }
         l
     }
 
@@ -72,8 +79,13 @@ impl Layer {
         );
     }
 
-    fn backward(&mut self, input_grad: bool) {
-        conv::conv2d_backward_from_maxpool2x2_with(
+    fn backward(&mut self, input_grad: bool, winners: bool) {
+        let pass = if winners {
+            conv::conv2d_backward_from_maxpool2x2_winners
+        } else {
+            conv::conv2d_backward_from_maxpool2x2_with
+        };
+        pass(
             &self.s,
             &self.x,
             &self.w,
@@ -98,6 +110,8 @@ fn main() {
         "conv1 backward filter",
         "conv2 forward+pool",
         "conv2 backward both",
+        "conv1 backward filter, winners",
+        "conv2 backward both, winners",
     ];
     let active: Vec<usize> = (0..names.len())
         .filter(|&i| names[i].contains(only.as_str()))
@@ -108,9 +122,11 @@ fn main() {
             let t = Instant::now();
             match i {
                 0 => conv1.forward(),
-                1 => conv1.backward(false),
+                1 => conv1.backward(false, false),
                 2 => conv2.forward(),
-                _ => conv2.backward(true),
+                3 => conv2.backward(true, false),
+                4 => conv1.backward(false, true),
+                _ => conv2.backward(true, true),
             }
             times[i].push(t.elapsed().as_secs_f64());
         }

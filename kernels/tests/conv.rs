@@ -214,6 +214,95 @@ fn check_backward_from_maxpool(s: &ConvShape, seed: u64, with_input: bool) {
     }
 }
 
+/// The winners' backward pass (`conv2d_backward_from_maxpool2x2_winners`)
+/// against the f64 reference run on the gradient that pooling scatters, in
+/// both layouts and the default. Its sums skip the windows' three zero terms
+/// and run in another order, so the bound is `assert_close`'s with n the
+/// dense count of terms. The argmax comes from a real forward pass; the
+/// scratch is reused across layouts and calls of other shapes (its buffers
+/// hold stale values of the wrong size).
+fn check_backward_from_winners(s: &ConvShape, seed: u64, with_input: bool, stale: &ConvShape) {
+    let x = random(s.input_len(), seed);
+    let w = random(s.weight_len(), seed + 1);
+    let b = random(s.c_out, seed + 2);
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let mut y = vec![0.0; s.output_len()];
+    conv::conv2d_forward(s, &x, &w, &b, &mut y, Activation::Relu);
+    let m = s.pooled_len();
+    let (mut pooled, mut am) = (vec![0.0; m], vec![0u32; m]);
+    pool::maxpool2x2_forward(s.batch * s.c_out, oh, ow, &y, &mut pooled, &mut am);
+    let pg: Vec<f32> = random(m, seed + 3)
+        .iter()
+        .zip(&pooled)
+        .map(|(&g, &p)| if p > 0.0 { g } else { 0.0 })
+        .collect();
+    let mut dy = vec![0.0; s.output_len()];
+    pool::maxpool2x2_backward(s.batch * s.c_out, oh, ow, &pg, &am, &mut dy);
+    let (mut ew, mut eb, mut ei) = (
+        vec![0.0; s.weight_len()],
+        vec![0.0; s.c_out],
+        vec![0.0; s.input_len()],
+    );
+    reference::conv2d_backward_filter(s, &x, &dy, &mut ew, &mut eb);
+    reference::conv2d_backward_input(s, &dy, &w, &mut ei);
+    let (mut aw, mut ab, mut ai) = (ew.clone(), eb.clone(), ei.clone());
+    reference::conv2d_backward_filter(s, &abs(&x), &abs(&dy), &mut aw, &mut ab);
+    reference::conv2d_backward_input(s, &abs(&dy), &abs(&w), &mut ai);
+    let n_filter = s.batch * oh * ow;
+    let n_input = s.c_out * s.kh * s.kw;
+    let layouts = [
+        None,
+        Some(conv::WinnersLayout::Rows),
+        Some(conv::WinnersLayout::Channels),
+    ];
+    for layout in layouts {
+        let mut scratch = layout.map_or_else(conv::ConvScratch::default, |l| {
+            conv::ConvScratch::with_winners_layout(l)
+        });
+        // A call on another shape first leaves the scratch stale.
+        let sx = random(stale.input_len(), seed + 4);
+        let sw = random(stale.weight_len(), seed + 5);
+        let (spw, sow) = (stale.out_w() / 2, stale.out_w());
+        let s_windows = (stale.out_h() / 2) * spw;
+        let sam: Vec<u32> = (0..stale.pooled_len())
+            .map(|i| {
+                let p = i % s_windows.max(1);
+                (2 * (p / spw.max(1)) * sow + 2 * (p % spw.max(1))) as u32
+            })
+            .collect();
+        let spg = random(stale.pooled_len(), seed + 6);
+        for (shape, x, w, pg, am) in [(stale, &sx, &sw, &spg, &sam), (s, &x, &w, &pg, &am)] {
+            let (mut fw, mut fb, mut fi) = (
+                vec![f32::NAN; shape.weight_len()],
+                vec![f32::NAN; shape.c_out],
+                vec![f32::NAN; shape.input_len()],
+            );
+            conv::conv2d_backward_from_maxpool2x2_winners(
+                shape,
+                x,
+                w,
+                pg,
+                am,
+                &mut fw,
+                &mut fb,
+                with_input.then_some(&mut fi[..]),
+                &mut scratch,
+            );
+            if !std::ptr::eq(shape, s) {
+                continue;
+            }
+            let what = format!("{layout:?}");
+            assert_close(&format!("grad_weight {what}"), &fw, &ew, &aw, n_filter);
+            assert_close(&format!("grad_bias {what}"), &fb, &eb, &ab, n_filter);
+            if with_input {
+                assert_close(&format!("grad_input {what}"), &fi, &ei, &ai, n_input);
+            } else {
+                assert!(fi.iter().all(|v| v.is_nan()), "grad_input untouched");
+            }
+        }
+    }
+}
+
 fn act_strategy() -> impl Strategy<Value = Activation> {
     prop_oneof![
         Just(Activation::Identity),
@@ -266,6 +355,25 @@ proptest! {
         s in shape_strategy(), seed in any::<u64>(), with_input in any::<bool>(),
     ) {
         check_backward_from_maxpool(&s, seed, with_input);
+    }
+
+    #[test]
+    fn backward_from_winners_matches_reference(
+        s in shape_strategy(), stale in shape_strategy(), seed in any::<u64>(),
+        with_input in any::<bool>(),
+    ) {
+        check_backward_from_winners(&s, seed, with_input, &stale);
+    }
+
+    /// Narrow planes whose kernel rows share a vector (`w + kw <= L`), and
+    /// kernels wider than a vector.
+    #[test]
+    fn backward_from_winners_rows_share_or_span_vectors(
+        batch in 1usize..=5, c_in in 1usize..=3, c_out in 1usize..=5, kh in 1usize..=6,
+        kw in 1usize..=19, w in 1usize..=12, dh in 0usize..=4, seed in any::<u64>(),
+    ) {
+        let s = ConvShape { batch, c_in, h: kh + dh, w: kw + w - 1, c_out, kh, kw };
+        check_backward_from_winners(&s, seed, true, &CONV2.with_batch(1));
     }
 
     #[test]
@@ -331,6 +439,8 @@ fn model_layers_match_reference() {
         check_backward_filter(&s, 9);
         check_backward_from_maxpool(&s, 13, true);
         check_backward_from_maxpool(&s, 14, false);
+        check_backward_from_winners(&s, 15, true, &CONV1.with_batch(2));
+        check_backward_from_winners(&s, 16, false, &CONV2.with_batch(3));
     }
 }
 
@@ -446,6 +556,64 @@ fn reused_scratch_matches_fresh_calls() {
         conv::conv2d_backward_filter_with(s, &x, &go, &mut w1, &mut b1, fresh);
         conv::conv2d_backward_filter_with(s, &x, &go, &mut w2, &mut b2, &mut scratch);
         assert_eq!((w1, b1), (w2, b2), "backward_filter, shape {i}");
+    }
+}
+
+/// Every argmax of a window other than its four positions is refused, in
+/// either layout, wherever it sits in the batch (an image's windows are
+/// checked a vector at a time, with a ragged last vector).
+#[test]
+fn backward_from_winners_rejects_an_argmax_outside_its_window() {
+    let s = ConvShape {
+        batch: 3,
+        c_in: 2,
+        h: 7,
+        w: 7,
+        c_out: 3,
+        kh: 2,
+        kw: 2,
+    };
+    // 6 x 6 output, 3 x 3 pooled windows per channel: 27 per image.
+    let (ow, pw) = (6, 3);
+    let good: Vec<u32> = (0..s.pooled_len())
+        .map(|i| {
+            let p = i % 9;
+            (2 * (p / pw) * ow + 2 * (p % pw) + ow + 1) as u32
+        })
+        .collect();
+    let run = |am: &[u32], layout| {
+        let (mut gw, mut gb, mut gi) = (
+            vec![0.0; s.weight_len()],
+            vec![0.0; s.c_out],
+            vec![0.0; s.input_len()],
+        );
+        let mut scratch = conv::ConvScratch::with_winners_layout(layout);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            conv::conv2d_backward_from_maxpool2x2_winners(
+                &s,
+                &random(s.input_len(), 1),
+                &random(s.weight_len(), 2),
+                &random(s.pooled_len(), 3),
+                am,
+                &mut gw,
+                &mut gb,
+                Some(&mut gi),
+                &mut scratch,
+            )
+        }))
+        .is_ok()
+    };
+    for layout in [conv::WinnersLayout::Rows, conv::WinnersLayout::Channels] {
+        assert!(run(&good, layout), "the windows' own argmax");
+        for i in [0, 15, 16, 26, 27, 40, s.pooled_len() - 1] {
+            // Two to the right, two down, the next window's corner, past
+            // the plane, and a huge index.
+            for bad in [good[i] + 1, good[i] + ow as u32, good[i] + 2, 36, u32::MAX] {
+                let mut am = good.clone();
+                am[i] = bad;
+                assert!(!run(&am, layout), "argmax {bad} at window {i}, {layout:?}");
+            }
+        }
     }
 }
 

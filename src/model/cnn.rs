@@ -5,7 +5,8 @@ use super::Classifier;
 use crate::bench::profile::{timed, Phase};
 use crate::kernels::activation::relu_backward;
 use crate::kernels::conv::{
-    conv2d_backward_from_maxpool2x2_with, conv2d_forward_maxpool2x2_with, ConvScratch,
+    conv2d_backward_from_maxpool2x2_winners, conv2d_backward_from_maxpool2x2_with,
+    conv2d_forward_maxpool2x2_with, winners_pay_off, ConvScratch, ConvShape,
 };
 use crate::kernels::gemm::Activation;
 use crate::kernels::rng::Rng;
@@ -400,13 +401,13 @@ impl Classifier for Cnn {
         // Each pooling's backward is fused into its conv's backward: ReLU's
         // derivative on the pooled gradient (the argmax element is the pooled
         // value), then both gradients straight from the pooled gradient and
-        // the argmax (bit-identical to pooling backward + conv backward).
+        // the argmax (`backward_from_pooled`).
         timed("pool2", bw, || {
             relu_backward(&ws.p2[..rows * p2n], &mut ws.dp2[..rows * p2n])
         });
         timed("conv2", bw, || {
             let (dw, db) = split_two(grads, l.range("conv2.weight"), l.range("conv2.bias"));
-            conv2d_backward_from_maxpool2x2_with(
+            backward_from_pooled(&self.conv2.shape)(
                 &self.conv2.shape.with_batch(rows),
                 &ws.p1[..rows * p1n],
                 self.p("conv2.weight"),
@@ -423,7 +424,7 @@ impl Classifier for Cnn {
         });
         timed("conv1", bw, || {
             let (dw, db) = split_two(grads, l.range("conv1.weight"), l.range("conv1.bias"));
-            conv2d_backward_from_maxpool2x2_with(
+            backward_from_pooled(&self.conv1.shape)(
                 &self.conv1.shape.with_batch(rows),
                 &ws.x[..rows * self.conv1.input_len()],
                 self.p("conv1.weight"),
@@ -482,5 +483,29 @@ impl Classifier for Cnn {
             );
             (loss, count_correct(&ws.logits[..n], labels, classes))
         })
+    }
+}
+
+/// The backward pass from a pooled gradient that is faster on shape `s`: the
+/// winners' pass (a quarter of the multiply-adds, one load each; conv2) or
+/// the dense fused tiles (conv1, whose single input channel leaves the
+/// winners' vectors half empty). See `conv::winners_pay_off`.
+type BackwardFromPooled = fn(
+    &ConvShape,
+    &[f32],
+    &[f32],
+    &[f32],
+    &[u32],
+    &mut [f32],
+    &mut [f32],
+    Option<&mut [f32]>,
+    &mut ConvScratch,
+);
+
+fn backward_from_pooled(s: &ConvShape) -> BackwardFromPooled {
+    if winners_pay_off(s) {
+        conv2d_backward_from_maxpool2x2_winners
+    } else {
+        conv2d_backward_from_maxpool2x2_with
     }
 }

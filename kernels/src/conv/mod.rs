@@ -23,6 +23,9 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 
 mod lanes;
+mod winners;
+
+pub use winners::Layout as WinnersLayout;
 pub(crate) mod transpose;
 
 /// SIMD lanes (images per packed group) in this build: 16, 8 or 4.
@@ -37,7 +40,24 @@ pub const PAR_CHUNK: usize = 32;
 /// workspace) allocates nothing per call, deterministically. The plain
 /// functions use a thread-local one instead.
 #[derive(Clone, Debug, Default)]
-pub struct ConvScratch(lanes::Scratch);
+pub struct ConvScratch {
+    lanes: lanes::Scratch,
+    winners: winners::Scratch,
+    /// The layout the winners' backward pass uses; `None`: the one with
+    /// fewer vectors per receptive field.
+    winners_layout: Option<WinnersLayout>,
+}
+
+impl ConvScratch {
+    /// Scratch whose winners' backward pass always uses `layout` (the tests
+    /// check both layouts on every shape).
+    pub fn with_winners_layout(layout: WinnersLayout) -> ConvScratch {
+        ConvScratch {
+            winners_layout: Some(layout),
+            ..ConvScratch::default()
+        }
+    }
+}
 
 thread_local! {
     static SCRATCH: RefCell<ConvScratch> = RefCell::new(ConvScratch::default());
@@ -146,7 +166,7 @@ pub fn conv2d_forward_with(
         s.output_len(),
         "conv2d_forward: output length"
     );
-    lanes::forward(&mut scratch.0, s, input, weight, bias, output, act);
+    lanes::forward(&mut scratch.lanes, s, input, weight, bias, output, act);
 }
 
 /// `conv2d_forward` followed by `pool::maxpool2x2_forward` on its output
@@ -195,7 +215,16 @@ pub fn conv2d_forward_maxpool2x2_with(
         pooled_len,
         "conv2d_forward_maxpool2x2: argmax length"
     );
-    lanes::forward_maxpool(&mut scratch.0, s, input, weight, bias, act, pooled, argmax);
+    lanes::forward_maxpool(
+        &mut scratch.lanes,
+        s,
+        input,
+        weight,
+        bias,
+        act,
+        pooled,
+        argmax,
+    );
 }
 
 /// grad_input <- dL/d(input) given dL/d(output) (overwrites).
@@ -232,7 +261,7 @@ pub fn conv2d_backward_input_with(
         s.input_len(),
         "conv2d_backward_input: grad_input length"
     );
-    lanes::backward_input(&mut scratch.0, s, grad_output, weight, grad_input);
+    lanes::backward_input(&mut scratch.lanes, s, grad_output, weight, grad_input);
 }
 
 /// The backward pass of a convolution followed by ReLU and
@@ -276,8 +305,76 @@ pub fn conv2d_backward_from_maxpool2x2_with(
         assert_eq!(gi.len(), s.input_len(), "{what}: grad_input length");
     }
     let in_windows = lanes::backward_from_maxpool(
-        &mut scratch.0,
+        &mut scratch.lanes,
         s,
+        input,
+        weight,
+        pooled_grad,
+        argmax,
+        grad_weight,
+        grad_bias,
+        grad_input,
+    );
+    assert!(
+        in_windows,
+        "{what}: an argmax index lies outside its 2x2 window"
+    );
+}
+
+/// Whether [`conv2d_backward_from_maxpool2x2_winners`] beats the dense
+/// [`conv2d_backward_from_maxpool2x2_with`] on shape `s`: where a pixel's
+/// input channels fill the lanes (`WinnersLayout::Channels`, at least half a
+/// vector of channels). The winners' pass does a quarter of the multiply-adds
+/// but loads a vector for each; the dense tiles reuse every load for many.
+/// Measured (`conv_timing`, 64 images, one thread, AVX-512): conv2 (15 -> 20
+/// channels) 290-310 us against 519-550 dense; conv1 (1 -> 15, rows on the
+/// lanes, 9 of 16 lanes used) 943 against 751.
+pub fn winners_pay_off(s: &ConvShape) -> bool {
+    WinnersLayout::for_shape(s) == WinnersLayout::Channels && 2 * s.c_in >= LANES
+}
+
+/// The gradients of [`conv2d_backward_from_maxpool2x2_with`], computed from
+/// each pooling window's winner alone (see `winners`): at most a quarter of
+/// the multiply-adds, summed in another order, so equal to it within
+/// rounding rather than bit for bit. Terms whose pooled gradient is zero are
+/// skipped (they add exactly zero when the input is finite).
+///
+/// Panics on the same bad lengths and argmax indices.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_from_maxpool2x2_winners(
+    s: &ConvShape,
+    input: &[f32],
+    weight: &[f32],
+    pooled_grad: &[f32],
+    argmax: &[u32],
+    grad_weight: &mut [f32],
+    grad_bias: &mut [f32],
+    grad_input: Option<&mut [f32]>,
+    scratch: &mut ConvScratch,
+) {
+    s.check();
+    let pooled_len = s.pooled_len();
+    let what = "conv2d_backward_from_maxpool2x2_winners";
+    assert_eq!(input.len(), s.input_len(), "{what}: input length");
+    assert_eq!(weight.len(), s.weight_len(), "{what}: weight length");
+    assert_eq!(pooled_grad.len(), pooled_len, "{what}: pooled_grad length");
+    assert_eq!(argmax.len(), pooled_len, "{what}: argmax length");
+    assert_eq!(
+        grad_weight.len(),
+        s.weight_len(),
+        "{what}: grad_weight length"
+    );
+    assert_eq!(grad_bias.len(), s.c_out, "{what}: grad_bias length");
+    if let Some(gi) = &grad_input {
+        assert_eq!(gi.len(), s.input_len(), "{what}: grad_input length");
+    }
+    let layout = scratch
+        .winners_layout
+        .unwrap_or_else(|| WinnersLayout::for_shape(s));
+    let in_windows = winners::backward_from_winners(
+        &mut scratch.winners,
+        s,
+        layout,
         input,
         weight,
         pooled_grad,
@@ -336,7 +433,7 @@ pub fn conv2d_backward_filter_with(
         "conv2d_backward_filter: grad_bias length"
     );
     lanes::backward_filter(
-        &mut scratch.0,
+        &mut scratch.lanes,
         s,
         input,
         grad_output,

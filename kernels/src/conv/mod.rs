@@ -288,22 +288,9 @@ pub fn conv2d_backward_from_maxpool2x2_with(
     grad_input: Option<&mut [f32]>,
     scratch: &mut ConvScratch,
 ) {
-    s.check();
-    let pooled_len = s.pooled_len();
     let what = "conv2d_backward_from_maxpool2x2";
-    assert_eq!(input.len(), s.input_len(), "{what}: input length");
-    assert_eq!(weight.len(), s.weight_len(), "{what}: weight length");
-    assert_eq!(pooled_grad.len(), pooled_len, "{what}: pooled_grad length");
-    assert_eq!(argmax.len(), pooled_len, "{what}: argmax length");
-    assert_eq!(
-        grad_weight.len(),
-        s.weight_len(),
-        "{what}: grad_weight length"
-    );
-    assert_eq!(grad_bias.len(), s.c_out, "{what}: grad_bias length");
-    if let Some(gi) = &grad_input {
-        assert_eq!(gi.len(), s.input_len(), "{what}: grad_input length");
-    }
+    let lens = [input, weight, pooled_grad, grad_weight, grad_bias].map(<[f32]>::len);
+    check_pooled_backward(what, s, lens, argmax.len(), grad_input.as_deref());
     let in_windows = lanes::backward_from_maxpool(
         &mut scratch.lanes,
         s,
@@ -319,6 +306,34 @@ pub fn conv2d_backward_from_maxpool2x2_with(
         in_windows,
         "{what}: an argmax index lies outside its 2x2 window"
     );
+}
+
+/// The shape and lengths of a backward pass from a pooled gradient: `lens`
+/// are those of input, weight, pooled gradient, filter and bias gradients.
+fn check_pooled_backward(
+    what: &str,
+    s: &ConvShape,
+    lens: [usize; 5],
+    argmax_len: usize,
+    grad_input: Option<&[f32]>,
+) {
+    s.check();
+    let pooled_len = s.pooled_len();
+    let want = [
+        s.input_len(),
+        s.weight_len(),
+        pooled_len,
+        s.weight_len(),
+        s.c_out,
+    ];
+    let names = ["input", "weight", "pooled_grad", "grad_weight", "grad_bias"];
+    for ((len, want), name) in lens.into_iter().zip(want).zip(names) {
+        assert_eq!(len, want, "{what}: {name} length");
+    }
+    assert_eq!(argmax_len, pooled_len, "{what}: argmax length");
+    if let Some(gi) = grad_input {
+        assert_eq!(gi.len(), s.input_len(), "{what}: grad_input length");
+    }
 }
 
 /// Whether [`conv2d_backward_from_maxpool2x2_winners`] beats the dense
@@ -352,22 +367,9 @@ pub fn conv2d_backward_from_maxpool2x2_winners(
     grad_input: Option<&mut [f32]>,
     scratch: &mut ConvScratch,
 ) {
-    s.check();
-    let pooled_len = s.pooled_len();
     let what = "conv2d_backward_from_maxpool2x2_winners";
-    assert_eq!(input.len(), s.input_len(), "{what}: input length");
-    assert_eq!(weight.len(), s.weight_len(), "{what}: weight length");
-    assert_eq!(pooled_grad.len(), pooled_len, "{what}: pooled_grad length");
-    assert_eq!(argmax.len(), pooled_len, "{what}: argmax length");
-    assert_eq!(
-        grad_weight.len(),
-        s.weight_len(),
-        "{what}: grad_weight length"
-    );
-    assert_eq!(grad_bias.len(), s.c_out, "{what}: grad_bias length");
-    if let Some(gi) = &grad_input {
-        assert_eq!(gi.len(), s.input_len(), "{what}: grad_input length");
-    }
+    let lens = [input, weight, pooled_grad, grad_weight, grad_bias].map(<[f32]>::len);
+    check_pooled_backward(what, s, lens, argmax.len(), grad_input.as_deref());
     let layout = scratch
         .winners_layout
         .unwrap_or_else(|| WinnersLayout::for_shape(s));

@@ -40,6 +40,7 @@ const NO_TAP: u32 = u32::MAX;
 /// room for the broadcast gradient and an operand (32 registers on AVX-512,
 /// 16 on AVX2 and NEON).
 const MAX_BLOCK: usize = if L == 16 { 25 } else { 12 };
+const _: () = assert!(MAX_BLOCK <= 25, "with_block_len! covers up to 25");
 
 /// How an image is laid out for the winners' vectors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +67,22 @@ impl Layout {
             Layout::Channels
         }
     }
+}
+
+/// Calls `f::<N>(args)` with N = `len` (1 ..= 25, the most `MAX_BLOCK` can
+/// be): a block's vectors as a fixed-size array, which the compiler keeps in
+/// registers.
+macro_rules! with_block_len {
+    ($len:expr, $f:ident $args:tt) => {
+        with_block_len!(@arms $len, $f, $args,
+            1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25)
+    };
+    (@arms $len:expr, $f:ident, $args:tt, $($n:literal)*) => {
+        match $len {
+            $($n => $f::<$n> $args,)*
+            n => unreachable!("a block of {n} vectors"),
+        }
+    };
 }
 
 /// Buffers reused across calls (grown on first use).
@@ -402,21 +419,16 @@ fn add_block(
     winners: &[(u32, f32)],
     max_base: usize,
 ) {
-    macro_rules! dispatch {
-        ($($n:literal)*) => {
-            match acc.len() {
-                $($n => add_block_n::<$n>(
-                    acc.try_into().unwrap(),
-                    buf,
-                    offsets.try_into().unwrap(),
-                    winners,
-                    max_base,
-                ),)*
-                n => unreachable!("a block of {n} vectors"),
-            }
-        };
-    }
-    dispatch!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25)
+    with_block_len!(
+        acc.len(),
+        add_block_n(
+            acc.try_into().unwrap(),
+            buf,
+            offsets.try_into().unwrap(),
+            winners,
+            max_base
+        )
+    )
 }
 
 /// Whether a vector at `max_base` plus the furthest offset fits `len`.
@@ -458,21 +470,16 @@ fn scatter(
     winners: &[(u32, f32)],
     max_base: usize,
 ) {
-    macro_rules! dispatch {
-        ($($n:literal)*) => {
-            match weight_vecs.len() {
-                $($n => scatter_n::<$n>(
-                    grad,
-                    weight_vecs.try_into().unwrap(),
-                    offsets.try_into().unwrap(),
-                    winners,
-                    max_base,
-                ),)*
-                n => unreachable!("a block of {n} vectors"),
-            }
-        };
-    }
-    dispatch!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25)
+    with_block_len!(
+        weight_vecs.len(),
+        scatter_n(
+            grad,
+            weight_vecs.try_into().unwrap(),
+            offsets.try_into().unwrap(),
+            winners,
+            max_base
+        )
+    )
 }
 
 #[inline(never)]

@@ -1,7 +1,8 @@
 //! Quick single-thread timing of the trainer's fused convolution passes at its
 //! chunk size (64 images): conv1 (1 -> 15, 9x9, 28x28) and conv2 (15 -> 20,
 //! 5x5, 10x10), forward + ReLU + 2x2 max pool, and the backward from the pooled
-//! gradient (conv1: filters only, as in training; conv2: both gradients).
+//! gradient (conv1: filters only, as in training; conv2: both gradients),
+//! dense and from the windows' winners (`conv2d_backward_from_maxpool2x2_winners`).
 //! Passes alternate call by call; each line is the median of `ROUNDS` rounds.
 //!
 //! `cargo run --release -p vcortex-kernels --example conv_timing [rounds] [pass]`

@@ -218,8 +218,8 @@ fn check_backward_from_maxpool(s: &ConvShape, seed: u64, with_input: bool) {
 /// against the f64 reference run on the gradient that pooling scatters, in
 /// both layouts and the default. Its sums skip the windows' three zero terms
 /// and run in another order, so the bound is `assert_close`'s with n the
-/// dense count of terms. The argmax comes from a real forward pass; the
-/// scratch is reused across layouts and calls of other shapes (its buffers
+/// dense count of terms. The argmax comes from a real forward pass; each
+/// layout's scratch first serves a call on another shape (its buffers then
 /// hold stale values of the wrong size).
 fn check_backward_from_winners(s: &ConvShape, seed: u64, with_input: bool, stale: &ConvShape) {
     let x = random(s.input_len(), seed);
@@ -245,7 +245,11 @@ fn check_backward_from_winners(s: &ConvShape, seed: u64, with_input: bool, stale
     );
     reference::conv2d_backward_filter(s, &x, &dy, &mut ew, &mut eb);
     reference::conv2d_backward_input(s, &dy, &w, &mut ei);
-    let (mut aw, mut ab, mut ai) = (ew.clone(), eb.clone(), ei.clone());
+    let (mut aw, mut ab, mut ai) = (
+        vec![0.0; s.weight_len()],
+        vec![0.0; s.c_out],
+        vec![0.0; s.input_len()],
+    );
     reference::conv2d_backward_filter(s, &abs(&x), &abs(&dy), &mut aw, &mut ab);
     reference::conv2d_backward_input(s, &abs(&dy), &abs(&w), &mut ai);
     let n_filter = s.batch * oh * ow;

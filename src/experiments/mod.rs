@@ -392,8 +392,7 @@ pub fn check_image_shape(data: &Dataset) -> Result<(), ExpError> {
     Ok(())
 }
 
-/// Runs one stage.
-/// Trains `exp`. `b3_compares_now`: b3 draws its layer 1 beside b1's when
+/// Trains one stage, `exp`. `b3_compares_now`: b3 draws its layer 1 beside b1's when
 /// b1's stack exists (false in a study that may train b1 beside b3: it
 /// calls [`dae::compare_b3_with_b1`] once both have ended).
 pub(crate) fn run_stage(

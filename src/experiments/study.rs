@@ -223,11 +223,16 @@ fn start_order(
             .fold(0.0, f64::max);
         estimate(s) + after
     }
-    let mut order = stages.to_vec();
-    if jobs > 1 {
-        order.sort_by(|&a, &b| chain(b, stages, estimate).total_cmp(&chain(a, stages, estimate)));
+    if jobs <= 1 {
+        return stages.to_vec();
     }
-    order
+    // Each stage's chain once, not once per comparison.
+    let mut keyed: Vec<(f64, Experiment)> = stages
+        .iter()
+        .map(|&s| (chain(s, stages, estimate), s))
+        .collect();
+    keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+    keyed.into_iter().map(|(_, s)| s).collect()
 }
 
 /// The wall time of training `order` on `jobs` lanes by the rule

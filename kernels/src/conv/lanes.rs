@@ -157,7 +157,7 @@ pub struct Scratch {
 
 /// The first `n` elements of `v`, grown (zero-filled) if it is shorter; the
 /// contents are whatever the previous call left.
-fn grown<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) -> &mut [T] {
+pub(super) fn grown<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) -> &mut [T] {
     if v.len() < n {
         v.resize(n, zero);
     }

@@ -30,8 +30,9 @@
 //! order, then windows. Windows whose gradient is zero are skipped: their
 //! terms are exactly zero for finite inputs.
 
-use super::lanes::{L, V};
+use super::lanes::{grown, L, V};
 use super::{transpose, ConvShape};
+use crate::gemm::lanes::Lanes;
 
 /// Marks a lane that holds no filter tap.
 const NO_TAP: u32 = u32::MAX;
@@ -107,13 +108,6 @@ pub struct Scratch {
     weight_vecs: Vec<V>,
     /// One channel plane's winners with a non-zero gradient: (base, g).
     entries: Vec<(u32, f32)>,
-}
-
-fn grown<T: Copy>(v: &mut Vec<T>, n: usize, fill: T) -> &mut [T] {
-    if v.len() < n {
-        v.resize(n, fill);
-    }
-    &mut v[..n]
 }
 
 /// The receptive field's vectors in `layout`: `offsets[r]` is vector r's
@@ -453,7 +447,7 @@ fn add_block_n<const N: usize>(
         for (ar, &off) in a.iter_mut().zip(offsets) {
             // SAFETY: base + off + L <= max_base + max(offsets) + L <=
             // buf.len() (`fits`, asserted).
-            let v = unsafe { load(buf.as_ptr().add(base + off)) };
+            let v = unsafe { V::load(buf.as_ptr().add(base + off)) };
             *ar = gv.mul_add(v, *ar);
         }
     }
@@ -500,24 +494,8 @@ fn scatter_n<const N: usize>(
             // SAFETY: base + off + L <= grad.len(), as in `add_block_n`.
             unsafe {
                 let p = grad.as_mut_ptr().add(base + off);
-                store(p, gv.mul_add(*wv, load(p)));
+                gv.mul_add(*wv, V::load(p)).store(p);
             }
         }
     }
-}
-
-/// # Safety
-/// `p .. p + L` must be valid for reads.
-#[inline(always)]
-unsafe fn load(p: *const f32) -> V {
-    // SAFETY: forwarded from the caller; any alignment.
-    V::new(unsafe { p.cast::<[f32; L]>().read_unaligned() })
-}
-
-/// # Safety
-/// `p .. p + L` must be valid for writes.
-#[inline(always)]
-unsafe fn store(p: *mut f32, v: V) {
-    // SAFETY: forwarded from the caller; any alignment.
-    unsafe { p.cast::<[f32; L]>().write_unaligned(*v.as_array()) }
 }

@@ -116,7 +116,7 @@ fn check_shapes_but_b(
 }
 
 mod kernel;
-mod lanes;
+pub(crate) mod lanes;
 mod pack;
 mod shared_b;
 mod sum;

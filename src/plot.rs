@@ -772,20 +772,6 @@ pub fn image_grid(path: &Path, grid: &ImageGrid) -> Result<(), PlotError> {
     )
 }
 
-/// Renders `bands` under `title` into a PNG at `path`, at [`canvas_size`].
-fn bands_png(
-    path: &Path,
-    title: &str,
-    bands: &[Band<'_>],
-    normalise: Normalise,
-    colormap: Colormap,
-    range: Option<(f32, f32)>,
-) -> Result<(), PlotError> {
-    render_png(path, canvas_size(title, bands), |root| {
-        draw_bands(root, path, title, bands, normalise, colormap, range)
-    })
-}
-
 fn rows_bands<'a>(path: &Path, rows: &'a ImageRows) -> Result<Vec<Band<'a>>, PlotError> {
     if rows.rows.is_empty() {
         return Err(invalid(path, "image rows figure has no rows"));
@@ -944,9 +930,8 @@ fn fit_label(text: &str, width: u32, font_px: u32) -> String {
     String::new()
 }
 
-/// Draws `bands` under `title` on `root` (of [`canvas_size`]).
-fn draw_bands(
-    root: &DrawingArea<BitMapBackend<'_>, Shift>,
+/// Renders `bands` under `title` into a PNG at `path`, at [`canvas_size`].
+fn bands_png(
     path: &Path,
     title: &str,
     bands: &[Band<'_>],
@@ -954,69 +939,73 @@ fn draw_bands(
     colormap: Colormap,
     shared_range: Option<(f32, f32)>,
 ) -> Result<(), PlotError> {
-    let size = root.dim_in_pixel();
-    let err = |e: DrawingAreaErrorKind<_>| draw_error(path, e);
-    let mut y = MARGIN as i32;
-    if !title.is_empty() {
-        let style = (FONT, TITLE_FONT_PX)
-            .into_font()
-            .color(&TEXT_COLOUR)
-            .pos(Pos::new(HPos::Center, VPos::Top));
-        root.draw(&Text::new(title, (size.0 as i32 / 2, y), style))
-            .map_err(err)?;
-        y += title_band(title) as i32;
-    }
-    for band in bands {
-        if let Some(label) = band.label {
-            let style = (FONT, ROW_LABEL_FONT_PX).into_font().color(&TEXT_COLOUR);
-            root.draw(&Text::new(label, (MARGIN as i32, y + 2), style))
+    render_png(path, canvas_size(title, bands), |root| {
+        let size = root.dim_in_pixel();
+        let err = |e: DrawingAreaErrorKind<_>| draw_error(path, e);
+        let mut y = MARGIN as i32;
+        if !title.is_empty() {
+            let style = (FONT, TITLE_FONT_PX)
+                .into_font()
+                .color(&TEXT_COLOUR)
+                .pos(Pos::new(HPos::Center, VPos::Top));
+            root.draw(&Text::new(title, (size.0 as i32 / 2, y), style))
                 .map_err(err)?;
-            y += band.label_h() as i32;
+            y += title_band(title) as i32;
         }
-        for (index, tile) in band.tiles.iter().enumerate() {
-            let (col, row) = ((index % band.columns) as u32, (index / band.columns) as u32);
-            let cell_x = (MARGIN + col * (band.cell_w + TILE_GAP)) as i32;
-            let cell_y = y + (row * (band.cell_h + band.tile_label_h + TILE_GAP)) as i32;
-            // Smaller tiles sit centred in the cell of the largest one.
-            let (tw, th) = (
-                tile.width as u32 * band.scale,
-                tile.height as u32 * band.scale,
-            );
-            let x0 = cell_x + ((band.cell_w - 2 * BORDER - tw) / 2) as i32;
-            let y0 = cell_y + ((band.cell_h - 2 * BORDER - th) / 2) as i32;
-            let range = match normalise {
-                Normalise::PerTile => value_range(tile.pixels.iter().copied(), colormap),
-                _ => shared_range.unwrap_or((0.0, 1.0)),
-            };
-            let bitmap = tile_bitmap(tile, band.scale, range, colormap);
-            let element = BitMapElement::<_>::with_owned_buffer(
-                (x0 + BORDER as i32, y0 + BORDER as i32),
-                (tw, th),
-                bitmap,
-            )
-            .ok_or_else(|| draw_error(path, "internal error: tile bitmap has the wrong size"))?;
-            root.draw(&element).map_err(err)?;
-            root.draw(&Rectangle::new(
-                [(x0, y0), (x0 + tw as i32 + 1, y0 + th as i32 + 1)],
-                BORDER_COLOUR.stroke_width(BORDER),
-            ))
-            .map_err(err)?;
-            if let Some(label) = &tile.label {
-                let text = fit_label(label, band.cell_w, TILE_LABEL_FONT_PX);
-                let style = (FONT, TILE_LABEL_FONT_PX)
-                    .into_font()
-                    .color(&TEXT_COLOUR)
-                    .pos(Pos::new(HPos::Center, VPos::Top));
-                let at = (
-                    cell_x + band.cell_w as i32 / 2,
-                    cell_y + band.cell_h as i32 + 3,
-                );
-                root.draw(&Text::new(text, at, style)).map_err(err)?;
+        for band in bands {
+            if let Some(label) = band.label {
+                let style = (FONT, ROW_LABEL_FONT_PX).into_font().color(&TEXT_COLOUR);
+                root.draw(&Text::new(label, (MARGIN as i32, y + 2), style))
+                    .map_err(err)?;
+                y += band.label_h() as i32;
             }
+            for (index, tile) in band.tiles.iter().enumerate() {
+                let (col, row) = ((index % band.columns) as u32, (index / band.columns) as u32);
+                let cell_x = (MARGIN + col * (band.cell_w + TILE_GAP)) as i32;
+                let cell_y = y + (row * (band.cell_h + band.tile_label_h + TILE_GAP)) as i32;
+                // Smaller tiles sit centred in the cell of the largest one.
+                let (tw, th) = (
+                    tile.width as u32 * band.scale,
+                    tile.height as u32 * band.scale,
+                );
+                let x0 = cell_x + ((band.cell_w - 2 * BORDER - tw) / 2) as i32;
+                let y0 = cell_y + ((band.cell_h - 2 * BORDER - th) / 2) as i32;
+                let range = match normalise {
+                    Normalise::PerTile => value_range(tile.pixels.iter().copied(), colormap),
+                    _ => shared_range.unwrap_or((0.0, 1.0)),
+                };
+                let bitmap = tile_bitmap(tile, band.scale, range, colormap);
+                let element = BitMapElement::<_>::with_owned_buffer(
+                    (x0 + BORDER as i32, y0 + BORDER as i32),
+                    (tw, th),
+                    bitmap,
+                )
+                .ok_or_else(|| {
+                    draw_error(path, "internal error: tile bitmap has the wrong size")
+                })?;
+                root.draw(&element).map_err(err)?;
+                root.draw(&Rectangle::new(
+                    [(x0, y0), (x0 + tw as i32 + 1, y0 + th as i32 + 1)],
+                    BORDER_COLOUR.stroke_width(BORDER),
+                ))
+                .map_err(err)?;
+                if let Some(label) = &tile.label {
+                    let text = fit_label(label, band.cell_w, TILE_LABEL_FONT_PX);
+                    let style = (FONT, TILE_LABEL_FONT_PX)
+                        .into_font()
+                        .color(&TEXT_COLOUR)
+                        .pos(Pos::new(HPos::Center, VPos::Top));
+                    let at = (
+                        cell_x + band.cell_w as i32 / 2,
+                        cell_y + band.cell_h as i32 + 3,
+                    );
+                    root.draw(&Text::new(text, at, style)).map_err(err)?;
+                }
+            }
+            y += (band.height() - band.label_h() + 2 * TILE_GAP) as i32;
         }
-        y += (band.height() - band.label_h() + 2 * TILE_GAP) as i32;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]

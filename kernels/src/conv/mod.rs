@@ -346,7 +346,9 @@ fn check_pooled_backward(
 /// but loads a vector for each; the dense tiles reuse every load for many.
 /// Measured (`conv_timing`, 64 images, one thread, AVX-512): conv2 (15 -> 20
 /// channels) 290-310 us against 519-550 dense; conv1 (1 -> 15, rows on the
-/// lanes, 9 of 16 lanes used) 943 against 751.
+/// lanes, 9 of 16 lanes used) 943 against 751 in one session and 412-434
+/// against 441-475 in another, but in the trainer (one thread, 3 alternating
+/// epochs) no faster: 1.606 / 1.634 / 1.492 s against 1.628 / 1.482 / 1.479.
 pub fn winners_pay_off(s: &ConvShape) -> bool {
     WinnersLayout::for_shape(s) == WinnersLayout::Channels && 2 * s.c_in >= LANES
 }

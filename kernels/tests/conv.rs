@@ -152,6 +152,15 @@ fn check_forward_maxpool(s: &ConvShape, act: Activation, seed: u64, levels: bool
     );
 }
 
+/// Filter, bias and input gradient buffers for `s`, every element `fill`.
+fn grad_buffers(s: &ConvShape, fill: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    (
+        vec![fill; s.weight_len()],
+        vec![fill; s.c_out],
+        vec![fill; s.input_len()],
+    )
+}
+
 /// The fused pooling + convolution backward must reproduce
 /// `maxpool2x2_backward` followed by the two backward kernels bit for bit.
 /// The argmax comes from a real forward pass over tie-prone values; the pooled
@@ -180,18 +189,10 @@ fn check_backward_from_maxpool(s: &ConvShape, seed: u64, with_input: bool) {
         .collect();
     let mut dy = vec![0.0; s.output_len()];
     pool::maxpool2x2_backward(s.batch * s.c_out, oh, ow, &pg, &am, &mut dy);
-    let (mut gw, mut gb, mut gi) = (
-        vec![0.0; s.weight_len()],
-        vec![0.0; s.c_out],
-        vec![0.0; s.input_len()],
-    );
+    let (mut gw, mut gb, mut gi) = grad_buffers(s, 0.0);
     conv::conv2d_backward_filter(s, &x, &dy, &mut gw, &mut gb);
     conv::conv2d_backward_input(s, &dy, &w, &mut gi);
-    let (mut fw, mut fb, mut fi) = (
-        vec![f32::NAN; s.weight_len()],
-        vec![f32::NAN; s.c_out],
-        vec![f32::NAN; s.input_len()],
-    );
+    let (mut fw, mut fb, mut fi) = grad_buffers(s, f32::NAN);
     let mut scratch = conv::ConvScratch::default();
     conv::conv2d_backward_from_maxpool2x2_with(
         s,
@@ -238,18 +239,10 @@ fn check_backward_from_winners(s: &ConvShape, seed: u64, with_input: bool, stale
         .collect();
     let mut dy = vec![0.0; s.output_len()];
     pool::maxpool2x2_backward(s.batch * s.c_out, oh, ow, &pg, &am, &mut dy);
-    let (mut ew, mut eb, mut ei) = (
-        vec![0.0; s.weight_len()],
-        vec![0.0; s.c_out],
-        vec![0.0; s.input_len()],
-    );
+    let (mut ew, mut eb, mut ei) = grad_buffers(s, 0.0);
     reference::conv2d_backward_filter(s, &x, &dy, &mut ew, &mut eb);
     reference::conv2d_backward_input(s, &dy, &w, &mut ei);
-    let (mut aw, mut ab, mut ai) = (
-        vec![0.0; s.weight_len()],
-        vec![0.0; s.c_out],
-        vec![0.0; s.input_len()],
-    );
+    let (mut aw, mut ab, mut ai) = grad_buffers(s, 0.0);
     reference::conv2d_backward_filter(s, &abs(&x), &abs(&dy), &mut aw, &mut ab);
     reference::conv2d_backward_input(s, &abs(&dy), &abs(&w), &mut ai);
     let n_filter = s.batch * oh * ow;
@@ -276,11 +269,7 @@ fn check_backward_from_winners(s: &ConvShape, seed: u64, with_input: bool, stale
             .collect();
         let spg = random(stale.pooled_len(), seed + 6);
         for (shape, x, w, pg, am) in [(stale, &sx, &sw, &spg, &sam), (s, &x, &w, &pg, &am)] {
-            let (mut fw, mut fb, mut fi) = (
-                vec![f32::NAN; shape.weight_len()],
-                vec![f32::NAN; shape.c_out],
-                vec![f32::NAN; shape.input_len()],
-            );
+            let (mut fw, mut fb, mut fi) = grad_buffers(shape, f32::NAN);
             conv::conv2d_backward_from_maxpool2x2_winners(
                 shape,
                 x,
@@ -586,11 +575,7 @@ fn backward_from_winners_rejects_an_argmax_outside_its_window() {
         })
         .collect();
     let run = |am: &[u32], layout| {
-        let (mut gw, mut gb, mut gi) = (
-            vec![0.0; s.weight_len()],
-            vec![0.0; s.c_out],
-            vec![0.0; s.input_len()],
-        );
+        let (mut gw, mut gb, mut gi) = grad_buffers(&s, 0.0);
         let mut scratch = conv::ConvScratch::with_winners_layout(layout);
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             conv::conv2d_backward_from_maxpool2x2_winners(
@@ -610,8 +595,9 @@ fn backward_from_winners_rejects_an_argmax_outside_its_window() {
     for layout in [conv::WinnersLayout::Rows, conv::WinnersLayout::Channels] {
         assert!(run(&good, layout), "the windows' own argmax");
         for i in [0, 15, 16, 26, 27, 40, s.pooled_len() - 1] {
-            // Two to the right, two down, the next window's corner, past
-            // the plane, and a huge index.
+            // good[i] is the window's bottom-right: two columns right of
+            // its corner, two rows down, the next window's own winner
+            // (good[i] + 2), past the plane, and a huge index.
             for bad in [good[i] + 1, good[i] + ow as u32, good[i] + 2, 36, u32::MAX] {
                 let mut am = good.clone();
                 am[i] = bad;
